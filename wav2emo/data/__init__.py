@@ -1,0 +1,1 @@
+"""Corpora, audio loading and speaker folds."""

@@ -1,0 +1,65 @@
+"""Reading audio: soundfile decodes, torchaudio resamples.
+
+Everything downstream assumes mono float32 at one sample rate (16 kHz by default).  Bad input must
+fail loudly here, naming the file, rather than become silent zeros or NaN features later.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+TARGET_SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+
+@lru_cache(maxsize=16)
+def _resampler(orig: int, new: int):
+    import torchaudio.transforms as T  # imported lazily: torchaudio is slow to import
+
+    return T.Resample(orig, new, dtype=torch.float32)
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Resample a mono float32 waveform with torchaudio's band-limited sinc resampler."""
+    if orig_sr == target_sr:
+        return wave
+    out = _resampler(int(orig_sr), int(target_sr))(torch.from_numpy(np.ascontiguousarray(wave)))
+    return out.numpy()
+
+
+def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """Load ``path`` as mono float32 at ``target_sr``.
+
+    Multi-channel files are down-mixed by averaging the channels.  Raises :class:`AudioError` for
+    unreadable, non-audio, empty or non-finite files.
+    """
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+        raise AudioError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from e
+    if data.size == 0 or data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no samples (expected a non-empty recording)")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(f"{path}: {bad} samples are NaN or infinite (expected finite audio)")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    wave = resample(np.ascontiguousarray(wave, dtype=np.float32), sr, target_sr)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def audio_info(path: str | Path) -> tuple[int, int, int]:
+    """(sample_rate, channels, frames) of a file, read from its header; :class:`AudioError` if unreadable."""
+    try:
+        info = sf.info(str(path))
+    except Exception as e:
+        raise AudioError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from e
+    return int(info.samplerate), int(info.channels), int(info.frames)
