@@ -1,0 +1,65 @@
+"""Building blocks shared by the nets: the reference CNN's conv block and batch-input handling."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ConvBlock(nn.Sequential):
+    """``n_convs`` x (conv3x3 pad 1 -> BatchNorm2d -> ReLU), then MaxPool2d(3).
+
+    The convolutions have no bias: the BatchNorm right after subtracts the per-channel mean, which would
+    cancel any bias anyway (the usual DoubleConv layout).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2, pool: int = 3) -> None:
+        if n_convs < 1:
+            raise ValueError(f"ConvBlock needs at least one convolution, got n_convs={n_convs}")
+        layers: list[nn.Module] = []
+        for i in range(n_convs):
+            layers += [
+                nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.MaxPool2d(pool))
+        super().__init__(*layers)
+        self.pool = pool
+
+
+def module_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype of a module's parameters (inputs are cast to it: caches hold float16)."""
+    for p in module.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def ssl_inputs(
+    batch: Mapping[str, Any], in_channels: int, feature_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validated ``ssl`` (B, L, T, D) cast to ``dtype`` and its ``ssl_mask`` (B, T) bool, or None.
+
+    A missing mask means every frame is real.
+    """
+    if "ssl" not in batch:
+        raise KeyError(f"batch has no 'ssl' entry (keys: {sorted(batch)})")
+    x = batch["ssl"]
+    if x.dim() != 4 or x.shape[1] != in_channels or x.shape[3] != feature_dim:
+        raise ValueError(
+            f"ssl must have shape (B, L={in_channels}, T, D={feature_dim}), got {tuple(x.shape)}; "
+            "in_channels/feature_dim must match the feature cache"
+        )
+    x = x.to(dtype)
+    mask = batch.get("ssl_mask")
+    if mask is not None:
+        if mask.shape != (x.shape[0], x.shape[2]):
+            raise ValueError(
+                f"ssl_mask must have shape (B, T) = {(x.shape[0], x.shape[2])}, got {tuple(mask.shape)}"
+            )
+        mask = mask.to(device=x.device, dtype=torch.bool)
+    return x, mask

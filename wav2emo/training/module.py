@@ -1,0 +1,195 @@
+"""The LightningModule that wraps any batch-dict network with loss, optimiser and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+
+from wav2emo.data.manifest import EMOTIONS, NUM_CLASSES
+from wav2emo.models.standardizer import Standardizer
+from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+SchedulerFactory = Callable[[Optimizer], Any]
+
+
+class EmotionClassifier(L.LightningModule):
+    """Cross-entropy training of ``net`` with WA/UA/F1 per stage and per-class test reports.
+
+    ``optimizer`` and ``scheduler`` are factories (``functools.partial``, e.g. hydra ``_partial_: true``)
+    so the module builds them over its own parameters; they and ``net`` stay out of the hparams, which
+    therefore hold only plain values.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = NUM_CLASSES,
+        class_names: Sequence[str] = EMOTIONS,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        names = tuple(str(c) for c in class_names)
+        if len(names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(names)} names {names}, expected num_classes={num_classes}"
+            )
+        if not isinstance(getattr(net, "inputs", None), tuple):
+            raise TypeError(f"{type(net).__name__} must declare a class attribute `inputs: tuple[str, ...]`")
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.class_names = names
+        self.label_smoothing = float(label_smoothing)
+
+        self.train_metrics = build_metrics(num_classes, "train/")
+        self.val_metrics = build_metrics(num_classes, "val/")
+        self.test_metrics = build_metrics(num_classes, "test/")
+        self.test_per_class_metrics = build_per_class_metrics(num_classes)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_ua_best, self.val_loss_best = MaxMetric(), MinMetric()
+
+        self.test_confusion: np.ndarray | None = None
+        self.test_per_class: list[dict] = []
+        self.test_predictions: list[dict] = []
+
+    # Network -----------------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The feature inputs the wrapped net reads from the batch ("ssl", "egemaps")."""
+        return self.net.inputs
+
+    @property
+    def standardized_inputs(self) -> tuple[str, ...]:
+        """Inputs whose statistics must be set with :meth:`set_feature_stats` before training."""
+        return tuple(sorted({m.input_name for m in self.net.modules() if isinstance(m, Standardizer)}))
+
+    def set_feature_stats(self, name: str, mean: Any, std: Any) -> None:
+        """Fill every Standardizer of input ``name`` with statistics of the training actors."""
+        targets = [m for m in self.net.modules() if isinstance(m, Standardizer) and m.input_name == name]
+        if not targets:
+            raise ValueError(
+                f"{type(self.net).__name__} has no Standardizer for input {name!r}; "
+                f"standardised inputs: {self.standardized_inputs}"
+            )
+        for m in targets:
+            m.set_stats(mean, std)
+
+    def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.net(batch)
+
+    # Steps -------------------------------------------------------------------------------------------
+    def _logits(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        logits = self.net(batch)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"{type(self.net).__name__} returned logits of shape {tuple(logits.shape)}, "
+                f"expected (B, {self.num_classes})"
+            )
+        return logits.float()  # loss and softmax in float32, also under bf16 autocast
+
+    def _shared_step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = batch["label"].long()
+        logits = self._logits(batch)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        n = len(labels)
+        metrics = getattr(self, f"{stage}_metrics")
+        loss_metric = getattr(self, f"{stage}_loss")
+        metrics.update(logits.argmax(dim=1), labels)
+        loss_metric.update(loss.detach(), weight=n)
+        self.log(
+            f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage != "test"
+        )
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage == "val")
+        return loss, logits
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._shared_step(batch, "train")
+        return loss
+
+    def on_train_start(self) -> None:
+        # Lightning's sanity check ran validation before this point (on_fit_start comes even earlier):
+        # start the validation metrics and the best-so-far trackers from scratch.
+        for metric in (self.val_metrics, self.val_loss, self.val_ua_best, self.val_loss_best):
+            metric.reset()
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.val_ua_best.update(self.val_metrics["ua"].compute())
+        self.val_loss_best.update(self.val_loss.compute())
+        self.log("val/ua_best", self.val_ua_best.compute(), on_step=False, on_epoch=True)
+        self.log("val/loss_best", self.val_loss_best.compute(), on_step=False, on_epoch=True)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_per_class_metrics.reset()
+        self.test_confusion, self.test_per_class, self.test_predictions = None, [], []
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        _, logits = self._shared_step(batch, "test")
+        labels = batch["label"].long()
+        preds = logits.argmax(dim=1)
+        self.test_per_class_metrics.update(preds, labels)
+        probs = logits.softmax(dim=1).cpu().numpy()
+        actors = batch.get("actor")
+        actors = [None] * len(labels) if actors is None else [int(a) for a in actors]
+        for i, (clip_id, label, pred) in enumerate(
+            zip(batch["clip_id"], labels.tolist(), preds.tolist(), strict=True)
+        ):
+            row = {"clip_id": clip_id, "actor": actors[i], "label": label, "pred": pred}
+            row.update({f"prob_{name}": float(probs[i, c]) for c, name in enumerate(self.class_names)})
+            self.test_predictions.append(row)
+
+    def on_test_epoch_end(self) -> None:
+        res = self.test_per_class_metrics.compute()
+        confusion = res["confusion"].cpu().numpy().astype(np.int64)
+        self.test_confusion = confusion
+        self.test_per_class = per_class_table(
+            res["precision"].cpu(),
+            res["recall"].cpu(),
+            res["f1"].cpu(),
+            confusion.sum(axis=1),
+            self.class_names,
+        )
+        for row in self.test_per_class:
+            for key in ("precision", "recall", "f1"):
+                self.log(f"test/{key}/{row['class']}", row[key], on_step=False, on_epoch=True)
+        self.test_per_class_metrics.reset()
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        probs = self._logits(batch).softmax(dim=1).cpu()
+        return {"clip_id": list(batch["clip_id"]), "probs": probs}
+
+    # Optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{type(self.net).__name__} has no trainable parameters")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val/loss",
+                "interval": "epoch",
+                "frequency": 1,
+            },
+        }
