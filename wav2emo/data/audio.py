@@ -46,6 +46,7 @@ def load_audio(path: str | Path, target_sr: int = TARGET_SAMPLE_RATE) -> np.ndar
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         raise AudioError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from e
+    _check_wav_complete(path)
     if data.size == 0 or data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds no samples (expected a non-empty recording)")
     if not np.isfinite(data).all():
@@ -62,4 +63,32 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
         info = sf.info(str(path))
     except Exception as e:
         raise AudioError(f"{path}: cannot be read as audio ({type(e).__name__}: {e})") from e
+    _check_wav_complete(path)
     return int(info.samplerate), int(info.channels), int(info.frames)
+
+
+def _check_wav_complete(path: str | Path) -> None:
+    """Refuse a RIFF/WAVE file whose data chunk is shorter than its header declares.
+
+    libsndfile silently reads what is there, so a truncated WAV (a broken copy or extraction) would
+    otherwise become a shorter clip without a word.  (A truncated FLAC fails when it is decoded.)
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        size = f.seek(0, 2)
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            declared = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                available = size - pos - 8
+                if declared not in (0, 0xFFFFFFFF) and declared > available:  # 0/-1: size left unset
+                    raise AudioError(
+                        f"{path}: truncated WAV, the header declares {declared} bytes of audio but the file "
+                        f"holds {available} (expected a complete file; copy or extract it again)"
+                    )
+                return
+            pos += 8 + declared + (declared & 1)

@@ -1,0 +1,465 @@
+"""The RAVDESS speech corpus: download, file-name parsing, checks, and the manifest (lhotse-style recipe).
+
+Everything else in wav2emo sees RAVDESS only through the :class:`~wav2emo.data.manifest.Manifest` built
+here, so every check that can catch a broken copy (a renamed file, a missing clip, a file that is not
+audio) runs here, once, and reports all problems together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+
+from .audio import AudioError, audio_info
+from .manifest import EMOTIONS, Clip, Manifest
+
+RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
+RAVDESS_ZIP_NAME = "Audio_Speech_Actors_01-24.zip"
+RAVDESS_URL = f"{RAVDESS_RECORD_URL}/files/{RAVDESS_ZIP_NAME}?download=1"
+
+NUM_ACTORS = 24
+CLIPS_PER_ACTOR = 60
+MAX_LISTED = 10  # offending files named in one error message
+
+# Marker written into a folder that prepare_ravdess extracted from a zip, so it is reused only for that zip.
+EXTRACT_MARKER = ".wav2emo-extracted.json"
+
+_NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+_ACTOR_DIR_RE = re.compile(r"^Actor_(\d+)$")
+
+
+class CorpusError(ValueError):
+    """A corpus copy that cannot be used as it is; the message names the files and what was expected."""
+
+
+# ------------------------------------------------------------------------------------------------
+# File names
+# ------------------------------------------------------------------------------------------------
+def parse_ravdess_name(stem: str) -> dict:
+    """Decode ``MM-VV-EE-II-SS-RR-AA`` (modality-channel-emotion-intensity-statement-repetition-actor).
+
+    Only the audio-only speech part is accepted (modality 03, vocal channel 01); the song part and the
+    video files share the naming scheme, and mixing them in would silently change the task.
+    """
+    m = _NAME_RE.match(stem)
+    if not m:
+        raise CorpusError(
+            f"{stem!r}: not a RAVDESS file name; expected MM-VV-EE-II-SS-RR-AA with two digits per field, "
+            "e.g. 03-01-05-02-01-01-12"
+        )
+    modality, channel, emotion, intensity, statement, repetition, actor = (int(g) for g in m.groups())
+    if modality != 3:
+        raise CorpusError(f"{stem!r}: modality {modality:02d}; expected 03 (audio-only)")
+    if channel != 1:
+        raise CorpusError(f"{stem!r}: vocal channel {channel:02d}; expected 01 (speech; 02 is song)")
+    if not 1 <= emotion <= len(EMOTIONS):
+        raise CorpusError(f"{stem!r}: emotion {emotion:02d}; expected 01..08")
+    if intensity not in (1, 2):
+        raise CorpusError(f"{stem!r}: intensity {intensity:02d}; expected 01 (normal) or 02 (strong)")
+    if emotion == 1 and intensity == 2:
+        raise CorpusError(f"{stem!r}: neutral (01) with strong intensity (02); RAVDESS has no strong neutral")
+    if statement not in (1, 2):
+        raise CorpusError(f"{stem!r}: statement {statement:02d}; expected 01 or 02")
+    if repetition not in (1, 2):
+        raise CorpusError(f"{stem!r}: repetition {repetition:02d}; expected 01 or 02")
+    if not 1 <= actor <= NUM_ACTORS:
+        raise CorpusError(f"{stem!r}: actor {actor:02d}; expected 01..24")
+    return {
+        "modality": modality,
+        "vocal_channel": channel,
+        "emotion_code": emotion,
+        "emotion": EMOTIONS[emotion - 1],
+        "label": emotion - 1,
+        "intensity": intensity,
+        "statement": statement,
+        "repetition": repetition,
+        "actor": actor,
+        "gender": "male" if actor % 2 == 1 else "female",
+    }
+
+
+def ravdess_stem(emotion: int, intensity: int, statement: int, repetition: int, actor: int) -> str:
+    """The file stem of one audio-only speech clip."""
+    return f"03-01-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}"
+
+
+def expected_combinations() -> list[tuple[int, int, int, int]]:
+    """The 60 (emotion, intensity, statement, repetition) combinations each actor recorded."""
+    return [
+        (e, i, s, r)
+        for e in range(1, len(EMOTIONS) + 1)
+        for i in ((1,) if e == 1 else (1, 2))
+        for s in (1, 2)
+        for r in (1, 2)
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Finding audio
+# ------------------------------------------------------------------------------------------------
+def audio_extensions() -> frozenset[str]:
+    """Lower-case suffixes that libsndfile can decode (``.wav``, ``.flac``, ``.ogg``, ...)."""
+    exts = {f".{k.lower()}" for k in sf.available_formats()}
+    exts |= {
+        ".wav",
+        ".flac",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".aif",
+        ".aiff",
+        ".aifc",
+        ".mp3",
+        ".au",
+        ".snd",
+        ".w64",
+    }
+    return frozenset(exts)
+
+
+def find_audio_files(root: str | Path) -> list[Path]:
+    """Audio files under ``root`` (recursively, sorted); hidden files and ``__MACOSX`` folders are skipped."""
+    root = Path(root)
+    exts = audio_extensions()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in exts:
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _listing(items: Iterable[str], total: int | None = None) -> str:
+    items = list(items)
+    total = len(items) if total is None else total
+    head = "\n  ".join(items[:MAX_LISTED])
+    more = f"\n  ... and {total - MAX_LISTED} more" if total > MAX_LISTED else ""
+    return f"  {head}{more}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Zip input
+# ------------------------------------------------------------------------------------------------
+def _zip_identity(zip_path: Path) -> dict:
+    st = zip_path.stat()
+    return {"zip": zip_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def extract_zip(zip_path: str | Path, extract_dir: str | Path | None = None) -> Path:
+    """Extract ``zip_path`` into ``extract_dir`` (default: ``<zip stem>`` beside the zip), atomically.
+
+    The archive is unpacked into a temporary sibling folder and renamed into place when complete, so an
+    interrupted extraction never looks like a corpus.  A folder this function extracted earlier from the
+    same zip (same size and mtime) is reused; any other existing folder is refused, never overwritten.
+    """
+    zip_path = Path(zip_path).resolve()
+    target = Path(extract_dir).resolve() if extract_dir is not None else zip_path.with_suffix("")
+    identity = _zip_identity(zip_path)
+    if target.exists():
+        return _reuse_extracted(zip_path, target, identity)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    except OSError as e:
+        raise CorpusError(
+            f"{zip_path}: cannot extract into {target} ({e}); pass extract_dir= a writable folder "
+            "or extract the zip yourself and give the folder"
+        ) from e
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():
+                member = Path(info.filename)
+                if member.is_absolute() or ".." in member.parts:
+                    raise CorpusError(f"{zip_path}: member {info.filename!r} points outside the archive")
+            zf.extractall(tmp)
+        (tmp / EXTRACT_MARKER).write_text(json.dumps(identity))
+        try:
+            tmp.rename(target)
+        except OSError:
+            if target.exists():  # another process finished the same extraction first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return _reuse_extracted(zip_path, target, identity)
+            raise
+    except zipfile.BadZipFile as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CorpusError(f"{zip_path}: not a readable zip archive ({e}); download it again") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _reuse_extracted(zip_path: Path, target: Path, identity: dict) -> Path:
+    marker = target / EXTRACT_MARKER
+    if not marker.is_file():
+        raise CorpusError(
+            f"{target} exists but was not extracted by wav2emo from {zip_path}; pass that folder as the "
+            "source itself, or remove it, or choose another extract_dir"
+        )
+    if json.loads(marker.read_text()) != identity:
+        raise CorpusError(
+            f"{target} was extracted from a different version of {zip_path} (size or modification time "
+            "changed); remove the folder to extract again"
+        )
+    return target
+
+
+# ------------------------------------------------------------------------------------------------
+# The manifest
+# ------------------------------------------------------------------------------------------------
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _enclosing_actor(path: Path, root: Path) -> int | None:
+    for part in reversed(path.relative_to(root).parts[:-1]):
+        m = _ACTOR_DIR_RE.match(part)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def prepare_ravdess(
+    source: str | Path,
+    *,
+    corpus_name: str = "ravdess",
+    require_complete: bool = True,
+    extract_dir: str | Path | None = None,
+    hash_files: bool = True,
+) -> Manifest:
+    """Build the manifest of a RAVDESS speech copy: a folder (searched recursively) or the release zip.
+
+    Every problem found is collected and reported in one :class:`CorpusError`: file names that are not
+    RAVDESS speech names, files whose actor field disagrees with their ``Actor_XX`` folder, the same clip
+    twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.
+    ``hash_files=False`` leaves ``sha1`` empty (quick listings only; feature caches need the hashes).
+    """
+    source = Path(source)
+    if not source.exists():
+        raise CorpusError(
+            f"{source}: does not exist; expected a RAVDESS folder (Actor_01 ... Actor_24) or "
+            f"{RAVDESS_ZIP_NAME} (download it from {RAVDESS_RECORD_URL})"
+        )
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise CorpusError(f"{source}: expected a folder of audio files or a zip archive")
+        root = extract_zip(source, extract_dir)
+    else:
+        root = source
+    root = root.resolve()
+    files = find_audio_files(root)
+    if not files:
+        raise CorpusError(f"{root}: no audio files found (expected .wav/.flac/... files in Actor_XX folders)")
+
+    problems: dict[str, list[str]] = defaultdict(list)
+    parsed: dict[str, tuple[Path, dict]] = {}
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        by_stem[path.stem].append(path)
+    for stem, paths in by_stem.items():
+        if len(paths) > 1:
+            problems["the same clip id more than once"].append(
+                f"{stem}: " + ", ".join(str(p.relative_to(root)) for p in paths)
+            )
+            continue
+        path = paths[0]
+        try:
+            meta = parse_ravdess_name(stem)
+        except CorpusError as e:
+            problems["bad file names"].append(f"{path.relative_to(root)}: {e}")
+            continue
+        folder_actor = _enclosing_actor(path, root)
+        if folder_actor is not None and folder_actor != meta["actor"]:
+            problems["actor field disagrees with the Actor_XX folder"].append(
+                f"{path.relative_to(root)}: name says actor {meta['actor']:02d}, folder says {folder_actor:02d}"
+            )
+            continue
+        parsed[stem] = (path, meta)
+
+    infos: dict[str, tuple[int, int, int]] = {}
+    for stem, (path, _) in parsed.items():
+        try:
+            sr, ch, n = audio_info(path)
+        except AudioError as e:
+            problems["unreadable files"].append(str(e))
+            continue
+        if n <= 0 or sr <= 0:
+            problems["unreadable files"].append(f"{path}: holds no samples (expected a non-empty recording)")
+            continue
+        infos[stem] = (sr, ch, n)
+
+    if require_complete:
+        _check_complete(parsed, problems)
+    if problems:
+        lines = [f"{root}: the corpus copy has problems ({sum(map(len, problems.values()))} in all):"]
+        for kind, items in problems.items():
+            lines.append(f"{kind} ({len(items)}):")
+            lines.append(_listing(items))
+        raise CorpusError("\n".join(lines))
+
+    stems = sorted(infos, key=lambda s: (parsed[s][1]["actor"], s))
+    hashes: dict[str, str] = {}
+    if hash_files:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            hashes = dict(zip(stems, pool.map(lambda s: _sha1(parsed[s][0]), stems), strict=True))
+    clips = []
+    for stem in stems:
+        path, meta = parsed[stem]
+        sr, ch, n = infos[stem]
+        clips.append(
+            Clip(
+                clip_id=stem,
+                path=str(path),
+                corpus=corpus_name,
+                actor=meta["actor"],
+                gender=meta["gender"],
+                emotion=meta["emotion"],
+                label=meta["label"],
+                intensity=meta["intensity"],
+                statement=meta["statement"],
+                repetition=meta["repetition"],
+                duration=n / sr,
+                sample_rate=sr,
+                channels=ch,
+                num_frames=n,
+                sha1=hashes.get(stem, ""),
+            )
+        )
+    return Manifest(clips, name=corpus_name)
+
+
+def _check_complete(parsed: dict[str, tuple[Path, dict]], problems: dict[str, list[str]]) -> None:
+    actors = Counter(meta["actor"] for _, meta in parsed.values())
+    missing_actors = [a for a in range(1, NUM_ACTORS + 1) if a not in actors]
+    if missing_actors:
+        problems["missing actors (expected 24 actors x 60 clips)"].append(
+            "actors " + ", ".join(f"{a:02d}" for a in missing_actors)
+        )
+    missing = [
+        ravdess_stem(*combo, actor)
+        for actor in sorted(actors)
+        for combo in expected_combinations()
+        if ravdess_stem(*combo, actor) not in parsed
+    ]
+    if missing:
+        problems["missing clips (expected 60 per actor)"].extend(missing)
+
+
+# ------------------------------------------------------------------------------------------------
+# Download
+# ------------------------------------------------------------------------------------------------
+def _by_hand(url: str) -> str:
+    return (
+        f"download {RAVDESS_ZIP_NAME} by hand from {RAVDESS_RECORD_URL} (or {url}) and pass "
+        f"data.corpus.root=/path/to/{RAVDESS_ZIP_NAME} or the extracted folder"
+    )
+
+
+def download_ravdess(
+    dest_dir: str | Path, *, url: str = RAVDESS_URL, force: bool = False, timeout: float = 60
+) -> Path:
+    """Download the RAVDESS speech zip into ``dest_dir`` and return its path.
+
+    Streams to ``<zip>.part`` and resumes it with an HTTP Range request when it exists, so a broken
+    200 MB download is not started over; the file is renamed into place only when its length matches
+    Content-Length and :mod:`zipfile` can open it.  An existing complete zip is returned at once
+    unless ``force``.
+    """
+    dest_dir = Path(dest_dir)
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or RAVDESS_ZIP_NAME
+    target = dest_dir / name
+    part = target.with_name(target.name + ".part")
+    if target.exists() and not force:
+        if _zip_ok(target):
+            return target
+        raise CorpusError(f"{target}: exists but is not a readable zip; remove it or pass force=True")
+    if force:
+        part.unlink(missing_ok=True)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "wav2emo"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to send: the .part is complete, or not this file
+            if _zip_ok(part):
+                os.replace(part, target)
+                return target
+            part.unlink()
+            return download_ravdess(dest_dir, url=url, force=False, timeout=timeout)
+        raise CorpusError(f"{url}: the server answered HTTP {e.code} {e.reason}; {_by_hand(url)}") from e
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CorpusError(f"{url}: cannot reach the server ({reason}); {_by_hand(url)}") from e
+
+    with response:
+        if have and response.status == 206:
+            start = _range_start(response.headers.get("Content-Range", ""))
+            if start != have:
+                raise CorpusError(
+                    f"{url}: asked to resume at byte {have}, the server sent bytes from {start}; "
+                    f"remove {part} and try again"
+                )
+            mode = "ab"
+        else:  # the server ignored the Range header: take the whole body
+            have, mode = 0, "wb"
+        length = response.headers.get("Content-Length")
+        expected = have + int(length) if length is not None else None
+        written = have
+        try:
+            with open(part, mode) as f:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    written += len(block)
+        except (OSError, http.client.HTTPException) as e:
+            raise CorpusError(
+                f"{url}: download interrupted after {written} bytes ({e}); run again to resume from {part}"
+            ) from e
+    if expected is not None and written != expected:
+        raise CorpusError(
+            f"{url}: download incomplete, {written} of {expected} bytes; run again to resume from {part}"
+        )
+    if not _zip_ok(part):
+        part.unlink()
+        raise CorpusError(
+            f"{url}: the downloaded file is not a readable zip archive (removed); {_by_hand(url)}"
+        )
+    os.replace(part, target)
+    return target
+
+
+def _zip_ok(path: Path) -> bool:
+    """True when ``path`` opens as a zip and every member's CRC checks out."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
+def _range_start(content_range: str) -> int | None:
+    m = re.match(r"bytes\s+(\d+)-", content_range)
+    return int(m.group(1)) if m else None
