@@ -1,0 +1,186 @@
+"""End-to-end training on the synthetic corpus with the tiny backbone: protocol, leakage, resume, eval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import open_dict
+
+from tests.helpers import CONF_DIR, SMALL, compose_cfg
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="session")
+def shared_dirs(tmp_path_factory):
+    """Corpus and feature cache shared by every training test (built once, like real runs share them)."""
+    root = tmp_path_factory.mktemp("shared")
+    return root / "data", root / "cache"
+
+
+def small_cfg(tmp_path, shared_dirs, *extra: str):
+    data_dir, cache_dir = shared_dirs
+    return compose_cfg([*SMALL, *extra], tmp_path, data_dir, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_fold(tmp_path_factory, shared_dirs):
+    """fe_vgg_egemaps trained on fold 0 for a few epochs; reused by several tests."""
+    from wav2emo.training.experiment import run_fold
+
+    out = tmp_path_factory.mktemp("run")
+    cfg = small_cfg(out, shared_dirs, "model=fe_vgg_egemaps", "model.module.optimizer.lr=1e-3", "trainer.max_epochs=12")
+    result = run_fold(cfg, 0, out / "fold_0")
+    return cfg, result, out / "fold_0"
+
+
+def test_every_config_group_composes_and_instantiates(tmp_path, shared_dirs):
+    from hydra.utils import instantiate
+
+    for model in sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")):
+        cfg = small_cfg(tmp_path, shared_dirs, f"model={model}")
+        with open_dict(cfg):
+            net = cfg.model.module.net
+            if "in_channels" in net.keys():
+                net.in_channels = 13 if cfg.model.get("layers") == "all" else 12
+            if "feature_dim" in net.keys():
+                net.feature_dim = 768
+        module = instantiate(cfg.model.module, _convert_="partial")
+        assert isinstance(module, torch.nn.Module), model
+    for group in ("trainer", "logger", "callbacks", "features", "folds", "data", "experiment", "debug", "loader"):
+        for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
+            cfg = small_cfg(tmp_path, shared_dirs, f"{group}={option}")
+            if group in ("experiment", "debug"):  # global overrides: they must change something
+                base = small_cfg(tmp_path, shared_dirs)
+                assert cfg != base, f"{group}={option} changes nothing"
+            else:
+                assert cfg[group] is not None
+    cfg = small_cfg(tmp_path, shared_dirs, "trainer=cpu", "logger=tensorboard")
+    trainer = instantiate(cfg.trainer, logger=[instantiate(v) for v in cfg.logger.values()])
+    assert trainer.max_epochs == 100 and trainer.gradient_clip_val == 10
+
+
+def test_demo_learns_synthetic_emotions_on_held_out_actors(trained_fold):
+    _, result, _ = trained_fold
+    # 8 balanced classes: chance UA is 0.125. The test actors were never seen in training or selection.
+    assert result["test"]["ua"] > 0.35, result["test"]
+    assert result["test_clips"] == 5 * 8
+
+
+def test_no_test_actor_in_train_or_dev(trained_fold):
+    _, result, fold_dir = trained_fold
+    split = result["split"]
+    train, dev, test = set(split["train_actors"]), set(split["dev_actors"]), set(split["test_actors"])
+    assert test == {2, 5, 14, 15, 16}
+    assert not (train & test) and not (dev & test) and not (train & dev)
+    assert len(dev) == 2
+    preds = pd.read_csv(fold_dir / "predictions.csv")
+    assert set(preds["actor"]) == test
+    probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
+    assert probs.shape == (40, 8) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_egemaps_scaler_is_fitted_on_training_actors_only(trained_fold):
+    from wav2emo.training.experiment import build_datamodule
+
+    cfg, result, _ = trained_fold
+    dm = build_datamodule(cfg, 0)
+    dm.setup("fit")
+    cache = dm.caches["egemaps"]
+    train_ids = [c.clip_id for c in dm.manifest if c.actor in set(result["split"]["train_actors"])]
+    all_ids = [c.clip_id for c in dm.manifest]
+    x_train = np.stack([cache.read(cache.index_of(i))[0] for i in train_ids]).astype(np.float64)
+    x_all = np.stack([cache.read(cache.index_of(i))[0] for i in all_ids]).astype(np.float64)
+    mean, std = dm.egemaps_stats()
+    np.testing.assert_allclose(mean, x_train.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, x_train.std(0), rtol=1e-6)
+    assert not np.allclose(mean, x_all.mean(0), rtol=1e-3)
+    # ...and the statistics travel with the checkpoint.
+    ckpt = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    saved = [v for k, v in ckpt["state_dict"].items() if k.endswith("mean") and v.numel() == 88]
+    assert saved and np.allclose(saved[0].double().numpy(), mean, rtol=1e-5)
+
+
+def test_checkpoint_is_chosen_by_dev_ua(trained_fold):
+    _, result, fold_dir = trained_fold
+    metrics = pd.read_csv(next(fold_dir.glob("csv/version_*/metrics.csv")))
+    val = metrics.dropna(subset=["val/ua"]).groupby("epoch")["val/ua"].first()
+    best_epoch = int(val.idxmax())  # first epoch reaching the best dev UA
+    assert result["best_dev"]["monitor"] == "val/ua"
+    assert result["best_dev"]["best_score"] == pytest.approx(val.max(), abs=1e-6)
+    assert f"epoch{best_epoch:03d}-" in Path(result["best_checkpoint"]).name
+    assert result["evaluated_checkpoint"] == result["best_checkpoint"]
+    assert "test/ua" not in " ".join(metrics.columns[metrics.columns.str.startswith("val")])
+
+
+def test_eval_of_saved_checkpoint_reproduces_test_metrics(trained_fold, tmp_path, shared_dirs):
+    from wav2emo.training.experiment import evaluate
+
+    _, result, _ = trained_fold
+    data_dir, cache_dir = shared_dirs
+    cfg = compose_cfg([f"ckpt_path={result['best_checkpoint']}"], tmp_path, data_dir, cache_dir, config_name="eval")
+    ev = evaluate(cfg)
+    for k in ("wa", "ua", "f1", "loss"):
+        assert ev["test"][k] == pytest.approx(result["test"][k], abs=1e-5), k
+    assert (tmp_path / "predictions.csv").exists()
+    bad = compose_cfg([f"ckpt_path={result['best_checkpoint']}", "fold=1"], tmp_path, data_dir, cache_dir, "eval")
+    with pytest.raises(ValueError, match="trained for fold 0"):
+        evaluate(bad)
+
+
+def test_resume_from_checkpoint_continues_training(trained_fold, tmp_path, shared_dirs):
+    from wav2emo.training.experiment import run_fold
+
+    _, result, fold_dir = trained_fold
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    before = torch.load(last, map_location="cpu", weights_only=False)
+    cfg = small_cfg(tmp_path, shared_dirs, "model=fe_vgg_egemaps", "model.module.optimizer.lr=1e-3",
+                    "trainer.max_epochs=14", f"ckpt_path={last}")
+    resumed = run_fold(cfg, 0, tmp_path / "fold_0")
+    after = torch.load(tmp_path / "fold_0" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert before["epoch"] == 11 and after["epoch"] == 13
+    assert after["global_step"] > before["global_step"]
+    assert len(resumed["epoch_seconds"]) == 2  # only the two new epochs ran
+
+
+def test_same_seed_same_metrics_on_cpu(tmp_path, shared_dirs):
+    from wav2emo.training.experiment import run_fold
+
+    runs = []
+    for name in ("a", "b"):
+        cfg = small_cfg(tmp_path / name, shared_dirs, "model=fe_vgg", "model.module.optimizer.lr=1e-3",
+                        "trainer.max_epochs=2", "seed=7")
+        runs.append(run_fold(cfg, 1, tmp_path / name / "fold_1"))
+    assert runs[0]["test"] == runs[1]["test"]
+    assert runs[0]["best_dev"]["best_score"] == runs[1]["best_dev"]["best_score"]
+
+
+def test_two_fold_multirun_writes_the_aggregate(tmp_path, shared_dirs):
+    data_dir, cache_dir = shared_dirs
+    sweep = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "wav2emo.train", "-m", "fold=0,3", *SMALL, "model=egemaps_mlp", "trainer.max_epochs=3",
+        f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=CONF_DIR.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((sweep / "cv_report.json").read_text())
+    assert report["folds"] == [0, 3] and report["missing_folds"] == []
+    assert report["pooled"]["clips"] == 2 * 5 * 8
+    assert np.array(report["pooled"]["confusion_matrix"]).sum() == 80
+    for name in ("cv_report.md", "confusion_matrix.png", "learning_curves.png"):
+        assert (sweep / name).stat().st_size > 0, name
+    # A sweep where one fold is missing still aggregates and says what is missing.
+    from wav2emo.reports.aggregate import aggregate_folds
+
+    partial = aggregate_folds(sweep, expected_folds=[0, 1, 3])
+    assert partial["missing_folds"] == [1] and partial["folds"] == [0, 3]
+    assert "Missing folds: [1]" in (sweep / "cv_report.md").read_text()

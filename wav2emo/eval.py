@@ -1,0 +1,17 @@
+"""``python -m wav2emo.eval ckpt_path=... [fold=k]``: test a saved checkpoint on its fold's test actors."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    from wav2emo.training.experiment import evaluate
+
+    return float(evaluate(cfg)["test"]["ua"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Cross-validation reports: aggregates, tables and figures from the folds' result files."""

@@ -1,0 +1,19 @@
+"""``python -m wav2emo.train``: train and evaluate on speaker folds (see conf/train.yaml)."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from wav2emo.training.experiment import train
+
+    metrics = train(cfg)
+    value = metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The Lightning data module: one speaker fold of a corpus, read from the shared feature cache.
+
+It turns (corpus, feature specs, folds, fold index) into train/dev/test batches in the batch-dict
+contract of ``docs/architecture.md``.  Two ways to feed the model:
+
+* memory-mapped reads (the default): each item is read from the cache's memmap, so the process
+  holds only what a batch needs, whatever the cache size;
+* ``resident: true``: each split is loaded once into one padded tensor on the training device (a
+  whole RAVDESS fold of 12 x 263 x 768 float16 is about 5.5 GB), so an epoch does no host I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wav2emo.data.corpora import load_corpus
+from wav2emo.data.folds import Split, build_folds
+from wav2emo.data.manifest import Manifest
+from wav2emo.features import get_features
+from wav2emo.features.cache import FeatureCache
+
+log = logging.getLogger(__name__)
+
+INPUT_KINDS = ("ssl", "egemaps")
+
+
+def resolve_layers(layers: Any, num_hidden_states: int) -> list[int]:
+    """Which hidden states to stack: ``None`` = every transformer layer (1..N, as the reference),
+    ``"all"`` = every hidden state including the CNN projection (0..N), or explicit indices."""
+    if layers is None or layers == "transformer":
+        return list(range(1, num_hidden_states))
+    if layers == "all":
+        return list(range(num_hidden_states))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = [int(i) for i in layers]
+    bad = [i for i in out if not -num_hidden_states <= i < num_hidden_states]
+    if bad or not out:
+        raise ValueError(
+            f"layers={list(layers)} is invalid for a backbone with {num_hidden_states} hidden states "
+            f"(expected indices in 0..{num_hidden_states - 1}, null, or 'all')"
+        )
+    return [i % num_hidden_states for i in out]
+
+
+@dataclass
+class FoldData:
+    """Everything a split needs: the clips (manifest rows) and where each lives in every cache."""
+
+    manifest: Manifest
+    ssl_rows: np.ndarray | None
+    egemaps_rows: np.ndarray | None
+
+
+class CachedFeatureDataset(Dataset):
+    """Items of one split, read lazily from memory-mapped caches."""
+
+    def __init__(
+        self,
+        data: FoldData,
+        ssl: FeatureCache | None,
+        egemaps: FeatureCache | None,
+        layers: Sequence[int],
+        frames: int | None,
+    ) -> None:
+        self.data, self.ssl, self.egemaps = data, ssl, egemaps
+        self.layers = np.asarray(layers)
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.data.manifest)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        clip = self.data.manifest[i]
+        item: dict[str, Any] = {"label": clip.label, "clip_id": clip.clip_id, "actor": clip.actor}
+        if self.ssl is not None:
+            x = self.ssl.read(int(self.data.ssl_rows[i]))  # (T, H, D) memmap view
+            if self.frames is not None:
+                x = x[: self.frames]
+            # Copy only the selected layers: (T, L, D) -> (L, T, D).
+            item["ssl"] = torch.from_numpy(np.ascontiguousarray(x[:, self.layers].transpose(1, 0, 2)))
+        if self.egemaps is not None:
+            item["egemaps"] = torch.from_numpy(
+                np.asarray(self.egemaps.read(int(self.data.egemaps_rows[i]))[0], dtype=np.float32)
+            )
+        return item
+
+
+def collate(items: list[dict[str, Any]], frames: int | None = None) -> dict[str, Any]:
+    """Stack items into a batch; pad ``ssl`` with zeros to ``frames`` or to the longest clip, with a mask."""
+    batch: dict[str, Any] = {
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
+        "clip_id": [it["clip_id"] for it in items],
+    }
+    if "ssl" in items[0]:
+        lengths = torch.tensor([it["ssl"].shape[1] for it in items], dtype=torch.long)
+        t_max = frames if frames is not None else int(lengths.max())
+        n_layers, _, dim = items[0]["ssl"].shape
+        ssl = torch.zeros(len(items), n_layers, t_max, dim, dtype=items[0]["ssl"].dtype)
+        for b, it in enumerate(items):
+            t = min(it["ssl"].shape[1], t_max)
+            ssl[b, :, :t] = it["ssl"][:, :t]
+        batch["ssl"] = ssl
+        batch["ssl_mask"] = torch.arange(t_max)[None, :] < lengths.clamp(max=t_max)[:, None]
+    if "egemaps" in items[0]:
+        batch["egemaps"] = torch.stack([it["egemaps"] for it in items])
+    return batch
+
+
+class _Collate:
+    """Picklable collate (worker processes need to pickle it)."""
+
+    def __init__(self, frames: int | None) -> None:
+        self.frames = frames
+
+    def __call__(self, items):
+        return collate(items, self.frames)
+
+
+class ResidentSplit:
+    """A whole split held as tensors on one device; batches are gathered by index, no host I/O.
+
+    Iterating reshuffles with a generator seeded by ``seed + epoch`` so runs are reproducible.
+    """
+
+    def __init__(
+        self, dataset: CachedFeatureDataset, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0
+    ) -> None:
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        items = [dataset[i] for i in range(len(dataset))]
+        full = collate(items, dataset.frames)  # padded to the split's longest clip (or to ``frames``)
+        self.lengths = full["ssl_mask"].sum(1) if "ssl" in full else None
+        self.tensors = {k: v.to(device) for k, v in full.items() if isinstance(v, torch.Tensor)}
+        self.clip_ids = full["clip_id"]
+        self.fixed = dataset.frames is not None
+        self.n = len(items)
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g)
+            self.epoch += 1
+        else:
+            order = torch.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            dev_idx = idx.to(next(iter(self.tensors.values())).device)
+            batch = {k: v.index_select(0, dev_idx) for k, v in self.tensors.items()}
+            if "ssl" in batch and not self.fixed:  # crop to the longest clip of this batch
+                t = int(self.lengths[idx].max())
+                batch["ssl"], batch["ssl_mask"] = batch["ssl"][:, :, :t], batch["ssl_mask"][:, :t]
+            batch["clip_id"] = [self.clip_ids[i] for i in idx.tolist()]
+            yield batch
+
+
+class EmotionDataModule(L.LightningDataModule):
+    """One fold of speaker-independent cross-validation over cached features."""
+
+    def __init__(
+        self,
+        corpus: Mapping,
+        features: Mapping,
+        folds: Mapping,
+        fold: int,
+        inputs: Sequence[str],
+        cache_dir: str | Path,
+        layers: Any = None,
+        frames: int | None = None,
+        batch_size: int = 25,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        resident: bool = False,
+        pin_memory: bool = False,
+        seed: int = 0,
+        extraction_device: str = "auto",
+    ) -> None:
+        super().__init__()
+        unknown = set(inputs) - set(INPUT_KINDS)
+        if unknown or not inputs:
+            raise ValueError(f"inputs={list(inputs)}: expected a non-empty subset of {INPUT_KINDS}")
+        for name in inputs:
+            if name not in features:
+                raise ValueError(
+                    f"the model needs input {name!r} but the features config defines only {sorted(features)}"
+                )
+        self.corpus_cfg, self.features_cfg, self.folds_cfg = corpus, features, folds
+        self.fold, self.inputs = int(fold), tuple(inputs)
+        self.cache_dir = Path(cache_dir)
+        self.layers_cfg, self.frames = layers, frames
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
+        self.num_workers, self.resident, self.pin_memory = num_workers, resident, pin_memory
+        self.seed, self.extraction_device = seed, extraction_device
+        self._ready = False
+
+    # Set-up --------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Corpus and features exist after this (built once, under a lock, in the shared cache)."""
+        self._load()
+
+    def _load(self) -> None:
+        if self._ready:
+            return
+        self.manifest = load_corpus(self.corpus_cfg, cache_dir=self.cache_dir)
+        self.split: Split = build_folds(self.folds_cfg, self.manifest).split(self.fold)
+        self.caches: dict[str, FeatureCache] = {
+            name: get_features(self.manifest, self.features_cfg[name], self.cache_dir, device=self.extraction_device)
+            for name in self.inputs
+        }
+        ssl = self.caches.get("ssl")
+        self.layers = resolve_layers(self.layers_cfg, ssl.feature_shape[0]) if ssl is not None else []
+        self.parts = {
+            "train": self._fold_data(self.split.train),
+            "dev": self._fold_data(self.split.dev),
+            "test": self._fold_data(self.split.test),
+        }
+        self._ready = True
+
+    def _fold_data(self, actors: Sequence[int]) -> FoldData:
+        m = self.manifest.filter(actors)
+
+        def rows(name: str) -> np.ndarray | None:
+            cache = self.caches.get(name)
+            return None if cache is None else np.array([cache.index_of(c.clip_id) for c in m], dtype=np.int64)
+
+        return FoldData(m, rows("ssl"), rows("egemaps"))
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    # What the model needs to know ----------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        self._load()
+        return len(self.layers)
+
+    @property
+    def feature_dim(self) -> int:
+        self._load()
+        return int(self.caches["ssl"].feature_shape[1]) if "ssl" in self.caches else 0
+
+    def egemaps_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of the eGeMAPS functionals over the *training* actors only (never dev or test)."""
+        self._load()
+        cache, rows = self.caches["egemaps"], self.parts["train"].egemaps_rows
+        x = np.stack([np.asarray(cache.read(int(r))[0], dtype=np.float64) for r in rows])
+        return x.mean(0), x.std(0)
+
+    def describe(self) -> dict[str, Any]:
+        self._load()
+        return {
+            "fold": self.fold,
+            "train_actors": list(self.split.train),
+            "dev_actors": list(self.split.dev),
+            "test_actors": list(self.split.test),
+            "clips": {k: len(v.manifest) for k, v in self.parts.items()},
+            "layers": self.layers,
+            "frames": self.frames,
+            "caches": {k: str(c.path) for k, c in self.caches.items()},
+        }
+
+    # Loaders -------------------------------------------------------------------------------------
+    def dataset(self, part: str) -> CachedFeatureDataset:
+        self._load()
+        return CachedFeatureDataset(
+            self.parts[part], self.caches.get("ssl"), self.caches.get("egemaps"), self.layers, self.frames
+        )
+
+    def _loader(self, part: str, shuffle: bool):
+        batch_size = self.batch_size if part == "train" else self.eval_batch_size
+        ds = self.dataset(part)
+        if len(ds) == 0:
+            return []
+        if self.resident:
+            if not hasattr(self, "_resident"):
+                self._resident: dict[str, ResidentSplit] = {}
+            if part not in self._resident:
+                device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+                self._resident[part] = ResidentSplit(ds, batch_size, shuffle, device, seed=self.seed)
+            return self._resident[part]
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=g if shuffle else None,
+            num_workers=self.num_workers,
+            collate_fn=_Collate(self.frames),
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("dev", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,38 @@
+"""What every run records about itself: the resolved config and the code version that produced it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
+    """Commit and dirty state of the wav2emo checkout (``None`` fields outside a git checkout)."""
+    cwd = Path(cwd) if cwd else Path(__file__).resolve().parents[2]
+
+    def run(*args: str) -> str | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except Exception:
+            return None
+
+    status = run("status", "--porcelain")
+    return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
+
+
+def save_run_info(cfg: DictConfig, out_dir: str | Path) -> None:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    (out_dir / "git.json").write_text(json.dumps(git_info(), indent=2) + "\n")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """A plain, resolved dict of the config (what checkpoints carry)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
