@@ -90,7 +90,7 @@ class CachedFeatureDataset(Dataset):
             item["ssl"] = torch.from_numpy(np.ascontiguousarray(x[:, self.layers].transpose(1, 0, 2)))
         if self.egemaps is not None:
             item["egemaps"] = torch.from_numpy(
-                np.asarray(self.egemaps.read(int(self.data.egemaps_rows[i]))[0], dtype=np.float32)
+                np.array(self.egemaps.read(int(self.data.egemaps_rows[i]))[0], dtype=np.float32)  # a copy
             )
         return item
 

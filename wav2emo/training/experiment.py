@@ -326,6 +326,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if len(folds) > 1:
         report = aggregate_folds(out, expected_folds=folds)
         metrics["cv"] = report["summary"]
+        from wav2emo.reports.aggregate import render_markdown
+
+        print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
+              f"{out}/confusion_matrix.png, {out}/learning_curves.png\n", flush=True)
     return metrics
 
 

@@ -1,0 +1,90 @@
+"""Backbone-free features: eGeMAPSv02 functionals and LLDs through openSMILE, and log-mel spectrograms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_cache import make_manifest
+from wav2emo.data.audio import load_audio
+from wav2emo.features import get_features
+from wav2emo.features.egemaps import EgemapsError, compute_egemaps
+from wav2emo.features.logmel import LogMel
+
+pytest.importorskip("opensmile")
+
+SAMPLES = [16000, 47040, 59200, 84351]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_manifest(tmp_path_factory.mktemp("audio"), SAMPLES)
+
+
+def test_functionals_are_88_finite_float32_values_per_clip(tmp_path, toy):
+    spec = {"kind": "egemaps_functionals", "name": "egemaps", "feature_set": "eGeMAPSv02", "durable": False}
+    cache = get_features(toy, spec, tmp_path / "cache", progress=False)
+    assert cache.feature_shape == (88,) and cache.dtype == np.float32 and cache.frame_rate is None
+    assert cache.lengths.tolist() == [1] * len(toy)
+    names = cache.feature_names
+    assert len(names) == 88 and names[0] == "F0semitoneFrom27.5Hz_sma3nz_amean"
+    values = np.concatenate(cache.read_many(range(len(toy))))
+    assert np.isfinite(values).all() and values.std(axis=0).max() > 0
+    # Matches openSMILE called directly on the same audio.
+    import opensmile
+
+    smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+    direct = smile.process_signal(load_audio(toy[2].path), 16000).to_numpy()[0]
+    np.testing.assert_allclose(cache.read(2)[0], direct, rtol=1e-6)
+    assert cache.meta["opensmile"]["feature_set"] == "eGeMAPSv02"
+
+
+def test_llds_are_25_per_10ms_frame(tmp_path, toy):
+    cache = get_features(toy, {"kind": "egemaps_lld", "name": "lld", "durable": False}, tmp_path / "cache", progress=False)
+    assert cache.feature_shape == (25,) and cache.frame_rate == 100.0 and len(cache.feature_names) == 25
+    # openSMILE's eGeMAPS LLDs: 60 ms windows every 10 ms.
+    assert cache.lengths.tolist() == [(n - 800) // 160 + 1 for n in SAMPLES]
+    assert all(np.isfinite(cache.read(i)).all() for i in range(len(toy)))
+
+
+def test_nan_from_opensmile_is_reported_not_stored(tmp_path):
+    m = make_manifest(tmp_path / "a", [30000, 400])  # 25 ms: too short, openSMILE fills with NaN
+    spec = {"kind": "egemaps_functionals", "name": "egemaps"}
+    with pytest.warns(UserWarning, match="too short"), pytest.raises(EgemapsError, match=r"clip001: \["):
+        get_features(m, spec, tmp_path / "cache", progress=False)
+    assert not list((tmp_path / "cache").rglob("meta.json"))
+
+
+def test_process_pool_gives_the_same_values(toy):
+    paths = [c.path for c in toy]
+    serial = compute_egemaps(paths, num_workers=1)
+    pooled = compute_egemaps(paths, num_workers=2)
+    assert all(np.array_equal(a, b) for a, b in zip(serial, pooled, strict=True))
+
+
+def test_unknown_feature_set_is_an_error(tmp_path, toy):
+    with pytest.raises(EgemapsError, match="feature_set='eGeMAPSv99'"):
+        get_features(toy, {"kind": "egemaps_functionals", "name": "e", "feature_set": "eGeMAPSv99"}, tmp_path)
+
+
+# Log-mel ------------------------------------------------------------------------------------------------------
+def test_logmel_shapes_and_values(tmp_path, toy):
+    spec = {"kind": "logmel", "name": "logmel64", "durable": False}
+    cache = get_features(toy, spec, tmp_path / "cache", progress=False)
+    assert cache.feature_shape == (64,) and cache.dtype == np.float32 and cache.frame_rate == 100.0
+    assert cache.lengths.tolist() == [(n - 400) // 160 + 1 for n in SAMPLES]  # 25 ms window, 10 ms hop
+    import torchaudio
+
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=400, win_length=400, hop_length=160, n_mels=64,
+                                               center=False)(torch.from_numpy(load_audio(toy[1].path)))
+    np.testing.assert_allclose(cache.read(1), torch.log(mel.clamp(min=1e-6)).T.numpy(), rtol=1e-5, atol=1e-5)
+    assert cache.read(1).min() >= np.log(1e-6) - 1e-6
+
+
+def test_logmel_options_and_short_audio():
+    lm = LogMel({"kind": "logmel", "name": "x", "n_mels": 40, "hop_ms": 20.0, "center": True})
+    out = lm.compute(np.zeros(8000, np.float32))
+    assert out.shape == (8000 // 320 + 1, 40) and np.allclose(out, np.log(1e-6))  # silence sits on the floor
+    with pytest.raises(ValueError, match="shorter than one 400-sample"):
+        LogMel({"kind": "logmel", "name": "x"}).compute(np.zeros(399, np.float32))

@@ -1,0 +1,271 @@
+"""SSL hidden-state extraction: batch invariance, exact lengths, resume after a crash, backbone loading offline."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests.test_cache import make_manifest
+from wav2emo.data.audio import load_audio
+from wav2emo.features import get_features
+from wav2emo.features.backbone import (
+    BackboneError,
+    backbone_identity,
+    build_tiny_wav2vec2,
+    load_backbone,
+    resolve_source,
+    tiny_wav2vec2_config,
+)
+from wav2emo.features.cache import CacheBuilder, FeatureCache
+from wav2emo.features.extraction import (
+    ExtractionError,
+    HiddenStateExtractor,
+    expected_samples,
+    normalize_wave,
+    resampled_length,
+)
+
+# RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
+SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_wav2vec2(tmp_path_factory.mktemp("bb") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_manifest(tmp_path_factory.mktemp("audio"), SAMPLES)
+
+
+def ssl_spec(tiny, **kw):
+    return {"kind": "ssl_hidden_states", "name": "tiny", "backbone": str(tiny), "batch_size": 4, "num_workers": 2,
+            "shard_mb": 0.12, "durable": False, **kw}
+
+
+def waves(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(s)).astype(np.float32) for s in SAMPLES[:n]]
+
+
+# Batch invariance ----------------------------------------------------------------------------------------
+def _invariance_gap(model, ws) -> tuple[float, float, float]:
+    """(max |batched - alone|, max |alone|, max |naive zero-padded batch - alone|) over valid frames."""
+    from wav2emo.features.backbone import Backbone, resolve_source
+
+    bb = Backbone(model, resolve_source("unused/hub-id"), {}, True, 16000)
+    ex = HiddenStateExtractor(bb, torch.device("cpu"), "fp32")
+    batched = ex.extract(ws)
+    alone = [ex.extract([w])[0] for w in ws]
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(batched, alone, strict=True))
+    scale = max(float(np.abs(a).max()) for a in alone)
+    # The naive way: same batch zero-padded, no attention mask, unmasked GroupNorm.
+    x, _ = ex.pad([ex.prepare(w) for w in ws])
+    for _, norm in ex.invariance.norms:
+        assert norm.lengths is None
+    with torch.inference_mode():
+        hs = torch.stack(model(x, output_hidden_states=True).hidden_states, dim=2)
+    naive = max(float(np.abs(hs[b, : len(a)].numpy() - a).max()) for b, a in enumerate(alone))
+    return gap, scale, naive
+
+
+def test_batched_equals_one_by_one(tiny):
+    bb = load_backbone(resolve_source(tiny))
+    gap, scale, naive = _invariance_gap(bb.model, waves(6))
+    assert gap < 1e-4 * max(1.0, scale), gap
+    assert naive > 1e-2, naive  # the problem is real: without the fix, padding changes the features
+
+
+@pytest.mark.slow
+def test_batched_equals_one_by_one_base_sized():
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config()).eval()  # wav2vec2-base: GroupNorm(512, 512) in conv 0, 12 layers
+    gap, scale, naive = _invariance_gap(model, [w[:40000] if i % 2 else w for i, w in enumerate(waves(3))])
+    assert gap < 1e-3 * max(1.0, scale), gap
+    assert naive > 1e-2, naive
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_batched_equals_one_by_one_on_gpu(tiny):
+    bb = load_backbone(resolve_source(tiny), device="cuda")
+    ex = HiddenStateExtractor(bb, torch.device("cuda"), "fp32")
+    ws = waves(5)
+    batched, alone = ex.extract(ws), [ex.extract([w])[0] for w in ws]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(batched, alone, strict=True)) < 1e-3
+
+
+def test_layer_norm_backbones_need_only_the_mask(tmp_path):
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(tiny_wav2vec2_config(feat_extract_norm="layer", do_stable_layer_norm=True)).eval()
+    gap, scale, _ = _invariance_gap(model, waves(4))
+    assert gap < 1e-4 * max(1.0, scale)
+
+
+# Through get_features ---------------------------------------------------------------------------------
+def test_ssl_cache_shapes_lengths_values_and_meta(tmp_path, tiny, toy):
+    cache = get_features(toy, ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+    assert cache.feature_shape == (4, 32) and cache.dtype == np.float16  # 3 layers + encoder input
+    assert cache.frame_rate == 50.0 and cache.layer_names == ["encoder_input", "layer_01", "layer_02", "layer_03"]
+    # Exact frames per clip: wav2vec2's conv stack gives (n - 400) // 320 + 1 frames, no pad, no crop.
+    assert cache.lengths.tolist() == [(n - 400) // 320 + 1 for n in SAMPLES]
+    assert len(cache.meta["shards"]) > 2
+
+    bb = load_backbone(resolve_source(tiny))
+    ex = HiddenStateExtractor(bb, torch.device("cpu"))
+    direct = ex.extract([load_audio(c.path) for c in toy[:3]])
+    for i in range(3):
+        got = cache.read(i)
+        assert isinstance(got, np.memmap) and got.shape == direct[i].shape
+        np.testing.assert_allclose(got.astype(np.float32), direct[i], rtol=2e-3, atol=2e-3)
+
+    meta = cache.meta
+    assert meta["backbone"]["source"] == "folder" and len(meta["backbone"]["weights_sha256"]) == 64
+    assert meta["key_fields"]["precision"] == "fp32" and meta["key_fields"]["normalize"] is True
+    assert meta["manifest"]["content_hash"] == toy.content_hash() and meta["sample_rate"] == 16000
+    assert {"torch", "transformers", "wav2emo"} <= set(meta["versions"]) and meta["build"]["device"] == "cpu"
+    assert cache.sha1s == [c.sha1 for c in toy]
+
+
+def test_batch_size_and_length_buckets_do_not_change_features_or_key(tmp_path, tiny, toy):
+    a = get_features(toy, ssl_spec(tiny, batch_size=1, length_bucket_s=0), tmp_path / "a", device="cpu", progress=False)
+    b = get_features(toy, ssl_spec(tiny, batch_size=5, length_bucket_s=1.0), tmp_path / "b", device="cpu",
+                     progress=False)
+    assert a.path.name == b.path.name
+    assert len(b.meta["build"]["batch_s"]) == 2 and b.meta["build"]["length_bucket_s"] == 1.0
+    for i in range(len(toy)):
+        np.testing.assert_allclose(a.read(i).astype(np.float32), b.read(i).astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_changed_config_gets_new_cache_old_untouched(tmp_path, tiny, toy):
+    first = get_features(toy, ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()}
+    other = get_features(toy, ssl_spec(tiny, normalize=False), tmp_path / "cache", device="cpu", progress=False)
+    assert other.path != first.path and other.path.parent == first.path.parent
+    assert {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()} == before
+    assert not np.array_equal(other.read(0), first.read(0))
+
+
+def test_resume_after_a_crash_computes_only_the_missing_shards(tmp_path, tiny, toy, monkeypatch):
+    spec = ssl_spec(tiny)
+    reference = get_features(toy, spec, tmp_path / "ref", device="cpu", progress=False)
+
+    original = CacheBuilder._finalize_shard
+    calls = {"n": 0}
+
+    def crash_on_second(self, sh):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("simulated crash while finishing the second shard")
+        return original(self, sh)
+
+    monkeypatch.setattr(CacheBuilder, "_finalize_shard", crash_on_second)
+    with pytest.raises(OSError, match="simulated crash"):
+        get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    monkeypatch.setattr(CacheBuilder, "_finalize_shard", original)
+    folder = reference.path.name
+    left = sorted(p.name for p in (tmp_path / "cache" / toy.name / folder).iterdir())
+    assert "meta.json" not in left and "shard-00000.npy" in left and "shard-00001.npy.partial" in left
+
+    resumed = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    shard0 = json.loads((reference.path / "meta.json").read_text())["shards"][0]["clips"]
+    assert resumed.meta["build"]["shards_reused"] == 1
+    assert resumed.meta["build"]["clips_computed"] == len(toy) - shard0
+    assert not list(resumed.path.glob("*.partial"))
+    for i in range(len(toy)):
+        np.testing.assert_allclose(resumed.read(i).astype(np.float32), reference.read(i).astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+
+
+def test_decoded_length_must_match_the_manifest(tmp_path, tiny):
+    m = make_manifest(tmp_path / "a", [20000, 30000])
+    wrong = type(m)([m[0], type(m[1])(**{**m[1].__dict__, "num_frames": 31000})], name="toy")
+    with pytest.raises(ExtractionError, match=r"clip001\.wav: decoded to 30000 samples.*implies 31000"):
+        get_features(wrong, ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+
+
+def test_too_short_clip_is_an_error(tmp_path, tiny):
+    m = make_manifest(tmp_path / "a", [20000, 399])
+    with pytest.raises(ExtractionError, match=r"clip001.*receptive field \(400 samples"):
+        get_features(m, ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("sr,channels", [(48000, 2), (44100, 1), (22050, 1), (8000, 1)])
+def test_planned_lengths_match_decoded_audio(tmp_path, sr, channels):
+    m = make_manifest(tmp_path / "a", [int(sr * 3.137), int(sr * 2.9) + 1], sr=sr, channels=channels, ext="flac")
+    for clip in m:
+        assert expected_samples(clip, 16000) == len(load_audio(clip.path, 16000))
+    assert resampled_length(48000, 48000, 16000) == 16000 and resampled_length(5, 16000, 16000) == 5
+
+
+def test_normalisation_is_per_clip_on_the_unpadded_wave():
+    w = np.random.default_rng(0).standard_normal(1000).astype(np.float32) * 3 + 1
+    n = normalize_wave(w)
+    assert abs(float(n.mean())) < 1e-5 and abs(float(n.std()) - 1) < 1e-4
+
+
+# Backbones ------------------------------------------------------------------------------------------------
+def test_tiny_backbone_is_deterministic_idempotent_and_loads_offline(tmp_path, tiny):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    again = build_tiny_wav2vec2(tmp_path / "t2", seed=0)
+    ident_a, ident_b = backbone_identity(resolve_source(tiny)), backbone_identity(resolve_source(again))
+    assert ident_a == ident_b and ident_a["source"] == "folder"
+    assert backbone_identity(resolve_source(build_tiny_wav2vec2(tmp_path / "t3", seed=1))) != ident_a
+    mtime = (again / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_wav2vec2(again, seed=0) == again and (again / "model.safetensors").stat().st_mtime_ns == mtime
+    with pytest.raises(BackboneError, match="seed 0, not 1"):
+        build_tiny_wav2vec2(again, seed=1)
+    (tmp_path / "foreign").mkdir()
+    with pytest.raises(BackboneError, match="not a tiny backbone made by wav2emo"):
+        build_tiny_wav2vec2(tmp_path / "foreign")
+
+    bb = load_backbone(resolve_source(tiny))  # AutoModel.from_pretrained on the folder, hub switched off
+    cfg = bb.config
+    assert type(bb.model).__name__ == "Wav2Vec2Model" and bb.do_normalize and bb.sampling_rate == 16000
+    assert tuple(cfg.conv_stride) == (5, 2, 2, 2, 2, 2, 2) and tuple(cfg.conv_kernel) == (10, 3, 3, 3, 3, 2, 2)
+    assert cfg.feat_extract_norm == "group" and not bb.model.training
+    assert not any(p.requires_grad for p in bb.model.parameters())
+
+
+def test_build_tiny_spec_builds_on_first_use(tmp_path, toy):
+    spec = {"kind": "ssl_hidden_states", "name": "tiny", "backbone": str(tmp_path / "bb" / "tiny-seed0"),
+            "build_tiny": True, "num_workers": 1, "durable": False}
+    cache = get_features(toy[:2], spec, tmp_path / "cache", device="cpu", progress=False)
+    assert (tmp_path / "bb" / "tiny-seed0" / "config.json").is_file() and cache.num_clips == 2
+
+
+def test_unknown_hub_id_offline_says_what_to_do(tmp_path, toy):
+    source = resolve_source("wav2emo-test/no-such-model", revision="main")
+    assert not source.is_local
+    with pytest.raises(BackboneError) as err:
+        backbone_identity(source)
+    msg = str(err.value)
+    assert "wav2emo-test/no-such-model" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "run once with internet access" in msg and "local folder" in msg
+    spec = {"kind": "ssl_hidden_states", "name": "x", "backbone": "wav2emo-test/no-such-model"}
+    with pytest.raises(BackboneError, match="run once with internet access"):
+        get_features(toy, spec, tmp_path / "cache", device="cpu")
+
+
+def test_missing_local_folder_is_not_mistaken_for_a_hub_id(tmp_path):
+    with pytest.raises(BackboneError, match="no such folder"):
+        resolve_source(str(tmp_path / "nowhere"))
+    with pytest.raises(BackboneError, match="no such folder"):
+        resolve_source("./models/mine")
+
+
+def test_cache_reopens_without_loading_the_backbone(tmp_path, tiny, toy, monkeypatch):
+    first = get_features(toy[:3], ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+    import wav2emo.features.extraction as extraction
+
+    monkeypatch.setattr(extraction, "load_backbone", lambda *a, **k: pytest.fail("reloaded the backbone"))
+    again = get_features(toy[:3], ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+    assert again.path == first.path and isinstance(FeatureCache.open(again.path), FeatureCache)

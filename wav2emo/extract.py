@@ -1,0 +1,72 @@
+"""Fill the shared feature cache for a corpus: ``python -m wav2emo.extract [data=...] [features=...]``.
+
+Training runs call the same :func:`wav2emo.features.get_features` and would extract on first use;
+running this once first keeps extraction out of (parallel) training jobs and shows what was cached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+def _selected(features: Mapping[str, Any], only: Any) -> list[str]:
+    keys = list(features)
+    if only is None:
+        return keys
+    wanted = [only] if isinstance(only, str) else list(only)
+    unknown = [k for k in wanted if k not in features]
+    if unknown:
+        raise ValueError(f"only={wanted}: {unknown} not in the features config; expected some of {keys}")
+    return wanted
+
+
+def _size_on_disk(path) -> int:
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Extract every selected feature set; returns a summary per feature key."""
+    from wav2emo.data.corpora import load_corpus
+    from wav2emo.features import get_features
+
+    manifest = load_corpus(cfg.data.corpus, cache_dir=cfg.paths.cache_dir)
+    log.info("corpus %s: %d clips", manifest.name, len(manifest))
+    summary: dict[str, dict[str, Any]] = {}
+    for key in _selected(cfg.features, cfg.get("only")):
+        start = time.perf_counter()
+        cache = get_features(manifest, cfg.features[key], cfg.paths.cache_dir, device=cfg.device, progress=cfg.progress)
+        summary[key] = {
+            "path": str(cache.path),
+            "clips": cache.num_clips,
+            "feature_shape": list(cache.feature_shape),
+            "frames": [int(cache.lengths.min()), int(cache.lengths.max())],
+            "dtype": str(cache.dtype),
+            "size_mb": round(_size_on_disk(cache.path) / 2**20, 1),
+            "seconds": round(time.perf_counter() - start, 2),
+            "built_s": cache.meta.get("build", {}).get("seconds") or cache.meta.get("build", {}).get("extract_s"),
+        }
+    width = max(len(k) for k in summary)
+    for key, s in summary.items():
+        print(
+            f"{key:<{width}}  {s['clips']} clips x {s['feature_shape']} {s['dtype']}, frames {s['frames'][0]}-"
+            f"{s['frames'][1]}, {s['size_mb']} MB, {s['seconds']} s  ->  {s['path']}"
+        )
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
+def main(cfg: DictConfig) -> None:
+    log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Features: backbones, eGeMAPS, log-mel, and the shared feature cache.
+
+The one entry the rest of wav2emo calls is :func:`get_features`: given a manifest and one feature
+spec (an entry of a ``conf/features/*.yaml`` file) it opens the matching finished cache or builds it,
+under a file lock so that parallel fold jobs extract once.  Feature kinds are looked up in a small
+registry by ``spec["kind"]``; a new kind (HuBERT through the same wav2vec2 code, a Whisper encoder,
+...) is a class with ``key_fields()`` and ``build(manifest, path, base_meta, progress=...)`` passed to
+:func:`register_kind`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol
+
+from wav2emo.data.manifest import Manifest
+from wav2emo.features.cache import (
+    FORMAT_VERSION,
+    LOCK_FILE,
+    META_FILE,
+    CacheError,
+    FeatureCache,
+    cache_key,
+    cache_path,
+)
+from wav2emo.features.lock import build_lock
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CacheError",
+    "FeatureCache",
+    "FeatureKind",
+    "feature_cache_path",
+    "get_features",
+    "make_kind",
+    "register_kind",
+]
+
+
+class FeatureKind(Protocol):
+    """What a feature kind provides to :func:`get_features`."""
+
+    def key_fields(self) -> dict[str, Any]:
+        """JSON-able description of everything that changes the stored numbers (nothing else)."""
+
+    def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
+        """Compute every clip into the cache folder ``path`` (resuming if it can) and write meta.json last."""
+
+
+KindFactory = Callable[[Mapping[str, Any], Any], FeatureKind]
+_BUILTIN: dict[str, str] = {
+    "ssl_hidden_states": "wav2emo.features.extraction:SSLHiddenStates",
+    "egemaps_functionals": "wav2emo.features.egemaps:EgemapsFunctionals",
+    "egemaps_lld": "wav2emo.features.egemaps:EgemapsLLD",
+    "logmel": "wav2emo.features.logmel:LogMel",
+}
+_REGISTRY: dict[str, KindFactory] = {}
+
+
+def register_kind(kind: str, factory: KindFactory) -> None:
+    """Make ``spec["kind"] == kind`` build features with ``factory(spec, device)``."""
+    _REGISTRY[kind] = factory
+
+
+def _factory(kind: str) -> KindFactory:
+    if kind in _REGISTRY:
+        return _REGISTRY[kind]
+    if kind in _BUILTIN:  # imported on first use: opensmile / transformers only when needed
+        module, attr = _BUILTIN[kind].split(":")
+        return getattr(importlib.import_module(module), attr)
+    raise ValueError(f"feature kind {kind!r} is unknown; expected one of {sorted({*_BUILTIN, *_REGISTRY})}")
+
+
+def _plain(spec: Any) -> dict[str, Any]:
+    """A feature spec as a plain dict (OmegaConf configs are resolved)."""
+    if hasattr(spec, "_metadata"):  # an OmegaConf container, without importing omegaconf here
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"a feature spec must be a mapping with 'kind' and 'name', got {type(spec).__name__}")
+    out = dict(spec)
+    for field in ("kind", "name"):
+        if not out.get(field):
+            raise ValueError(f"feature spec {out}: missing {field!r}")
+    return out
+
+
+def make_kind(spec: Mapping[str, Any], device: Any = "auto") -> FeatureKind:
+    spec = _plain(spec)
+    return _factory(spec["kind"])(spec, device)
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("wav2emo", "torch", "torchaudio", "transformers", "numpy", "opensmile", "soundfile"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _key(manifest: Manifest, spec: dict[str, Any], kind: FeatureKind) -> tuple[str, dict[str, Any]]:
+    fields = {
+        "format_version": FORMAT_VERSION,
+        "corpus": manifest.content_hash(),
+        "kind": spec["kind"],
+        **kind.key_fields(),
+    }
+    return cache_key(fields), fields
+
+
+def feature_cache_path(manifest: Manifest, spec: Mapping[str, Any], cache_dir: str | Path, *, device: Any = "auto") -> Path:
+    """Where the cache of this manifest and spec lives (whether or not it exists yet)."""
+    plain = _plain(spec)
+    key, _ = _key(manifest, plain, make_kind(plain, device))
+    return cache_path(cache_dir, manifest.name, plain["name"], key)
+
+
+def _open_checked(path: Path, key: str) -> FeatureCache:
+    cache = FeatureCache.open(path)
+    if cache.key != key:
+        raise CacheError(
+            f"{path / META_FILE}: belongs to key {cache.key[:16]}..., expected {key[:16]}...; delete the folder"
+        )
+    return cache
+
+
+def get_features(
+    manifest: Manifest,
+    spec: Mapping[str, Any],
+    cache_dir: str | Path,
+    *,
+    device: Any = "auto",
+    progress: bool = True,
+    lock_timeout: float | None = None,
+) -> FeatureCache:
+    """The features of ``manifest`` described by ``spec``: opened from the cache, or built into it first.
+
+    Building happens under a per-cache file lock; a second process asking for the same features
+    waits, then opens what the first built.  An interrupted build resumes from its finished shards.
+    """
+    plain = _plain(spec)
+    kind = make_kind(plain, device)
+    key, fields = _key(manifest, plain, kind)
+    path = cache_path(cache_dir, manifest.name, plain["name"], key)
+    if (path / META_FILE).is_file():
+        return _open_checked(path, key)
+    if len(manifest) == 0:
+        raise ValueError(f"manifest {manifest.name!r} has no clips; nothing to extract")
+    with build_lock(path / LOCK_FILE, timeout=lock_timeout) as waited:
+        if (path / META_FILE).is_file():
+            log.info("%s was built by another process while this one waited %.1f s", path, waited)
+            return _open_checked(path, key)
+        log.info("building %s features for %s (%d clips) in %s", plain["name"], manifest.name, len(manifest), path)
+        start = time.perf_counter()
+        base_meta = {
+            "key": key,
+            "key_fields": fields,
+            "name": plain["name"],
+            "kind": plain["kind"],
+            "spec": getattr(kind, "spec", plain),
+            "manifest": {"name": manifest.name, "content_hash": manifest.content_hash(), "num_clips": len(manifest)},
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "build": {"host": socket.gethostname(), "pid": os.getpid()},
+        }
+        meta = kind.build(manifest, path, base_meta, progress=progress)
+        log.info("built %s in %.1f s", path, time.perf_counter() - start)
+        del meta
+    return _open_checked(path, key)

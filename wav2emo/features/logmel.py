@@ -1,0 +1,114 @@
+"""Log-mel spectrograms: a backbone-free frame-level feature (baselines, and a sanity check of the pipeline).
+
+Defaults follow common SER practice: 64 mel bands, 25 ms Hann window, 10 ms hop, power spectrum,
+``log(max(mel, floor))``.  ``center: false`` keeps frame ``t`` on samples ``[t*hop, t*hop + win)``, the
+same alignment convention as wav2vec2 (no reflected padding invented at the edges).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wav2emo.data.audio import load_audio
+from wav2emo.data.manifest import Manifest
+from wav2emo.features.cache import DEFAULT_SHARD_BYTES, build_from_arrays
+
+LOGMEL_DEFAULTS: dict[str, Any] = {
+    "kind": "logmel",
+    "name": None,
+    "sample_rate": 16000,
+    "n_mels": 64,
+    "win_ms": 25.0,
+    "hop_ms": 10.0,
+    "n_fft": None,  # None = the window length
+    "f_min": 0.0,
+    "f_max": None,
+    "log_floor": 1e-6,
+    "center": False,
+    "num_workers": 2,
+    "durable": True,
+}
+_NOT_IN_KEY = ("name", "num_workers", "durable")
+
+
+class LogMel:
+    """Feature kind ``logmel``: ``(T, n_mels)`` float32 per clip at 1000/hop_ms frames per second."""
+
+    def __init__(self, spec: Mapping[str, Any], device: Any = None) -> None:
+        unknown = sorted(set(spec) - set(LOGMEL_DEFAULTS))
+        if unknown:
+            raise ValueError(f"feature spec {spec.get('name')!r}: unknown fields {unknown}; expected {sorted(LOGMEL_DEFAULTS)}")
+        self.spec = {**LOGMEL_DEFAULTS, **spec}
+        sr = int(self.spec["sample_rate"])
+        self.win = round(float(self.spec["win_ms"]) * sr / 1000)
+        self.hop = round(float(self.spec["hop_ms"]) * sr / 1000)
+        self.n_fft = int(self.spec["n_fft"] or self.win)
+        if not (0 < self.hop and 0 < self.win <= self.n_fft) or float(self.spec["log_floor"]) <= 0:
+            raise ValueError(f"logmel spec {dict(self.spec)}: expected 0 < win <= n_fft, hop > 0, log_floor > 0")
+
+    def key_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.spec.items() if k not in _NOT_IN_KEY} | {"storage_dtype": "float32"}
+
+    @cached_property
+    def _mel(self):
+        import torchaudio.transforms as T
+
+        return T.MelSpectrogram(
+            sample_rate=int(self.spec["sample_rate"]), n_fft=self.n_fft, win_length=self.win, hop_length=self.hop,
+            f_min=float(self.spec["f_min"]), f_max=self.spec["f_max"], n_mels=int(self.spec["n_mels"]),
+            center=bool(self.spec["center"]), power=2.0,
+        )
+
+    def num_frames(self, num_samples: int) -> int:
+        if self.spec["center"]:
+            return num_samples // self.hop + 1
+        return (num_samples - self.n_fft) // self.hop + 1 if num_samples >= self.n_fft else 0
+
+    def compute(self, wave: np.ndarray) -> np.ndarray:
+        """Mono waveform -> ``(T, n_mels)`` float32 log-mel."""
+        if self.num_frames(len(wave)) < 1:
+            raise ValueError(f"{len(wave)} samples are shorter than one {self.n_fft}-sample analysis window")
+        with torch.inference_mode():
+            mel = self._mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+            out = torch.log(torch.clamp(mel, min=float(self.spec["log_floor"]))).T.contiguous()
+        return out.numpy()
+
+    def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
+        from tqdm.auto import tqdm
+
+        start = time.perf_counter()
+        sr = int(self.spec["sample_rate"])
+        _ = self._mel  # build the transform once, before the threads share it
+
+        def one(clip) -> np.ndarray:
+            try:
+                return self.compute(load_audio(clip.path, sr))
+            except ValueError as e:
+                raise ValueError(f"{clip.path}: {e}") from e
+
+        with ThreadPoolExecutor(max(1, int(self.spec["num_workers"]))) as pool:
+            arrays = list(tqdm(pool.map(one, manifest), total=len(manifest), unit="clip", desc="log-mel",
+                               disable=not progress, leave=False))
+        bad = [c.clip_id for c, a in zip(manifest, arrays, strict=True) if not np.isfinite(a).all()]
+        if bad:
+            raise ValueError(f"non-finite log-mel values for clips {bad[:5]}; nothing was cached")
+        meta = {
+            **base_meta,
+            "frame_rate": sr / self.hop,
+            "frame_shift_s": self.hop / sr,
+            "sample_rate": sr,
+            "build": {**base_meta.get("build", {}), "device": "cpu", "seconds": round(time.perf_counter() - start, 3),
+                      "clips_computed": len(manifest)},
+        }
+        return build_from_arrays(
+            path, clip_ids=manifest.clip_ids, sha1s=[c.sha1 for c in manifest], arrays=arrays,
+            dtype=np.float32, meta=meta, shard_bytes=DEFAULT_SHARD_BYTES, durable=bool(self.spec["durable"]),
+        )
