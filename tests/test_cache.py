@@ -320,3 +320,21 @@ def test_concurrent_processes_extract_once(tmp_path):
     (pid_a, path_a, built_a, created_a), (pid_b, path_b, built_b, created_b) = results
     assert path_a == path_b and created_a == created_b and built_a == built_b == int(builders[0])
     assert {pid_a, pid_b} >= {built_a}
+
+
+def test_read_copy_equals_read_and_maps_nothing(tmp_path):
+    from wav2emo.features.cache import FeatureCache, build_from_arrays
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((int(t), 3, 8)).astype(np.float16) for t in (5, 9, 2, 7)]
+    path = tmp_path / "c"
+    build_from_arrays(path, clip_ids=list("abcd"), sha1s=["0" * 40] * 4, arrays=arrays, dtype="float16",
+                      meta={"key": "k" * 64, "kind": "test"}, shard_bytes=200, durable=False)
+    cache = FeatureCache.open(path)
+    for i, a in enumerate(arrays):
+        out = cache.read_copy(i)
+        assert not isinstance(out, np.memmap) and out.base is None and out.flags.writeable
+        np.testing.assert_array_equal(out, a)
+        np.testing.assert_array_equal(out, cache.read(i))
+    with pytest.raises(IndexError):
+        cache.read_copy(4)

@@ -349,6 +349,35 @@ class FeatureCache:
     def read_many(self, indices: Iterable[int]) -> list[np.ndarray]:
         return [self.read(i) for i in indices]
 
+    def read_copy(self, i: int) -> np.ndarray:
+        """Clip ``i``'s features copied into a new array with one ``pread``.
+
+        Unlike :meth:`read`, nothing stays mapped into the process afterwards, so a training run that
+        visits every clip each epoch keeps its resident memory independent of the cache size (the
+        kernel's page cache still speeds up repeated reads, and is reclaimable).
+        """
+        i = int(i)
+        if not -self.num_clips <= i < self.num_clips:
+            raise IndexError(f"clip index {i} out of range for a cache of {self.num_clips} clips ({self.path})")
+        i %= self.num_clips
+        shard = self._shards[int(self._shard[i])]
+        row_bytes = int(np.prod(self.feature_shape, dtype=np.int64)) * self.dtype.itemsize
+        out = np.empty((int(self._lengths[i]), *self.feature_shape), dtype=self.dtype)
+        fd = self._fd(int(self._shard[i]), shard.filename)
+        want = out.nbytes
+        got = os.preadv(fd, [memoryview(out).cast("B")], int(shard.offset) + int(self._offset[i]) * row_bytes)
+        if got != want:
+            raise _damaged(self.path, f"{shard.filename}: short read ({got} of {want} bytes) for clip {i}")
+        return out
+
+    def _fd(self, shard: int, filename: str) -> int:
+        # One descriptor per shard and process; pread needs no shared file position, so forked
+        # DataLoader workers may use inherited descriptors safely.
+        fds = self.__dict__.setdefault("_fds", {})
+        if shard not in fds:
+            fds[shard] = os.open(filename, os.O_RDONLY)
+        return fds[shard]
+
 
 # Writing ----------------------------------------------------------------------------------------------
 class _Shard:

@@ -83,7 +83,8 @@ class CachedFeatureDataset(Dataset):
         clip = self.data.manifest[i]
         item: dict[str, Any] = {"label": clip.label, "clip_id": clip.clip_id, "actor": clip.actor}
         if self.ssl is not None:
-            x = self.ssl.read(int(self.data.ssl_rows[i]))  # (T, H, D) memmap view
+            # (T, H, D), copied with one pread: nothing stays mapped, so memory does not grow with the cache.
+            x = self.ssl.read_copy(int(self.data.ssl_rows[i]))
             if self.frames is not None:
                 x = x[: self.frames]
             # Copy only the selected layers: (T, L, D) -> (L, T, D).
@@ -233,7 +234,7 @@ class EmotionDataModule(L.LightningDataModule):
 
         def rows(name: str) -> np.ndarray | None:
             cache = self.caches.get(name)
-            return None if cache is None else np.array([cache.index_of(c.clip_id) for c in m], dtype=np.int64)
+            return None if cache is None else cache.rows_for(m)  # refuses features of other audio
 
         return FoldData(m, rows("ssl"), rows("egemaps"))
 
