@@ -143,15 +143,17 @@ sys.path.insert(0, {str(REPO)!r})
 sys.argv = ['x']
 from benchmarks.train_benchmark import compose, base_overrides
 from wav2emo.training.experiment import run_fold
-ov = base_overrides({str(backbone)!r}, 'fe_vgg', 1, False, 2) + ['trainer=cpu', 'trainer.limit_train_batches={batches}',
-      'trainer.limit_val_batches=4', 'trainer.limit_test_batches=4', 'trainer.precision=32-true']
+ov = [o for o in base_overrides({str(backbone)!r}, 'fe_vgg', 1, False, 2) if not o.startswith('trainer=')]
+ov += ['trainer=cpu', 'trainer.limit_train_batches={batches}', 'trainer.limit_val_batches=4', 'trainer.limit_test_batches=4', 'loader.eval_batch_size=25']
 cfg = compose(ov, __import__('pathlib').Path({str(out / 'cpu')!r}), __import__('pathlib').Path({str(work)!r}))
 run_fold(cfg, 0, __import__('pathlib').Path({str(out / 'cpu' / 'fold_0')!r}))
 self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({{"peak_rss_main_gb": self_kb / 2**20, "peak_rss_largest_worker_gb": child_kb / 2**20}}))
 """
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    # The GPU stays visible only so the cache key (which records the precision extraction ran in) finds
+    # the bf16 cache built above; training itself runs on the CPU (trainer=cpu).
+    env = dict(os.environ)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}

@@ -93,6 +93,8 @@ class FeVGGEncoder(nn.Module):
             pad_t, pad_d = max(0, self.min_size - x.shape[2]), max(0, self.min_size - x.shape[3])
             if pad_t or pad_d:
                 x = F.pad(x, (0, pad_d, 0, pad_t))
+        if x.is_cuda:  # channels-last: see EmotionClassifier._use_channels_last
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.pool(self.blocks(x))
         return F.relu(self.fc(torch.flatten(x, 1)))
 

@@ -26,13 +26,20 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The task config alone: a config composed with ``return_hydra_config`` also holds Hydra's own node."""
+    if "hydra" not in cfg:
+        return cfg
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+
+
 def save_run_info(cfg: DictConfig, out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    OmegaConf.save(without_hydra(cfg), out_dir / "config.yaml", resolve=True)
     (out_dir / "git.json").write_text(json.dumps(git_info(), indent=2) + "\n")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """A plain, resolved dict of the config (what checkpoints carry)."""
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    return OmegaConf.to_container(without_hydra(cfg), resolve=True, throw_on_missing=False)  # type: ignore[return-value]
