@@ -83,6 +83,8 @@ def test_no_test_actor_in_train_or_dev(trained_fold):
     assert len(dev) == 2
     preds = pd.read_csv(fold_dir / "predictions.csv")
     assert set(preds["actor"]) == test
+    assert all(Path(f).name.startswith(c) for f, c in zip(preds["file"], preds["clip_id"]))
+    assert {"true", "predicted", "label", "pred"} <= set(preds.columns)
     probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
     assert probs.shape == (40, 8) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
@@ -226,3 +228,28 @@ def test_readme_demo_end_to_end(tmp_path):
     report = json.loads(next((tmp_path / "outputs").rglob("cv_report.json")).read_text())
     assert report["folds"] == [0, 1, 2, 3, 4] and report["pooled"]["clips"] == 24 * 16
     assert report["summary"]["ua"]["mean"] > 0.2  # chance is 0.125
+
+
+def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
+    """The GPU-resident fast path (here on the CPU) feeds exactly what the memory-mapped loader feeds."""
+    from wav2emo.training.datamodule import ResidentSplit
+    from wav2emo.training.experiment import build_datamodule
+
+    cfg, _, _ = trained_fold
+    dm = build_datamodule(cfg, 0)
+    dm.setup("fit")
+    ds = dm.dataset("test")
+    dm.eval_batch_size = 16  # several batches, each padded to its own longest clip
+    resident = list(ResidentSplit(ds, batch_size=16, shuffle=False, device=torch.device("cpu")))
+    loader = list(dm.test_dataloader())
+    assert len(resident) == len(loader) == 3
+    r = {k: torch.cat([b[k] for b in resident]) for k in ("label", "egemaps")}
+    lo = {k: torch.cat([b[k] for b in loader]) for k in ("label", "egemaps")}
+    for k in r:
+        assert torch.equal(r[k], lo[k]), k
+    for br, bl in zip(resident, loader):
+        assert br["clip_id"] == bl["clip_id"]
+        t = int(bl["ssl_mask"].sum(1).max())
+        assert torch.equal(br["ssl_mask"][:, :t], bl["ssl_mask"]) and torch.equal(br["ssl"][:, :, :t], bl["ssl"])
+    shuffled = [b["clip_id"] for b in ResidentSplit(ds, 16, shuffle=True, device=torch.device("cpu"), seed=1)]
+    assert sorted(sum(shuffled, [])) == sorted(sum((b["clip_id"] for b in loader), []))

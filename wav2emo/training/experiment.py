@@ -238,6 +238,8 @@ def test_checkpoint(
     """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions."""
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)[0]
     preds = pd.DataFrame(model.test_predictions)
+    paths = {c.clip_id: c.path for c in dm.manifest}
+    preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
     class_names = list(getattr(model, "class_names", EMOTIONS))
     preds["true"] = [class_names[i] for i in preds["label"]]
     preds["predicted"] = [class_names[i] for i in preds["pred"]]
