@@ -269,3 +269,27 @@ def test_cache_reopens_without_loading_the_backbone(tmp_path, tiny, toy, monkeyp
     monkeypatch.setattr(extraction, "load_backbone", lambda *a, **k: pytest.fail("reloaded the backbone"))
     again = get_features(toy[:3], ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
     assert again.path == first.path and isinstance(FeatureCache.open(again.path), FeatureCache)
+
+
+def test_cpu_job_reads_the_cache_the_same_spec_built_in_bf16(tmp_path, tiny, toy, monkeypatch):
+    """A bf16 spec runs in fp32 on a CPU (another cache), but a finished bf16 cache of the same spec,
+    built on a GPU, is what the spec asked for: a CPU training or eval job reads it, not re-extracts."""
+    import wav2emo.features.extraction as extraction
+
+    spec = ssl_spec(tiny, precision="bf16")
+    real = extraction.effective_precision
+    monkeypatch.setattr(extraction, "effective_precision", lambda p, d: p)  # as on a GPU: bf16 honoured
+    gpu_built = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    assert gpu_built.meta["key_fields"]["precision"] == "bf16"
+    monkeypatch.setattr(extraction, "effective_precision", real)
+
+    def no_build(*a, **k):
+        raise AssertionError("must not extract again")
+
+    monkeypatch.setattr(extraction.SSLHiddenStates, "build", no_build)
+    on_cpu = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    assert on_cpu.path == gpu_built.path
+    # An fp32 spec is not satisfied by the bf16 cache: it gets its own.
+    monkeypatch.undo()
+    fp32 = get_features(toy, ssl_spec(tiny, precision="fp32"), tmp_path / "cache", device="cpu", progress=False)
+    assert fp32.path != gpu_built.path

@@ -157,6 +157,13 @@ def get_features(
     path = cache_path(cache_dir, manifest.name, plain["name"], key)
     if (path / META_FILE).is_file():
         return _open_checked(path, key)
+    for alt_fields in getattr(kind, "accepted_key_fields", lambda: [])():
+        alt_key = cache_key({**fields, **alt_fields})
+        alt = cache_path(cache_dir, manifest.name, plain["name"], alt_key)
+        if (alt / META_FILE).is_file():
+            log.info("using %s: built by this spec at precision %s (this device would compute %s)",
+                     alt, alt_fields.get("precision"), fields.get("precision"))
+            return _open_checked(alt, alt_key)
     if len(manifest) == 0:
         raise ValueError(f"manifest {manifest.name!r} has no clips; nothing to extract")
     with build_lock(path / LOCK_FILE, timeout=lock_timeout) as waited:

@@ -604,6 +604,18 @@ class SSLHiddenStates:
             "hidden_states": "all",
         }
 
+    def accepted_key_fields(self) -> list[dict[str, Any]]:
+        """Key fields of existing caches that also satisfy this spec, besides :meth:`key_fields`.
+
+        A spec asking for bf16 runs in fp32 on a CPU (no fast bf16 there), which is another cache; but
+        a finished cache that the same spec built in bf16 on a GPU is exactly what the spec asked for,
+        so a CPU job (training, eval) reads it instead of extracting everything again in fp32.
+        """
+        requested = str(self.spec["precision"])
+        if requested == self.precision:
+            return []
+        return [{**self.key_fields(), "precision": requested}]
+
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
         t0 = time.perf_counter()
         import transformers.modeling_utils  # noqa: F401 - timed apart: importing it dominates a cold load
