@@ -172,8 +172,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import transformers
     import lightning
+    import transformers
 
     from wav2emo.data.corpora import load_corpus
     from wav2emo.features import get_features

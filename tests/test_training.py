@@ -83,7 +83,7 @@ def test_no_test_actor_in_train_or_dev(trained_fold):
     assert len(dev) == 2
     preds = pd.read_csv(fold_dir / "predictions.csv")
     assert set(preds["actor"]) == test
-    assert all(Path(f).name.startswith(c) for f, c in zip(preds["file"], preds["clip_id"]))
+    assert all(Path(f).name.startswith(c) for f, c in zip(preds["file"], preds["clip_id"], strict=True))
     assert {"true", "predicted", "label", "pred"} <= set(preds.columns)
     probs = preds[[c for c in preds.columns if c.startswith("prob_")]].to_numpy()
     assert probs.shape == (40, 8) and np.allclose(probs.sum(1), 1, atol=1e-4)
@@ -247,7 +247,7 @@ def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
     lo = {k: torch.cat([b[k] for b in loader]) for k in ("label", "egemaps")}
     for k in r:
         assert torch.equal(r[k], lo[k]), k
-    for br, bl in zip(resident, loader):
+    for br, bl in zip(resident, loader, strict=True):
         assert br["clip_id"] == bl["clip_id"]
         t = int(bl["ssl_mask"].sum(1).max())
         assert torch.equal(br["ssl_mask"][:, :t], bl["ssl_mask"]) and torch.equal(br["ssl"][:, :, :t], bl["ssl"])

@@ -86,7 +86,7 @@ def aggregate_folds(root: str | Path, expected_folds: Iterable[int] | None = Non
             "confusion_matrix": pooled_cm.tolist(),
             "per_class": [
                 {"class": c, "precision": float(a), "recall": float(b), "f1": float(d), "support": int(s)}
-                for c, a, b, d, s in zip(class_names, prec, rec, f1, support)
+                for c, a, b, d, s in zip(class_names, prec, rec, f1, support, strict=True)
             ],
         }
         report["pooled"] = pooled
@@ -156,6 +156,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["\nConfusion matrix (rows = true, columns = predicted):\n",
                   "| | " + " | ".join(n[:4] for n in names) + " |",
                   "| --- " * (len(names) + 1) + "|"]
-        for n, row in zip(names, p["confusion_matrix"]):
+        for n, row in zip(names, p["confusion_matrix"], strict=True):
             lines.append(f"| {n} | " + " | ".join(map(str, row)) + " |")
     return "\n".join(lines)

@@ -51,7 +51,7 @@ def plot_learning_curves(fold_dirs: dict[int, Path], path: str | Path) -> Path |
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for f, c in sorted(curves.items()):
-        for ax, key in zip(axes, ("loss", "ua")):
+        for ax, key in zip(axes, ("loss", "ua"), strict=True):
             for split, style in (("train", "--"), ("val", "-")):
                 col = f"{split}/{key}"
                 if col in c:
