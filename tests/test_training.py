@@ -253,3 +253,14 @@ def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
         assert torch.equal(br["ssl_mask"][:, :t], bl["ssl_mask"]) and torch.equal(br["ssl"][:, :, :t], bl["ssl"])
     shuffled = [b["clip_id"] for b in ResidentSplit(ds, 16, shuffle=True, device=torch.device("cpu"), seed=1)]
     assert sorted(sum(shuffled, [])) == sorted(sum((b["clip_id"] for b in loader), []))
+
+
+def test_without_dev_actors_the_last_epoch_is_tested(tmp_path, shared_dirs):
+    """folds.n_dev_actors=0: nothing to choose on, so the last epoch is kept; the test actors choose nothing."""
+    from wav2emo.training.experiment import run_fold
+
+    cfg = small_cfg(tmp_path, shared_dirs, "model=egemaps_mlp", "trainer.max_epochs=3", "folds.n_dev_actors=0")
+    result = run_fold(cfg, 1, tmp_path / "fold_1")
+    assert result["split"]["dev_actors"] == [] and len(result["split"]["train_actors"]) == 19
+    assert Path(result["evaluated_checkpoint"]).name == "epoch002.ckpt"
+    assert len(result["epoch_seconds"]) == 3 and result["test_clips"] == 40
