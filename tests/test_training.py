@@ -264,3 +264,32 @@ def test_without_dev_actors_the_last_epoch_is_tested(tmp_path, shared_dirs):
     assert result["split"]["dev_actors"] == [] and len(result["split"]["train_actors"]) == 19
     assert Path(result["evaluated_checkpoint"]).name == "epoch002.ckpt"
     assert len(result["epoch_seconds"]) == 3 and result["test_clips"] == 40
+
+
+def test_length_buckets_cover_every_clip_once_with_less_padding():
+    from wav2emo.training.datamodule import LengthBucketBatchSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(140, 264, size=1020)
+    sampler = LengthBucketBatchSampler(lengths, 25, seed=3)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        flat = sorted(i for b in epoch for i in b)
+        assert flat == list(range(1020)) and len(epoch) == len(sampler) == 41
+    assert first != second  # a new order every epoch
+    assert first == list(LengthBucketBatchSampler(lengths, 25, seed=3))  # ...and reproducible
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+
+    random_batches = [list(range(i, min(i + 25, 1020))) for i in range(0, 1020, 25)]
+    assert padded(first) < 0.85 * padded(random_batches)
+
+
+def test_bucketed_resident_training_runs(tmp_path, shared_dirs):
+    from wav2emo.training.experiment import run_fold
+
+    cfg = small_cfg(tmp_path, shared_dirs, "model=fe_vgg", "trainer.max_epochs=2", "loader.resident=true",
+                    "loader.bucket_by_length=true", "model.module.net.widths=[8,16,32,64]")
+    result = run_fold(cfg, 0, tmp_path / "fold_0")
+    assert len(result["epoch_seconds"]) == 2 and result["test_clips"] == 40

@@ -128,6 +128,35 @@ class _Collate:
         return collate(items, self.frames)
 
 
+class LengthBucketBatchSampler:
+    """Training batches of clips of similar length, so ragged batches carry little padding.
+
+    Each epoch shuffles the clips (seeded by ``seed + epoch``), cuts them into pools of
+    ``pool_batches`` batches, sorts each pool by length, cuts it into batches and shuffles the batch
+    order: batches stay random in content and order while the padded frames (and the compute) shrink.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, pool_batches: int = 20) -> None:
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.batch_size, self.seed, self.pool = int(batch_size), int(seed), int(pool_batches) * int(batch_size)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+
 class ResidentSplit:
     """A whole split held as tensors on one device; batches are gathered by index, no host I/O.
 
@@ -135,9 +164,16 @@ class ResidentSplit:
     """
 
     def __init__(
-        self, dataset: CachedFeatureDataset, batch_size: int, shuffle: bool, device: torch.device, seed: int = 0
+        self,
+        dataset: CachedFeatureDataset,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        seed: int = 0,
+        batch_sampler: LengthBucketBatchSampler | None = None,
     ) -> None:
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.batch_sampler = batch_sampler
         items = [dataset[i] for i in range(len(dataset))]
         full = collate(items, dataset.frames)  # padded to the split's longest clip (or to ``frames``)
         self.lengths = full["ssl_mask"].sum(1) if "ssl" in full else None
@@ -149,7 +185,11 @@ class ResidentSplit:
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def _batches(self) -> Iterator[torch.Tensor]:
+        if self.batch_sampler is not None:
+            for idx in self.batch_sampler:
+                yield torch.as_tensor(idx, dtype=torch.long)
+            return
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g)
@@ -157,7 +197,10 @@ class ResidentSplit:
         else:
             order = torch.arange(self.n)
         for start in range(0, self.n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            yield order[start : start + self.batch_size]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for idx in self._batches():
             dev_idx = idx.to(next(iter(self.tensors.values())).device)
             batch = {k: v.index_select(0, dev_idx) for k, v in self.tensors.items()}
             if "ssl" in batch and not self.fixed:  # crop to the longest clip of this batch
@@ -184,6 +227,7 @@ class EmotionDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         resident: bool = False,
+        bucket_by_length: bool = False,
         pin_memory: bool = False,
         seed: int = 0,
         extraction_device: str = "auto",
@@ -203,6 +247,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.layers_cfg, self.frames = layers, frames
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.num_workers, self.resident, self.pin_memory = num_workers, resident, pin_memory
+        self.bucket_by_length = bucket_by_length
         self.seed, self.extraction_device = seed, extraction_device
         self._ready = False
 
@@ -284,14 +329,23 @@ class EmotionDataModule(L.LightningDataModule):
         ds = self.dataset(part)
         if len(ds) == 0:
             return []
+        sampler = None
+        if shuffle and self.bucket_by_length and self.frames is None and "ssl" in self.caches:
+            lengths = self.caches["ssl"].lengths[self.parts[part].ssl_rows]
+            sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
         if self.resident:
             if not hasattr(self, "_resident"):
                 self._resident: dict[str, ResidentSplit] = {}
             if part not in self._resident:
                 device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-                self._resident[part] = ResidentSplit(ds, batch_size, shuffle, device, seed=self.seed)
+                self._resident[part] = ResidentSplit(
+                    ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler
+                )
             return self._resident[part]
         g = torch.Generator().manual_seed(self.seed)
+        if sampler is not None:
+            return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=_Collate(self.frames),
+                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         return DataLoader(
             ds,
             batch_size=batch_size,

@@ -68,6 +68,7 @@ def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
         eval_batch_size=cfg.loader.get("eval_batch_size"),
         num_workers=cfg.loader.num_workers,
         resident=cfg.loader.resident,
+        bucket_by_length=cfg.loader.get("bucket_by_length", False),
         pin_memory=cfg.loader.get("pin_memory", False),
         seed=cfg.seed,
     )
