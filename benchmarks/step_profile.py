@@ -21,10 +21,7 @@ from wav2emo.models.fe_vgg import FeVGGEgemaps  # noqa: E402
 
 def make(channels_last: bool):
     net = FeVGGEgemaps(in_channels=12, feature_dim=768).cuda()
-    net.egemaps_norm.set_stats(torch.zeros(88), torch.ones(88)) if hasattr(net, "egemaps_norm") else None
-    for m in net.modules():
-        if hasattr(m, "set_stats") and not bool(getattr(m, "fitted", True)):
-            m.set_stats(torch.zeros(88), torch.ones(88))
+    net.egemaps_norm.set_stats(torch.zeros(88), torch.ones(88))
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net
@@ -43,12 +40,17 @@ def time_steps(net, batch, steps=20, warmup=5, amp=True):
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10)
         opt.step()
 
+    return seconds_per_call(step, steps, warmup)
+
+
+def seconds_per_call(fn, steps: int, warmup: int) -> float:
+    """Mean wall time of ``fn()`` on the GPU: warm-up calls first, synchronised around the timed ones."""
     for _ in range(warmup):
-        step()
+        fn()
     torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(steps):
-        step()
+        fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - t) / steps
 

@@ -83,6 +83,7 @@ def time_reference_way(n_train: int, steps: int = 15, warmup: int = 3) -> dict:
     clips, the 12 transformer layers stacked, fe_vgg (263-frame flatten) forward/backward, Adam."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+    from benchmarks.step_profile import seconds_per_call
     from wav2emo.models.fe_vgg import FeVGG
 
     dev = torch.device("cuda")
@@ -104,14 +105,7 @@ def time_reference_way(n_train: int, steps: int = 15, warmup: int = 3) -> dict:
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10)
         opt.step()
 
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    per_step = (time.perf_counter() - t0) / steps
+    per_step = seconds_per_call(step, steps, warmup)
     steps_per_epoch = -(-n_train // 25)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

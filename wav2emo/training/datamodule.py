@@ -250,6 +250,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.bucket_by_length = bucket_by_length
         self.seed, self.extraction_device = seed, extraction_device
         self._ready = False
+        self._resident: dict[str, ResidentSplit] = {}
 
     # Set-up --------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -325,6 +326,8 @@ class EmotionDataModule(L.LightningDataModule):
         )
 
     def _loader(self, part: str, shuffle: bool):
+        if part in self._resident:  # built once: uploading a split to the device is the expensive part
+            return self._resident[part]
         batch_size = self.batch_size if part == "train" else self.eval_batch_size
         ds = self.dataset(part)
         if len(ds) == 0:
@@ -334,23 +337,17 @@ class EmotionDataModule(L.LightningDataModule):
             lengths = self.caches["ssl"].lengths[self.parts[part].ssl_rows]
             sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
         if self.resident:
-            if not hasattr(self, "_resident"):
-                self._resident: dict[str, ResidentSplit] = {}
-            if part not in self._resident:
-                device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-                self._resident[part] = ResidentSplit(
-                    ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler
-                )
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            self._resident[part] = ResidentSplit(ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler)
             return self._resident[part]
-        g = torch.Generator().manual_seed(self.seed)
         if sampler is not None:
-            return DataLoader(ds, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=_Collate(self.frames),
-                              pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+            batching: dict[str, Any] = {"batch_sampler": sampler}
+        else:
+            g = torch.Generator().manual_seed(self.seed) if shuffle else None
+            batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": g}
         return DataLoader(
             ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            generator=g if shuffle else None,
+            **batching,
             num_workers=self.num_workers,
             collate_fn=_Collate(self.frames),
             pin_memory=self.pin_memory,

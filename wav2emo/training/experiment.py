@@ -309,7 +309,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran."""
-    from wav2emo.reports.aggregate import aggregate_folds
+    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
 
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
     if cfg.get("ckpt_path") and len(folds) != 1:
@@ -329,8 +329,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if len(folds) > 1:
         report = aggregate_folds(out, expected_folds=folds)
         metrics["cv"] = report["summary"]
-        from wav2emo.reports.aggregate import render_markdown
-
         print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
               f"{out}/confusion_matrix.png, {out}/learning_curves.png\n", flush=True)
     return metrics
