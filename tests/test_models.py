@@ -209,6 +209,24 @@ def test_standardizer_state_dict_round_trip():
     torch.testing.assert_close(fresh(x), (x - torch.arange(5.0)) / torch.arange(1.0, 6.0))
 
 
+def test_standardizer_fitted_flag_follows_nested_state_dict_without_device_reads(monkeypatch):
+    """The forward checks a host-side flag (no GPU->CPU read per step) that loading keeps in step."""
+    fitted_net = fitted(EgemapsMLP())
+    fresh = EgemapsMLP()
+    assert not fresh.norm.is_fitted
+    fresh.load_state_dict(fitted_net.state_dict())
+    assert fresh.norm.is_fitted
+    fresh.load_state_dict(EgemapsMLP().state_dict())  # loading unfitted statistics unfits it again
+    assert not fresh.norm.is_fitted
+    fresh.load_state_dict(fitted_net.state_dict())
+
+    def no_item(self):
+        raise AssertionError("forward read a tensor value back to the host")
+
+    monkeypatch.setattr(torch.Tensor, "item", no_item)
+    assert fresh({"egemaps": torch.randn(2, 88)}).shape == (2, 8)
+
+
 # eGeMAPS nets ------------------------------------------------------------------------------------------
 def test_egemaps_nets_shapes_and_state_dict():
     torch.manual_seed(0)
@@ -273,3 +291,44 @@ def test_gradient_steps_reduce_the_loss(kind):
     assert losses[-1] < losses[0] - 0.1, losses
     if kind == "layer_weighted":
         assert net.layer_logits.grad is not None and net.layer_logits.grad.abs().sum() > 0
+
+
+def test_channel_padded_conv_is_a_plain_conv_on_cpu():
+    from wav2emo.models.blocks import ChannelPaddedConv2d
+
+    torch.manual_seed(0)
+    conv = ChannelPaddedConv2d(12, 24, 3, padding=1, bias=False)
+    plain = torch.nn.Conv2d(12, 24, 3, padding=1, bias=False)
+    plain.load_state_dict(conv.state_dict())  # same parameters, same names
+    x = torch.randn(2, 12, 9, 10)
+    assert torch.equal(conv(x), plain(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_channel_padded_conv_matches_plain_conv_on_gpu():
+    """On CUDA the 12 input channels are zero-padded to 16: same outputs and gradients as nn.Conv2d."""
+    from wav2emo.models.blocks import ChannelPaddedConv2d
+
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        conv = ChannelPaddedConv2d(12, 24, 3, padding=1, bias=False).cuda()
+        plain = torch.nn.Conv2d(12, 24, 3, padding=1, bias=False).cuda()
+        plain.load_state_dict(conv.state_dict())
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(3, 12, 40, 50, device="cuda").contiguous(memory_format=fmt).requires_grad_()
+            outs = []
+            for net in (conv, plain):
+                net.zero_grad()
+                x.grad = None
+                y = net(x)
+                (y * torch.linspace(-1, 1, y.numel(), device="cuda").view_as(y)).sum().backward()
+                outs.append((y.detach(), x.grad.clone(), net.weight.grad.clone()))
+            # cuDNN picks different algorithms (e.g. Winograd) for 12 and 16 channels: float32 rounding
+            # differs by ~1e-4; a wrong channel or weight mapping would differ by O(1).
+            for a, b in zip(*outs, strict=True):
+                torch.testing.assert_close(a, b, rtol=2e-3, atol=2e-3)
+            assert conv.weight.grad.shape == (24, 12, 3, 3)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32

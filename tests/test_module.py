@@ -194,7 +194,8 @@ class RecordingClassifier(EmotionClassifier):
     """Records (sanity_checking, val loss) at every validation epoch end, the sanity check included."""
 
     def on_validation_epoch_end(self) -> None:
-        self.history.append((self.trainer.sanity_checking, float(self.val_loss.compute())))
+        _, _, losses, sizes = self._epoch_outputs["val"].collect()
+        self.history.append((self.trainer.sanity_checking, float((losses * sizes).sum() / sizes.sum())))
         super().on_validation_epoch_end()
 
 
@@ -235,7 +236,7 @@ def test_hparams_are_plain_and_picklable():
         EgemapsMLP(), optimizer=partial(torch.optim.Adam, lr=1e-3), label_smoothing=0.1
     )
     hp = dict(module.hparams)
-    assert set(hp) == {"num_classes", "class_names", "label_smoothing"}
+    assert set(hp) == {"num_classes", "class_names", "label_smoothing", "compile"}
     assert not any(isinstance(v, nn.Module) or callable(v) for v in hp.values())
     assert pickle.loads(pickle.dumps(hp)) == hp
     assert hp["label_smoothing"] == 0.1 and tuple(hp["class_names"]) == EMOTIONS
@@ -266,3 +267,61 @@ def test_constructor_checks():
         EmotionClassifier(EgemapsMLP(), optimizer=torch.optim.Adam, class_names=("a", "b", "c"))
     with pytest.raises(TypeError, match="inputs"):
         EmotionClassifier(nn.Linear(2, 2), optimizer=torch.optim.Adam)
+
+
+def test_training_and_validation_steps_never_read_device_values(monkeypatch):
+    """On a GPU, a value read back inside a step makes the CPU wait for the device every batch (it
+    halved the training speed); metrics are fed once per epoch instead.  Any such read raises here."""
+    from wav2emo.models import FeVGGEgemaps
+
+    torch.manual_seed(0)
+    net = FeVGGEgemaps(in_channels=N_LAYERS, feature_dim=DIM, widths=(4, 4, 4, 4), convs_per_block=(1, 1, 1, 1))
+    module = EmotionClassifier(net, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    module.set_feature_stats("egemaps", torch.zeros(88), torch.ones(88))
+    items = make_clips(2, 0, torch.randn(8, N_LAYERS, 1, DIM))
+    for it in items:
+        it["egemaps"] = torch.randn(88)
+    batch = collate(items)
+
+    def host_read(self, *args, **kwargs):
+        raise AssertionError("a step read a tensor value back to the host")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "cpu", "numpy"):
+            m.setattr(torch.Tensor, name, host_read)
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        module.validation_step(batch, 0)
+    assert torch.isfinite(loss)
+    preds, labels, losses, sizes = module._epoch_outputs["val"].collect()
+    assert len(preds) == len(labels) == len(items) and sizes.tolist() == [len(items)]
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_net_trains_and_keeps_plain_checkpoint_names(data, backend):
+    """compile compiles the net in place: same results as eager, and checkpoints load into a plain net.
+
+    Without dropout: compiled code draws dropout masks from its own random stream.
+    """
+    results = {}
+    for compile_opts in (False, {"backend": backend, "dynamic": True}):
+        torch.manual_seed(0)
+        module = EmotionClassifier(
+            LayerWeighted(in_channels=N_LAYERS, feature_dim=DIM, hidden=32, dropout=0.0),
+            optimizer=partial(torch.optim.Adam, lr=1e-2),
+            compile=compile_opts,
+        )
+        tr = trainer(2, num_sanity_val_steps=0, deterministic=True)
+        tr.fit(module, loader(data["train"]), loader(data["val"]))
+        results[bool(compile_opts)] = (module, {k: float(v) for k, v in tr.callback_metrics.items()})
+    compiled, plain = results[True][0], results[False][0]
+    assert compiled._compiled and not plain._compiled
+    assert set(compiled.state_dict()) == set(plain.state_dict())
+    fresh = EmotionClassifier(
+        LayerWeighted(in_channels=N_LAYERS, feature_dim=DIM, hidden=32), optimizer=partial(torch.optim.Adam)
+    )
+    fresh.load_state_dict(compiled.state_dict())
+    for key in ("train/loss", "val/loss", "val/ua"):
+        assert results[True][1][key] == pytest.approx(results[False][1][key], abs=1e-4), key
+    with pytest.raises(TypeError, match="compile must be"):
+        EmotionClassifier(EgemapsMLP(), optimizer=partial(torch.optim.Adam), compile="yes")

@@ -54,10 +54,12 @@ def test_every_config_group_composes_and_instantiates(tmp_path, shared_dirs):
                 net.feature_dim = 768
         module = instantiate(cfg.model.module, _convert_="partial")
         assert isinstance(module, torch.nn.Module), model
-    for group in ("trainer", "logger", "callbacks", "features", "folds", "data", "experiment", "debug", "loader"):
+    for group in (
+        "trainer", "logger", "callbacks", "features", "folds", "data", "experiment", "debug", "loader", "speed"
+    ):
         for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
             cfg = small_cfg(tmp_path, shared_dirs, f"{group}={option}")
-            if group in ("experiment", "debug"):  # global overrides: they must change something
+            if group in ("experiment", "debug", "speed"):  # global overrides: they must change something
                 base = small_cfg(tmp_path, shared_dirs)
                 assert cfg != base, f"{group}={option} changes nothing"
             else:
@@ -253,6 +255,25 @@ def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
         assert torch.equal(br["ssl_mask"][:, :t], bl["ssl_mask"]) and torch.equal(br["ssl"][:, :, :t], bl["ssl"])
     shuffled = [b["clip_id"] for b in ResidentSplit(ds, 16, shuffle=True, device=torch.device("cpu"), seed=1)]
     assert sorted(sum(shuffled, [])) == sorted(sum((b["clip_id"] for b in loader), []))
+    # frames_multiple: every batch padded up to a multiple of 16 frames, the mask still marks real frames.
+    rounded = list(ResidentSplit(ds, batch_size=16, shuffle=False, device=torch.device("cpu"), frames_multiple=16))
+    for br, bl in zip(rounded, loader, strict=True):
+        t = bl["ssl"].shape[2]
+        assert br["ssl"].shape[2] == -(-t // 16) * 16
+        assert torch.equal(br["ssl"][:, :, :t], bl["ssl"]) and not br["ssl"][:, :, t:].any()
+        assert torch.equal(br["ssl_mask"].sum(1), bl["ssl_mask"].sum(1))
+
+
+def test_collate_pads_frames_up_to_a_multiple():
+    from wav2emo.training.datamodule import collate, padded_frames
+
+    assert [padded_frames(n, 16) for n in (1, 16, 17, 263)] == [16, 16, 32, 272]
+    assert padded_frames(263, None) == padded_frames(263, 1) == 263
+    items = [{"ssl": torch.ones(2, t, 3), "label": 0, "actor": 1, "clip_id": f"c{t}"} for t in (5, 18)]
+    batch = collate(items, frames_multiple=8)
+    assert batch["ssl"].shape == (2, 2, 24, 3)
+    assert batch["ssl_mask"].sum(1).tolist() == [5, 18] and batch["ssl"][:, :, 18:].abs().sum() == 0
+    assert collate(items, frames=10, frames_multiple=8)["ssl"].shape[2] == 10  # a fixed length wins
 
 
 def test_without_dev_actors_the_last_epoch_is_tested(tmp_path, shared_dirs):

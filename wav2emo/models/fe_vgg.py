@@ -128,6 +128,10 @@ class FeVGG(nn.Module):
     def flat_dim(self) -> int:
         return self.encoder.flat_dim
 
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``compile`` should compile: the conv stack (any clip length, one graph)."""
+        return [self.encoder.blocks]
+
     def embed(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The (B, hidden) representation after the Linear -> ReLU, before dropout and the classifier."""
         return self.encoder(batch)
@@ -170,6 +174,10 @@ class FeVGGEgemaps(nn.Module):
         self.fusion = nn.Linear(hidden + egemaps_hidden, fusion_hidden)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(fusion_hidden, num_classes)
+
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``compile`` should compile: the conv stack (any clip length, one graph)."""
+        return [self.encoder.blocks]
 
     def embed(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The (B, fusion_hidden) fused representation, before dropout and the classifier."""

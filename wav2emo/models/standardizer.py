@@ -36,10 +36,18 @@ class Standardizer(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.register_buffer("fitted", torch.tensor(False))
+        # A host-side copy of ``fitted``: reading the buffer in every forward would make the CPU wait for
+        # the GPU once per training step.  Kept in step by set_stats and by loading a state_dict.
+        self._fitted_host = False
+        self.register_load_state_dict_post_hook(Standardizer._sync_fitted_flag)
+
+    @staticmethod
+    def _sync_fitted_flag(module: Standardizer, incompatible_keys) -> None:
+        module._fitted_host = bool(module.fitted.item())
 
     @property
     def is_fitted(self) -> bool:
-        return bool(self.fitted.item())
+        return self._fitted_host
 
     @torch.no_grad()
     def set_stats(self, mean: ArrayLike, std: ArrayLike) -> None:
@@ -60,6 +68,7 @@ class Standardizer(nn.Module):
         self.mean.copy_(mean_t.to(self.mean.dtype))
         self.std.copy_(std_t.to(self.std.dtype))
         self.fitted.fill_(True)
+        self._fitted_host = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_fitted:

@@ -96,8 +96,21 @@ class CachedFeatureDataset(Dataset):
         return item
 
 
-def collate(items: list[dict[str, Any]], frames: int | None = None) -> dict[str, Any]:
-    """Stack items into a batch; pad ``ssl`` with zeros to ``frames`` or to the longest clip, with a mask."""
+def padded_frames(longest: int, multiple: int | None) -> int:
+    """``longest`` rounded up to a multiple of ``multiple`` (None or 1: unchanged).
+
+    Few distinct batch shapes let a compiled, CUDA-graphed net reuse its graphs across batches.
+    """
+    if not multiple or multiple <= 1:
+        return int(longest)
+    return -(-int(longest) // int(multiple)) * int(multiple)
+
+
+def collate(
+    items: list[dict[str, Any]], frames: int | None = None, frames_multiple: int | None = None
+) -> dict[str, Any]:
+    """Stack items into a batch; pad ``ssl`` with zeros to ``frames`` or to the longest clip (rounded up
+    to ``frames_multiple``), with a mask of the real frames."""
     batch: dict[str, Any] = {
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
@@ -105,7 +118,7 @@ def collate(items: list[dict[str, Any]], frames: int | None = None) -> dict[str,
     }
     if "ssl" in items[0]:
         lengths = torch.tensor([it["ssl"].shape[1] for it in items], dtype=torch.long)
-        t_max = frames if frames is not None else int(lengths.max())
+        t_max = frames if frames is not None else padded_frames(int(lengths.max()), frames_multiple)
         n_layers, _, dim = items[0]["ssl"].shape
         ssl = torch.zeros(len(items), n_layers, t_max, dim, dtype=items[0]["ssl"].dtype)
         for b, it in enumerate(items):
@@ -121,11 +134,11 @@ def collate(items: list[dict[str, Any]], frames: int | None = None) -> dict[str,
 class _Collate:
     """Picklable collate (worker processes need to pickle it)."""
 
-    def __init__(self, frames: int | None) -> None:
-        self.frames = frames
+    def __init__(self, frames: int | None, frames_multiple: int | None = None) -> None:
+        self.frames, self.frames_multiple = frames, frames_multiple
 
     def __call__(self, items):
-        return collate(items, self.frames)
+        return collate(items, self.frames, self.frames_multiple)
 
 
 class LengthBucketBatchSampler:
@@ -171,11 +184,14 @@ class ResidentSplit:
         device: torch.device,
         seed: int = 0,
         batch_sampler: LengthBucketBatchSampler | None = None,
+        frames_multiple: int | None = None,
     ) -> None:
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.frames_multiple = frames_multiple
         self.batch_sampler = batch_sampler
         items = [dataset[i] for i in range(len(dataset))]
-        full = collate(items, dataset.frames)  # padded to the split's longest clip (or to ``frames``)
+        # Padded to the split's longest clip (or to ``frames``), rounded up so every batch crop fits.
+        full = collate(items, dataset.frames, frames_multiple)
         self.lengths = full["ssl_mask"].sum(1) if "ssl" in full else None
         self.tensors = {k: v.to(device) for k, v in full.items() if isinstance(v, torch.Tensor)}
         self.clip_ids = full["clip_id"]
@@ -200,11 +216,19 @@ class ResidentSplit:
             yield order[start : start + self.batch_size]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for idx in self._batches():
-            dev_idx = idx.to(next(iter(self.tensors.values())).device)
+        batches = list(self._batches())
+        if not batches:
+            return
+        # One host-to-device copy of the epoch's order: a blocking copy per batch would make every
+        # training step wait for the GPU to finish the previous one.
+        order = torch.cat(batches).to(next(iter(self.tensors.values())).device)
+        start = 0
+        for idx in batches:
+            dev_idx = order[start : start + len(idx)]
+            start += len(idx)
             batch = {k: v.index_select(0, dev_idx) for k, v in self.tensors.items()}
             if "ssl" in batch and not self.fixed:  # crop to the longest clip of this batch
-                t = int(self.lengths[idx].max())
+                t = padded_frames(int(self.lengths[idx].max()), self.frames_multiple)
                 batch["ssl"], batch["ssl_mask"] = batch["ssl"][:, :, :t], batch["ssl_mask"][:, :t]
             batch["clip_id"] = [self.clip_ids[i] for i in idx.tolist()]
             yield batch
@@ -228,6 +252,7 @@ class EmotionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         resident: bool = False,
         bucket_by_length: bool = False,
+        frames_multiple: int | None = None,
         pin_memory: bool = False,
         seed: int = 0,
         extraction_device: str = "auto",
@@ -248,6 +273,9 @@ class EmotionDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.num_workers, self.resident, self.pin_memory = num_workers, resident, pin_memory
         self.bucket_by_length = bucket_by_length
+        if frames_multiple is not None and int(frames_multiple) < 1:
+            raise ValueError(f"frames_multiple must be a positive number of frames or null, got {frames_multiple}")
+        self.frames_multiple = None if frames_multiple is None else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self._ready = False
         self._resident: dict[str, ResidentSplit] = {}
@@ -338,7 +366,10 @@ class EmotionDataModule(L.LightningDataModule):
             sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
         if self.resident:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-            self._resident[part] = ResidentSplit(ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler)
+            self._resident[part] = ResidentSplit(
+                ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler,
+                frames_multiple=self.frames_multiple,
+            )
             return self._resident[part]
         if sampler is not None:
             batching: dict[str, Any] = {"batch_sampler": sampler}
@@ -349,7 +380,7 @@ class EmotionDataModule(L.LightningDataModule):
             ds,
             **batching,
             num_workers=self.num_workers,
-            collate_fn=_Collate(self.frames),
+            collate_fn=_Collate(self.frames, self.frames_multiple),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )

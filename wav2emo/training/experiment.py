@@ -69,6 +69,7 @@ def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
         num_workers=cfg.loader.num_workers,
         resident=cfg.loader.resident,
         bucket_by_length=cfg.loader.get("bucket_by_length", False),
+        frames_multiple=cfg.loader.get("frames_multiple"),
         pin_memory=cfg.loader.get("pin_memory", False),
         seed=cfg.seed,
     )

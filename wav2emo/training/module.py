@@ -21,12 +21,40 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
 
 
+class EpochOutputs:
+    """One stage's predictions, labels and batch losses over an epoch, kept where they were computed.
+
+    Appending device tensors never waits for the device; :meth:`collect` concatenates them once.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.preds: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.losses: list[torch.Tensor] = []
+
+    def add(self, preds: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        self.preds.append(preds)
+        self.labels.append(labels)
+        self.losses.append(loss.float().reshape(1))
+
+    def collect(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(preds, labels, per-batch mean losses, batch sizes), or None when no batch was seen."""
+        if not self.preds:
+            return None
+        sizes = torch.tensor([len(p) for p in self.preds], dtype=torch.float32, device=self.losses[0].device)
+        return torch.cat(self.preds), torch.cat(self.labels), torch.cat(self.losses), sizes
+
+
 class EmotionClassifier(L.LightningModule):
     """Cross-entropy training of ``net`` with WA/UA/F1 per stage and per-class test reports.
 
     ``optimizer`` and ``scheduler`` are factories (``functools.partial``, e.g. hydra ``_partial_: true``)
     so the module builds them over its own parameters; they and ``net`` stay out of the hparams, which
-    therefore hold only plain values.
+    therefore hold only plain values.  ``compile`` (true, or a dict of ``torch.compile`` options such as
+    ``{dynamic: true}``) compiles the net when the trainer sets the module up.
     """
 
     def __init__(
@@ -37,6 +65,7 @@ class EmotionClassifier(L.LightningModule):
         num_classes: int = NUM_CLASSES,
         class_names: Sequence[str] = EMOTIONS,
         label_smoothing: float = 0.0,
+        compile: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -53,6 +82,12 @@ class EmotionClassifier(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = names
         self.label_smoothing = float(label_smoothing)
+        if not isinstance(compile, (bool, Mapping)):
+            raise TypeError(f"compile must be a bool or a dict of torch.compile options, got {compile!r}")
+        self.compile_options: dict[str, Any] | None = (
+            dict(compile) if isinstance(compile, Mapping) else ({} if compile else None)
+        )
+        self._compiled = False
 
         self.train_metrics = build_metrics(num_classes, "train/")
         self.val_metrics = build_metrics(num_classes, "val/")
@@ -60,6 +95,7 @@ class EmotionClassifier(L.LightningModule):
         self.test_per_class_metrics = build_per_class_metrics(num_classes)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_ua_best, self.val_loss_best = MaxMetric(), MinMetric()
+        self._epoch_outputs = {stage: EpochOutputs() for stage in ("train", "val", "test")}
 
         self.test_confusion: np.ndarray | None = None
         self.test_per_class: list[dict] = []
@@ -104,16 +140,39 @@ class EmotionClassifier(L.LightningModule):
         labels = batch["label"].long()
         logits = self._logits(batch)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        n = len(labels)
+        self._epoch_outputs[stage].add(logits.detach().argmax(dim=1), labels, loss.detach())
+        return loss, logits
+
+    def _log_epoch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Update and log ``stage``'s loss and metrics from the whole epoch's predictions at once.
+
+        The metrics are fed once per epoch rather than once per batch: torchmetrics' per-batch
+        updates read values back to the host (argument checks, bincount), which made every training
+        step wait for the GPU.  The numbers are the same.  Returns the epoch's (preds, labels).
+        """
+        collected = self._epoch_outputs[stage].collect()
+        if collected is None:
+            return None
+        preds, labels, losses, sizes = collected
         metrics = getattr(self, f"{stage}_metrics")
         loss_metric = getattr(self, f"{stage}_loss")
-        metrics.update(logits.argmax(dim=1), labels)
-        loss_metric.update(loss.detach(), weight=n)
-        self.log(
-            f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage != "test"
-        )
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=n, prog_bar=stage == "val")
-        return loss, logits
+        metrics.update(preds, labels)
+        loss_metric.update(losses, weight=sizes)
+        # sync_dist: under DDP each process logs the same, already all-reduced value.
+        self.log(f"{stage}/loss", loss_metric.compute(), prog_bar=stage != "test", sync_dist=True)
+        self.log_dict(metrics.compute(), prog_bar=stage == "val", sync_dist=True)
+        return preds, labels
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_outputs["train"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        self.train_metrics.reset()
+        self.train_loss.reset()
+
+    def on_validation_epoch_start(self) -> None:
+        self._epoch_outputs["val"].reset()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss, _ = self._shared_step(batch, "train")
@@ -124,6 +183,17 @@ class EmotionClassifier(L.LightningModule):
         # channels-last layout on a GPU (benchmarks/step_profile.py); the layout changes no values.
         if self.device.type == "cuda":
             self.net.to(memory_format=torch.channels_last)
+
+    def setup(self, stage: str) -> None:
+        # torch.compile fuses the CNN's batch norms, ReLUs and pooling into a few kernels.  In place
+        # (nn.Module.compile), so parameter names and checkpoints stay those of the plain net.  A net
+        # may name the parts worth compiling (``compile_targets()``, e.g. the conv stack without the
+        # length-dependent head).  Whether it pays depends on the loop: benchmarks/reports/step_variants_h100.md.
+        if self.compile_options is not None and not self._compiled:
+            targets = self.net.compile_targets() if hasattr(self.net, "compile_targets") else [self.net]
+            for target in targets:
+                target.compile(**self.compile_options)
+            self._compiled = True
 
     def on_fit_start(self) -> None:
         self._use_channels_last()
@@ -139,19 +209,25 @@ class EmotionClassifier(L.LightningModule):
         # start the validation metrics and the best-so-far trackers from scratch.
         for metric in (self.val_metrics, self.val_loss, self.val_ua_best, self.val_loss_best):
             metric.reset()
+        self._epoch_outputs["val"].reset()
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
+            self._epoch_outputs["val"].reset()
             return
+        self._log_epoch("val")
         self.val_ua_best.update(self.val_metrics["ua"].compute())
         self.val_loss_best.update(self.val_loss.compute())
         self.log("val/ua_best", self.val_ua_best.compute(), on_step=False, on_epoch=True)
         self.log("val/loss_best", self.val_loss_best.compute(), on_step=False, on_epoch=True)
+        self.val_metrics.reset()
+        self.val_loss.reset()
 
     def on_test_epoch_start(self) -> None:
+        self._epoch_outputs["test"].reset()
         self.test_per_class_metrics.reset()
         self.test_confusion, self.test_per_class, self.test_predictions = None, [], []
 
@@ -159,7 +235,6 @@ class EmotionClassifier(L.LightningModule):
         _, logits = self._shared_step(batch, "test")
         labels = batch["label"].long()
         preds = logits.argmax(dim=1)
-        self.test_per_class_metrics.update(preds, labels)
         probs = logits.softmax(dim=1).cpu().numpy()
         actors = batch.get("actor")
         actors = [None] * len(labels) if actors is None else [int(a) for a in actors]
@@ -171,6 +246,12 @@ class EmotionClassifier(L.LightningModule):
             self.test_predictions.append(row)
 
     def on_test_epoch_end(self) -> None:
+        collected = self._log_epoch("test")
+        self.test_metrics.reset()
+        self.test_loss.reset()
+        if collected is None:
+            return
+        self.test_per_class_metrics.update(*collected)
         res = self.test_per_class_metrics.compute()
         confusion = res["confusion"].cpu().numpy().astype(np.int64)
         self.test_confusion = confusion
