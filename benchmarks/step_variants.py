@@ -1,10 +1,11 @@
 """Exploration (not a test): which changes make a fe_vgg_egemaps training step faster on a GPU.
 
-Times one optimiser step (forward, backward, clip, Adam) at batch 25 for several variants, the
-reference's way measured faithfully (its NCHW float32 CNN with wav2vec2 inside every step, plus the
-per-epoch evaluation pass it made), and a short Lightning fold under the simple profiler.
+Sections: S times one optimiser step (forward, backward, clip, Adam) at batch 25, eager and compiled;
+P profiles the host side of such steps and tries CUDA graphs; R times the reference's way (from
+train_benchmark.py); L runs short Lightning folds with a torch.profiler window in epoch 1
+(``STEP_VARIANTS_CPROFILE=1``: a cProfile of the host instead).  Findings: reports/step_variants_h100.md.
 
-    python benchmarks/step_variants.py OUT_DIR [--sections S,R,L]
+    python benchmarks/step_variants.py OUT_DIR [--sections S,P,R,L]
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -33,30 +33,10 @@ def note(key, value):
     print(f"{key}: {value}", flush=True)
 
 
-class PadChannels(nn.Module):
-    """conv over an input whose channels are zero-padded to a multiple of 8 (tensor-core friendly)."""
-
-    def __init__(self, conv: nn.Conv2d, to: int = 16):
-        super().__init__()
-        self.conv, self.to = conv, to
-
-    def forward(self, x):
-        pad = self.to - x.shape[1]
-        w = F.pad(self.conv.weight, (0, 0, 0, 0, 0, pad))
-        xp = x.new_zeros((x.shape[0], self.to, x.shape[2], x.shape[3])).contiguous(memory_format=torch.channels_last)
-        xp[:, : x.shape[1]] = x
-        return F.conv2d(xp, w, None, 1, 1)
-
-
-def make(pad=False, compile_blocks=False, mode=None):
+def make():
     net = FeVGGEgemaps(in_channels=12, feature_dim=768).cuda()
     net.egemaps_norm.set_stats(torch.zeros(88), torch.ones(88))
-    net = net.to(memory_format=torch.channels_last)
-    if pad:
-        net.encoder.blocks[0][0] = PadChannels(net.encoder.blocks[0][0])
-    if compile_blocks:
-        net.encoder.blocks = torch.compile(net.encoder.blocks, mode=mode, dynamic=False)
-    return net
+    return net.to(memory_format=torch.channels_last)
 
 
 def batch_for(T, B=25):
@@ -65,8 +45,8 @@ def batch_for(T, B=25):
             "egemaps": torch.randn(B, 88, device="cuda"), "label": torch.randint(0, 8, (B,), device="cuda")}
 
 
-def stepper(net, batch, fused=False, amp=True):
-    opt = torch.optim.Adam(net.parameters(), lr=1e-5, fused=fused)
+def stepper(net, batch, amp=True):
+    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
     labels = batch["label"]
 
     def step():
@@ -81,17 +61,23 @@ def stepper(net, batch, fused=False, amp=True):
     return step
 
 
-def gpu_ms_per_call(fn, calls: int = 5) -> float:
-    """Milliseconds of GPU kernel time per call (torch.profiler), to tell GPU-bound from CPU-bound."""
+def profiled(fn, calls: int, cpu: bool = False):
+    """torch.profiler key averages over ``calls`` calls of ``fn`` (after one untimed call)."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    activities = [ProfilerActivity.CUDA] + ([ProfilerActivity.CPU] if cpu else [])
+    with profile(activities=activities) as prof:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / 1000 / calls
+    return prof.key_averages()
+
+
+def gpu_ms_per_call(fn, calls: int = 5) -> float:
+    """Milliseconds of GPU kernel time per call, to tell GPU-bound from CPU-bound."""
+    return sum(e.self_device_time_total for e in profiled(fn, calls)) / 1000 / calls
 
 
 def section_steps():
@@ -114,15 +100,7 @@ def section_steps():
 def cpu_table(fn, calls: int = 5, rows: int = 22) -> str:
     """Profiler table sorted by self CPU time: what the host does per step (syncs show up as
     cudaStreamSynchronize / cudaMemcpyAsync with long CPU times)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
+    return profiled(fn, calls, cpu=True).table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=60)
 
 
 def section_profile():
@@ -157,73 +135,14 @@ def section_profile():
             note(f"P {name} error", repr(e)[:800])
 
 
-class RefBlock(nn.Sequential):
-    def __init__(self, cin, cout, n):
-        layers = []
-        for i in range(n):
-            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-        super().__init__(*layers, nn.MaxPool2d(3))
-
-
-class RefFeVGGEgemaps(nn.Module):
-    """A literal NCHW float32 transcription of the reference notebook's fe_vgg_eGeMAPS."""
-
-    def __init__(self):
-        super().__init__()
-        self.cnn = nn.Sequential(RefBlock(12, 24, 2), RefBlock(24, 48, 2), RefBlock(48, 96, 3), RefBlock(96, 192, 3))
-        self.fc = nn.Linear(5184, 64)
-        self.eg = nn.Linear(88, 64)
-        self.fusion = nn.Linear(128, 64)
-        self.drop = nn.Dropout(0.1)
-        self.out = nn.Linear(64, 8)
-
-    def forward(self, x, g):
-        a = F.relu(self.fc(torch.flatten(self.cnn(x), 1)))
-        return self.out(self.drop(F.relu(self.fusion(torch.cat([a, F.relu(self.eg(g))], 1)))))
-
-
-def time_reference(label: str, cudnn_tf32: bool) -> None:
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = cudnn_tf32
-    w2v = Wav2Vec2Model(Wav2Vec2Config()).cuda().eval()
-    net = RefFeVGGEgemaps().cuda()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
-    wave = torch.randn(25, 84351, device="cuda")
-    g = torch.randn(25, 88, device="cuda")
-    labels = torch.randint(0, 8, (25,), device="cuda")
-
-    def feats():
-        with torch.no_grad():
-            hs = w2v(wave, output_hidden_states=True).hidden_states
-            return torch.stack(hs[1:], dim=1)
-
-    def train_step():
-        loss = F.cross_entropy(net(feats(), g), labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 10)
-        opt.step()
-
-    def eval_step():
-        net.eval()
-        with torch.no_grad():
-            F.cross_entropy(net(feats(), g), labels)
-        net.train()
-
-    note(f"R {label} train step", seconds_per_call(train_step, 12, 3))
-    note(f"R {label} eval step", seconds_per_call(eval_step, 8, 2))
-    note(f"R {label} wav2vec2 only", seconds_per_call(feats, 8, 2))
-
-
 def section_reference():
-    time_reference("pytorch defaults (cudnn tf32 on, matmul fp32)", True)
-    torch.cuda.empty_cache()
-    time_reference("strict fp32", False)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+    from benchmarks.train_benchmark import time_reference_way
+
+    for strict in (False, True):
+        r = time_reference_way(1020, 120, egemaps=True, strict_fp32=strict)
+        label = "strict fp32" if strict else "pytorch defaults"
+        note(f"R {label} train step", r["seconds_per_train_step"])
+        note(f"R {label} eval step", r["seconds_per_eval_step"])
 
 
 class TorchProfileCallback:

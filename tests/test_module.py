@@ -325,3 +325,14 @@ def test_compiled_net_trains_and_keeps_plain_checkpoint_names(data, backend):
         assert results[True][1][key] == pytest.approx(results[False][1][key], abs=1e-4), key
     with pytest.raises(TypeError, match="compile must be"):
         EmotionClassifier(EgemapsMLP(), optimizer=partial(torch.optim.Adam), compile="yes")
+
+
+def test_compile_targets_named_by_a_part_of_the_net_are_compiled_alone():
+    """FeVGG's encoder names its conv stack: that is compiled, not the length-dependent head."""
+    from wav2emo.models import FeVGG
+
+    net = FeVGG(in_channels=N_LAYERS, feature_dim=DIM, widths=(4, 4, 4, 4), convs_per_block=(1, 1, 1, 1))
+    module = EmotionClassifier(net, optimizer=partial(torch.optim.Adam), compile={"backend": "eager"})
+    module.setup("fit")
+    assert net.encoder.blocks._compiled_call_impl is not None
+    assert net._compiled_call_impl is None and net.encoder._compiled_call_impl is None

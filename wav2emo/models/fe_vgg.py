@@ -77,6 +77,10 @@ class FeVGGEncoder(nn.Module):
         self.fc = nn.Linear(self.flat_dim, hidden)
         self.hidden = hidden
 
+    def compile_targets(self) -> list[nn.Module]:
+        """What ``EmotionClassifier(compile=...)`` compiles: the conv stack, not the length-dependent head."""
+        return [self.blocks]
+
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
         x, mask = ssl_inputs(batch, self.in_channels, self.feature_dim, module_dtype(self))
         if self.head == "reference" and x.shape[2] != self.input_frames:
@@ -128,10 +132,6 @@ class FeVGG(nn.Module):
     def flat_dim(self) -> int:
         return self.encoder.flat_dim
 
-    def compile_targets(self) -> list[nn.Module]:
-        """What ``compile`` should compile: the conv stack (any clip length, one graph)."""
-        return [self.encoder.blocks]
-
     def embed(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The (B, hidden) representation after the Linear -> ReLU, before dropout and the classifier."""
         return self.encoder(batch)
@@ -174,10 +174,6 @@ class FeVGGEgemaps(nn.Module):
         self.fusion = nn.Linear(hidden + egemaps_hidden, fusion_hidden)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(fusion_hidden, num_classes)
-
-    def compile_targets(self) -> list[nn.Module]:
-        """What ``compile`` should compile: the conv stack (any clip length, one graph)."""
-        return [self.encoder.blocks]
 
     def embed(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """The (B, fusion_hidden) fused representation, before dropout and the classifier."""

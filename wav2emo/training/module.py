@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
@@ -46,6 +46,15 @@ class EpochOutputs:
             return None
         sizes = torch.tensor([len(p) for p in self.preds], dtype=torch.float32, device=self.losses[0].device)
         return torch.cat(self.preds), torch.cat(self.labels), torch.cat(self.losses), sizes
+
+
+class EpochResult(NamedTuple):
+    """What one stage's epoch produced: its predictions and labels, mean loss, and metric values."""
+
+    preds: torch.Tensor
+    labels: torch.Tensor
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor]
 
 
 class EmotionClassifier(L.LightningModule):
@@ -143,12 +152,12 @@ class EmotionClassifier(L.LightningModule):
         self._epoch_outputs[stage].add(logits.detach().argmax(dim=1), labels, loss.detach())
         return loss, logits
 
-    def _log_epoch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Update and log ``stage``'s loss and metrics from the whole epoch's predictions at once.
+    def _log_epoch(self, stage: str) -> EpochResult | None:
+        """Compute, log and reset ``stage``'s loss and metrics from the whole epoch's predictions at once.
 
         The metrics are fed once per epoch rather than once per batch: torchmetrics' per-batch
         updates read values back to the host (argument checks, bincount), which made every training
-        step wait for the GPU.  The numbers are the same.  Returns the epoch's (preds, labels).
+        step wait for the GPU.  The numbers are the same.  None when the stage saw no batch.
         """
         collected = self._epoch_outputs[stage].collect()
         if collected is None:
@@ -158,18 +167,19 @@ class EmotionClassifier(L.LightningModule):
         loss_metric = getattr(self, f"{stage}_loss")
         metrics.update(preds, labels)
         loss_metric.update(losses, weight=sizes)
+        result = EpochResult(preds, labels, loss_metric.compute(), metrics.compute())
+        metrics.reset()
+        loss_metric.reset()
         # sync_dist: under DDP each process logs the same, already all-reduced value.
-        self.log(f"{stage}/loss", loss_metric.compute(), prog_bar=stage != "test", sync_dist=True)
-        self.log_dict(metrics.compute(), prog_bar=stage == "val", sync_dist=True)
-        return preds, labels
+        self.log(f"{stage}/loss", result.loss, prog_bar=stage != "test", sync_dist=True)
+        self.log_dict(result.metrics, prog_bar=stage == "val", sync_dist=True)
+        return result
 
     def on_train_epoch_start(self) -> None:
         self._epoch_outputs["train"].reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        self.train_metrics.reset()
-        self.train_loss.reset()
 
     def on_validation_epoch_start(self) -> None:
         self._epoch_outputs["val"].reset()
@@ -187,11 +197,12 @@ class EmotionClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         # torch.compile fuses the CNN's batch norms, ReLUs and pooling into a few kernels.  In place
         # (nn.Module.compile), so parameter names and checkpoints stay those of the plain net.  A net
-        # may name the parts worth compiling (``compile_targets()``, e.g. the conv stack without the
-        # length-dependent head).  Whether it pays depends on the loop: benchmarks/reports/step_variants_h100.md.
+        # (or one of its parts) may name what is worth compiling with ``compile_targets()``, e.g. the
+        # conv stack without the length-dependent head; otherwise the whole net is compiled.  Whether
+        # it pays depends on the loop: benchmarks/reports/step_variants_h100.md.
         if self.compile_options is not None and not self._compiled:
-            targets = self.net.compile_targets() if hasattr(self.net, "compile_targets") else [self.net]
-            for target in targets:
+            namer = next((m for m in self.net.modules() if hasattr(m, "compile_targets")), None)
+            for target in namer.compile_targets() if namer is not None else [self.net]:
                 target.compile(**self.compile_options)
             self._compiled = True
 
@@ -218,13 +229,13 @@ class EmotionClassifier(L.LightningModule):
         if self.trainer.sanity_checking:
             self._epoch_outputs["val"].reset()
             return
-        self._log_epoch("val")
-        self.val_ua_best.update(self.val_metrics["ua"].compute())
-        self.val_loss_best.update(self.val_loss.compute())
+        result = self._log_epoch("val")
+        if result is None:
+            return
+        self.val_ua_best.update(result.metrics["val/ua"])
+        self.val_loss_best.update(result.loss)
         self.log("val/ua_best", self.val_ua_best.compute(), on_step=False, on_epoch=True)
         self.log("val/loss_best", self.val_loss_best.compute(), on_step=False, on_epoch=True)
-        self.val_metrics.reset()
-        self.val_loss.reset()
 
     def on_test_epoch_start(self) -> None:
         self._epoch_outputs["test"].reset()
@@ -246,12 +257,10 @@ class EmotionClassifier(L.LightningModule):
             self.test_predictions.append(row)
 
     def on_test_epoch_end(self) -> None:
-        collected = self._log_epoch("test")
-        self.test_metrics.reset()
-        self.test_loss.reset()
-        if collected is None:
+        result = self._log_epoch("test")
+        if result is None:
             return
-        self.test_per_class_metrics.update(*collected)
+        self.test_per_class_metrics.update(result.preds, result.labels)
         res = self.test_per_class_metrics.compute()
         confusion = res["confusion"].cpu().numpy().astype(np.int64)
         self.test_confusion = confusion
