@@ -5,6 +5,10 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from wav2emo.compat import require_compatible
+
+require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:

@@ -14,6 +14,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wav2emo.compat import require_compatible
+
+require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
+
 log = logging.getLogger(__name__)
 
 

@@ -36,7 +36,10 @@ def find_fold_results(root: str | Path) -> dict[int, Path]:
     return found
 
 
-def aggregate_folds(root: str | Path, expected_folds: Iterable[int] | None = None) -> dict[str, Any]:
+def aggregate_folds(
+    root: str | Path, expected_folds: Iterable[int] | None = None, *, write: bool = True
+) -> dict[str, Any]:
+    """The cross-validation report of the folds under ``root``; ``write=False`` only reads (e.g. a notebook)."""
     root = Path(root)
     dirs = find_fold_results(root)
     results = {f: json.loads((d / "fold_result.json").read_text()) for f, d in sorted(dirs.items())}
@@ -46,7 +49,8 @@ def aggregate_folds(root: str | Path, expected_folds: Iterable[int] | None = Non
     report: dict[str, Any] = {"root": str(root), "folds": sorted(tested), "missing_folds": missing}
     if not tested:
         report["summary"] = {}
-        _write(root, report, None, None)
+        if write:
+            _write(root, report, None, None)
         log.warning("no finished folds under %s", root)
         return report
 
@@ -91,7 +95,8 @@ def aggregate_folds(root: str | Path, expected_folds: Iterable[int] | None = Non
         }
         report["pooled"] = pooled
     report["class_names"] = class_names
-    _write(root, report, class_names, dirs)
+    if write:
+        _write(root, report, class_names, dirs)
     return report
 
 
