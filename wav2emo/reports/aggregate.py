@@ -21,6 +21,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("wa", "ua", "f1")
+KEY_PACKAGES = ("torch", "torchaudio", "transformers", "lightning", "torchmetrics", "opensmile", "numpy")
 
 
 def find_fold_results(root: str | Path) -> dict[int, Path]:
@@ -95,9 +96,25 @@ def aggregate_folds(
         }
         report["pooled"] = pooled
     report["class_names"] = class_names
+    report["environment"] = _environments(dirs, tested)
     if write:
         _write(root, report, class_names, dirs)
     return report
+
+
+def _environments(dirs: dict[int, Path], tested: dict[int, Any]) -> dict[str, Any] | None:
+    """What the folds ran with (versions, GPUs): one entry when all folds agree, else per fold."""
+    envs = {}
+    for f in tested:
+        p = dirs[f] / "environment.json"
+        if p.exists():
+            envs[f] = json.loads(p.read_text())
+    if not envs:
+        return None
+    first = next(iter(envs.values()))
+    if all(e == first for e in envs.values()):
+        return first
+    return {"per_fold": {str(f): e for f, e in envs.items()}}
 
 
 def _pooled_predictions(dirs: dict[int, Path], tested: dict[int, Any]) -> pd.DataFrame | None:
@@ -163,4 +180,12 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| --- " * (len(names) + 1) + "|"]
         for n, row in zip(names, p["confusion_matrix"], strict=True):
             lines.append(f"| {n} | " + " | ".join(map(str, row)) + " |")
+    env = report.get("environment")
+    if env and "packages" in env:
+        pk = env["packages"]
+        stack = ", ".join(f"{k} {v}" for k, v in pk.items() if v and k in KEY_PACKAGES)
+        lines += [f"\n## Environment\n\nPython {env['python']}, {stack}; torch build {env['torch_build']}; "
+                  f"{', '.join(env['gpus']) if env['gpus'] else 'no GPU'}."]
+    elif env:
+        lines += ["\n## Environment\n\nThe folds ran with different environments: see cv_report.json."]
     return "\n".join(lines)

@@ -33,11 +33,35 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
 
 
+def environment_info() -> dict[str, Any]:
+    """The software and hardware a result was produced with: published numbers must say what ran them."""
+    import platform
+
+    import torch
+
+    from wav2emo.env import package_versions
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only",
+        "gpus": gpus,
+        "cpu": platform.processor() or platform.machine(),
+    }
+
+
+ENVIRONMENT_FILE = "environment.json"
+
+
 def save_run_info(cfg: DictConfig, out_dir: str | Path) -> None:
+    """config.yaml (resolved), git.json (commit, dirty) and environment.json (versions, GPUs) of a fold."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(without_hydra(cfg), out_dir / "config.yaml", resolve=True)
     (out_dir / "git.json").write_text(json.dumps(git_info(), indent=2) + "\n")
+    (out_dir / ENVIRONMENT_FILE).write_text(json.dumps(environment_info(), indent=2) + "\n")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:
