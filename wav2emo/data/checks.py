@@ -73,7 +73,9 @@ def scan_audio(path: str | Path, block: int = _BLOCK) -> AudioScan:
     except AudioError:
         raise
     except Exception as e:  # LibsndfileError / RuntimeError: a truncated or garbled stream
-        raise AudioError(f"{path}: cannot be decoded ({type(e).__name__}: {e}); expected complete audio") from e
+        raise AudioError(
+            f"{path}: cannot be decoded ({type(e).__name__}: {e}); expected complete audio"
+        ) from e
     if bad:
         raise AudioError(f"{path}: {bad} samples are NaN or infinite (expected finite audio)")
     if frames == 0:
@@ -101,9 +103,13 @@ def check_options(on_silent: str, silence_dbfs: float, max_duration_s: float | N
     if on_silent not in ON_SILENT:
         raise ValueError(f"data.corpus.on_silent={on_silent!r}; expected one of {list(ON_SILENT)}")
     if isinstance(silence_dbfs, bool) or not isinstance(silence_dbfs, (int, float)) or not silence_dbfs <= 0:
-        raise ValueError(f"data.corpus.silence_dbfs={silence_dbfs!r}; expected a level in dBFS <= 0, e.g. -60")
+        raise ValueError(
+            f"data.corpus.silence_dbfs={silence_dbfs!r}; expected a level in dBFS <= 0, e.g. -60"
+        )
     if max_duration_s is not None and (
-        isinstance(max_duration_s, bool) or not isinstance(max_duration_s, (int, float)) or not max_duration_s > 0
+        isinstance(max_duration_s, bool)
+        or not isinstance(max_duration_s, (int, float))
+        or not max_duration_s > 0
     ):
         raise ValueError(f"data.corpus.max_duration_s={max_duration_s!r}; expected seconds > 0, or null")
 

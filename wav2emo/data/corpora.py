@@ -137,7 +137,9 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
     if name == "synthetic":
         n_actors = actors if actors is not None else list(range(1, NUM_ACTORS + 1))
         per_actor = int(c.get("clips_per_actor") or 60)
-        root = _synthetic_root(root, c, seed=int(c.get("seed") or 0), actors=n_actors, clips_per_actor=per_actor)
+        root = _synthetic_root(
+            root, c, seed=int(c.get("seed") or 0), actors=n_actors, clips_per_actor=per_actor
+        )
         full = len(n_actors) == NUM_ACTORS and per_actor == 60
         wanted = c.get("require_complete", "auto")
         complete = full if wanted in (None, "auto") else bool(wanted)
