@@ -105,9 +105,9 @@ def _is_default_root(root: Path, c: Mapping) -> bool:
     return Path(str(default)).expanduser().resolve() == root.resolve()
 
 
-def may_create(root: Path, c: Mapping, key: str) -> bool:
+def may_create(root: Path, c: Mapping, key: str, default=False) -> bool:
     """Whether ``root`` may be created when missing: ``key`` (generate/download) true, or auto at the default."""
-    value = _bool_option(c, key, False)
+    value = _bool_option(c, key, default)
     return value is True or (value == "auto" and _is_default_root(root, c))
 
 
@@ -170,7 +170,7 @@ def _synthetic_root(root: Path, c: Mapping, **params) -> Path:
         finally:
             if not root.exists():  # generation failed: give the user their empty folder back
                 root.mkdir()
-    if not root.exists() and not may_create(root, c, "generate"):
+    if not root.exists() and not may_create(root, c, "generate", "auto"):
         default = c.get("default_root")
         raise CorpusError(
             f"data.corpus.root={root} does not exist; expected a synthetic corpus made by wav2emo there. "
