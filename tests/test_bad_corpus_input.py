@@ -238,6 +238,12 @@ def test_dangling_symlink_is_named_with_its_target(synthetic_corpus, tmp_path):
     (root / "Actor_05").symlink_to(tmp_path / "no-such-folder")  # a linked actor folder that is gone
     with pytest.raises(CorpusError, match="no-such-folder"):
         prepare_ravdess(root, require_complete=False)
+    linked_root = tmp_path / "ravdess-link"  # the corpus root itself is a dangling link
+    linked_root.symlink_to(tmp_path / "unmounted" / "ravdess")
+    for corpus in ("ravdess", "synthetic"):
+        with pytest.raises(CorpusError, match=r"ravdess-link is a dangling symlink to .*unmounted/ravdess"):
+            load_corpus({"name": corpus, "root": str(linked_root), "download": True, "generate": True})
+    assert not (tmp_path / "unmounted").exists()
 
 
 def test_linked_folders_are_followed_and_loops_end(synthetic_corpus, tmp_path):
@@ -374,7 +380,8 @@ def test_clips_longer_than_max_duration_are_listed_not_refused(synthetic_corpus,
     assert len(m) == 3 and [c["clip_id"] for c in m.report.long_clips] == [files[0].stem]
     assert m[m.index_of(files[0].stem)].duration == pytest.approx(4 * len(y) / sr)
     assert f"data.corpus.max_duration_s={limit:g}" in m.report.long_clips[0]["reason"]
-    assert not prepare_ravdess(root, require_complete=False, max_duration_s=None).report.long_clips
+    unlimited = prepare_ravdess(root, require_complete=False, max_duration_s=None).report
+    assert not unlimited.long_clips and "no duration limit" in unlimited.lines()[0]
 
 
 # ------------------------------------------------------------------------------------------------

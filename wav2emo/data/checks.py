@@ -70,8 +70,6 @@ def scan_audio(path: str | Path, block: int = _BLOCK) -> AudioScan:
                     mono = b.mean(axis=1) if b.shape[1] > 1 else b[:, 0]
                     mono_peak = max(mono_peak, float(np.abs(mono).max()))
                 frames += len(b)
-    except AudioError:
-        raise
     except Exception as e:  # LibsndfileError / RuntimeError: a truncated or garbled stream
         raise AudioError(
             f"{path}: cannot be decoded ({type(e).__name__}: {e}); expected complete audio"
@@ -134,10 +132,11 @@ class CorpusReport:
 
     def lines(self, limit: int = 10) -> list[str]:
         """The report as log lines: a summary, then up to ``limit`` clips per kind."""
+        limit_s = self.options.get("max_duration_s")
+        long_part = f"{len(self.long_clips)} longer than {limit_s:g} s" if limit_s else "no duration limit"
         out = [
             f"corpus check of {self.root}: {self.clips} clips in the manifest, {len(self.skipped)} skipped, "
-            f"{len(self.warnings)} with warnings, {len(self.long_clips)} longer than "
-            f"{self.options.get('max_duration_s')} s"
+            f"{len(self.warnings)} with warnings, {long_part}"
         ]
         for kind, title in (
             ("skipped", "skipped (not in the manifest)"),
@@ -167,10 +166,6 @@ class CorpusReport:
         if not isinstance(data, Mapping) or data.pop("version", None) != REPORT_VERSION:
             raise ValueError("not a corpus report of this version")
         return cls(**data)
-
-
-def skipped_ids(report: CorpusReport | None) -> set[str]:
-    return {s["clip_id"] for s in report.skipped} if report else set()
 
 
 def long_clip_entries(clips: Iterable, max_duration_s: float | None) -> list[dict]:
