@@ -179,3 +179,46 @@ def test_complete_part_file_is_taken_when_nothing_is_left_to_fetch(server, tmp_p
     (tmp_path / (ZIP_NAME + ".part")).write_bytes(server.payload)
     path = download_ravdess(tmp_path, url=server.url, timeout=5)
     assert path.read_bytes() == server.payload and len(server.requests) == 1
+
+
+def test_unreachable_or_refusing_server_leaves_no_folder_behind(server, tmp_path):
+    """The server is asked before anything is created; a failure removes the folders the call made."""
+    dest = tmp_path / "new" / "data"
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(CorpusError, match="cannot reach the server"):
+        download_ravdess(dest, url=f"http://127.0.0.1:{port}/{ZIP_NAME}", timeout=5)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CorpusError, match="HTTP 404"):
+        download_ravdess(dest, url=server.url.replace(ZIP_NAME, "other.zip"), timeout=5)
+    assert list(tmp_path.iterdir()) == []
+    server.mode = "garbage"  # the folder was made for the body, then the body was no zip
+    with pytest.raises(CorpusError, match="not a readable zip"):
+        download_ravdess(dest, url=server.url, timeout=5)
+    assert list(tmp_path.iterdir()) == []
+    server.mode = "truncate"  # a partial download worth resuming keeps its folder
+    with pytest.raises(CorpusError, match="run again to resume"):
+        download_ravdess(dest, url=server.url, timeout=5)
+    assert [p.name for p in dest.iterdir()] == [ZIP_NAME + ".part"]
+    server.mode = "ok"
+    assert download_ravdess(dest, url=server.url, timeout=5).read_bytes() == server.payload
+
+
+def test_load_corpus_download_failure_leaves_the_data_folder_as_it_was(tmp_path, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(corpora, "RAVDESS_URL", f"http://127.0.0.1:{port}/{ZIP_NAME}")
+    root = tmp_path / "data" / "ravdess"
+    cfg = {"name": "ravdess", "root": str(root), "default_root": str(root), "download": "auto"}
+    with pytest.raises(CorpusError, match="cannot reach the server"):
+        load_corpus(cfg, cache_dir=tmp_path / "cache")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_url_without_a_file_name_saves_under_the_zip_name(server, tmp_path):
+    """A URL whose path ends in '..' must not make the target the parent folder."""
+    with pytest.raises(CorpusError):
+        download_ravdess(tmp_path / "dl", url=server.url.rsplit("/", 1)[0] + "/..", timeout=5)
+    assert not (tmp_path / ZIP_NAME).exists() and list(tmp_path.iterdir()) == []

@@ -253,6 +253,7 @@ def test_load_corpus_synthetic_generates_and_caches(tmp_path, monkeypatch):
         "corpus": {
             "name": "synthetic",
             "root": str(tmp_path / "syn"),
+            "generate": True,  # a root that does not exist is created only when asked
             "download": False,
             "seed": 3,
             "actors": 2,

@@ -3,18 +3,27 @@
 It turns the ``data.corpus`` config (conf/data/*.yaml) into a checked :class:`Manifest`: it generates
 the synthetic corpus or fetches and extracts RAVDESS when asked to, and caches the prepared manifest
 so that five fold jobs do not re-hash 1440 files each.  The cache key is the file list itself
-(relative paths, sizes, modification times), so any changed, added or removed file gives a new key.
+(relative paths, sizes, modification times) and the check's options, so any changed, added or removed
+file gives a new key.  The corpus check's report (skipped, silent, overlong clips) is kept beside the
+cached manifest and logged on every load.
+
+A corpus is created (generated, downloaded) only where the user asked for it: at the config's
+``default_root`` (the place wav2emo manages under ``paths.data_dir``), or anywhere with
+``generate=true`` / ``download=true``.  A ``root`` typed by hand that does not exist is an error, so a
+typo never quietly becomes a new corpus in a new folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from .checks import DEFAULT_MAX_DURATION_S, DEFAULT_SILENCE_DBFS, CorpusReport, check_options
 from .manifest import Manifest
 from .ravdess import (
     RAVDESS_RECORD_URL,
@@ -28,8 +37,11 @@ from .ravdess import (
 )
 from .synthetic import NUM_ACTORS, generate_synthetic_corpus
 
+log = logging.getLogger(__name__)
+
 CORPORA = ("ravdess", "synthetic")
-MANIFEST_CACHE_VERSION = 1
+MANIFEST_CACHE_VERSION = 2  # 2: the key holds the check options; a report file sits beside each manifest
+CREATE_CHOICES = (True, False, "auto")
 
 
 def _corpus_section(cfg: Mapping) -> Mapping:
@@ -60,11 +72,52 @@ def _actor_list(value, key: str = "actors") -> list[int] | None:
     return ids
 
 
-def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
-    """The manifest of the corpus ``cfg`` names (keys: name, root, download, seed, actors, clips_per_actor).
+def check_options_of(c: Mapping) -> dict:
+    """The corpus check's options from ``data.corpus`` (defaults where a key is absent), validated."""
+    opts = {
+        "on_silent": c.get("on_silent", "error"),
+        "silence_dbfs": c.get("silence_dbfs", DEFAULT_SILENCE_DBFS),
+        "max_duration_s": c.get("max_duration_s", DEFAULT_MAX_DURATION_S),
+    }
+    try:
+        check_options(**opts)
+    except ValueError as e:
+        raise CorpusError(str(e)) from None
+    opts["silence_dbfs"] = float(opts["silence_dbfs"])
+    if opts["max_duration_s"] is not None:
+        opts["max_duration_s"] = float(opts["max_duration_s"])
+    return opts
 
-    ``cache_dir`` (usually ``paths.cache_dir``) keeps prepared manifests under ``manifests/``; without
-    it every call re-reads headers and re-hashes the audio.
+
+def _bool_option(c: Mapping, key: str, default):
+    value = c.get(key, default)
+    if isinstance(value, str) and value.lower() in ("true", "false", "auto"):
+        value = {"true": True, "false": False, "auto": "auto"}[value.lower()]
+    if value not in CREATE_CHOICES or (value == "auto" and not isinstance(value, str)):
+        raise CorpusError(f"data.corpus.{key}={value!r}; expected true, false or auto")
+    return value
+
+
+def _is_default_root(root: Path, c: Mapping) -> bool:
+    default = c.get("default_root")
+    if not default:
+        return False
+    return Path(str(default)).expanduser().resolve() == root.resolve()
+
+
+def may_create(root: Path, c: Mapping, key: str, default=False) -> bool:
+    """Whether ``root`` may be created when missing: ``key`` (generate/download) true, or auto at the default."""
+    value = _bool_option(c, key, default)
+    return value is True or (value == "auto" and _is_default_root(root, c))
+
+
+def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
+    """The manifest of the corpus ``cfg`` names.
+
+    Keys: name, root, default_root, download/generate (true|false|auto), seed, actors, clips_per_actor,
+    require_complete, on_silent (error|warn|skip), silence_dbfs, max_duration_s.  ``cache_dir``
+    (usually ``paths.cache_dir``) keeps prepared manifests under ``manifests/``; without it every call
+    re-reads headers, decodes and re-hashes the audio.
     """
     c = _corpus_section(cfg)
     name = c.get("name")
@@ -74,24 +127,58 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
         raise CorpusError(f"data.corpus.root is not set for corpus {name!r}; expected a folder path")
     root = Path(str(c["root"])).expanduser()
     actors = _actor_list(c.get("actors"))
+    options = check_options_of(c)
+    if root.is_symlink() and not root.exists():
+        raise CorpusError(
+            f"data.corpus.root={root} is a dangling symlink to {os.readlink(root)} (the target does not "
+            "exist); expected a corpus folder or zip"
+        )
 
     if name == "synthetic":
         n_actors = actors if actors is not None else list(range(1, NUM_ACTORS + 1))
         per_actor = int(c.get("clips_per_actor") or 60)
-        root = generate_synthetic_corpus(
-            root, seed=int(c.get("seed") or 0), actors=n_actors, clips_per_actor=per_actor
+        root = _synthetic_root(
+            root, c, seed=int(c.get("seed") or 0), actors=n_actors, clips_per_actor=per_actor
         )
-        complete = len(n_actors) == NUM_ACTORS and per_actor == 60
-        return _prepared(root, "synthetic", complete, cache_dir)
+        full = len(n_actors) == NUM_ACTORS and per_actor == 60
+        wanted = c.get("require_complete", "auto")
+        complete = full if wanted in (None, "auto") else bool(wanted)
+        return _prepared(root, "synthetic", complete, cache_dir, options)
 
-    folder = _ravdess_folder(root, download=bool(c.get("download", False)))
-    manifest = _prepared(folder, "ravdess", bool(c.get("require_complete", True)), cache_dir)
+    folder = _ravdess_folder(root, download=may_create(root, c, "download"))
+    manifest = _prepared(folder, "ravdess", bool(c.get("require_complete", True)), cache_dir, options)
     if actors is not None:
         unknown = sorted(set(actors) - set(manifest.actors))
         if unknown:
             raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {folder}")
         manifest = manifest.filter(actors)
     return manifest
+
+
+def _synthetic_root(root: Path, c: Mapping, **params) -> Path:
+    """The synthetic corpus at ``root``: reused if there, generated only where that was asked for.
+
+    Generated when ``root`` is the config's default place, an empty folder the user made for it, or
+    anywhere with ``generate=true``; a missing path typed by hand is refused and nothing is created.
+    """
+    if root.is_dir() and not any(root.iterdir()):  # an empty folder the user pointed to: fill it
+        if _bool_option(c, "generate", "auto") is False:
+            raise CorpusError(f"data.corpus.root={root} is an empty folder and data.corpus.generate=false")
+        root.rmdir()  # generate_synthetic_corpus builds beside it and renames into place
+        try:
+            return generate_synthetic_corpus(root, **params)
+        finally:
+            if not root.exists():  # generation failed: give the user their empty folder back
+                root.mkdir()
+    if not root.exists() and not may_create(root, c, "generate", "auto"):
+        default = c.get("default_root")
+        raise CorpusError(
+            f"data.corpus.root={root} does not exist; expected a synthetic corpus made by wav2emo there. "
+            "Nothing was created: a corpus is generated on its own only at its default place"
+            + (f" ({default})" if default else "")
+            + " or into an empty folder you made; set data.corpus.generate=true to create it at this path"
+        )
+    return generate_synthetic_corpus(root, **params)
 
 
 def _ravdess_folder(root: Path, *, download: bool) -> Path:
@@ -111,7 +198,8 @@ def _ravdess_folder(root: Path, *, download: bool) -> Path:
         raise CorpusError(
             f"{root}: RAVDESS not found. Download {RAVDESS_ZIP_NAME} from {RAVDESS_RECORD_URL} and set "
             f"data.corpus.root to the zip or its extracted folder, or set data.corpus.download=true to "
-            "fetch it automatically (about 200 MB)"
+            "fetch it automatically into this path (about 200 MB; download=auto fetches only into the "
+            "default place under paths.data_dir)"
         )
     if is_zip:
         zip_path = download_ravdess(root.parent, url=RAVDESS_URL)
@@ -135,16 +223,39 @@ def file_list_key(root: str | Path, extra: Mapping | None = None) -> str:
     return h.hexdigest()[:20]
 
 
-def _prepared(root: Path, corpus: str, require_complete: bool, cache_dir: str | Path | None) -> Manifest:
+def _prepared(
+    root: Path, corpus: str, require_complete: bool, cache_dir: str | Path | None, options: Mapping
+) -> Manifest:
+    kwargs = {"corpus_name": corpus, "require_complete": require_complete, **options}
     if cache_dir is None:
-        return prepare_ravdess(root, corpus_name=corpus, require_complete=require_complete)
-    key = file_list_key(root, {"corpus": corpus, "require_complete": require_complete})
+        manifest = prepare_ravdess(root, **kwargs)
+        manifest.report.log()
+        return manifest
+    key = file_list_key(root, {"corpus": corpus, "require_complete": require_complete, **options})
     path = Path(cache_dir) / "manifests" / f"{corpus}-{key}.csv"
-    if path.is_file():
-        return Manifest.from_csv(path, name=corpus)
-    manifest = prepare_ravdess(root, corpus_name=corpus, require_complete=require_complete)
-    # a private name first: parallel fold jobs may prepare the same corpus at the same time
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.csv")
+    report_path = path.with_name(f"{path.stem}.report.json")
+    if path.is_file() and report_path.is_file():
+        try:
+            report = CorpusReport.from_json(report_path.read_text())
+            manifest = Manifest.from_csv(path, name=corpus)
+        except (ValueError, TypeError, OSError) as e:
+            raise CorpusError(
+                f"{path}: the cached manifest (or {report_path.name}) cannot be used ({e}); it is wav2emo's "
+                "own cache of the corpus check, so remove both files to prepare the corpus again"
+            ) from e
+        manifest.report = report
+        report.log(report_path)
+        return manifest
+    manifest = prepare_ravdess(root, **kwargs)
+    # private names first: parallel fold jobs may prepare the same corpus at the same time; the report
+    # goes in before the manifest, whose presence marks the pair complete
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp_report = report_path.with_name(f".{report_path.name}.{tag}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_report.write_text(manifest.report.to_json())
+    os.replace(tmp_report, report_path)
+    tmp = path.with_name(f".{path.stem}.{tag}.csv")
     manifest.to_csv(tmp)
     os.replace(tmp, path)
+    manifest.report.log(report_path)
     return manifest

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 # RAVDESS emotion codes 01..08, in code order; the class index of an emotion is ``code - 1``.
 EMOTIONS: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -44,15 +46,41 @@ class Clip:
 
 
 _FIELDS = [f.name for f in fields(Clip)]
+# A clip id may one day name a file (a per-clip export, a cache entry): it must not be able to climb out
+# of the folder it lands in.  Printable, no path separators, not hidden or "." / "..", not too long.
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_ID_LEN = 200
+
+
+def check_clip_id(clip_id: object, where: str = "manifest") -> str:
+    """``clip_id`` if it is safe to use as a file name; ValueError naming it and ``where`` otherwise."""
+    if (
+        not isinstance(clip_id, str)
+        or not clip_id
+        or clip_id != clip_id.strip()
+        or clip_id.startswith((".", "~"))
+        or len(clip_id) > MAX_ID_LEN
+        or _UNSAFE_ID.search(clip_id)
+    ):
+        raise ValueError(
+            f"{where}: clip_id {clip_id!r} is not a safe name (expected 1..{MAX_ID_LEN} printable characters "
+            "without / or \\, not starting with '.' or '~', e.g. 03-01-05-02-01-01-12); a clip id could "
+            "otherwise name a file outside the output folder"
+        )
+    return clip_id
 _INT_FIELDS = {"actor", "label", "intensity", "statement", "repetition", "sample_rate", "channels", "num_frames"}
 
 
 class Manifest(Sequence[Clip]):
     """An ordered, immutable list of clips with the lookups the pipeline needs."""
 
-    def __init__(self, clips: Iterable[Clip], name: str = "corpus") -> None:
+    def __init__(self, clips: Iterable[Clip], name: str = "corpus", report: Any = None) -> None:
         self._clips: tuple[Clip, ...] = tuple(clips)
         self.name = name
+        # what the corpus check decided (a wav2emo.data.checks.CorpusReport), kept with the clips
+        self.report = report
+        for c in self._clips:
+            check_clip_id(c.clip_id, f"manifest {name!r}")
         self._index = {c.clip_id: i for i, c in enumerate(self._clips)}
         if len(self._index) != len(self._clips):
             seen: set[str] = set()
@@ -65,7 +93,7 @@ class Manifest(Sequence[Clip]):
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return Manifest(self._clips[i], name=self.name)
+            return Manifest(self._clips[i], name=self.name, report=self.report)
         return self._clips[i]
 
     def __iter__(self) -> Iterator[Clip]:
@@ -92,7 +120,9 @@ class Manifest(Sequence[Clip]):
 
     def filter(self, actors: Iterable[int] | None = None) -> Manifest:
         keep = set(actors) if actors is not None else None
-        return Manifest((c for c in self._clips if keep is None or c.actor in keep), name=self.name)
+        return Manifest(
+            (c for c in self._clips if keep is None or c.actor in keep), name=self.name, report=self.report
+        )
 
     def content_hash(self) -> str:
         """Hash of what the audio *is* (ids, labels and file hashes), independent of where it lies.
@@ -127,11 +157,16 @@ class Manifest(Sequence[Clip]):
             if missing:
                 raise ValueError(f"{path}: manifest is missing columns {sorted(missing)}; expected {_FIELDS}")
             clips = []
-            for row in reader:
-                kw = {k: row[k] for k in _FIELDS}
-                for k in _INT_FIELDS:
-                    kw[k] = int(kw[k])
-                kw["duration"] = float(kw["duration"])
+            for line, row in enumerate(reader, start=2):
+                try:
+                    kw = {k: row[k] for k in _FIELDS}
+                    check_clip_id(kw["clip_id"], f"{path} line {line}")
+                    for k in _INT_FIELDS:
+                        kw[k] = int(kw[k])
+                    kw["duration"] = float(kw["duration"])
+                except (TypeError, ValueError) as e:
+                    msg = str(e) if str(e).startswith(str(path)) else f"{path} line {line}: {e}"
+                    raise ValueError(msg) from None
                 clips.append(Clip(**kw))
         return cls(clips, name=name or path.stem)
 

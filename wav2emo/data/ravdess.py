@@ -26,6 +26,16 @@ from pathlib import Path
 import soundfile as sf
 
 from .audio import AudioError, audio_info
+from .checks import (
+    DEFAULT_MAX_DURATION_S,
+    DEFAULT_SILENCE_DBFS,
+    AudioScan,
+    CorpusReport,
+    check_options,
+    long_clip_entries,
+    scan_audio,
+    silence_reason,
+)
 from .manifest import EMOTIONS, Clip, Manifest
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
@@ -133,15 +143,43 @@ def audio_extensions() -> frozenset[str]:
 
 
 def find_audio_files(root: str | Path) -> list[Path]:
-    """Audio files under ``root`` (recursively, sorted); hidden files and ``__MACOSX`` folders are skipped."""
+    """Audio files under ``root`` (recursively, sorted); hidden files and ``__MACOSX`` folders are skipped.
+
+    Symlinked files and folders are followed (each real folder is visited once, so a link loop ends).
+    A dangling symlink that looks like audio or a folder is a :class:`CorpusError` naming the link and
+    its target: skipping it would silently drop clips, and stat-ing it later gives a bare traceback.
+    """
     root = Path(root)
     exts = audio_extensions()
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+    dangling: list[str] = []
+    visited: set[str] = {os.path.realpath(root)}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or d == "__MACOSX":
+                continue
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if real not in visited:  # a folder reached twice (links) is listed once
+                visited.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         for name in sorted(filenames):
-            if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                found.append(Path(dirpath) / name)
+            if name.startswith("."):
+                continue
+            path = Path(dirpath) / name
+            suffix = path.suffix.lower()
+            if suffix in exts or not suffix:
+                if path.is_symlink() and not path.exists():
+                    dangling.append(f"{path} -> {os.readlink(path)}")
+                    continue
+            if suffix in exts:
+                found.append(path)
+    if dangling:
+        raise CorpusError(
+            f"{root}: {len(dangling)} dangling symlinks (the target does not exist; expected a link to an "
+            f"existing file or folder - restore the target or remove the link):\n{_listing(dangling)}"
+        )
     return found
 
 
@@ -183,10 +221,7 @@ def extract_zip(zip_path: str | Path, extract_dir: str | Path | None = None) -> 
         ) from e
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            for info in zf.infolist():
-                member = Path(info.filename)
-                if member.is_absolute() or ".." in member.parts:
-                    raise CorpusError(f"{zip_path}: member {info.filename!r} points outside the archive")
+            _check_members(zip_path, zf.infolist())
             zf.extractall(tmp)
         (tmp / EXTRACT_MARKER).write_text(json.dumps(identity))
         try:
@@ -203,6 +238,36 @@ def extract_zip(zip_path: str | Path, extract_dir: str | Path | None = None) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse members that would land outside the folder, and two members that land on one file.
+
+    ``extractall`` writes a repeated name twice and the later entry wins, so a clip named neutral could
+    silently hold another recording; ``a/x.wav`` and ``a/./x.wav`` land on the same file as well.
+    """
+    seen: dict[str, str] = {}
+    repeated: list[str] = []
+    for info in infos:
+        member = Path(info.filename)
+        if member.is_absolute() or ".." in member.parts:
+            raise CorpusError(
+                f"{zip_path}: member {info.filename!r} points outside the archive (expected relative paths "
+                "without '..'); refusing to extract it"
+            )
+        if info.is_dir():
+            continue
+        where = os.path.normpath(info.filename)
+        if where in seen:
+            repeated.append(f"{info.filename!r} (also stored as {seen[where]!r})")
+        else:
+            seen[where] = info.filename
+    if repeated:
+        raise CorpusError(
+            f"{zip_path}: the archive holds {len(repeated)} member names more than once, so extracting it "
+            "would let a later entry silently replace an earlier one (expected each file once; download "
+            f"the archive again or repack it):\n{_listing(repeated)}"
+        )
 
 
 def _reuse_extracted(zip_path: Path, target: Path, identity: dict) -> Path:
@@ -246,15 +311,31 @@ def prepare_ravdess(
     require_complete: bool = True,
     extract_dir: str | Path | None = None,
     hash_files: bool = True,
+    check_audio: bool = True,
+    on_silent: str = "error",
+    silence_dbfs: float = DEFAULT_SILENCE_DBFS,
+    max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
 ) -> Manifest:
     """Build the manifest of a RAVDESS speech copy: a folder (searched recursively) or the release zip.
 
     Every problem found is collected and reported in one :class:`CorpusError`: file names that are not
     RAVDESS speech names, files whose actor field disagrees with their ``Actor_XX`` folder, the same clip
     twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.
-    ``hash_files=False`` leaves ``sha1`` empty (quick listings only; feature caches need the hashes).
+    ``check_audio`` decodes every file (streamed, ~1.5 s for all of RAVDESS): audio that does not decode
+    or holds NaN/inf is a problem, and a silent clip (its mono mix peaks below ``silence_dbfs``) is
+    handled as ``on_silent`` says: ``error`` (a problem), ``warn`` (kept, listed) or ``skip`` (left out
+    of the manifest, listed; it still counts as present for ``require_complete``).  Clips longer than
+    ``max_duration_s`` are listed, not refused.  The listings are the manifest's ``report``
+    (:class:`~wav2emo.data.checks.CorpusReport`).  ``hash_files=False`` leaves ``sha1`` empty (quick
+    listings only; feature caches need the hashes).
     """
+    try:
+        check_options(on_silent, silence_dbfs, max_duration_s)
+    except ValueError as e:
+        raise CorpusError(str(e)) from None
     source = Path(source)
+    if source.is_symlink() and not source.exists():
+        raise CorpusError(f"{source}: dangling symlink to {os.readlink(source)} (the target does not exist)")
     if not source.exists():
         raise CorpusError(
             f"{source}: does not exist; expected a RAVDESS folder (Actor_01 ... Actor_24) or "
@@ -273,21 +354,23 @@ def prepare_ravdess(
 
     problems: dict[str, list[str]] = defaultdict(list)
     parsed: dict[str, tuple[Path, dict]] = {}
+    present: dict[str, dict] = {}  # every correctly named clip found, even one refused for another reason
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for path in files:
         by_stem[path.stem].append(path)
     for stem, paths in by_stem.items():
+        try:
+            meta = parse_ravdess_name(stem)
+        except CorpusError as e:
+            problems["bad file names"].extend(f"{p.relative_to(root)}: {e}" for p in paths)
+            continue
+        present[stem] = meta
         if len(paths) > 1:
             problems["the same clip id more than once"].append(
                 f"{stem}: " + ", ".join(str(p.relative_to(root)) for p in paths)
             )
             continue
         path = paths[0]
-        try:
-            meta = parse_ravdess_name(stem)
-        except CorpusError as e:
-            problems["bad file names"].append(f"{path.relative_to(root)}: {e}")
-            continue
         folder_actor = _enclosing_actor(path, root)
         if folder_actor is not None and folder_actor != meta["actor"]:
             problems["actor field disagrees with the Actor_XX folder"].append(
@@ -308,19 +391,45 @@ def prepare_ravdess(
             continue
         infos[stem] = (sr, ch, n)
 
-    if require_complete:
-        _check_complete(parsed, problems)
-    if problems:
-        lines = [f"{root}: the corpus copy has problems ({sum(map(len, problems.values()))} in all):"]
-        for kind, items in problems.items():
-            lines.append(f"{kind} ({len(items)}):")
-            lines.append(_listing(items))
-        raise CorpusError("\n".join(lines))
-
+    report = CorpusReport(
+        root=str(root),
+        options={"on_silent": on_silent, "silence_dbfs": silence_dbfs, "max_duration_s": max_duration_s},
+    )
     stems = sorted(infos, key=lambda s: (parsed[s][1]["actor"], s))
     hashes: dict[str, str] = {}
-    if hash_files:
-        with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        if check_audio:
+            scans = dict(zip(stems, pool.map(lambda s: _scan(parsed[s][0]), stems), strict=True))
+            for stem in stems:
+                scan = scans[stem]
+                path = parsed[stem][0]
+                if isinstance(scan, str):
+                    problems["audio that does not decode or is not finite"].append(scan)
+                    continue
+                reason = silence_reason(scan, silence_dbfs)
+                if reason is None:
+                    continue
+                if on_silent == "error":
+                    problems[
+                        "silent clips (set data.corpus.on_silent=skip to leave them out, or =warn to keep them)"
+                    ].append(f"{path}: {reason}")
+                elif on_silent == "skip":
+                    report.add("skipped", stem, path, reason)
+                else:
+                    report.add("warnings", stem, path, reason)
+            bad = {s for s in stems if isinstance(scans[s], str)} | {e["clip_id"] for e in report.skipped}
+            stems = [s for s in stems if s not in bad]
+
+        if require_complete:
+            _check_complete(present, problems)
+        if problems:
+            lines = [f"{root}: the corpus copy has problems ({sum(map(len, problems.values()))} in all):"]
+            for kind, items in problems.items():
+                lines.append(f"{kind} ({len(items)}):")
+                lines.append(_listing(items))
+            raise CorpusError("\n".join(lines))
+
+        if hash_files:
             hashes = dict(zip(stems, pool.map(lambda s: _sha1(parsed[s][0]), stems), strict=True))
     clips = []
     for stem in stems:
@@ -345,11 +454,27 @@ def prepare_ravdess(
                 sha1=hashes.get(stem, ""),
             )
         )
-    return Manifest(clips, name=corpus_name)
+    report.long_clips = long_clip_entries(clips, max_duration_s)
+    report.clips = len(clips)
+    return Manifest(clips, name=corpus_name, report=report)
 
 
-def _check_complete(parsed: dict[str, tuple[Path, dict]], problems: dict[str, list[str]]) -> None:
-    actors = Counter(meta["actor"] for _, meta in parsed.values())
+def _scan(path: Path) -> AudioScan | str:
+    """:func:`scan_audio`, with a failure turned into its message (collected with the other problems)."""
+    try:
+        return scan_audio(path)
+    except AudioError as e:
+        return str(e)
+
+
+def _check_complete(present: dict[str, dict], problems: dict[str, list[str]]) -> None:
+    """Name the actors and clips a complete copy has and this one lacks.
+
+    ``present`` holds every correctly named clip found, including ones refused for another reason
+    (a duplicate, a wrong folder) or skipped on request: those are reported once, for that reason, and
+    not a second time as missing.
+    """
+    actors = Counter(meta["actor"] for meta in present.values())
     missing_actors = [a for a in range(1, NUM_ACTORS + 1) if a not in actors]
     if missing_actors:
         problems["missing actors (expected 24 actors x 60 clips)"].append(
@@ -359,7 +484,7 @@ def _check_complete(parsed: dict[str, tuple[Path, dict]], problems: dict[str, li
         ravdess_stem(*combo, actor)
         for actor in sorted(actors)
         for combo in expected_combinations()
-        if ravdess_stem(*combo, actor) not in parsed
+        if ravdess_stem(*combo, actor) not in present
     ]
     if missing:
         problems["missing clips (expected 60 per actor)"].extend(missing)
@@ -383,10 +508,14 @@ def download_ravdess(
     Streams to ``<zip>.part`` and resumes it with an HTTP Range request when it exists, so a broken
     200 MB download is not started over; the file is renamed into place only when its length matches
     Content-Length and :mod:`zipfile` can open it.  An existing complete zip is returned at once
-    unless ``force``.
+    unless ``force``.  The server is asked before anything is created: a missing ``dest_dir`` is made
+    only once the server answers, and the folders this call made are removed again if it fails and
+    leaves them empty (a partial download worth resuming keeps them).
     """
     dest_dir = Path(dest_dir)
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name or RAVDESS_ZIP_NAME
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    if name in ("", ".", ".."):
+        name = RAVDESS_ZIP_NAME
     target = dest_dir / name
     part = target.with_name(target.name + ".part")
     if target.exists() and not force:
@@ -395,13 +524,12 @@ def download_ravdess(
         raise CorpusError(f"{target}: exists but is not a readable zip; remove it or pass force=True")
     if force:
         part.unlink(missing_ok=True)
-    dest_dir.mkdir(parents=True, exist_ok=True)
 
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "wav2emo"})
     if have:
         request.add_header("Range", f"bytes={have}-")
-    try:
+    try:  # nothing is created before the server has answered
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # nothing left to send: the .part is complete, or not this file
@@ -415,40 +543,75 @@ def download_ravdess(
         reason = getattr(e, "reason", e)
         raise CorpusError(f"{url}: cannot reach the server ({reason}); {_by_hand(url)}") from e
 
-    with response:
-        if have and response.status == 206:
-            start = _range_start(response.headers.get("Content-Range", ""))
-            if start != have:
-                raise CorpusError(
-                    f"{url}: asked to resume at byte {have}, the server sent bytes from {start}; "
-                    f"remove {part} and try again"
-                )
-            mode = "ab"
-        else:  # the server ignored the Range header: take the whole body
-            have, mode = 0, "wb"
-        length = response.headers.get("Content-Length")
-        expected = have + int(length) if length is not None else None
-        written = have
-        try:
-            with open(part, mode) as f:
-                while block := response.read(1 << 20):
-                    f.write(block)
-                    written += len(block)
-        except (OSError, http.client.HTTPException) as e:
+    created: list[Path] = []
+    try:
+        with response:
+            created = make_dirs(dest_dir)
+            _receive(response, url, part, have)
+        if not _zip_ok(part):
+            part.unlink()
             raise CorpusError(
-                f"{url}: download interrupted after {written} bytes ({e}); run again to resume from {part}"
-            ) from e
+                f"{url}: the downloaded file is not a readable zip archive (removed); {_by_hand(url)}"
+            )
+        os.replace(part, target)
+    except BaseException:
+        if part.exists() and part.stat().st_size == 0:
+            part.unlink()  # nothing worth resuming
+        remove_empty_dirs(created)
+        raise
+    return target
+
+
+def _receive(response, url: str, part: Path, have: int) -> None:
+    """Append the response body to ``part`` (or write it afresh if the server ignored the Range)."""
+    if have and response.status == 206:
+        start = _range_start(response.headers.get("Content-Range", ""))
+        if start != have:
+            raise CorpusError(
+                f"{url}: asked to resume at byte {have}, the server sent bytes from {start}; "
+                f"remove {part} and try again"
+            )
+        mode = "ab"
+    else:  # the server ignored the Range header: take the whole body
+        have, mode = 0, "wb"
+    length = response.headers.get("Content-Length")
+    expected = have + int(length) if length is not None else None
+    written = have
+    try:
+        with open(part, mode) as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+                written += len(block)
+    except (OSError, http.client.HTTPException) as e:
+        raise CorpusError(
+            f"{url}: download interrupted after {written} bytes ({e}); run again to resume from {part}"
+        ) from e
     if expected is not None and written != expected:
         raise CorpusError(
             f"{url}: download incomplete, {written} of {expected} bytes; run again to resume from {part}"
         )
-    if not _zip_ok(part):
-        part.unlink()
-        raise CorpusError(
-            f"{url}: the downloaded file is not a readable zip archive (removed); {_by_hand(url)}"
-        )
-    os.replace(part, target)
-    return target
+
+
+def make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the folders it created, outermost first (for :func:`remove_empty_dirs`)."""
+    missing: list[Path] = []
+    p = Path(path)
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    path.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
+
+
+def remove_empty_dirs(created: list[Path]) -> None:
+    """Undo :func:`make_dirs` as far as the folders are still empty (innermost first)."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            break  # not empty (or gone): keep it and everything above it
 
 
 def _zip_ok(path: Path) -> bool:
