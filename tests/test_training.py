@@ -411,7 +411,7 @@ def test_readme_demo_end_to_end(tmp_path):
     assert "Cross-validation report" in proc.stdout
     report = json.loads(next((tmp_path / "outputs").rglob("cv_report.json")).read_text())
     assert report["folds"] == [0, 1, 2, 3, 4] and report["pooled"]["clips"] == 24 * 16
-    assert report["summary"]["ua"]["mean"] > 0.2  # chance is 0.125
+    assert report["summary"]["ua"]["mean"] >= 0.5  # chance is 0.125; the demo's promise is 0.5
 
 
 def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
