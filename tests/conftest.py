@@ -38,3 +38,11 @@ def synthetic_manifest(synthetic_corpus):
     from wav2emo.data.ravdess import prepare_ravdess
 
     return prepare_ravdess(synthetic_corpus, corpus_name="synthetic", require_complete=False)
+
+
+def pytest_configure(config) -> None:
+    # Tests whose numbers come from training (learning margins, exact resume, same seed same numbers):
+    # CI reruns them under a second thread count, e.g. `OMP_NUM_THREADS=1 python -m pytest -m learning`.
+    config.addinivalue_line(
+        "markers", "learning: trains models and compares numbers; rerun under another thread count in CI"
+    )

@@ -6,8 +6,11 @@ train following an F0 contour, filtered by formants moving through the phones of
 statements, with syllable-rate loudness, stop bursts, fricatives and breath noise.  Speakers differ in
 pitch, vocal-tract length and habits; emotions differ in prosody and voice quality (pitch level, range
 and contour, tempo, loudness, spectral tilt, jitter/shimmer, breathiness), exaggerated at strong
-intensity.  Per-clip randomness and per-speaker idiosyncrasies are as large as some emotion
-differences, so the classes are learnable across speakers but not trivially separable.
+intensity.  Per-clip randomness and per-speaker idiosyncrasies stay of the size of the smaller emotion
+differences (neutral/calm, happy/surprised), so the classes are learnable across speakers but not
+trivially separable; the cues are strong enough that a small model shows clear learning on a
+few hundred clips (version 2: a cross-speaker logistic regression on crude prosodic features reaches
+UA ~0.7 on the five Luna-Jimenez folds, against ~0.44 in version 1).
 
 Every clip is drawn from its own seed (corpus seed, actor, file-name fields), so a clip is the same
 whatever subset or worker count generated it.
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: stronger emotion cues (_CUE_GAIN, smaller spreads), so the demo learns clearly
 MARKER = "synthetic.json"
 NUM_ACTORS = 24
 MIN_DURATION, MAX_DURATION = 2.94, 5.27  # seconds, the range of the real RAVDESS speech clips
@@ -98,9 +101,11 @@ _EMOTION_TABLE = np.array([
     [4.0,  4.6,  3.5, 1.03,  4.5, -1.8, 0.9, 4.5, 0.19, 0.56, 0.05, 1.03, 1.08],  # surprised
 ])
 # fmt: on
+# How far each emotion moves away from neutral, as a multiple of the table above.
+_CUE_GAIN = 1.8
 # Per-clip spread of each parameter (one standard deviation), and the spread of a speaker's habitual
 # deviation for one emotion; both are of the size of the smaller emotion differences.
-_CLIP_SD = 1.35 * np.array([0.8, 0.6, 1.2, 0.05, 1.5, 0.6, 0.25, 1.0, 0.05, 0.03, 0.10, 0.012, 0.08])
+_CLIP_SD = 0.6 * np.array([0.8, 0.6, 1.2, 0.05, 1.5, 0.6, 0.25, 1.0, 0.05, 0.03, 0.10, 0.012, 0.08])
 _IDIOSYNCRASY_SD = 0.8 * _CLIP_SD
 _STRONG = 1.7  # strong intensity multiplies the deviation from neutral
 _STRONG_SLOWDOWN = 1.08
@@ -136,7 +141,7 @@ def make_speaker(seed: int, actor: int) -> Speaker:
         f0=float(rng.uniform(100, 140) if male else rng.uniform(180, 240)),
         vtl=float(rng.uniform(0.93, 1.04) if male else rng.uniform(1.10, 1.21)),
         habits=habits,
-        expressiveness=float(rng.uniform(0.5, 1.3)),
+        expressiveness=float(rng.uniform(0.8, 1.3)),
         range_scale=float(np.exp(rng.normal(0, 0.2))),
         emotion_bias=rng.normal(0, 1, size=(8, len(_PARAMS))) * _IDIOSYNCRASY_SD,
         noise_db=float(rng.uniform(-86, -72)),
@@ -146,7 +151,7 @@ def make_speaker(seed: int, actor: int) -> Speaker:
 def clip_parameters(speaker: Speaker, emotion: int, intensity: int, rng: np.random.Generator) -> dict:
     """The prosody and voice-quality settings of one clip."""
     neutral = _EMOTION_TABLE[0]
-    dev = _EMOTION_TABLE[emotion - 1] - neutral
+    dev = (_EMOTION_TABLE[emotion - 1] - neutral) * _CUE_GAIN
     dev = dev * (_STRONG if intensity == 2 else 1.0) * speaker.expressiveness
     values = neutral + dev + speaker.habits + speaker.emotion_bias[emotion - 1]
     values = values + rng.normal(0, 1, size=len(_PARAMS)) * _CLIP_SD

@@ -141,7 +141,45 @@ class _Collate:
         return collate(items, self.frames, self.frames_multiple)
 
 
-class LengthBucketBatchSampler:
+class EpochSeeded:
+    """The epoch counter of a shuffling sampler: each epoch's order is drawn from ``seed + epoch``.
+
+    Lightning calls ``set_epoch`` before every epoch (it looks for ``loader.sampler.set_epoch`` and
+    ``loader.batch_sampler.sampler.set_epoch``), so a run resumed at epoch k draws the order the
+    uninterrupted run drew at epoch k; a generator created once per loader would restart from its first
+    order instead.  Outside Lightning every iteration moves on to the next epoch.
+    """
+
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> EpochSeeded:  # where Lightning looks for set_epoch on a batch sampler
+        return self
+
+    def _next_generator(self) -> torch.Generator:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        return g
+
+
+class EpochShuffleSampler(EpochSeeded, torch.utils.data.Sampler[int]):
+    """A random permutation of ``n`` items per epoch, reproducible from ``seed + epoch``."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from torch.randperm(self.n, generator=self._next_generator()).tolist()
+
+
+class LengthBucketBatchSampler(EpochSeeded):
     """Training batches of clips of similar length, so ragged batches carry little padding.
 
     Each epoch shuffles the clips (seeded by ``seed + epoch``), cuts them into pools of
@@ -158,8 +196,7 @@ class LengthBucketBatchSampler:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        self.epoch += 1
+        g = self._next_generator()
         order = torch.randperm(len(self.lengths), generator=g)
         batches = []
         for start in range(0, len(order), self.pool):
@@ -170,10 +207,11 @@ class LengthBucketBatchSampler:
             yield batches[b]
 
 
-class ResidentSplit:
+class ResidentSplit(EpochSeeded):
     """A whole split held as tensors on one device; batches are gathered by index, no host I/O.
 
-    Iterating reshuffles with a generator seeded by ``seed + epoch`` so runs are reproducible.
+    Iterating reshuffles with a generator seeded by ``seed + epoch`` so runs (and resumed runs) are
+    reproducible; Lightning sets the epoch through ``set_epoch``.
     """
 
     def __init__(
@@ -203,13 +241,13 @@ class ResidentSplit:
 
     def _batches(self) -> Iterator[torch.Tensor]:
         if self.batch_sampler is not None:
+            self.batch_sampler.set_epoch(self.epoch)
+            self.epoch += 1
             for idx in self.batch_sampler:
                 yield torch.as_tensor(idx, dtype=torch.long)
             return
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=g)
-            self.epoch += 1
+            order = torch.randperm(self.n, generator=self._next_generator())
         else:
             order = torch.arange(self.n)
         for start in range(0, self.n, self.batch_size):
@@ -373,9 +411,10 @@ class EmotionDataModule(L.LightningDataModule):
             return self._resident[part]
         if sampler is not None:
             batching: dict[str, Any] = {"batch_sampler": sampler}
+        elif shuffle:  # the order of epoch k depends on (seed, k) only, also in a resumed run
+            batching = {"batch_size": batch_size, "sampler": EpochShuffleSampler(len(ds), seed=self.seed)}
         else:
-            g = torch.Generator().manual_seed(self.seed) if shuffle else None
-            batching = {"batch_size": batch_size, "shuffle": shuffle, "generator": g}
+            batching = {"batch_size": batch_size, "shuffle": False}
         return DataLoader(
             ds,
             **batching,

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +26,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
-from wav2emo.training.callbacks import EpochTimer
+from wav2emo.training.callbacks import (
+    EpochSummary,
+    EpochTimer,
+    LastCheckpoint,
+    RelocateCheckpointState,
+    RngStateCheckpoint,
+)
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.run_info import git_info, save_run_info, to_container
 
@@ -37,13 +44,40 @@ CKPT_KEY = "wav2emo"
 
 
 def folds_to_run(fold: Any, num_folds: int) -> list[int]:
-    if fold is None or (isinstance(fold, str) and fold == "all"):
+    """The fold indices a ``fold=`` value asks for: an index, a list of distinct indices, or ``all``.
+
+    Anything else is refused with a message naming the value: a typo must not train another fold,
+    and a fold listed twice would train twice into the same fold directory (the second run would
+    overwrite the first's checkpoints and count twice in the report), so duplicates are refused rather
+    than silently dropped.
+    """
+    expected = f"expected a fold index 0..{num_folds - 1}, a list of distinct indices (fold=[0,2]) or 'all'"
+    if fold is None or (isinstance(fold, str) and fold.strip() == "all"):
         return list(range(num_folds))
-    folds = [int(f) for f in (fold if isinstance(fold, (list, tuple)) or OmegaConf.is_list(fold) else [fold])]
+    is_list = isinstance(fold, (list, tuple)) or OmegaConf.is_list(fold)
+    shown = list(fold) if is_list else fold
+    folds = [_fold_index(item, shown, expected) for item in (fold if is_list else [fold])]
+    if not folds:
+        raise ValueError(f"fold={shown}: the list is empty; {expected}")
     bad = [f for f in folds if not 0 <= f < num_folds]
     if bad:
-        raise ValueError(f"fold={fold}: expected 0..{num_folds - 1}, a list of them, or 'all'")
+        raise ValueError(f"fold={shown}: fold {bad[0]} does not exist ({num_folds} folds); {expected}")
+    dupes = sorted({f for f in folds if folds.count(f) > 1})
+    if dupes:
+        raise ValueError(f"fold={shown}: fold {dupes[0]} is listed more than once (it would train twice into "
+                         f"the same fold directory); {expected}")
     return folds
+
+
+def _fold_index(item: Any, shown: Any, expected: str) -> int:
+    if isinstance(item, bool) or not isinstance(item, (int, str)):
+        raise ValueError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+    if isinstance(item, str):
+        text = item.strip()
+        if not text.lstrip("-").isdigit():
+            raise ValueError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+        return int(text)
+    return int(item)
 
 
 def num_folds_of(cfg: DictConfig) -> int:
@@ -110,8 +144,11 @@ class StoreRunInfo(L.Callback):
         checkpoint[CKPT_KEY] = self.info
 
 
-def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool) -> list[L.Callback]:
+def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | None = None) -> list[L.Callback]:
+    """The configured callbacks, plus what every fold needs: ``last.ckpt`` after every epoch, RNG states in
+    checkpoints (an exact resume), and one summary line per epoch when the progress bar is off."""
     callbacks: list[L.Callback] = []
+    save_last = False
     for name, cb_cfg in (cfg.get("callbacks") or {}).items():
         if cb_cfg is None or "_target_" not in cb_cfg:
             continue
@@ -119,6 +156,10 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool) -> list[L.Ca
         if name == "model_checkpoint":
             with open_dict(cb_cfg):
                 cb_cfg.dirpath = str(fold_dir / "checkpoints")
+                # Lightning's save_last refreshes last.ckpt only when the dev metric improves: LastCheckpoint
+                # below writes it after every epoch instead.
+                save_last = bool(cb_cfg.get("save_last"))
+                cb_cfg.save_last = False
                 if not has_dev:  # nothing to choose on: keep the last epoch, never look at test actors
                     cb_cfg.monitor = None
                     cb_cfg.filename = "epoch{epoch:03d}"
@@ -127,6 +168,11 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool) -> list[L.Ca
             log.warning("no dev actors: early stopping is disabled")
             continue
         callbacks.append(instantiate(cb_cfg))
+    if save_last:
+        callbacks.append(LastCheckpoint(fold_dir / "checkpoints"))
+    callbacks.append(RngStateCheckpoint())
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(EpochSummary(prefix="" if fold is None else f"fold {fold}: "))
     return callbacks
 
 
@@ -174,10 +220,28 @@ def _sweep_name() -> str:
 
 
 def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
-    """Train on one fold's training actors, choose the checkpoint on its dev actors, test on its test actors."""
+    """Train on one fold's training actors, choose the checkpoint on its dev actors, test on its test actors.
+
+    ``cfg.ckpt_path`` (a checkpoint file) continues that training.  Without it, a fold directory that
+    already holds ``fold_result.json`` is a finished fold: its result is returned and nothing is
+    retrained; one that holds only ``checkpoints/last.ckpt`` was interrupted and is continued from it.
+    """
     started = time.time()
+    fold_dir = Path(fold_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    relocate: RelocateCheckpointState | None = None
+    if ckpt_path is None:
+        finished = fold_dir / FOLD_RESULT
+        if finished.exists():
+            log.info("fold %d is finished (%s): reporting it, not retraining it", fold, finished)
+            return json.loads(finished.read_text())
+        last = fold_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.info("fold %d was interrupted: continuing it from %s", fold, last)
+            ckpt_path = str(last)
+    else:
+        ckpt_path, relocate = _prepare_resume(Path(ckpt_path), fold, fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed + fold, workers=True)
     save_run_info(cfg, fold_dir)
 
     dm = build_datamodule(cfg, fold)
@@ -186,10 +250,16 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     log.info("fold %d: train actors %s, dev %s, test %s", fold, split["train_actors"], split["dev_actors"],
              split["test_actors"])
     has_dev = len(split["dev_actors"]) > 0
+    # Seeded after the data exist: building a corpus, a tiny backbone or a feature cache draws random
+    # numbers (or reseeds), so seeding before them made a fresh-cache run initialise its model
+    # differently from a warm-cache run of the same seed.
+    L.seed_everything(cfg.seed + fold, workers=True)
     model = build_module(cfg, dm)
 
-    callbacks = build_callbacks(cfg, fold_dir, has_dev)
+    callbacks = build_callbacks(cfg, fold_dir, has_dev, fold)
     callbacks.append(StoreRunInfo(to_container(cfg), fold, split))
+    if relocate is not None:
+        callbacks.append(relocate)
     loggers = build_loggers(cfg, fold_dir, fold)
     for lg in loggers:
         lg.log_hyperparams({"config": to_container(cfg), "fold": fold, "split": split, "git": git_info()})
@@ -201,7 +271,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         ckpt_cb = trainer.checkpoint_callback
         best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
         result: dict[str, Any] = {
@@ -211,6 +281,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             "best_checkpoint": best,
             "best_dev": _dev_summary(trainer, ckpt_cb),
             "epochs_trained": trainer.current_epoch,
+            "resumed_from": ckpt_path,
             "epoch_seconds": next((c.epoch_seconds for c in callbacks if isinstance(c, EpochTimer)), []),
             "train_seconds": round(time.time() - started, 2),
         }
@@ -222,6 +293,49 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     result["seconds"] = round(time.time() - started, 2)
     (fold_dir / FOLD_RESULT).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return result
+
+
+def checkpoint_fold(path: Path) -> int | None:
+    """The fold a wav2emo checkpoint was trained for (None for a checkpoint without wav2emo's record)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    info = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
+    return None if info is None else int(info["fold"])
+
+
+def _fold_dir_of(ckpt: Path) -> Path | None:
+    """``<run>/fold_<k>`` for a checkpoint at ``<run>/fold_<k>/checkpoints/<name>.ckpt``, else None."""
+    parent = ckpt.resolve().parent
+    return parent.parent if parent.name == "checkpoints" and parent.parent.name.startswith("fold_") else None
+
+
+def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, RelocateCheckpointState | None]:
+    """Check that ``ckpt`` continues ``fold``; when the fold continues in another directory, copy the
+    old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
+    trained_for = checkpoint_fold(ckpt)
+    if trained_for is not None and trained_for != fold:
+        raise ValueError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
+                         f"fold {fold} would train on that fold's test actors. Pass fold={trained_for}.")
+    source = _fold_dir_of(ckpt)
+    if source is not None and source == fold_dir.resolve():
+        if (fold_dir / FOLD_RESULT).exists():
+            raise ValueError(f"{fold_dir} holds a finished fold ({FOLD_RESULT}); continuing it in place would "
+                             f"overwrite its results: continue it in a new run directory")
+        return str(ckpt), None
+    if source is None:
+        log.warning("ckpt_path=%s is not in a <fold>/checkpoints folder: the dev-chosen checkpoint will be chosen "
+                    "among the new epochs only", ckpt)
+        return str(ckpt), None
+    target = fold_dir / "checkpoints"
+    if target.exists() and any(target.iterdir()):
+        raise ValueError(f"{target} already holds checkpoints: continue {ckpt} into an empty run directory")
+    target.mkdir(parents=True, exist_ok=True)
+    for f in sorted((source / "checkpoints").glob("*.ckpt")):
+        shutil.copy2(f, target / f.name)
+    log.info("fold %d continues %s in %s (its checkpoints copied there; the old run is left as it is)",
+             fold, ckpt, fold_dir)
+    return str(target / ckpt.name), RelocateCheckpointState(target)
 
 
 def _dev_summary(trainer: L.Trainer, ckpt_cb) -> dict[str, Any]:
@@ -308,14 +422,68 @@ def output_dir(cfg: DictConfig) -> Path:
         return Path(cfg.paths.output_dir)
 
 
+def quiet_duplicate_log_handlers() -> None:
+    """Print every log line once.
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own, and its records
+    also propagate to the root logger that Hydra's job logging configures (console and file): every
+    Lightning line appeared twice on the console.  When the root logger has handlers, they alone print.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if type(h) is logging.StreamHandler:
+                lg.removeHandler(h)
+        lg.propagate = True
+
+
+def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
+    """Where the folds run and with which ``ckpt_path``.
+
+    * no ``ckpt_path``: this run's output directory (a re-run into the same directory skips finished
+      folds and continues interrupted ones, see :func:`run_fold`);
+    * ``ckpt_path=<run directory>`` (one holding ``fold_<k>`` folders): that directory, each requested fold
+      skipped when finished, continued from its ``last.ckpt`` when interrupted, trained when absent;
+    * ``ckpt_path=<checkpoint file>`` (one fold): an interrupted fold continues in its own directory; a
+      finished one continues in this run's output directory, from a copy of its checkpoints.
+    """
+    out = output_dir(cfg)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return out, cfg
+    path = Path(str(ckpt))
+    if path.is_dir():
+        if path.name.startswith("fold_") and (path / "checkpoints").is_dir():
+            path = path.parent
+        if not any(path.glob("fold_*")):
+            raise ValueError(f"ckpt_path={ckpt}: expected a checkpoint file or a run directory holding fold_<k> "
+                             f"folders, found neither")
+        log.info("continuing the run in %s: finished folds are reported, interrupted ones continued", path)
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            cfg.ckpt_path = None
+        return path, cfg
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
+    if len(folds) != 1:
+        raise ValueError(f"ckpt_path={ckpt} continues one fold's training but fold={folds}: pass fold=<k>, or pass "
+                         f"the run directory as ckpt_path to continue every unfinished fold of that run")
+    source = _fold_dir_of(path)
+    if source is not None and source.name == f"fold_{folds[0]}" and not (source / FOLD_RESULT).exists():
+        return source.parent, cfg
+    return out, cfg
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran."""
     from wav2emo.reports.aggregate import aggregate_folds, render_markdown
 
+    quiet_duplicate_log_handlers()
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
-    if cfg.get("ckpt_path") and len(folds) != 1:
-        raise ValueError("ckpt_path resumes one fold's training: also pass fold=<k>")
-    out = output_dir(cfg)
+    out, cfg = plan_folds(cfg, folds)
     results = {}
     for fold in folds:
         results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
@@ -332,7 +500,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["cv"] = report["summary"]
         print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
               f"{out}/confusion_matrix.png, {out}/learning_curves.png\n", flush=True)
+    else:
+        print("\n" + fold_summary(last, out / f"fold_{folds[0]}") + "\n", flush=True)
     return metrics
+
+
+def fold_summary(result: Mapping[str, Any], fold_dir: Path) -> str:
+    """A few lines on one fold's outcome: what a single-fold run prints at its end."""
+    lines = [f"Fold {result['fold']} ({result.get('model')}), test actors {result['split']['test_actors']}:"]
+    test = result.get("test")
+    if test:
+        lines.append(f"  test UA {test.get('ua', float('nan')):.4f}, WA {test.get('wa', float('nan')):.4f}, "
+                     f"macro F1 {test.get('f1', float('nan')):.4f} over {result.get('test_clips')} clips")
+    else:
+        lines.append("  not tested (test=false)")
+    dev = result.get("best_dev") or {}
+    if dev.get("best_score") is not None:
+        lines.append(f"  checkpoint chosen on dev actors {result['split']['dev_actors']}: "
+                     f"{dev.get('monitor')} {dev['best_score']:.4f} ({result.get('best_checkpoint')})")
+    lines.append(f"  results: {fold_dir / FOLD_RESULT}")
+    return "\n".join(lines)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -345,9 +532,17 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
     if CKPT_KEY not in ckpt:
         raise ValueError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
+    quiet_duplicate_log_handlers()
     info = ckpt[CKPT_KEY]
     train_cfg = OmegaConf.create(info["config"])
-    fold = info["fold"] if cfg.get("fold") is None else int(cfg.fold)
+    if cfg.get("fold") is None:
+        fold = info["fold"]
+    else:
+        asked = folds_to_run(cfg.fold, num_folds_of(train_cfg))
+        if len(asked) != 1:
+            raise ValueError(f"fold={cfg.fold}: evaluation takes one fold index (or null for the checkpoint's "
+                             f"own fold {info['fold']})")
+        fold = asked[0]
     if fold != info["fold"] and not cfg.get("allow_other_fold", False):
         raise ValueError(
             f"{cfg.ckpt_path} was trained for fold {info['fold']}; its training actors include the test actors "

@@ -175,6 +175,14 @@ class EmotionClassifier(L.LightningModule):
         self.log_dict(result.metrics, prog_bar=stage == "val", sync_dist=True)
         return result
 
+    def epoch_loss(self, stage: str) -> float | None:
+        """Mean loss of ``stage``'s batches so far in this epoch (a host read: for epoch summaries only)."""
+        collected = self._epoch_outputs[stage].collect()
+        if collected is None:
+            return None
+        _, _, losses, sizes = collected
+        return float((losses * sizes).sum() / sizes.sum())
+
     def on_train_epoch_start(self) -> None:
         self._epoch_outputs["train"].reset()
 
@@ -217,10 +225,28 @@ class EmotionClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Lightning's sanity check ran validation before this point (on_fit_start comes even earlier):
-        # start the validation metrics and the best-so-far trackers from scratch.
-        for metric in (self.val_metrics, self.val_loss, self.val_ua_best, self.val_loss_best):
+        # start the validation metrics from scratch.  The best-so-far trackers are left alone: the sanity
+        # check never feeds them, and a resumed run has just restored them from its checkpoint.
+        for metric in (self.val_metrics, self.val_loss):
             metric.reset()
         self._epoch_outputs["val"].reset()
+
+    # The best-so-far dev trackers are torchmetrics states, which are not in the state_dict (adding them
+    # there would make older checkpoints fail to load strictly): they travel under a key of their own.
+    BEST_KEY = "wav2emo_val_best"
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[self.BEST_KEY] = {
+            "ua": self.val_ua_best.max_value.detach().cpu().clone(),
+            "loss": self.val_loss_best.min_value.detach().cpu().clone(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get(self.BEST_KEY)
+        if not best or not torch.isfinite(best["ua"]).all():  # no dev epoch had finished
+            return
+        self.val_ua_best.update(best["ua"].to(self.val_ua_best.max_value.device))
+        self.val_loss_best.update(best["loss"].to(self.val_loss_best.min_value.device))
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._shared_step(batch, "val")
