@@ -2,6 +2,8 @@
 
 Training runs call the same :func:`wav2emo.features.get_features` and would extract on first use;
 running this once first keeps extraction out of (parallel) training jobs and shows what was cached.
+``rebuild=true`` verifies every checksum of the selected caches and computes their damaged shards again
+(a damaged cache is otherwise an error, never rebuilt silently).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for key in _selected(cfg.features, cfg.get("only")):
         start = time.perf_counter()
-        cache = get_features(manifest, cfg.features[key], cfg.paths.cache_dir, device=cfg.device, progress=cfg.progress)
+        cache = get_features(manifest, cfg.features[key], cfg.paths.cache_dir, device=cfg.device, progress=cfg.progress,
+                             rebuild=bool(cfg.get("rebuild", False)))
         summary[key] = {
             "path": str(cache.path),
             "clips": cache.num_clips,
