@@ -68,7 +68,14 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    run(cfg)
+    from wav2emo.features.cache import CacheError
+    from wav2emo.features.limits import ClipDurationError
+    from wav2emo.features.lock import LockTimeout
+
+    try:
+        run(cfg)
+    except (CacheError, ClipDurationError, LockTimeout) as e:  # named files and values to act on: no traceback
+        raise SystemExit(f"wav2emo.extract: {e}") from None
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.training.callbacks import EpochTimer
+from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.run_info import git_info, save_run_info, to_container
 
@@ -342,7 +343,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     are rebuilt.  Evaluating on another fold's test actors is refused unless asked for explicitly:
     those actors were training actors of this checkpoint.
     """
-    ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(cfg.ckpt_path)
     if CKPT_KEY not in ckpt:
         raise ValueError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
     info = ckpt[CKPT_KEY]
