@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -222,8 +223,10 @@ def compute_egemaps(
     from tqdm.auto import tqdm
 
     out: list[Any] = [None] * len(paths)
-    with tqdm(total=len(paths), unit="clip", desc=f"eGeMAPS {level}", disable=not progress, leave=False) as bar:
-        for i, arr in iter_egemaps(paths, feature_set=feature_set, level=level, num_workers=num_workers):
+    results = iter_egemaps(paths, feature_set=feature_set, level=level, num_workers=num_workers)
+    with closing(results), tqdm(total=len(paths), unit="clip", desc=f"eGeMAPS {level}", disable=not progress,
+                                leave=False) as bar:
+        for i, arr in results:
             out[i] = arr
             bar.update(1)
     return out
@@ -275,9 +278,12 @@ class _OpenSmileKind:
                         min_reason="openSMILE returns NaN for every feature below it")
 
     def _workers(self, n_clips: int) -> int:
+        """``num_workers`` when set; by default one process per core (8 at most), none under 200 clips
+        (starting worker processes, ~2 s, costs more than a few clips)."""
         n = self.spec["num_workers"]
-        n = min(8, os.cpu_count() or 1) if n is None else int(n)
-        return 1 if n_clips < 200 else max(1, n)  # starting processes (~3 s) costs more than a few clips
+        if n is not None:
+            return max(1, min(int(n), n_clips))
+        return 1 if n_clips < 200 else min(8, os.cpu_count() or 1)
 
     def _frames(self, clip: Any) -> int:
         if self.level == "functionals":
@@ -303,11 +309,12 @@ class _OpenSmileKind:
         pending = builder.pending
         workers = self._workers(len(pending))
         problems: list[str] = []
-        try:
-            with tqdm(total=len(pending), unit="clip", desc=f"eGeMAPS {self.level}", disable=not progress,
-                      leave=False) as bar:
-                for j, arr in iter_egemaps([manifest[i].path for i in pending], feature_set=self.spec["feature_set"],
-                                           level=self.level, num_workers=workers):
+        results = iter_egemaps([manifest[i].path for i in pending], feature_set=self.spec["feature_set"],
+                               level=self.level, num_workers=workers)
+        try:  # closing the generator on any exit (Ctrl-C included) stops the worker processes at once
+            with closing(results), tqdm(total=len(pending), unit="clip", desc=f"eGeMAPS {self.level}",
+                                        disable=not progress, leave=False) as bar:
+                for j, arr in results:
                     bar.update(1)
                     clip = manifest[pending[j]]
                     values = np.asarray(arr, dtype=np.float32)
