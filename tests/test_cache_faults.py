@@ -197,6 +197,24 @@ def test_stale_partials_are_removed_only_where_no_live_process_holds_the_lock(tm
     assert clean_stale_partials(root) == [live / "shard-00000.npy.partial"]  # its holder is gone
 
 
+def test_stale_temporary_files_go_only_when_their_writer_is_gone_and_other_folders_are_left_alone(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    folder = tmp_path / "toy" / "lm-0123"
+    folder.mkdir(parents=True)
+    (folder / "plan.json").write_text("{}")
+    orphan_tmp = folder / f".index.json.{dead_pid}.140.tmp"
+    live_tmp = folder / f".verified.json.{os.getpid()}.140.tmp"
+    for p in (orphan_tmp, live_tmp):
+        p.write_text("x")
+    other = tmp_path / "toy" / "not-a-cache"  # e.g. a backbone folder: no plan, meta or shards
+    other.mkdir()
+    (other / "weights.bin.partial").write_text("x")
+    (other / f".config.json.{dead_pid}.1.tmp").write_text("x")
+    assert clean_stale_partials(tmp_path / "toy") == [orphan_tmp]
+    assert live_tmp.exists() and len(list(other.iterdir())) == 2 and not (other / LOCK_FILE).exists()
+
+
 def test_get_features_cleans_stale_partials_of_sibling_caches(tmp_path):
     m = make_manifest(tmp_path / "a", [6000, 9000])
     orphan = tmp_path / "cache" / m.name / "lm-deadbeefdeadbeef"

@@ -180,8 +180,8 @@ def get_features(
     check = getattr(kind, "check_clips", None)
     if check is not None:
         check(manifest)  # before any audio is decoded: a bad clip is named now, not after a full pass
-    for removed in clean_stale_partials(path.parent):
-        log.info("cleaned %s", removed)
+    for corpus_dir in [d for d in Path(cache_dir).iterdir() if d.is_dir()] if Path(cache_dir).is_dir() else []:
+        clean_stale_partials(corpus_dir)  # left by killed extractions of any corpus and spec
     with build_lock(path / LOCK_FILE, timeout=lock_timeout) as waited:
         if (path / META_FILE).is_file():
             log.info("%s was built by another process while this one waited %.1f s", path, waited)

@@ -83,7 +83,8 @@ class DiskFullError(CacheError):
 def _damaged(path: Path, problem: str) -> CacheError:
     return CacheError(
         f"{problem}. The feature cache {path} is damaged or incomplete: delete that folder and run again "
-        "to rebuild it."
+        "to rebuild it (or run `python -m wav2emo.extract rebuild=true` with the same data= and features= "
+        "overrides, which keeps its sound shards)."
     )
 
 
@@ -887,12 +888,37 @@ def prepare_rebuild(path: str | Path) -> bool:
     return True
 
 
-def clean_stale_partials(root: str | Path) -> list[Path]:
-    """Delete ``*.partial`` shards and temporary files in the cache folders under ``root`` that no live
-    process is building (their build lock is free); returns what was deleted.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    A folder whose lock is held is skipped: its partial files are being written.  Finished shards of
-    unfinished folders stay (a later run with the same key resumes from them).
+
+def _stale_tmp(p: Path) -> bool:
+    """A ``.<name>.<pid>.<thread>.tmp`` file of :func:`atomic_write_text` whose writer process is gone."""
+    parts = p.name.split(".")
+    try:
+        return not _pid_alive(int(parts[-3]))
+    except (IndexError, ValueError):
+        return False
+
+
+def _is_cache_folder(folder: Path) -> bool:
+    return any((folder / f).exists() for f in (PLAN_FILE, META_FILE)) or any(folder.glob("shard-*"))
+
+
+def clean_stale_partials(root: str | Path) -> list[Path]:
+    """Delete partial shards and temporary files in the cache folders just under ``root`` that no live
+    process is writing; returns what was deleted.
+
+    A ``shard-*.npy.partial`` goes only when the folder's build lock is free (a live build holds it;
+    the kernel releases it when its holder dies, however it dies); a temporary file only when the
+    process named in it is gone.  Finished shards of unfinished folders stay (a later run with the same
+    key resumes from them), and folders that are not feature caches are never touched.
     """
     from filelock import FileLock, Timeout
 
@@ -901,20 +927,34 @@ def clean_stale_partials(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return removed
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        junk = [*folder.glob(f"*{PARTIAL_SUFFIX}"), *folder.glob(".*.tmp")]
-        if not junk:
+        partials = list(folder.glob(f"shard-*.npy{PARTIAL_SUFFIX}"))
+        tmps = [p for p in folder.glob(".*.tmp") if _stale_tmp(p)]
+        if not (partials or tmps) or not _is_cache_folder(folder):
             continue
-        lock = FileLock(str(folder / LOCK_FILE))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            continue
-        try:
-            for p in [*folder.glob(f"*{PARTIAL_SUFFIX}"), *folder.glob(".*.tmp")]:
-                size = p.stat().st_size if p.exists() else 0
-                p.unlink(missing_ok=True)
-                removed.append(p)
-                log.info("removed %s (%.1f MB), left by an interrupted extraction", p, size / 2**20)
-        finally:
-            lock.release()
+        junk = tmps
+        if partials:
+            lock = FileLock(str(folder / LOCK_FILE))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                partials = []  # a live build is writing them
+            else:
+                try:
+                    junk = [*folder.glob(f"shard-*.npy{PARTIAL_SUFFIX}"), *tmps]
+                    _unlink_all(junk, removed)
+                finally:
+                    lock.release()
+                continue
+        _unlink_all(junk, removed)
     return removed
+
+
+def _unlink_all(paths: Iterable[Path], removed: list[Path]) -> None:
+    for p in paths:
+        try:
+            size = p.stat().st_size
+            p.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(p)
+        log.info("removed %s (%.1f MB), left by an interrupted extraction", p, size / 2**20)

@@ -156,7 +156,7 @@ class SmilePool:
                     break
                 except queue.Empty:
                     if not any(t.is_alive() for t in self._threads) and results.empty():
-                        raise EgemapsError("every openSMILE worker process stopped before the work was done")
+                        raise EgemapsError("every openSMILE worker process stopped before the work was done") from None
             if isinstance(res, BaseException):
                 raise res
             yield i, res

@@ -622,10 +622,10 @@ class SSLHiddenStates:
         field or longer than ``max_clip_s`` (the build checks the exact receptive field of the model too)."""
         max_s = self.spec["max_clip_s"]
         check_durations(
-            manifest, what=f"the {self.spec['name']} hidden states", min_s=400 / 16000,
+            manifest, what=f"the hidden states of feature spec {self.spec['name']!r}", min_s=400 / 16000,
             min_reason="the receptive field (400 samples at 16 kHz) of wav2vec2's convolutional front end",
             error=ClipLengthError,
-            max_s=None if max_s is None else float(max_s), max_key="features.ssl.max_clip_s (the max_clip_s field of this spec)",
+            max_s=None if max_s is None else float(max_s), max_key="features.ssl.max_clip_s",
         )
 
     def _normalize(self) -> bool:
