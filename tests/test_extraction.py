@@ -341,3 +341,26 @@ def test_batch_budget_changes_batches_not_features(tmp_path, tiny):
     for i in range(len(m)):
         np.testing.assert_allclose(budget.read(i).astype(np.float32), plain.read(i).astype(np.float32),
                                    rtol=2e-3, atol=2e-3)
+
+
+def test_rebuild_recomputes_only_the_damaged_shard_of_hidden_states(tmp_path, tiny, toy):
+    from wav2emo.features.cache import CacheError
+
+    spec = ssl_spec(tiny)
+    first = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    shards = first.meta["shards"]
+    assert len(shards) >= 3
+    before = [first.read_copy(i) for i in range(len(toy))]
+    target = first.path / shards[1]["file"]
+    with open(target, "r+b") as f:  # one byte changed in place, same size
+        f.seek(-100, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(CacheError, match=rf"crc32.*{target.name}"):
+        get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    repaired = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False, rebuild=True)
+    assert repaired.meta["build"]["shards_reused"] == len(shards) - 1
+    assert repaired.meta["build"]["clips_computed"] == shards[1]["clips"]
+    for i, a in enumerate(before):  # recomputed in other batches: equal up to float rounding
+        np.testing.assert_allclose(repaired.read_copy(i).astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)
