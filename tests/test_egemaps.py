@@ -116,3 +116,27 @@ def test_logmel_options_and_short_audio():
     assert out.shape == (8000 // 320 + 1, 40) and np.allclose(out, np.log(1e-6))  # silence sits on the floor
     with pytest.raises(ValueError, match="shorter than one 400-sample"):
         LogMel({"kind": "logmel", "name": "x"}).compute(np.zeros(399, np.float32))
+
+
+@pytest.mark.ravdess
+def test_real_ravdess_with_one_tiny_clip_is_refused_at_once(ravdess_dir, tmp_path, monkeypatch):
+    """The tester's case: a full RAVDESS copy with one 0.05 s clip.  The error names that clip before
+    openSMILE touches any of the 1441 files (it used to come after a full ~50 s pass)."""
+    import dataclasses
+    import time
+
+    import wav2emo.features.egemaps as eg
+    from tests.test_cache import write_clip
+    from wav2emo.data.manifest import Manifest, sha1_of_file
+    from wav2emo.data.ravdess import prepare_ravdess
+
+    real = prepare_ravdess(ravdess_dir)
+    tiny = write_clip(tmp_path / "03-01-05-01-01-01-01.wav", 800)
+    broken = dataclasses.replace(real[0], clip_id="broken-0.05s", path=str(tiny), duration=0.05, num_frames=800,
+                                 sha1=sha1_of_file(tiny))
+    m = Manifest([*real, broken], name="ravdess-with-a-broken-clip")
+    monkeypatch.setattr(eg, "_process_path", lambda p: pytest.fail("openSMILE ran before the duration check"))
+    start = time.perf_counter()
+    with pytest.raises(ClipDurationError, match=r"1 clip\(s\) shorter than the 0.06 s.*broken-0.05s \(0.0500 s"):
+        get_features(m, {"kind": "egemaps_functionals", "name": "egemaps"}, tmp_path / "cache", progress=False)
+    assert time.perf_counter() - start < 5
