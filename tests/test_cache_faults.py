@@ -318,7 +318,7 @@ def test_ctrl_c_stops_egemaps_promptly_leaves_no_process_and_a_resumable_cache(t
     while _group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _group_members(pgid) == [], ("worker processes outlived the interrupted extraction", err)
-    folder = next((tmp_path / "cache").rglob("shard-00000.npy")).parent
+    folder = next((tmp_path / "cache").rglob("shard-*.npy")).parent  # workers finish shards in any order
     assert not (folder / META_FILE).exists()
     resumed = get_features(m, {**EGEMAPS_SPEC, "shard_mb": 0.0005}, tmp_path / "cache", progress=False)
     assert resumed.path == folder and resumed.meta["build"]["shards_reused"] >= 2, err
