@@ -350,3 +350,22 @@ def test_sigkill_midway_resumes_to_a_cache_identical_to_an_uninterrupted_one(tmp
     assert names == sorted(p.name for p in resumed.path.glob("shard-*"))
     for name in [*names, "index.json"]:
         assert (resumed.path / name).read_bytes() == (reference.path / name).read_bytes(), name
+
+
+def test_cache_built_before_checksums_still_opens_with_one_warning(built, caplog):
+    """Caches written by an older wav2emo (no crc32 column) stay usable: same key, no re-extraction."""
+    import hashlib
+
+    path, _, arrays = built
+    index = json.loads((path / "index.json").read_text())
+    del index["crc32"]
+    text = json.dumps(index, separators=(",", ":"))
+    (path / "index.json").write_text(text)
+    meta = json.loads((path / META_FILE).read_text())
+    meta["index"]["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (path / META_FILE).write_text(json.dumps(meta))
+    with caplog.at_level("WARNING", logger="wav2emo.features.cache"):
+        for _ in range(3):
+            cache = FeatureCache.open(path)
+    assert np.array_equal(cache.read(1), arrays[1])
+    assert sum("has no checksums" in r.message for r in caplog.records) == 1

@@ -222,6 +222,7 @@ def shard_mismatches(
 
 
 _VERIFIED: dict[tuple[str, str], list[int]] = {}  # (shard path, index sha256) -> stamp, in this process
+_UNCHECKED: set[str] = set()  # caches without checksums already warned about, in this process
 
 
 # Reading ----------------------------------------------------------------------------------------------
@@ -304,6 +305,9 @@ class FeatureCache:
                 *, full: bool) -> None:
         """Check the crc32 of every clip in the shards that changed since their last verification."""
         if "crc32" not in index:
+            if str(path) in _UNCHECKED:
+                return
+            _UNCHECKED.add(str(path))
             log.warning("%s has no checksums (built by an older wav2emo); damage inside a shard cannot be detected. "
                         "Delete the folder and extract again to add them.", path)
             return
