@@ -28,6 +28,7 @@ from wav2emo.features.cache import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and signals process groups")
 
 
 def flip_byte(path: Path, position: int) -> None:
@@ -270,28 +271,31 @@ def _wait_for_shards(cache_dir: Path, proc: subprocess.Popen, count: int, timeou
     pytest.fail(f"no {count} finished shards after {timeout} s")
 
 
-def _group_members(pgid: int) -> list[int]:
-    import psutil
-
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, state, parent pid, process group) of every process, from /proc (Linux; no extra dependency)."""
     out = []
-    for p in psutil.process_iter(["pid", "status"]):
-        try:
-            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
-                out.append(p.pid)
-        except (ProcessLookupError, psutil.Error):
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
             continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        out.append((int(d.name), fields[0], int(fields[1]), int(fields[2])))
     return out
 
 
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group ``pgid``."""
+    return [pid for pid, state, _, group in _processes() if group == pgid and state != "Z"]
+
+
 def _children_of(pid: int) -> list[int]:
-    import psutil
-
-    try:
-        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
-    except psutil.Error:
-        return []
+    return [child for child, state, parent, _ in _processes() if parent == pid and state != "Z"]
 
 
+@linux_only
 @pytest.mark.parametrize("signals", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["ctrl-c", "ctrl-c-twice"])
 def test_ctrl_c_stops_egemaps_promptly_leaves_no_process_and_a_resumable_cache(tmp_path, many_clips, signals):
     m, csv = many_clips
@@ -325,6 +329,7 @@ def test_ctrl_c_stops_egemaps_promptly_leaves_no_process_and_a_resumable_cache(t
     assert not list(folder.glob("*.partial")) and resumed.num_clips == len(m)
 
 
+@linux_only
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["in-process", "pool"])
 def test_sigkill_midway_resumes_to_a_cache_identical_to_an_uninterrupted_one(tmp_path, many_clips, workers):
     m, csv = many_clips
