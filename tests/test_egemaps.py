@@ -10,6 +10,7 @@ from tests.test_cache import make_manifest
 from wav2emo.data.audio import load_audio
 from wav2emo.features import get_features
 from wav2emo.features.egemaps import EgemapsError, compute_egemaps
+from wav2emo.features.limits import ClipDurationError
 from wav2emo.features.logmel import LogMel
 
 pytest.importorskip("opensmile")
@@ -48,10 +49,37 @@ def test_llds_are_25_per_10ms_frame(tmp_path, toy):
     assert all(np.isfinite(cache.read(i)).all() for i in range(len(toy)))
 
 
-def test_nan_from_opensmile_is_reported_not_stored(tmp_path):
-    m = make_manifest(tmp_path / "a", [30000, 400])  # 25 ms: too short, openSMILE fills with NaN
+def test_too_short_clip_is_refused_before_any_extraction(tmp_path, monkeypatch):
+    """A 25 ms clip (openSMILE would fill it with NaN) is named up front, from the manifest's durations:
+    openSMILE never runs, for the short clip or any other."""
+    import wav2emo.features.egemaps as eg
+
+    m = make_manifest(tmp_path / "a", [30000, 400, 959, 960])
+    monkeypatch.setattr(eg, "_process_path", lambda p: pytest.fail("openSMILE ran before the duration check"))
+    for kind in ("egemaps_functionals", "egemaps_lld"):
+        with pytest.raises(ClipDurationError) as err:
+            get_features(m, {"kind": kind, "name": "egemaps"}, tmp_path / "cache", progress=False)
+        msg = str(err.value)
+        assert "2 clip(s) shorter than the 0.06 s" in msg and "clip001 (0.0250 s" in msg and "clip002 (0.0599 s" in msg
+        assert "clip003" not in msg and "clip000" not in msg and "NaN" in msg
+    assert not list((tmp_path / "cache").rglob("*.npy*"))
+
+
+def test_nan_from_opensmile_is_reported_not_stored(tmp_path, monkeypatch):
+    import wav2emo.features.egemaps as eg
+
+    m = make_manifest(tmp_path / "a", [30000, 20000, 25000])
+    real = eg._process_path
+
+    def nan_for_second(path):
+        out = real(path).copy()
+        if path.endswith("clip001.wav"):
+            out[0, 3] = np.nan
+        return out
+
+    monkeypatch.setattr(eg, "_process_path", nan_for_second)
     spec = {"kind": "egemaps_functionals", "name": "egemaps"}
-    with pytest.warns(UserWarning, match="too short"), pytest.raises(EgemapsError, match=r"clip001: \["):
+    with pytest.raises(EgemapsError, match=r"1 clip\(s\).*clip001: \['F0semitoneFrom27.5Hz_sma3nz_percentile50.0'\]"):
         get_features(m, spec, tmp_path / "cache", progress=False)
     assert not list((tmp_path / "cache").rglob("meta.json"))
 
@@ -88,3 +116,27 @@ def test_logmel_options_and_short_audio():
     assert out.shape == (8000 // 320 + 1, 40) and np.allclose(out, np.log(1e-6))  # silence sits on the floor
     with pytest.raises(ValueError, match="shorter than one 400-sample"):
         LogMel({"kind": "logmel", "name": "x"}).compute(np.zeros(399, np.float32))
+
+
+@pytest.mark.ravdess
+def test_real_ravdess_with_one_tiny_clip_is_refused_at_once(ravdess_dir, tmp_path, monkeypatch):
+    """The tester's case: a full RAVDESS copy with one 0.05 s clip.  The error names that clip before
+    openSMILE touches any of the 1441 files (it used to come after a full ~50 s pass)."""
+    import dataclasses
+    import time
+
+    import wav2emo.features.egemaps as eg
+    from tests.test_cache import write_clip
+    from wav2emo.data.manifest import Manifest, sha1_of_file
+    from wav2emo.data.ravdess import prepare_ravdess
+
+    real = prepare_ravdess(ravdess_dir)
+    tiny = write_clip(tmp_path / "03-01-05-01-01-01-01.wav", 800)
+    broken = dataclasses.replace(real[0], clip_id="broken-0.05s", path=str(tiny), duration=0.05, num_frames=800,
+                                 sha1=sha1_of_file(tiny))
+    m = Manifest([*real, broken], name="ravdess-with-a-broken-clip")
+    monkeypatch.setattr(eg, "_process_path", lambda p: pytest.fail("openSMILE ran before the duration check"))
+    start = time.perf_counter()
+    with pytest.raises(ClipDurationError, match=r"1 clip\(s\) shorter than the 0.06 s.*broken-0.05s \(0.0500 s"):
+        get_features(m, {"kind": "egemaps_functionals", "name": "egemaps"}, tmp_path / "cache", progress=False)
+    assert time.perf_counter() - start < 5

@@ -293,3 +293,74 @@ def test_cpu_job_reads_the_cache_the_same_spec_built_in_bf16(tmp_path, tiny, toy
     monkeypatch.undo()
     fp32 = get_features(toy, ssl_spec(tiny, precision="fp32"), tmp_path / "cache", device="cpu", progress=False)
     assert fp32.path != gpu_built.path
+
+
+# Long clips -------------------------------------------------------------------------------------------------
+def test_clip_over_max_clip_s_is_refused_before_the_backbone_loads(tmp_path, tiny, monkeypatch):
+    import wav2emo.features.extraction as extraction
+    from wav2emo.features.extraction import ClipLengthError
+
+    m = make_manifest(tmp_path / "a", [20000, 16000 * 61, 30000])
+    monkeypatch.setattr(extraction, "load_backbone", lambda *a, **k: pytest.fail("loaded the backbone"))
+    monkeypatch.setattr(extraction, "load_audio", lambda *a, **k: pytest.fail("decoded audio"))
+    with pytest.raises(ClipLengthError) as err:
+        get_features(m, ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
+    msg = str(err.value)
+    assert "1 clip(s) longer than the 60 s limit" in msg and "clip001 (61.0 s" in msg and m[1].path in msg
+    assert "features.ssl.max_clip_s" in msg and "clip000" not in msg and "clip002" not in msg
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.npy*"))
+    extraction.SSLHiddenStates(ssl_spec(tiny, max_clip_s=None), "cpu").check_clips(m)  # no limit: accepted
+    extraction.SSLHiddenStates(ssl_spec(tiny, max_clip_s=61.5), "cpu").check_clips(m)
+
+
+def test_batches_are_bounded_by_padded_seconds():
+    from wav2emo.features.extraction import plan_batches
+
+    sr = 16000
+    samples = [60 * sr] + [4 * sr + i for i in range(20)] + [90 * sr]
+    order = sorted(range(len(samples)), key=lambda i: -samples[i])  # long first, as extraction lays them out
+    batches = plan_batches(order, samples, batch_size=16, max_batch_samples=200 * sr)
+    assert sorted(i for b in batches for i in b) == list(range(len(samples)))
+    assert [i for b in batches for i in b] == order  # layout order kept
+    assert batches[0] == [21, 0]  # 90 s + 60 s = 2 x 90 s padded; a third clip would make 270 s
+    assert [len(b) for b in batches[1:]] == [16, 4]  # the 4 s clips: batch_size is the bound there
+    assert plan_batches(order, samples, 16, 100 * sr)[:2] == [[21], [0]]  # clips over the budget alone
+    for b in batches:
+        assert len(b) <= 16 and (len(b) == 1 or len(b) * max(samples[i] for i in b) <= 200 * sr)
+    assert plan_batches(order, samples, 16, None) == [order[k : k + 16] for k in range(0, len(order), 16)]
+
+
+def test_batch_budget_changes_batches_not_features(tmp_path, tiny):
+    m = make_manifest(tmp_path / "a", [16000 * 12] + SAMPLES[:5])
+    budget = get_features(m, ssl_spec(tiny, batch_size=6, max_batch_s=27.0), tmp_path / "a1", device="cpu",
+                          progress=False)
+    assert len(budget.meta["build"]["batch_s"]) == 2  # [12 s, 5.3 s] padded to 24 s, then four clips <= 5 s
+    plain = get_features(m, ssl_spec(tiny, batch_size=6, max_batch_s=None), tmp_path / "a2", device="cpu",
+                         progress=False)
+    assert len(plain.meta["build"]["batch_s"]) == 1 and plain.path.name == budget.path.name
+    for i in range(len(m)):
+        np.testing.assert_allclose(budget.read(i).astype(np.float32), plain.read(i).astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+
+
+def test_rebuild_recomputes_only_the_damaged_shard_of_hidden_states(tmp_path, tiny, toy):
+    from wav2emo.features.cache import CacheError
+
+    spec = ssl_spec(tiny)
+    first = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    shards = first.meta["shards"]
+    assert len(shards) >= 3
+    before = [first.read_copy(i) for i in range(len(toy))]
+    target = first.path / shards[1]["file"]
+    with open(target, "r+b") as f:  # one byte changed in place, same size
+        f.seek(-100, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-100, os.SEEK_END)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(CacheError, match=rf"crc32.*{target.name}"):
+        get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)
+    repaired = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False, rebuild=True)
+    assert repaired.meta["build"]["shards_reused"] == len(shards) - 1
+    assert repaired.meta["build"]["clips_computed"] == shards[1]["clips"]
+    for i, a in enumerate(before):  # recomputed in other batches: equal up to float rounding
+        np.testing.assert_allclose(repaired.read_copy(i).astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)

@@ -12,9 +12,13 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
+    from wav2emo.training.checkpoints import CheckpointError
     from wav2emo.training.experiment import evaluate
 
-    return float(evaluate(cfg)["test"]["ua"])
+    try:
+        return float(evaluate(cfg)["test"]["ua"])
+    except CheckpointError as e:  # a bad file is the user's to fix: one line naming it, no traceback
+        raise SystemExit(f"wav2emo.eval: {e}") from None
 
 
 if __name__ == "__main__":

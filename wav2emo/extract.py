@@ -2,6 +2,8 @@
 
 Training runs call the same :func:`wav2emo.features.get_features` and would extract on first use;
 running this once first keeps extraction out of (parallel) training jobs and shows what was cached.
+``rebuild=true`` verifies every checksum of the selected caches and computes their damaged shards again
+(a damaged cache is otherwise an error, never rebuilt silently).
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
     for key in _selected(cfg.features, cfg.get("only")):
         start = time.perf_counter()
-        cache = get_features(manifest, cfg.features[key], cfg.paths.cache_dir, device=cfg.device, progress=cfg.progress)
+        cache = get_features(manifest, cfg.features[key], cfg.paths.cache_dir, device=cfg.device, progress=cfg.progress,
+                             rebuild=bool(cfg.get("rebuild", False)))
         summary[key] = {
             "path": str(cache.path),
             "clips": cache.num_clips,
@@ -69,7 +72,14 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    run(cfg)
+    from wav2emo.features.cache import CacheError
+    from wav2emo.features.limits import ClipDurationError
+    from wav2emo.features.lock import LockTimeout
+
+    try:
+        run(cfg)
+    except (CacheError, ClipDurationError, LockTimeout) as e:  # named files and values to act on: no traceback
+        raise SystemExit(f"wav2emo.extract: {e}") from None
 
 
 if __name__ == "__main__":

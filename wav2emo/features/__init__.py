@@ -5,7 +5,8 @@ spec (an entry of a ``conf/features/*.yaml`` file) it opens the matching finishe
 under a file lock so that parallel fold jobs extract once.  Feature kinds are looked up in a small
 registry by ``spec["kind"]``; a new kind (HuBERT through the same wav2vec2 code, a Whisper encoder,
 ...) is a class with ``key_fields()`` and ``build(manifest, path, base_meta, progress=...)`` passed to
-:func:`register_kind`.
+:func:`register_kind`; an optional ``check_clips(manifest)`` refuses unusable clips (too short or too
+long for that kind, judged from the manifest's durations) before any extraction work starts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import platform
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +32,8 @@ from wav2emo.features.cache import (
     FeatureCache,
     cache_key,
     cache_path,
+    clean_stale_partials,
+    prepare_rebuild,
 )
 from wav2emo.features.lock import build_lock
 
@@ -128,8 +131,8 @@ def feature_cache_path(manifest: Manifest, spec: Mapping[str, Any], cache_dir: s
     return cache_path(cache_dir, manifest.name, plain["name"], key)
 
 
-def _open_checked(path: Path, key: str) -> FeatureCache:
-    cache = FeatureCache.open(path)
+def _open_checked(path: Path, key: str, verify: str = "stamp") -> FeatureCache:
+    cache = FeatureCache.open(path, verify=verify)
     if cache.key != key:
         raise CacheError(
             f"{path / META_FILE}: belongs to key {cache.key[:16]}..., expected {key[:16]}...; delete the folder"
@@ -145,16 +148,24 @@ def get_features(
     device: Any = "auto",
     progress: bool = True,
     lock_timeout: float | None = None,
+    rebuild: bool = False,
 ) -> FeatureCache:
     """The features of ``manifest`` described by ``spec``: opened from the cache, or built into it first.
 
     Building happens under a per-cache file lock; a second process asking for the same features
     waits, then opens what the first built.  An interrupted build resumes from its finished shards.
+    A damaged cache is an error (:class:`CacheError` naming the shard); ``rebuild=True`` verifies the
+    whole cache and computes its damaged shards again (a sound cache is left as it is).
     """
     plain = _plain(spec)
     kind = make_kind(plain, device)
     key, fields = _key(manifest, plain, kind)
     path = cache_path(cache_dir, manifest.name, plain["name"], key)
+    if rebuild and (path / META_FILE).is_file():
+        with build_lock(path / LOCK_FILE, timeout=lock_timeout):
+            if not prepare_rebuild(path):
+                log.info("%s verifies in full: nothing to rebuild", path)
+                return _open_checked(path, key)
     if (path / META_FILE).is_file():
         return _open_checked(path, key)
     for alt_fields in getattr(kind, "accepted_key_fields", lambda: [])():
@@ -166,6 +177,11 @@ def get_features(
             return _open_checked(alt, alt_key)
     if len(manifest) == 0:
         raise ValueError(f"manifest {manifest.name!r} has no clips; nothing to extract")
+    check = getattr(kind, "check_clips", None)
+    if check is not None:
+        check(manifest)  # before any audio is decoded: a bad clip is named now, not after a full pass
+    for corpus_dir in [d for d in Path(cache_dir).iterdir() if d.is_dir()] if Path(cache_dir).is_dir() else []:
+        clean_stale_partials(corpus_dir)  # left by killed extractions of any corpus and spec
     with build_lock(path / LOCK_FILE, timeout=lock_timeout) as waited:
         if (path / META_FILE).is_file():
             log.info("%s was built by another process while this one waited %.1f s", path, waited)
@@ -180,7 +196,7 @@ def get_features(
             "spec": getattr(kind, "spec", plain),
             "manifest": {"name": manifest.name, "content_hash": manifest.content_hash(), "num_clips": len(manifest)},
             "versions": _versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "build": {"host": socket.gethostname(), "pid": os.getpid()},
         }
         meta = kind.build(manifest, path, base_meta, progress=progress)

@@ -234,9 +234,14 @@ def load_backbone(
     try:
         with _quiet_transformers():
             if source.folder is not None:
-                model = AutoModel.from_pretrained(str(source.folder), dtype=torch.float32, local_files_only=True)
+                # trust_remote_code=False, explicitly: a backbone folder or hub repo never runs its own Python.
+                model = AutoModel.from_pretrained(
+                    str(source.folder), dtype=torch.float32, local_files_only=True, trust_remote_code=False
+                )
             else:
-                model = AutoModel.from_pretrained(source.ref, revision=identity["commit"], dtype=torch.float32)
+                model = AutoModel.from_pretrained(
+                    source.ref, revision=identity["commit"], dtype=torch.float32, trust_remote_code=False
+                )
     except BackboneError:
         raise
     except OSError as e:

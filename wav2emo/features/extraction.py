@@ -45,6 +45,7 @@ from wav2emo.features.backbone import (
     resolve_source,
 )
 from wav2emo.features.cache import DEFAULT_SHARD_BYTES, CacheBuilder
+from wav2emo.features.limits import ClipDurationError, check_durations
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 class ExtractionError(RuntimeError):
     """Extraction that would store wrong features (bad lengths, non-finite values); names the clip."""
+
+
+class ClipLengthError(ExtractionError, ClipDurationError):
+    """Clips too short or too long for the backbone, found from the manifest before extraction starts."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -280,6 +285,30 @@ def conv_receptive_field(kernels: Sequence[int], strides: Sequence[int]) -> int:
 
 
 # The pipeline --------------------------------------------------------------------------------------------
+def plan_batches(clips: Sequence[int], samples: Sequence[int], batch_size: int, max_batch_samples: int | None) -> list[list[int]]:
+    """Cut ``clips`` (in order) into batches of at most ``batch_size`` clips and, when given, at most
+    ``max_batch_samples`` samples once padded to the batch's longest clip.
+
+    Why the second bound: every clip of a batch is padded to the longest one, and the activations (the
+    attention matrices above all) grow with batch x padded length; a 60 s clip in a batch of 16 four-second
+    clips made 16 x 60 s of work and memory.  A clip longer than the budget gets a batch of its own.
+    """
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in clips:
+        n = int(samples[i])
+        grown = max(longest, n)
+        if current and (len(current) >= batch_size or (max_batch_samples and grown * (len(current) + 1) > max_batch_samples)):
+            batches.append(current)
+            current, grown = [], n
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
 def _in_background(items: Iterator[Any], maxsize: int, stop: threading.Event) -> Iterator[Any]:
     """Run an iterator in a thread, ``maxsize`` items ahead; its exceptions surface in the consumer."""
     q: queue.Queue = queue.Queue(maxsize=maxsize)
@@ -439,6 +468,7 @@ def extract_to_builder(
     num_workers: int = 4,
     writer_threads: int = 3,
     length_bucket_s: float = 0.0,
+    max_batch_s: float | None = None,
     progress: bool = True,
     load: Callable[[str, int], np.ndarray] = load_audio,
 ) -> dict[str, Any]:
@@ -446,7 +476,8 @@ def extract_to_builder(
 
     ``paths[i]`` / ``samples[i]`` are clip ``i``'s audio file and its expected sample count at the
     backbone's rate; a file that decodes to another length is an error (the plan would not fit).
-    Batches are padded to a multiple of ``length_bucket_s`` seconds (see :meth:`HiddenStateExtractor.pad`).
+    Batches are padded to a multiple of ``length_bucket_s`` seconds (see :meth:`HiddenStateExtractor.pad`)
+    and hold at most ``max_batch_s`` seconds of padded audio (see :func:`plan_batches`).
     Returns timings: ``wait_input_s`` (GPU starved of audio), ``wait_writer_s`` / ``wait_buffer_s``
     (writers behind, or host buffers still being pinned), ``pin_s`` (background pinning),
     ``batch_s`` (wall time of each batch in the main loop).
@@ -455,7 +486,8 @@ def extract_to_builder(
 
     pending = builder.pending
     sr = extractor.backbone.sampling_rate
-    batches = [pending[k : k + batch_size] for k in range(0, len(pending), max(1, batch_size))]
+    budget = int(max_batch_s * sr) if max_batch_s else None
+    batches = plan_batches(pending, samples, max(1, batch_size), budget)
     stop = threading.Event()
     cuda = extractor.device.type == "cuda"
     row = extractor.num_hidden_states * extractor.hidden_size
@@ -559,6 +591,8 @@ SSL_DEFAULTS: dict[str, Any] = {
     "num_workers": 4,
     "writer_threads": 3,
     "length_bucket_s": 0.5,  # pad batches to multiples of this (fewer GPU shapes); never changes features
+    "max_batch_s": 200.0,  # padded audio per batch (batch_size x longest clip); bounds memory, never changes features
+    "max_clip_s": 60.0,  # longer clips are refused up front: attention memory grows with the square of the length
     "shard_mb": DEFAULT_SHARD_BYTES // 2**20,
     "durable": True,
 }
@@ -581,6 +615,17 @@ class SSLHiddenStates:
             revision=self.spec["revision"],
             build_tiny=bool(self.spec["build_tiny"]),
             tiny_seed=int(self.spec["tiny_seed"]),
+        )
+
+    def check_clips(self, manifest: Manifest) -> None:
+        """Refuse, before the backbone is even loaded, clips shorter than wav2vec2's 400-sample receptive
+        field or longer than ``max_clip_s`` (the build checks the exact receptive field of the model too)."""
+        max_s = self.spec["max_clip_s"]
+        check_durations(
+            manifest, what=f"the hidden states of feature spec {self.spec['name']!r}", min_s=400 / 16000,
+            min_reason="the receptive field (400 samples at 16 kHz) of wav2vec2's convolutional front end",
+            error=ClipLengthError,
+            max_s=None if max_s is None else float(max_s), max_key="features.ssl.max_clip_s",
         )
 
     def _normalize(self) -> bool:
@@ -617,6 +662,7 @@ class SSLHiddenStates:
         return [{**self.key_fields(), "precision": requested}]
 
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
+        self.check_clips(manifest)
         t0 = time.perf_counter()
         import transformers.modeling_utils  # noqa: F401 - timed apart: importing it dominates a cold load
 
@@ -655,6 +701,7 @@ class SSLHiddenStates:
             num_workers=int(self.spec["num_workers"]),
             writer_threads=int(self.spec["writer_threads"]),
             length_bucket_s=float(self.spec["length_bucket_s"] or 0.0),
+            max_batch_s=None if self.spec["max_batch_s"] is None else float(self.spec["max_batch_s"]),
             progress=progress,
         )
         config = backbone.config

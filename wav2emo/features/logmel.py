@@ -20,6 +20,7 @@ import torch
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.features.cache import DEFAULT_SHARD_BYTES, build_from_arrays
+from wav2emo.features.limits import check_durations
 
 LOGMEL_DEFAULTS: dict[str, Any] = {
     "kind": "logmel",
@@ -35,8 +36,9 @@ LOGMEL_DEFAULTS: dict[str, Any] = {
     "center": False,
     "num_workers": 2,
     "durable": True,
+    "shard_mb": DEFAULT_SHARD_BYTES / 2**20,
 }
-_NOT_IN_KEY = ("name", "num_workers", "durable")
+_NOT_IN_KEY = ("name", "num_workers", "durable", "shard_mb")
 
 
 class LogMel:
@@ -67,6 +69,13 @@ class LogMel:
             center=bool(self.spec["center"]), power=2.0,
         )
 
+    def check_clips(self, manifest: Manifest) -> None:
+        """Refuse clips shorter than one analysis window before any audio is decoded."""
+        sr = int(self.spec["sample_rate"])
+        check_durations(manifest, what=f"log-mel ({self.spec['name']})",
+                        min_s=None if self.spec["center"] else self.n_fft / sr,
+                        min_reason=f"one {self.n_fft}-sample analysis window at {sr} Hz")
+
     def num_frames(self, num_samples: int) -> int:
         if self.spec["center"]:
             return num_samples // self.hop + 1
@@ -85,6 +94,7 @@ class LogMel:
         from tqdm.auto import tqdm
 
         start = time.perf_counter()
+        self.check_clips(manifest)
         sr = int(self.spec["sample_rate"])
         _ = self._mel  # build the transform once, before the threads share it
 
@@ -110,5 +120,6 @@ class LogMel:
         }
         return build_from_arrays(
             path, clip_ids=manifest.clip_ids, sha1s=[c.sha1 for c in manifest], arrays=arrays,
-            dtype=np.float32, meta=meta, shard_bytes=DEFAULT_SHARD_BYTES, durable=bool(self.spec["durable"]),
+            dtype=np.float32, meta=meta, shard_bytes=max(1, int(float(self.spec["shard_mb"]) * 2**20)),
+            durable=bool(self.spec["durable"]),
         )

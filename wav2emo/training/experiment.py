@@ -33,6 +33,7 @@ from wav2emo.training.callbacks import (
     RelocateCheckpointState,
     RngStateCheckpoint,
 )
+from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.run_info import git_info, save_run_info, to_container
 
@@ -271,7 +272,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         ckpt_cb = trainer.checkpoint_callback
         best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
         result: dict[str, Any] = {
@@ -299,7 +300,7 @@ def checkpoint_fold(path: Path) -> int | None:
     """The fold a wav2emo checkpoint was trained for (None for a checkpoint without wav2emo's record)."""
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)  # a garbage or crafted file is named in one line, never unpickled
     info = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
     return None if info is None else int(info["fold"])
 
@@ -352,7 +353,7 @@ def test_checkpoint(
     trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path
 ) -> dict[str, Any]:
     """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions."""
-    metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)[0]
+    metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)
     paths = {c.clip_id: c.path for c in dm.manifest}
     preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
@@ -529,7 +530,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     are rebuilt.  Evaluating on another fold's test actors is refused unless asked for explicitly:
     those actors were training actors of this checkpoint.
     """
-    ckpt = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(cfg.ckpt_path)
     if CKPT_KEY not in ckpt:
         raise ValueError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
     quiet_duplicate_log_handlers()
