@@ -496,3 +496,25 @@ def test_bucketed_resident_training_runs(tmp_path, shared_dirs):
                     "loader.bucket_by_length=true", "model.module.net.widths=[8,16,32,64]")
     result = run_fold(cfg, 0, tmp_path / "fold_0")
     assert len(result["epoch_seconds"]) == 2 and result["test_clips"] == 40
+
+
+def test_ckpt_path_decides_where_a_fold_continues(tmp_path, shared_dirs):
+    """An interrupted fold continues in its own directory; a finished one in the new run's; a run directory
+    continues every requested fold there."""
+    from wav2emo.training.experiment import FOLD_RESULT, plan_folds
+
+    run = tmp_path / "old_run"
+    (run / "fold_2" / "checkpoints").mkdir(parents=True)
+    last = run / "fold_2" / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"")
+    new = tmp_path / "new_run"
+    out, cfg = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={last}"), [2])
+    assert out == run.resolve() and cfg.ckpt_path == str(last)  # interrupted: continued in place
+    (run / "fold_2" / FOLD_RESULT).write_text("{}")
+    out, _ = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={last}"), [2])
+    assert out == new  # finished: its old directory is left alone
+    out, cfg = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={run}"), [0, 1, 2])
+    assert out == run and cfg.ckpt_path is None  # run directory: skip / continue / train each fold there
+    new.mkdir()
+    with pytest.raises(ValueError, match="expected a checkpoint file or a run directory"):
+        plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={new}"), [0])
