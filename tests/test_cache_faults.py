@@ -129,7 +129,7 @@ def test_extract_cli_rebuild_switch(tmp_path):
     shard = meta_path.parent / meta["shards"][0]["file"]
     flip_byte(shard, data_offset(shard) + 3)
     bad = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     last = bad.stderr.strip().splitlines()[-1]
     assert last.startswith("wav2emo.extract: ") and shard.name in last and "rebuild=true" in last
     fixed = subprocess.run([*base, "rebuild=true"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

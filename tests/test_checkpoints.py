@@ -84,7 +84,7 @@ def test_eval_cli_gives_one_line_error_naming_the_file(tmp_path):
             [sys.executable, "-m", "wav2emo.eval", f"ckpt_path={tmp_path / name}", f"paths.log_dir={tmp_path / 'logs'}"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
         )
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 2, proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.strip() and "Warning" not in line]
         assert lines[-1].startswith("wav2emo.eval: ") and str(tmp_path / name) in lines[-1], proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
@@ -12,13 +13,10 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    from wav2emo.training.checkpoints import CheckpointError
     from wav2emo.training.experiment import evaluate
 
-    try:
+    with user_errors("wav2emo.eval"):  # a bad file or value is the user's to fix: one line naming it
         return float(evaluate(cfg)["test"]["ua"])
-    except CheckpointError as e:  # a bad file is the user's to fix: one line naming it, no traceback
-        raise SystemExit(f"wav2emo.eval: {e}") from None
 
 
 if __name__ == "__main__":

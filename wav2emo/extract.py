@@ -16,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
@@ -72,14 +73,8 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    from wav2emo.features.cache import CacheError
-    from wav2emo.features.limits import ClipDurationError
-    from wav2emo.features.lock import LockTimeout
-
-    try:
+    with user_errors("wav2emo.extract"):  # named files and values to act on: one line, no traceback
         run(cfg)
-    except (CacheError, ClipDurationError, LockTimeout) as e:  # named files and values to act on: no traceback
-        raise SystemExit(f"wav2emo.extract: {e}") from None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
@@ -14,7 +15,8 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 def main(cfg: DictConfig) -> float | None:
     from wav2emo.training.experiment import train
 
-    metrics = train(cfg)
+    with user_errors("wav2emo.train"):  # bad input or config: one line naming it, no traceback
+        metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
     return float(value) if value is not None else None
 

@@ -13,10 +13,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from wav2emo.errors import UserError
+
 TARGET_SAMPLE_RATE = 16_000
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file and the problem."""
 
 

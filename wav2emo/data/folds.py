@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wav2emo.errors import UserError
+
 from .manifest import Manifest
 
 LUNA_JIMENEZ_FOLDS: list[list[int]] = [
@@ -25,7 +27,7 @@ LUNA_JIMENEZ_FOLDS: list[list[int]] = [
 _GENDER_ORDER = ("male", "female")
 
 
-class FoldError(ValueError):
+class FoldError(UserError, ValueError):
     """Folds that cannot be used as given; the message names the offending actors or values."""
 
 

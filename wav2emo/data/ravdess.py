@@ -25,6 +25,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from wav2emo.errors import UserError
+
 from .audio import AudioError, audio_info
 from .checks import (
     DEFAULT_MAX_DURATION_S,
@@ -53,7 +55,7 @@ _NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})
 _ACTOR_DIR_RE = re.compile(r"^Actor_(\d+)$")
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A corpus copy that cannot be used as it is; the message names the files and what was expected."""
 
 

@@ -31,13 +31,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from wav2emo.errors import UserError
+
 GENERATOR_VERSION = 2  # 2: stronger emotion cues (_CUE_GAIN, smaller spreads), so the demo learns clearly
 MARKER = "synthetic.json"
 NUM_ACTORS = 24
 MIN_DURATION, MAX_DURATION = 2.94, 5.27  # seconds, the range of the real RAVDESS speech clips
 
 
-class SyntheticCorpusError(ValueError):
+class SyntheticCorpusError(UserError, ValueError):
     """A synthetic-corpus request that cannot be honoured without overwriting or guessing."""
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from wav2emo.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
@@ -33,7 +35,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-class BackboneError(RuntimeError):
+class BackboneError(UserError, RuntimeError):
     """A backbone that cannot be found, loaded or used; the message says what to do."""
 
 

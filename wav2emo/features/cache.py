@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from wav2emo.errors import UserError
+
 log = logging.getLogger(__name__)
 
 FORMAT = "wav2emo-feature-cache"
@@ -72,7 +74,7 @@ _REQUIRED_META = ("format", "format_version", "key", "kind", "num_clips", "featu
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache folder that cannot be used as it is; the message names the file and what was expected."""
 
 

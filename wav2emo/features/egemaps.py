@@ -35,6 +35,7 @@ import numpy as np
 
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
+from wav2emo.errors import UserError
 from wav2emo.features.cache import CacheBuilder
 from wav2emo.features.limits import check_durations
 
@@ -48,7 +49,7 @@ _LEVELS = {"functionals": ("Functionals", 88, None), "lld": ("LowLevelDescriptor
 _SMILE: Any = None  # one per worker process
 
 
-class EgemapsError(RuntimeError):
+class EgemapsError(UserError, RuntimeError):
     """openSMILE produced unusable values or is missing; names the clip/feature or what to install."""
 
 

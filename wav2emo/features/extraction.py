@@ -35,6 +35,7 @@ from torch import nn
 
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Clip, Manifest
+from wav2emo.errors import UserError
 from wav2emo.features.backbone import (
     DEFAULT_BACKBONE,
     Backbone,
@@ -53,7 +54,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(UserError, RuntimeError):
     """Extraction that would store wrong features (bad lengths, non-finite values); names the clip."""
 
 

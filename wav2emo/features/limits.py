@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from wav2emo.errors import UserError
 
-class ClipDurationError(ValueError):
+
+class ClipDurationError(UserError, ValueError):
     """Clips outside a feature kind's duration limits; names each clip, its duration and the limit."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from wav2emo.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class LockTimeout(TimeoutError):
+class LockTimeout(UserError, TimeoutError):
     """Another process held the build lock longer than the caller agreed to wait."""
 
 

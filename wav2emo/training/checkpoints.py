@@ -24,12 +24,14 @@ from typing import Any
 
 import torch
 
+from wav2emo.errors import UserError
+
 # Globals a wav2emo checkpoint may need beyond tensors and plain containers (none today; add a class
 # here only if it is data, never a callable that does something when it is constructed).
 SAFE_GLOBALS: list[Any] = []
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint file that cannot or must not be loaded; the message names the file and why."""
 
 

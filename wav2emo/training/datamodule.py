@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from wav2emo.data.corpora import load_corpus
 from wav2emo.data.folds import Split, build_folds
 from wav2emo.data.manifest import Manifest
+from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
 
@@ -45,7 +46,7 @@ def resolve_layers(layers: Any, num_hidden_states: int) -> list[int]:
     out = [int(i) for i in layers]
     bad = [i for i in out if not -num_hidden_states <= i < num_hidden_states]
     if bad or not out:
-        raise ValueError(
+        raise ConfigError(
             f"layers={list(layers)} is invalid for a backbone with {num_hidden_states} hidden states "
             f"(expected indices in 0..{num_hidden_states - 1}, null, or 'all')"
         )
@@ -298,10 +299,10 @@ class EmotionDataModule(L.LightningDataModule):
         super().__init__()
         unknown = set(inputs) - set(INPUT_KINDS)
         if unknown or not inputs:
-            raise ValueError(f"inputs={list(inputs)}: expected a non-empty subset of {INPUT_KINDS}")
+            raise ConfigError(f"inputs={list(inputs)}: expected a non-empty subset of {INPUT_KINDS}")
         for name in inputs:
             if name not in features:
-                raise ValueError(
+                raise ConfigError(
                     f"the model needs input {name!r} but the features config defines only {sorted(features)}"
                 )
         self.corpus_cfg, self.features_cfg, self.folds_cfg = corpus, features, folds
@@ -312,7 +313,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.num_workers, self.resident, self.pin_memory = num_workers, resident, pin_memory
         self.bucket_by_length = bucket_by_length
         if frames_multiple is not None and int(frames_multiple) < 1:
-            raise ValueError(f"frames_multiple must be a positive number of frames or null, got {frames_multiple}")
+            raise ConfigError(f"frames_multiple must be a positive number of frames or null, got {frames_multiple}")
         self.frames_multiple = None if frames_multiple is None else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self._ready = False

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
+from wav2emo.errors import ConfigError
 from wav2emo.training.callbacks import (
     EpochSummary,
     EpochTimer,
@@ -59,24 +60,24 @@ def folds_to_run(fold: Any, num_folds: int) -> list[int]:
     shown = list(fold) if is_list else fold
     folds = [_fold_index(item, shown, expected) for item in (fold if is_list else [fold])]
     if not folds:
-        raise ValueError(f"fold={shown}: the list is empty; {expected}")
+        raise ConfigError(f"fold={shown}: the list is empty; {expected}")
     bad = [f for f in folds if not 0 <= f < num_folds]
     if bad:
-        raise ValueError(f"fold={shown}: fold {bad[0]} does not exist ({num_folds} folds); {expected}")
+        raise ConfigError(f"fold={shown}: fold {bad[0]} does not exist ({num_folds} folds); {expected}")
     dupes = sorted({f for f in folds if folds.count(f) > 1})
     if dupes:
-        raise ValueError(f"fold={shown}: fold {dupes[0]} is listed more than once (it would train twice into "
+        raise ConfigError(f"fold={shown}: fold {dupes[0]} is listed more than once (it would train twice into "
                          f"the same fold directory); {expected}")
     return folds
 
 
 def _fold_index(item: Any, shown: Any, expected: str) -> int:
     if isinstance(item, bool) or not isinstance(item, (int, str)):
-        raise ValueError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+        raise ConfigError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
     if isinstance(item, str):
         text = item.strip()
         if not text.lstrip("-").isdigit():
-            raise ValueError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+            raise ConfigError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
         return int(text)
     return int(item)
 
@@ -299,7 +300,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
 def checkpoint_fold(path: Path) -> int | None:
     """The fold a wav2emo checkpoint was trained for (None for a checkpoint without wav2emo's record)."""
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file")
+        raise ConfigError(f"ckpt_path={path}: no such checkpoint file")
     ckpt = load_checkpoint(path)  # a garbage or crafted file is named in one line, never unpickled
     info = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
     return None if info is None else int(info["fold"])
@@ -316,12 +317,12 @@ def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, Relocat
     old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
     trained_for = checkpoint_fold(ckpt)
     if trained_for is not None and trained_for != fold:
-        raise ValueError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
+        raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
                          f"fold {fold} would train on that fold's test actors. Pass fold={trained_for}.")
     source = _fold_dir_of(ckpt)
     if source is not None and source == fold_dir.resolve():
         if (fold_dir / FOLD_RESULT).exists():
-            raise ValueError(f"{fold_dir} holds a finished fold ({FOLD_RESULT}); continuing it in place would "
+            raise ConfigError(f"{fold_dir} holds a finished fold ({FOLD_RESULT}); continuing it in place would "
                              f"overwrite its results: continue it in a new run directory")
         return str(ckpt), None
     if source is None:
@@ -330,7 +331,7 @@ def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, Relocat
         return str(ckpt), None
     target = fold_dir / "checkpoints"
     if target.exists() and any(target.iterdir()):
-        raise ValueError(f"{target} already holds checkpoints: continue {ckpt} into an empty run directory")
+        raise ConfigError(f"{target} already holds checkpoints: continue {ckpt} into an empty run directory")
     target.mkdir(parents=True, exist_ok=True)
     for f in sorted((source / "checkpoints").glob("*.ckpt")):
         shutil.copy2(f, target / f.name)
@@ -398,6 +399,9 @@ def _close_loggers(loggers: list) -> None:
             import wandb
 
             wandb.finish()  # one W&B run per fold: close it before the next fold starts
+            # wandb 0.31's finish() can return before its service has written the run's last records
+            # (an offline run file was seen holding only its header); teardown waits for the flush.
+            wandb.teardown()
 
 
 def _jsonable(x: Any) -> Any:
@@ -460,7 +464,7 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
         if path.name.startswith("fold_") and (path / "checkpoints").is_dir():
             path = path.parent
         if not any(path.glob("fold_*")):
-            raise ValueError(f"ckpt_path={ckpt}: expected a checkpoint file or a run directory holding fold_<k> "
+            raise ConfigError(f"ckpt_path={ckpt}: expected a checkpoint file or a run directory holding fold_<k> "
                              f"folders, found neither")
         log.info("continuing the run in %s: finished folds are reported, interrupted ones continued", path)
         cfg = cfg.copy()
@@ -468,9 +472,9 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
             cfg.ckpt_path = None
         return path, cfg
     if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
+        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
     if len(folds) != 1:
-        raise ValueError(f"ckpt_path={ckpt} continues one fold's training but fold={folds}: pass fold=<k>, or pass "
+        raise ConfigError(f"ckpt_path={ckpt} continues one fold's training but fold={folds}: pass fold=<k>, or pass "
                          f"the run directory as ckpt_path to continue every unfinished fold of that run")
     source = _fold_dir_of(path)
     if source is not None and source.name == f"fold_{folds[0]}" and not (source / FOLD_RESULT).exists():
@@ -532,7 +536,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     ckpt = load_checkpoint(cfg.ckpt_path)
     if CKPT_KEY not in ckpt:
-        raise ValueError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
+        raise ConfigError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
     quiet_duplicate_log_handlers()
     info = ckpt[CKPT_KEY]
     train_cfg = OmegaConf.create(info["config"])
@@ -541,11 +545,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     else:
         asked = folds_to_run(cfg.fold, num_folds_of(train_cfg))
         if len(asked) != 1:
-            raise ValueError(f"fold={cfg.fold}: evaluation takes one fold index (or null for the checkpoint's "
+            raise ConfigError(f"fold={cfg.fold}: evaluation takes one fold index (or null for the checkpoint's "
                              f"own fold {info['fold']})")
         fold = asked[0]
     if fold != info["fold"] and not cfg.get("allow_other_fold", False):
-        raise ValueError(
+        raise ConfigError(
             f"{cfg.ckpt_path} was trained for fold {info['fold']}; its training actors include the test actors "
             f"of fold {fold}. Pass allow_other_fold=true only if you know why."
         )
