@@ -15,3 +15,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config value that cannot be used as given (e.g. ``fold=abc``, a checkpoint of another fold)."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named (a checkpoint, a run directory) does not exist."""

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
-from wav2emo.errors import ConfigError
+from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.training.callbacks import (
     EpochSummary,
     EpochTimer,
@@ -300,7 +300,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
 def checkpoint_fold(path: Path) -> int | None:
     """The fold a wav2emo checkpoint was trained for (None for a checkpoint without wav2emo's record)."""
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={path}: no such checkpoint file")
+        raise MissingFileError(f"ckpt_path={path}: no such checkpoint file")
     ckpt = load_checkpoint(path)  # a garbage or crafted file is named in one line, never unpickled
     info = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
     return None if info is None else int(info["fold"])
@@ -472,7 +472,7 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
             cfg.ckpt_path = None
         return path, cfg
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
+        raise MissingFileError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
     if len(folds) != 1:
         raise ConfigError(f"ckpt_path={ckpt} continues one fold's training but fold={folds}: pass fold=<k>, or pass "
                          f"the run directory as ckpt_path to continue every unfinished fold of that run")
