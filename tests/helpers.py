@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -37,3 +38,16 @@ def compose_cfg(overrides: list[str], tmp: Path, data_dir: Path, cache_dir: Path
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def complete_corpus_of_links(tmp_path: Path, clip: Path) -> Path:
+    """24 x 60 correctly named RAVDESS files that are hard links to one clip: a complete corpus, cheaply."""
+    from wav2emo.data.ravdess import expected_combinations, ravdess_stem
+
+    root = tmp_path / "complete"
+    for actor in range(1, 25):
+        folder = root / f"Actor_{actor:02d}"
+        folder.mkdir(parents=True)
+        for combo in expected_combinations():
+            os.link(clip, folder / f"{ravdess_stem(*combo, actor)}.flac")
+    return root

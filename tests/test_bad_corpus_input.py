@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from tests.helpers import complete_corpus_of_links, compose_cfg
 from wav2emo.data import corpora
 from wav2emo.data.checks import CorpusReport, scan_audio, silence_reason
 from wav2emo.data.corpora import load_corpus
@@ -26,14 +26,9 @@ from wav2emo.data.folds import build_folds
 from wav2emo.data.manifest import Clip, Manifest, check_clip_id
 from wav2emo.data.ravdess import (
     CorpusError,
-    expected_combinations,
     find_audio_files,
     prepare_ravdess,
-    ravdess_stem,
 )
-
-sys.path.insert(0, str(Path(__file__).parent))
-from helpers import compose_cfg  # noqa: E402
 
 
 def _copy(src_root: Path, dst_root: Path, n: int | None = None) -> list[Path]:
@@ -50,17 +45,6 @@ def _rewrite(path: Path, make) -> None:
     """Replace the audio in ``path`` by ``make(y)`` (y: the original mono samples), same format."""
     y, sr = sf.read(path, dtype="float32")
     sf.write(path, make(y), sr, format="FLAC", subtype="PCM_16")
-
-
-def _complete_links(tmp_path: Path, clip: Path) -> Path:
-    """24 x 60 correctly named hard links to one clip: a complete corpus, cheaply."""
-    root = tmp_path / "complete"
-    for actor in range(1, 25):
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for combo in expected_combinations():
-            os.link(clip, folder / f"{ravdess_stem(*combo, actor)}.flac")
-    return root
 
 
 # ------------------------------------------------------------------------------------------------
@@ -135,7 +119,7 @@ def test_skip_leaves_silent_clips_out_and_folds_stay_coherent(silent_corpus):
 def test_a_skipped_clip_counts_as_present_for_require_complete(synthetic_corpus, tmp_path):
     clip = tmp_path / "one.flac"
     shutil.copyfile(sorted(synthetic_corpus.rglob("*.flac"))[0], clip)
-    root = _complete_links(tmp_path, clip)
+    root = complete_corpus_of_links(tmp_path, clip)
     silent = root / "Actor_03" / "03-01-05-02-01-02-03.flac"
     silent.unlink()
     shutil.copyfile(clip, silent)
@@ -264,7 +248,7 @@ def test_linked_folders_are_followed_and_loops_end(synthetic_corpus, tmp_path):
 def test_clip_in_two_folders_is_reported_once_as_duplicate(synthetic_corpus, tmp_path):
     clip = tmp_path / "one.flac"
     shutil.copyfile(sorted(synthetic_corpus.rglob("*.flac"))[0], clip)
-    root = _complete_links(tmp_path, clip)
+    root = complete_corpus_of_links(tmp_path, clip)
     (root / "copies").mkdir()
     os.link(clip, root / "copies" / "03-01-05-02-01-02-07.flac")
     with pytest.raises(CorpusError) as err:

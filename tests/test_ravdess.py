@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import complete_corpus_of_links
 from wav2emo.data import corpora
 from wav2emo.data.audio import load_audio
 from wav2emo.data.corpora import load_corpus
@@ -21,7 +22,6 @@ from wav2emo.data.ravdess import (
     expected_combinations,
     parse_ravdess_name,
     prepare_ravdess,
-    ravdess_stem,
 )
 
 REAL_STEREO = [
@@ -179,21 +179,10 @@ def test_empty_folder_and_missing_source(tmp_path):
         prepare_ravdess(tmp_path / "plain.txt")
 
 
-def _complete_corpus_of_links(tmp_path: Path, clip: Path) -> Path:
-    """24 x 60 correctly named files that are hard links to one clip: checks completeness cheaply."""
-    root = tmp_path / "complete"
-    for actor in range(1, 25):
-        folder = root / f"Actor_{actor:02d}"
-        folder.mkdir(parents=True)
-        for combo in expected_combinations():
-            os.link(clip, folder / f"{ravdess_stem(*combo, actor)}.flac")
-    return root
-
-
 def test_require_complete_accepts_24_by_60_and_names_what_is_missing(synthetic_corpus, tmp_path):
     clip = tmp_path / "one.flac"
     shutil.copyfile(sorted(synthetic_corpus.rglob("*.flac"))[0], clip)
-    root = _complete_corpus_of_links(tmp_path, clip)
+    root = complete_corpus_of_links(tmp_path, clip)
     m = prepare_ravdess(root, hash_files=False)
     assert len(m) == 1440 and m.actors == list(range(1, 25)) and all(c.sha1 == "" for c in m)
     assert [len(m.filter([a])) for a in m.actors] == [60] * 24
