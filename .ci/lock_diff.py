@@ -38,7 +38,7 @@ def main(path: str) -> int:
             continue
         if have is None:  # locked for an extra this environment did not ask for
             continue
-        if want is None and name in ("pip", "setuptools", "wheel"):
+        if name in ("pip", "setuptools", "wheel"):  # the venv's own bootstrap tools, not our resolution
             continue
         rows.append(f"  {name}: lock {want or '-'} -> installed {have or '-'}")
     print(f"differences from {path}: {len(rows)}")
