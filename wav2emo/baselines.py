@@ -1,0 +1,34 @@
+"""``python -m wav2emo.baselines model=svm``: scikit-learn baselines on the speaker folds (conf/baselines.yaml).
+
+``model=<name>`` picks ``conf/baseline_model/<name>.yaml`` (svm, logreg, random_forest, hist_gb); the
+logic lives in :mod:`wav2emo.training.baselines`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from wav2emo.cli import user_errors
+from wav2emo.compat import require_compatible
+
+require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="baselines")
+def main(cfg: DictConfig) -> float | None:
+    from wav2emo.training.baselines import MONITOR, run_baselines
+
+    with user_errors("wav2emo.baselines"):  # bad input or config: one line naming it, no traceback
+        metrics = run_baselines(cfg)
+    value = metrics.get(MONITOR)
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    from wav2emo.training.baselines import command_line_overrides
+
+    sys.argv = [sys.argv[0], *command_line_overrides(sys.argv[1:])]
+    main()

@@ -1,0 +1,257 @@
+"""Classic scikit-learn baselines on wav2emo's speaker folds (``python -m wav2emo.baselines``).
+
+For each fold, with wav2emo's own fold assembly (:func:`wav2emo.data.folds.build_folds`):
+
+* a ``StandardScaler`` is fitted on the training actors' clips only;
+* every candidate of the model's hyper-parameter grid is fitted on the training actors and scored by UA
+  (macro recall) on the dev actors; the best (the first in grid order on a tie) is chosen - test actors
+  never influence any choice;
+* the chosen candidate is refitted on the training actors and evaluated once on the test actors.
+
+Each fold writes what a neural fold writes (``fold_result.json``, ``predictions.csv``, ``config.yaml``,
+``git.json``, ``environment.json``), so :func:`wav2emo.reports.aggregate.aggregate_folds` makes the same
+cross-validation report and the two compare side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import f1_score, precision_recall_fscore_support, recall_score
+from sklearn.model_selection import ParameterGrid
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from wav2emo.data.manifest import EMOTIONS
+from wav2emo.errors import ConfigError
+from wav2emo.training.experiment import (
+    FOLD_RESULT,
+    PREDICTIONS,
+    _jsonable,
+    folds_to_run,
+    num_folds_of,
+    output_dir,
+)
+from wav2emo.training.metrics import per_class_table
+from wav2emo.training.run_info import save_run_info, to_container
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "baseline_model"
+MONITOR = "val/ua"
+
+
+def available_models() -> list[str]:
+    return sorted(p.stem for p in MODEL_DIR.glob("*.yaml"))
+
+
+def command_line_overrides(args: Sequence[str]) -> list[str]:
+    """``model=svm`` on the command line picks ``conf/baseline_model/svm.yaml`` (packaged at ``model``)."""
+    out = []
+    for a in args:
+        if a.startswith("model=") and not a.startswith("model=["):
+            a = "baseline_model@model=" + a[len("model="):]
+        out.append(a)
+    return out
+
+
+def check_model_cfg(model: Any) -> tuple[dict[str, Any], dict[str, list]]:
+    """The estimator config and the grid, or a :class:`ConfigError` naming what is wrong."""
+    if isinstance(model, str) or model is None:
+        known = available_models()
+        if model in known:
+            raise ConfigError(f"model={model}: pass it to python -m wav2emo.baselines as model={model} "
+                             f"(composed directly, the group override is baseline_model@model={model})")
+        raise ConfigError(f"model={model}: no such baseline model; expected one of {known}")
+    model = OmegaConf.to_container(model, resolve=True) if OmegaConf.is_config(model) else dict(model)
+    name = model.get("name", "?")
+    est = model.get("estimator")
+    if not isinstance(est, Mapping) or "_target_" not in est:
+        raise ConfigError(f"model={name}: model.estimator needs a _target_ (a scikit-learn estimator class)")
+    grid = model.get("grid")
+    if not isinstance(grid, Mapping) or not grid:
+        raise ConfigError(f"model={name}: model.grid={grid!r} is empty; expected a mapping of hyper-parameter "
+                         f"-> non-empty list of values, e.g. {{C: [0.1, 1, 10]}}")
+    clean: dict[str, list] = {}
+    for key, values in grid.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise ConfigError(f"model={name}: model.grid.{key} is an empty list; expected at least one value")
+        clean[str(key)] = values
+    return dict(est), clean
+
+
+def make_pipeline(estimator_cfg: Mapping[str, Any], params: Mapping[str, Any], seed: int) -> Pipeline:
+    est = instantiate(dict(estimator_cfg), _convert_="all")
+    try:
+        est.set_params(**params)
+    except ValueError as e:
+        raise ConfigError(f"model.grid: {e}") from None
+    if "random_state" in est.get_params():
+        est.set_params(random_state=seed)
+    return Pipeline([("scaler", StandardScaler()), ("estimator", est)])
+
+
+def _metrics(y: np.ndarray, p: np.ndarray, num_classes: int) -> dict[str, float]:
+    """WA (micro accuracy), UA (macro recall), macro F1 over all classes: as the neural models and the
+    cross-validation report compute them."""
+    labels = list(range(num_classes))
+    return {
+        "wa": float((y == p).mean()) if len(y) else float("nan"),
+        "ua": float(recall_score(y, p, labels=labels, average="macro", zero_division=0)),
+        "f1": float(f1_score(y, p, labels=labels, average="macro", zero_division=0)),
+    }
+
+
+def clip_features(cache, clips) -> np.ndarray:
+    """One row per clip (the cache's vector for it), in the order of ``clips``."""
+    rows = cache.rows_for(clips)  # refuses features of other audio
+    if len(rows) == 0:
+        return np.zeros((0, int(np.prod(cache.feature_shape))), dtype=np.float64)
+    return np.stack([np.asarray(cache.read(int(r)), dtype=np.float64).reshape(-1) for r in rows])
+
+
+def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
+    """Manifest, split and the features of the training, dev and test actors of ``fold``."""
+    from wav2emo.data.corpora import load_corpus
+    from wav2emo.data.folds import build_folds
+    from wav2emo.features import get_features
+
+    feature = str(cfg.get("feature", "egemaps"))
+    if feature not in cfg.features:
+        raise ConfigError(f"feature={feature}: not in the features config; expected one of {sorted(cfg.features)}")
+    manifest = load_corpus(to_container(cfg.data.corpus), cache_dir=cfg.paths.cache_dir)
+    split = build_folds(to_container(cfg.folds), manifest).split(fold)
+    cache = get_features(manifest, to_container(cfg.features)[feature], cfg.paths.cache_dir)
+    if cache.lengths.max() > 1:
+        raise ConfigError(f"feature={feature}: {cache.kind} has several frames per clip; the baselines take "
+                         f"clip-level vectors (e.g. egemaps_functionals)")
+    parts = {}
+    for part, actors in (("train", split.train), ("dev", split.dev), ("test", split.test)):
+        m = manifest.filter(actors)
+        clips = list(m)
+        parts[part] = {
+            "clips": clips,
+            "x": clip_features(cache, clips),
+            "y": np.array([c.label for c in clips], dtype=np.int64),
+            "actor": np.array([c.actor for c in clips], dtype=np.int64),
+        }
+    return {"manifest": manifest, "split": split, "cache": cache, "parts": parts}
+
+
+def run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
+    """Choose, refit and test one fold (see the module docstring); writes and returns its result."""
+    started = time.time()
+    est_cfg, grid = check_model_cfg(cfg.model)
+    fold_dir = Path(fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    save_run_info(cfg, fold_dir)
+    data = load_fold_data(cfg, fold)
+    split, parts = data["split"], data["parts"]
+    tr, dev, te = parts["train"], parts["dev"], parts["test"]
+    if len(tr["y"]) == 0:
+        raise ConfigError(f"fold {fold}: no training clips")
+    class_names = list(EMOTIONS)
+    num_classes = len(class_names)
+    seed = int(cfg.seed) + int(fold)
+    candidates = list(ParameterGrid(grid))
+    log.info("fold %d: train actors %s, dev %s, test %s; %d candidates", fold, list(split.train),
+             list(split.dev), list(split.test), len(candidates))
+
+    dev_scores = []
+    if len(dev["y"]) == 0:
+        if len(candidates) > 1:
+            raise ConfigError(f"fold {fold} has no dev actors (folds.n_dev_actors=0) but model.grid has "
+                             f"{len(candidates)} candidates: nothing to choose them on (test actors never are)")
+        best_i, best_score = 0, None
+    else:
+        for params in candidates:
+            pipe = make_pipeline(est_cfg, params, seed).fit(tr["x"], tr["y"])
+            score = _metrics(dev["y"], pipe.predict(dev["x"]), num_classes)
+            dev_scores.append({"params": params, **score})
+            log.info("fold %d: %s dev UA %.4f", fold, params, score["ua"])
+        best_i = int(np.argmax([s["ua"] for s in dev_scores]))  # first best in grid order
+        best_score = dev_scores[best_i]["ua"]
+    chosen = candidates[best_i]
+
+    pipe = make_pipeline(est_cfg, chosen, seed).fit(tr["x"], tr["y"])
+    pred = pipe.predict(te["x"])
+    test = _metrics(te["y"], pred, num_classes)
+    prec, rec, f1, support = precision_recall_fscore_support(
+        te["y"], pred, labels=list(range(num_classes)), zero_division=0)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (te["y"], pred), 1)
+
+    rows = pd.DataFrame({
+        "clip_id": [c.clip_id for c in te["clips"]],
+        "file": [c.path for c in te["clips"]],
+        "actor": te["actor"],
+        "label": te["y"],
+        "pred": pred.astype(np.int64),
+    })
+    rows["true"] = [class_names[i] for i in rows["label"]]
+    rows["predicted"] = [class_names[i] for i in rows["pred"]]
+    if hasattr(pipe, "predict_proba") and len(te["y"]):
+        probs = np.zeros((len(te["y"]), num_classes))
+        probs[:, pipe.classes_] = pipe.predict_proba(te["x"])
+        for c, name in enumerate(class_names):
+            rows[f"prob_{name}"] = probs[:, c]
+    rows.to_csv(fold_dir / PREDICTIONS, index=False)
+
+    result: dict[str, Any] = {
+        "fold": fold,
+        "model": str(cfg.model.name),
+        "split": {
+            "fold": fold,
+            "train_actors": list(split.train),
+            "dev_actors": list(split.dev),
+            "test_actors": list(split.test),
+            "clips": {k: len(v["y"]) for k, v in parts.items()},
+            "caches": {str(cfg.get("feature", "egemaps")): str(data["cache"].path)},
+        },
+        "best_dev": {"monitor": MONITOR, "best_score": best_score, "params": chosen,
+                     **({f"val/{k}": v for k, v in dev_scores[best_i].items() if k != "params"}
+                        if dev_scores else {})},
+        "hyperparameters": chosen,
+        "dev_scores": dev_scores,
+        "random_state": seed,
+        "test": test,
+        "test_per_class": per_class_table(prec, rec, f1, support, class_names),
+        "test_confusion": confusion.tolist(),
+        "class_names": class_names,
+        "test_clips": int(len(rows)),
+    }
+    result["seconds"] = round(time.time() - started, 2)
+    (fold_dir / FOLD_RESULT).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    log.info("fold %d test: UA %.4f WA %.4f F1 %.4f with %s", fold, test["ua"], test["wa"], test["f1"], chosen)
+    return result
+
+
+def run_baselines(cfg: DictConfig) -> dict[str, Any]:
+    """Every requested fold, then the cross-validation report when several ran."""
+    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
+    from wav2emo.training.experiment import fold_summary
+
+    check_model_cfg(cfg.model)
+    folds = folds_to_run(cfg.fold, num_folds_of(cfg))
+    out = output_dir(cfg)
+    results = {f: run_baseline_fold(cfg, f, out / f"fold_{f}") for f in folds}
+    metrics: dict[str, Any] = {f"test/{k}": v for k, v in results[folds[-1]]["test"].items()}
+    metrics[MONITOR] = float(np.mean([r["best_dev"]["best_score"] or np.nan for r in results.values()]))
+    if len(folds) > 1:
+        report = aggregate_folds(out, expected_folds=folds)
+        metrics["cv"] = report["summary"]
+        print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
+              f"{out}/confusion_matrix.png\n", flush=True)
+    else:
+        print("\n" + fold_summary(results[folds[0]], out / f"fold_{folds[0]}") + "\n", flush=True)
+    return metrics
