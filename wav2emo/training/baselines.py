@@ -246,8 +246,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
 
 def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     """Every requested fold, then the cross-validation report when several ran."""
-    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
-    from wav2emo.training.experiment import fold_summary
+    from wav2emo.training.experiment import finish_run
 
     check_model_cfg(cfg.model)
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
@@ -255,11 +254,7 @@ def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     results = {f: run_baseline_fold(cfg, f, out / f"fold_{f}") for f in folds}
     metrics: dict[str, Any] = {f"test/{k}": v for k, v in results[folds[-1]]["test"].items()}
     metrics[MONITOR] = float(np.mean([r["best_dev"]["best_score"] or np.nan for r in results.values()]))
-    if len(folds) > 1:
-        report = aggregate_folds(out, expected_folds=folds)
-        metrics["cv"] = report["summary"]
-        print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
-              f"{out}/confusion_matrix.png\n", flush=True)
-    else:
-        print("\n" + fold_summary(results[folds[0]], out / f"fold_{folds[0]}") + "\n", flush=True)
+    summary = finish_run(out, folds, results)
+    if summary is not None:
+        metrics["cv"] = summary
     return metrics

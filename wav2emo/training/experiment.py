@@ -484,8 +484,6 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran."""
-    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
-
     quiet_duplicate_log_handlers()
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
     out, cfg = plan_folds(cfg, folds)
@@ -500,14 +498,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         values = [r["best_dev"][k] for r in results.values()]
         if all(isinstance(v, (int, float)) for v in values):
             metrics[k] = float(np.mean(values))
-    if len(folds) > 1:
-        report = aggregate_folds(out, expected_folds=folds)
-        metrics["cv"] = report["summary"]
-        print("\n" + render_markdown(report) + f"\n\nReport files: {out}/cv_report.{{json,md}}, "
-              f"{out}/confusion_matrix.png, {out}/learning_curves.png\n", flush=True)
-    else:
-        print("\n" + fold_summary(last, out / f"fold_{folds[0]}") + "\n", flush=True)
+    summary = finish_run(out, folds, results)
+    if summary is not None:
+        metrics["cv"] = summary
     return metrics
+
+
+def finish_run(out: Path, folds: list[int], results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Several folds: write and print the cross-validation report, return its summary. One fold: print
+    that fold's test summary (return None). Shared by the neural models and the classic baselines."""
+    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
+
+    if len(folds) == 1:
+        print("\n" + fold_summary(results[folds[0]], out / f"fold_{folds[0]}") + "\n", flush=True)
+        return None
+    report = aggregate_folds(out, expected_folds=folds)
+    files = ["cv_report.{json,md}", "confusion_matrix.png", "learning_curves.png"]
+    shown = ", ".join(f"{out}/{f}" for f in files if "{" in f or (out / f).exists())
+    print("\n" + render_markdown(report) + f"\n\nReport files: {shown}\n", flush=True)
+    return report["summary"]
 
 
 def fold_summary(result: Mapping[str, Any], fold_dir: Path) -> str:
