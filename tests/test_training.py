@@ -55,7 +55,8 @@ def test_every_config_group_composes_and_instantiates(tmp_path, shared_dirs):
         module = instantiate(cfg.model.module, _convert_="partial")
         assert isinstance(module, torch.nn.Module), model
     for group in (
-        "trainer", "logger", "callbacks", "features", "folds", "data", "experiment", "debug", "loader", "speed"
+        "trainer", "logger", "callbacks", "features", "folds", "data", "experiment", "debug", "loader", "speed",
+        "datamodule",
     ):
         for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
             cfg = small_cfg(tmp_path, shared_dirs, f"{group}={option}")

@@ -59,6 +59,31 @@ def module_dtype(module: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
+FRAME_INPUTS = ("ssl", "logmel")  # frame-level inputs a CNN reads as an image (B, C, T, F)
+
+
+def frame_inputs(
+    batch: Mapping[str, Any], key: str, in_channels: int, feature_dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The frame-level input ``key`` as an image (B, C, T, F) cast to ``dtype``, and its mask (B, T) or None.
+
+    ``ssl`` is (B, L, T, D) as it comes from the featurizer; ``logmel`` (B, T, M) is one channel.
+    """
+    if key not in FRAME_INPUTS:
+        raise ValueError(f"frame input must be one of {FRAME_INPUTS}, got {key!r}")
+    if key == "ssl":
+        return ssl_inputs(batch, in_channels, feature_dim, dtype)
+    if "logmel" not in batch:
+        raise KeyError(f"batch has no 'logmel' entry (keys: {sorted(batch)})")
+    x = batch["logmel"]
+    if x.dim() != 3 or in_channels != 1 or x.shape[2] != feature_dim:
+        raise ValueError(
+            f"logmel must have shape (B, T, M={feature_dim}) read as 1 channel (in_channels=1, got "
+            f"{in_channels}), got {tuple(x.shape)}; feature_dim must match the log-mel cache's n_mels"
+        )
+    return _with_mask(x[:, None].to(dtype), batch.get("logmel_mask"), "logmel_mask")
+
+
 def ssl_inputs(
     batch: Mapping[str, Any], in_channels: int, feature_dim: int, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -72,14 +97,14 @@ def ssl_inputs(
     if x.dim() != 4 or x.shape[1] != in_channels or x.shape[3] != feature_dim:
         raise ValueError(
             f"ssl must have shape (B, L={in_channels}, T, D={feature_dim}), got {tuple(x.shape)}; "
-            "in_channels/feature_dim must match the feature cache"
+            "in_channels/feature_dim must match the featurizer's layers and the feature cache"
         )
-    x = x.to(dtype)
-    mask = batch.get("ssl_mask")
+    return _with_mask(x.to(dtype), batch.get("ssl_mask"), "ssl_mask")
+
+
+def _with_mask(x: torch.Tensor, mask: torch.Tensor | None, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     if mask is not None:
         if mask.shape != (x.shape[0], x.shape[2]):
-            raise ValueError(
-                f"ssl_mask must have shape (B, T) = {(x.shape[0], x.shape[2])}, got {tuple(mask.shape)}"
-            )
+            raise ValueError(f"{name} must have shape (B, T) = {(x.shape[0], x.shape[2])}, got {tuple(mask.shape)}")
         mask = mask.to(device=x.device, dtype=torch.bool)
     return x, mask

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wav2emo.models.blocks import ConvBlock, module_dtype, ssl_inputs
+from wav2emo.models.blocks import FRAME_INPUTS, ConvBlock, frame_inputs, module_dtype
 from wav2emo.models.standardizer import Standardizer
 
 HEADS = ("reference", "adaptive")
@@ -42,8 +42,12 @@ class FeVGGEncoder(nn.Module):
         input_frames: int = 263,
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
+        input_key: str = "ssl",
     ) -> None:
         super().__init__()
+        if input_key not in FRAME_INPUTS:
+            raise ValueError(f"FeVGG input_key must be one of {FRAME_INPUTS}, got {input_key!r}")
+        self.input_key = input_key
         widths, convs_per_block = tuple(int(w) for w in widths), tuple(int(c) for c in convs_per_block)
         if head not in HEADS:
             raise ValueError(f"FeVGG head must be one of {HEADS}, got {head!r}")
@@ -82,7 +86,7 @@ class FeVGGEncoder(nn.Module):
         return [self.blocks]
 
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        x, mask = ssl_inputs(batch, self.in_channels, self.feature_dim, module_dtype(self))
+        x, mask = frame_inputs(batch, self.input_key, self.in_channels, self.feature_dim, module_dtype(self))
         if self.head == "reference" and x.shape[2] != self.input_frames:
             raise ValueError(
                 f"FeVGG(head='reference') accepts only {self.in_channels} x {self.input_frames} x "
@@ -104,7 +108,10 @@ class FeVGGEncoder(nn.Module):
 
 
 class FeVGG(nn.Module):
-    """The reference ``fe_vgg``: CNN -> Linear(hidden) -> ReLU -> Dropout -> Linear(num_classes)."""
+    """The reference ``fe_vgg``: CNN -> Linear(hidden) -> ReLU -> Dropout -> Linear(num_classes).
+
+    ``input_key="logmel"`` reads a log-mel spectrogram (B, T, M) as a one-channel image instead.
+    """
 
     inputs: tuple[str, ...] = ("ssl",)
 
@@ -120,11 +127,13 @@ class FeVGG(nn.Module):
         input_frames: int = 263,
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
+        input_key: str = "ssl",
     ) -> None:
         super().__init__()
         self.encoder = FeVGGEncoder(
-            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size
+            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size, input_key
         )
+        self.inputs = (input_key,)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden, num_classes)
 

@@ -14,11 +14,21 @@ from torch.optim import Optimizer
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 
 from wav2emo.data.manifest import EMOTIONS, NUM_CLASSES
+from wav2emo.errors import ConfigError
 from wav2emo.models.standardizer import Standardizer
 from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
+from wav2emo.training.optim import OptimSettings, parameter_groups, set_trainable, warmup_decay_scheduler
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], Optimizer]
+OptimizerFactory = Callable[[Iterable[Any]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
+# A training-split transform: (batch on the device, generator) -> batch.  Never run on dev/test/predict.
+BatchTransform = Callable[[dict[str, Any], torch.Generator], dict[str, Any]]
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
+    """A 63-bit seed per (seed, epoch, batch): fresh randomness every step and epoch, the same on a re-run."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(batch_idx)]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
 
 
 class EpochOutputs:
@@ -58,12 +68,21 @@ class EpochResult(NamedTuple):
 
 
 class EmotionClassifier(L.LightningModule):
-    """Cross-entropy training of ``net`` with WA/UA/F1 per stage and per-class test reports.
+    """Cross-entropy training of ``upstream -> featurizer -> net`` with WA/UA/F1 per stage and per-class
+    test reports.
 
     ``optimizer`` and ``scheduler`` are factories (``functools.partial``, e.g. hydra ``_partial_: true``)
-    so the module builds them over its own parameters; they and ``net`` stay out of the hparams, which
-    therefore hold only plain values.  ``compile`` (true, or a dict of ``torch.compile`` options such as
-    ``{dynamic: true}``) compiles the net when the trainer sets the module up.
+    so the module builds them over its own parameters; they, the modules and the transform stay out of
+    the hparams, which therefore hold only plain values.  ``compile`` (true, or a dict of
+    ``torch.compile`` options such as ``{dynamic: true}``) compiles the net when the trainer sets the
+    module up.
+
+    ``upstream`` (optional): any module with ``forward(batch) -> batch`` and ``parameter_groups()``
+    (e.g. a fine-tuned backbone, ``docs/architecture.md``); ``featurizer`` (optional) picks the hidden
+    states the net reads.  ``optim`` (:class:`~wav2emo.training.optim.OptimSettings`) sets the
+    backbone's lr, layer-wise decay, weight decay, per-step warm-up/decay and head-only epochs.
+    ``train_transform`` runs on training batches only, on the device, with a generator seeded from
+    ``(seed, epoch, batch_idx)``.
     """
 
     def __init__(
@@ -75,9 +94,16 @@ class EmotionClassifier(L.LightningModule):
         class_names: Sequence[str] = EMOTIONS,
         label_smoothing: float = 0.0,
         compile: bool | Mapping[str, Any] = False,
+        featurizer: nn.Module | None = None,
+        upstream: nn.Module | None = None,
+        optim: Mapping[str, Any] | None = None,
+        train_transform: BatchTransform | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "optimizer", "scheduler", "featurizer", "upstream", "train_transform"], logger=False
+        )
         names = tuple(str(c) for c in class_names)
         if len(names) != num_classes:
             raise ValueError(
@@ -85,7 +111,19 @@ class EmotionClassifier(L.LightningModule):
             )
         if not isinstance(getattr(net, "inputs", None), tuple):
             raise TypeError(f"{type(net).__name__} must declare a class attribute `inputs: tuple[str, ...]`")
+        self.upstream = upstream
+        self.featurizer = featurizer
         self.net = net
+        self.optim_settings = OptimSettings.from_config(optim)
+        if self.optim_settings.scheduled and scheduler is not None:
+            raise ConfigError("model.module.scheduler and a per-step schedule (model.module.optim.warmup_steps/"
+                              "decay) were both given: choose one")
+        if self.optim_settings.head_only_epochs and upstream is None:
+            raise ConfigError("model.module.optim.head_only_epochs needs an upstream (a trainable backbone)")
+        self.train_transform = train_transform
+        self.seed = int(seed)
+        self._train_batches = 0  # batches transferred in this training epoch (the transform's batch_idx)
+        self._backbone_params: list[nn.Parameter] = []
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.num_classes = num_classes
@@ -133,11 +171,26 @@ class EmotionClassifier(L.LightningModule):
             m.set_stats(mean, std)
 
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if self.upstream is not None:
+            batch = self.upstream(batch)
+        if self.featurizer is not None:
+            batch = self.featurizer(batch)
         return self.net(batch)
+
+    # Batches -----------------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Apply ``train_transform`` to training batches only (never dev, test or predict), on the device."""
+        trainer = self._trainer
+        if self.train_transform is None or trainer is None or not trainer.training or trainer.sanity_checking:
+            return batch
+        g = torch.Generator(device=self.device)
+        g.manual_seed(step_seed(self.seed, self.current_epoch, self._train_batches))
+        self._train_batches += 1
+        return self.train_transform(batch, g)
 
     # Steps -------------------------------------------------------------------------------------------
     def _logits(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        logits = self.net(batch)
+        logits = self(batch)
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"{type(self.net).__name__} returned logits of shape {tuple(logits.shape)}, "
@@ -185,6 +238,10 @@ class EmotionClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_outputs["train"].reset()
+        self._train_batches = 0
+        if self._backbone_params and self.optim_settings.head_only_epochs:
+            # Frozen parameters get no gradient, so the optimizer creates no state for them until they thaw.
+            set_trainable(self._backbone_params, self.current_epoch >= self.optim_settings.head_only_epochs)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -308,10 +365,19 @@ class EmotionClassifier(L.LightningModule):
 
     # Optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
+        head_lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        groups = parameter_groups(self, self.upstream, self.optim_settings, head_lr)
+        if not groups:
             raise ValueError(f"{type(self.net).__name__} has no trainable parameters")
-        optimizer = self.optimizer_factory(params)
+        self._backbone_params = [p for g in groups if g["name"].startswith("backbone/") for p in g["params"]]
+        if len(groups) == 1 and set(groups[0]) == {"name", "params"}:
+            optimizer = self.optimizer_factory(groups[0]["params"])  # the optimisation of before groups existed
+        else:
+            optimizer = self.optimizer_factory(groups)
+        if self.optim_settings.scheduled:
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = warmup_decay_scheduler(optimizer, total, self.optim_settings)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -1,0 +1,85 @@
+"""Layer selection inside the model (s3prl's upstream -> featurizer -> downstream).
+
+The data path (or an upstream backbone) hands over every hidden state, ``ssl`` (B, H, T, D); the
+featurizer picks the L the net reads, so the same cache serves every layer choice and a fine-tuned
+upstream can feed the same net.  It has no parameters: checkpoints hold only the net's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from wav2emo.errors import ConfigError
+
+LayerSpec = None | str | int | Sequence[int]
+
+
+def resolve_layers(layers: LayerSpec, num_hidden_states: int) -> list[int]:
+    """Which hidden states to stack: ``None``/"transformer" = every transformer layer (1..N, as the
+    reference), ``"all"`` = every hidden state including the CNN projection (0..N), or explicit indices."""
+    if layers is None or layers == "transformer":
+        return list(range(1, num_hidden_states))
+    if layers == "all":
+        return list(range(num_hidden_states))
+    if isinstance(layers, str):
+        raise ConfigError(f"layers={layers!r}: expected null, 'transformer', 'all', an index or a list of indices")
+    if isinstance(layers, int):
+        layers = [layers]
+    out = [int(i) for i in layers]
+    bad = [i for i in out if not -num_hidden_states <= i < num_hidden_states]
+    if bad or not out:
+        raise ConfigError(
+            f"layers={list(layers)} is invalid for a backbone with {num_hidden_states} hidden states "
+            f"(expected indices in 0..{num_hidden_states - 1}, null, or 'all')"
+        )
+    return [i % num_hidden_states for i in out]
+
+
+class Featurizer(nn.Module):
+    """``batch['ssl']`` (B, H, T, D) -> a new batch whose ``ssl`` is (B, L, T, D), the chosen layers.
+
+    ``num_hidden_states`` (H) comes from the cache (or the upstream); the module builder passes it.
+    """
+
+    def __init__(self, layers: LayerSpec = None, num_hidden_states: int | None = None, key: str = "ssl") -> None:
+        super().__init__()
+        if num_hidden_states is None or int(num_hidden_states) < 1:
+            raise ConfigError(
+                f"Featurizer(layers={layers!r}) needs num_hidden_states (the cache's hidden-state count), "
+                f"got {num_hidden_states!r}"
+            )
+        self.layers_spec = layers
+        self.num_hidden_states = int(num_hidden_states)
+        self.layers = resolve_layers(layers, self.num_hidden_states)
+        self.key = key
+        self._all = self.layers == list(range(self.num_hidden_states))
+        self._index: torch.Tensor | None = None  # built on the batch's device on first use
+
+    @property
+    def num_layers(self) -> int:
+        """L, the number of hidden states the net receives (its ``in_channels``)."""
+        return len(self.layers)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        if self.key not in batch:
+            raise KeyError(f"Featurizer needs batch[{self.key!r}] (keys: {sorted(batch)})")
+        x = batch[self.key]
+        if x.dim() != 4 or x.shape[1] != self.num_hidden_states:
+            raise ValueError(
+                f"{self.key} must have shape (B, H={self.num_hidden_states}, T, D) with every hidden state, "
+                f"got {tuple(x.shape)}; the cache or upstream holds a different number of hidden states"
+            )
+        if not self._all:
+            if self._index is None or self._index.device != x.device:
+                self._index = torch.tensor(self.layers, dtype=torch.long, device=x.device)
+            x = x.index_select(1, self._index)
+        out[self.key] = x
+        return out
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}, num_hidden_states={self.num_hidden_states}"

@@ -1,0 +1,153 @@
+"""How a split's clips are ordered into batches: epoch-seeded shuffling, length buckets, and the resident
+split (the whole split collated once onto the training device, batches gathered by index)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from wav2emo.training.inputs import PADDED_KEYS, SSL_FRAME_KEYS, ClipDataset, collate, padded_frames
+
+
+class EpochSeeded:
+    """The epoch counter of a shuffling sampler: each epoch's order is drawn from ``seed + epoch``.
+
+    Lightning calls ``set_epoch`` before every epoch (it looks for ``loader.sampler.set_epoch`` and
+    ``loader.batch_sampler.sampler.set_epoch``), so a run resumed at epoch k draws the order the
+    uninterrupted run drew at epoch k; a generator created once per loader would restart from its first
+    order instead.  Outside Lightning every iteration moves on to the next epoch.
+    """
+
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> EpochSeeded:  # where Lightning looks for set_epoch on a batch sampler
+        return self
+
+    def _next_generator(self) -> torch.Generator:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        return g
+
+
+class EpochShuffleSampler(EpochSeeded, torch.utils.data.Sampler[int]):
+    """A random permutation of ``n`` items per epoch, reproducible from ``seed + epoch``."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        yield from torch.randperm(self.n, generator=self._next_generator()).tolist()
+
+
+class LengthBucketBatchSampler(EpochSeeded):
+    """Training batches of clips of similar length, so ragged batches carry little padding.
+
+    Each epoch shuffles the clips (seeded by ``seed + epoch``), cuts them into pools of
+    ``pool_batches`` batches, sorts each pool by length, cuts it into batches and shuffles the batch
+    order: batches stay random in content and order while the padded frames (and the compute) shrink.
+    """
+
+    def __init__(self, lengths, batch_size: int, seed: int = 0, pool_batches: int = 20) -> None:
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.batch_size, self.seed, self.pool = int(batch_size), int(seed), int(pool_batches) * int(batch_size)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = self._next_generator()
+        order = torch.randperm(len(self.lengths), generator=g)
+        batches = []
+        for start in range(0, len(order), self.pool):
+            pool = order[start : start + self.pool]
+            pool = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]
+
+
+class ResidentSplit(EpochSeeded):
+    """A whole split held as tensors on one device; batches are gathered by index, no host I/O.
+
+    Iterating reshuffles with a generator seeded by ``seed + epoch`` so runs (and resumed runs) are
+    reproducible; Lightning sets the epoch through ``set_epoch``.
+    """
+
+    def __init__(
+        self,
+        dataset: ClipDataset,
+        batch_size: int,
+        shuffle: bool,
+        device: torch.device,
+        seed: int = 0,
+        batch_sampler: LengthBucketBatchSampler | None = None,
+        frames_multiple: int | None = None,
+    ) -> None:
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+        self.frames_multiple = frames_multiple
+        self.batch_sampler = batch_sampler
+        items = [dataset[i] for i in range(len(dataset))]
+        # The same collate as the loader, over the whole split: padded to its longest clip (or to
+        # ``frames``), rounded up so every batch crop fits.
+        full = collate(items, dataset.frames, frames_multiple)
+        # Per padded key: the real length of every clip (a host copy, to crop batches without a device read).
+        self.lengths = {
+            key: (full[lk] if lk.endswith("_lengths") else full[lk].sum(1)).clone()
+            for key, (_, lk) in PADDED_KEYS.items() if key in full
+        }
+        self.tensors = {k: v.to(device) for k, v in full.items() if isinstance(v, torch.Tensor)}
+        self.clip_ids = full["clip_id"]
+        self.fixed = dataset.frames is not None
+        self.n = len(items)
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        if self.batch_sampler is not None:
+            self.batch_sampler.set_epoch(self.epoch)
+            self.epoch += 1
+            for idx in self.batch_sampler:
+                yield torch.as_tensor(idx, dtype=torch.long)
+            return
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self._next_generator())
+        else:
+            order = torch.arange(self.n)
+        for start in range(0, self.n, self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = list(self._batches())
+        if not batches:
+            return
+        # One host-to-device copy of the epoch's order: a blocking copy per batch would make every
+        # training step wait for the GPU to finish the previous one.
+        order = torch.cat(batches).to(next(iter(self.tensors.values())).device)
+        start = 0
+        for idx in batches:
+            dev_idx = order[start : start + len(idx)]
+            start += len(idx)
+            batch = {k: v.index_select(0, dev_idx) for k, v in self.tensors.items()}
+            for key, lengths in self.lengths.items():  # crop to the longest clip of this batch
+                if self.fixed and key in SSL_FRAME_KEYS:
+                    continue
+                axis, mask_key = PADDED_KEYS[key]
+                t = padded_frames(int(lengths[idx].max()), self.frames_multiple)
+                batch[key] = batch[key].narrow(axis + 1, 0, t)
+                if not mask_key.endswith("_lengths"):
+                    batch[mask_key] = batch[mask_key][:, :t]
+            batch["clip_id"] = [self.clip_ids[i] for i in idx.tolist()]
+            yield batch

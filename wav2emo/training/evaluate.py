@@ -1,0 +1,101 @@
+"""Testing a checkpoint on a fold's test actors: after training (``test_checkpoint``) and from a saved
+checkpoint alone (``evaluate``, what ``python -m wav2emo.eval`` runs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from wav2emo.data.manifest import EMOTIONS
+from wav2emo.errors import ConfigError
+from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.datamodule import EmotionDataModule
+from wav2emo.training.runs import (
+    CKPT_KEY,
+    PREDICTIONS,
+    folds_to_run,
+    jsonable,
+    num_folds_of,
+    output_dir,
+    quiet_duplicate_log_handlers,
+)
+
+log = logging.getLogger(__name__)
+
+
+def test_checkpoint(
+    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path
+) -> dict[str, Any]:
+    """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions."""
+    metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
+    preds = pd.DataFrame(model.test_predictions)
+    paths = {c.clip_id: c.path for c in dm.manifest}
+    preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
+    class_names = list(getattr(model, "class_names", EMOTIONS))
+    preds["true"] = [class_names[i] for i in preds["label"]]
+    preds["predicted"] = [class_names[i] for i in preds["pred"]]
+    preds.to_csv(out_dir / PREDICTIONS, index=False)
+    return {
+        "test": {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1},
+        "test_per_class": model.test_per_class,
+        "test_confusion": np.asarray(model.test_confusion).tolist(),
+        "class_names": class_names,
+        "test_clips": int(len(preds)),
+        "evaluated_checkpoint": ckpt_path,
+    }
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate a saved checkpoint on the test actors of its fold (``python -m wav2emo.eval``).
+
+    The checkpoint carries the config it was trained with, so the same features, layers and model
+    are rebuilt.  Evaluating on another fold's test actors is refused unless asked for explicitly:
+    those actors were training actors of this checkpoint.
+    """
+    ckpt = load_checkpoint(cfg.ckpt_path)
+    if CKPT_KEY not in ckpt:
+        raise ConfigError(f"{cfg.ckpt_path}: not a wav2emo checkpoint (no {CKPT_KEY!r} entry with its config)")
+    quiet_duplicate_log_handlers()
+    info = ckpt[CKPT_KEY]
+    train_cfg = OmegaConf.create(info["config"])
+    if cfg.get("fold") is None:
+        fold = info["fold"]
+    else:
+        asked = folds_to_run(cfg.fold, num_folds_of(train_cfg))
+        if len(asked) != 1:
+            raise ConfigError(f"fold={cfg.fold}: evaluation takes one fold index (or null for the checkpoint's "
+                             f"own fold {info['fold']})")
+        fold = asked[0]
+    if fold != info["fold"] and not cfg.get("allow_other_fold", False):
+        raise ConfigError(
+            f"{cfg.ckpt_path} was trained for fold {info['fold']}; its training actors include the test actors "
+            f"of fold {fold}. Pass allow_other_fold=true only if you know why."
+        )
+    from wav2emo.training.build import build_datamodule, build_module
+
+    with open_dict(train_cfg):
+        train_cfg.paths.cache_dir = cfg.paths.cache_dir
+        train_cfg.loader.num_workers = cfg.get("num_workers", 0)
+        train_cfg.loader.resident = False
+    dm = build_datamodule(train_cfg, fold)
+    dm.setup("test")
+    model = build_module(train_cfg, dm)
+    model.load_state_dict(ckpt["state_dict"])
+    trainer = L.Trainer(
+        accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False, enable_progress_bar=False,
+        precision=cfg.get("precision", "32-true"),
+    )
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"fold": fold, "model": train_cfg.model.name, "checkpoint": str(cfg.ckpt_path), "split": dm.describe()}
+    result.update(test_checkpoint(trainer, model, dm, None, out))
+    (out / "eval_result.json").write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    log.info("fold %d test: %s", fold, {k: round(v, 4) for k, v in result["test"].items()})
+    return result

@@ -1,0 +1,196 @@
+"""One fold's run: train on its training actors, choose the checkpoint on its dev actors, test it, and
+continue an interrupted fold (``run_fold``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.training.build import (
+    StoreRunInfo,
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_module,
+)
+from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
+from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.evaluate import test_checkpoint
+from wav2emo.training.run_info import git_info, save_run_info, to_container
+from wav2emo.training.runs import CKPT_KEY, FOLD_RESULT, jsonable
+
+log = logging.getLogger(__name__)
+
+
+def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
+    """Train on one fold's training actors, choose the checkpoint on its dev actors, test on its test actors.
+
+    ``cfg.ckpt_path`` (a checkpoint file) continues that training.  Without it, a fold directory that
+    already holds ``fold_result.json`` is a finished fold: its result is returned and nothing is
+    retrained; one that holds only ``checkpoints/last.ckpt`` was interrupted and is continued from it.
+    """
+    started = time.time()
+    fold_dir = Path(fold_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    relocate: RelocateCheckpointState | None = None
+    if ckpt_path is None:
+        finished = fold_dir / FOLD_RESULT
+        if finished.exists():
+            log.info("fold %d is finished (%s): reporting it, not retraining it", fold, finished)
+            return json.loads(finished.read_text())
+        last = fold_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.info("fold %d was interrupted: continuing it from %s", fold, last)
+            ckpt_path = str(last)
+    else:
+        ckpt_path, relocate = _prepare_resume(Path(ckpt_path), fold, fold_dir)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    save_run_info(cfg, fold_dir)
+
+    dm = build_datamodule(cfg, fold)
+    dm.setup("fit")
+    split = dm.describe()
+    log.info("fold %d: train actors %s, dev %s, test %s", fold, split["train_actors"], split["dev_actors"],
+             split["test_actors"])
+    has_dev = len(split["dev_actors"]) > 0
+    # Seeded after the data exist: building a corpus, a tiny backbone or a feature cache draws random
+    # numbers (or reseeds), so seeding before them made a fresh-cache run initialise its model
+    # differently from a warm-cache run of the same seed.
+    L.seed_everything(cfg.seed + fold, workers=True)
+    model = build_module(cfg, dm)
+
+    callbacks = build_callbacks(cfg, fold_dir, has_dev, fold)
+    callbacks.append(StoreRunInfo(to_container(cfg), fold, split))
+    if relocate is not None:
+        callbacks.append(relocate)
+    loggers = build_loggers(cfg, fold_dir, fold)
+    for lg in loggers:
+        lg.log_hyperparams({"config": to_container(cfg), "fold": fold, "split": split, "git": git_info()})
+    trainer_cfg = OmegaConf.create(to_container(cfg.trainer))
+    with open_dict(trainer_cfg):
+        trainer_cfg.default_root_dir = str(fold_dir)
+        if not has_dev:
+            trainer_cfg.limit_val_batches = 0
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        ckpt_cb = trainer.checkpoint_callback
+        best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
+        result: dict[str, Any] = {
+            "fold": fold,
+            "model": cfg.model.name,
+            "split": split,
+            "best_checkpoint": best,
+            "best_dev": _dev_summary(trainer, ckpt_cb),
+            "epochs_trained": trainer.current_epoch,
+            "resumed_from": ckpt_path,
+            "epoch_seconds": next((c.epoch_seconds for c in callbacks if isinstance(c, EpochTimer)), []),
+            "train_seconds": round(time.time() - started, 2),
+        }
+        if cfg.get("test", True):
+            result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir))
+        _log_to_wandb(loggers, result)
+    finally:
+        _close_loggers(loggers)
+    result["seconds"] = round(time.time() - started, 2)
+    (fold_dir / FOLD_RESULT).write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    return result
+
+
+def checkpoint_fold(path: Path) -> int | None:
+    """The fold a wav2emo checkpoint was trained for (None for a checkpoint without wav2emo's record)."""
+    if not path.is_file():
+        raise MissingFileError(f"ckpt_path={path}: no such checkpoint file")
+    ckpt = load_checkpoint(path)  # a garbage or crafted file is named in one line, never unpickled
+    info = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
+    return None if info is None else int(info["fold"])
+
+
+def _fold_dir_of(ckpt: Path) -> Path | None:
+    """``<run>/fold_<k>`` for a checkpoint at ``<run>/fold_<k>/checkpoints/<name>.ckpt``, else None."""
+    parent = ckpt.resolve().parent
+    return parent.parent if parent.name == "checkpoints" and parent.parent.name.startswith("fold_") else None
+
+
+def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, RelocateCheckpointState | None]:
+    """Check that ``ckpt`` continues ``fold``; when the fold continues in another directory, copy the
+    old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
+    trained_for = checkpoint_fold(ckpt)
+    if trained_for is not None and trained_for != fold:
+        raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
+                         f"fold {fold} would train on that fold's test actors. Pass fold={trained_for}.")
+    source = _fold_dir_of(ckpt)
+    if source is not None and source == fold_dir.resolve():
+        if (fold_dir / FOLD_RESULT).exists():
+            raise ConfigError(f"{fold_dir} holds a finished fold ({FOLD_RESULT}); continuing it in place would "
+                             f"overwrite its results: continue it in a new run directory")
+        return str(ckpt), None
+    if source is None:
+        log.warning("ckpt_path=%s is not in a <fold>/checkpoints folder: the dev-chosen checkpoint will be chosen "
+                    "among the new epochs only", ckpt)
+        return str(ckpt), None
+    target = fold_dir / "checkpoints"
+    if target.exists() and any(target.iterdir()):
+        raise ConfigError(f"{target} already holds checkpoints: continue {ckpt} into an empty run directory")
+    target.mkdir(parents=True, exist_ok=True)
+    for f in sorted((source / "checkpoints").glob("*.ckpt")):
+        shutil.copy2(f, target / f.name)
+    log.info("fold %d continues %s in %s (its checkpoints copied there; the old run is left as it is)",
+             fold, ckpt, fold_dir)
+    return str(target / ckpt.name), RelocateCheckpointState(target)
+
+
+def _dev_summary(trainer: L.Trainer, ckpt_cb) -> dict[str, Any]:
+    m = trainer.callback_metrics
+    out = {k: float(v) for k, v in m.items() if k.startswith("val/") and torch.as_tensor(v).numel() == 1}
+    if ckpt_cb is not None and ckpt_cb.monitor:
+        score = ckpt_cb.best_model_score
+        out["monitor"] = ckpt_cb.monitor
+        out["best_score"] = float(score) if score is not None else None
+    return out
+
+
+def _log_to_wandb(loggers: list, result: Mapping[str, Any]) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and "test_confusion" in result:
+            import wandb
+
+            names = result["class_names"]
+            cm = np.asarray(result["test_confusion"])
+            lg.experiment.log({
+                "test/confusion_matrix": wandb.Table(
+                    columns=["true", *names], data=[[names[i], *map(int, row)] for i, row in enumerate(cm)]
+                ),
+                "test/per_class": wandb.Table(dataframe=pd.DataFrame(result["test_per_class"])),
+            })
+            lg.experiment.summary.update({f"test/{k}": v for k, v in result["test"].items()})
+
+
+def _close_loggers(loggers: list) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        lg.finalize("success")
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            wandb.finish()  # one W&B run per fold: close it before the next fold starts
+            # wandb 0.31's finish() can return before its service has written the run's last records
+            # (an offline run file was seen holding only its header); teardown waits for the flush.
+            wandb.teardown()

@@ -1,0 +1,209 @@
+"""What one clip of a split is, and how clips become a batch: input strategies, one dataset, one collate.
+
+Each input strategy (after lhotse's ``dataset/input_strategies.py``) turns row ``i`` of a split into
+one or more batch-dict entries (``docs/architecture.md``):
+
+* :class:`CachedFeatures` - what a feature cache holds for the clip: ``ssl`` (every hidden state,
+  (H, T, D); the model's featurizer picks layers), ``egemaps`` (88,) or ``logmel`` (T, M);
+* :class:`CachedLayer` - one cached hidden state ``k`` as ``ssl_layer`` (T, D);
+* :class:`Waveforms` - the audio itself as ``wave`` (S,), read with soundfile at the backbone's rate.
+
+:class:`ClipDataset` combines strategies over one split's manifest; :func:`collate` pads every key
+and builds its mask or lengths.  The DataLoader and the resident path both use them, so a new input
+is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from wav2emo.data.audio import TARGET_SAMPLE_RATE, load_audio
+from wav2emo.data.manifest import Manifest
+from wav2emo.errors import ConfigError
+from wav2emo.features.cache import FeatureCache
+
+# Frame-level keys: (time axis in the item, name of the entry that says which frames are real).
+# Masks are (B, T) bool; ``wave`` carries its lengths instead (a sample mask would be as big as the audio).
+PADDED_KEYS: dict[str, tuple[int, str]] = {
+    "ssl": (1, "ssl_mask"),          # (H, T, D)
+    "ssl_layer": (0, "ssl_mask"),    # (T, D)
+    "logmel": (0, "logmel_mask"),    # (T, M)
+    "wave": (0, "wave_lengths"),     # (S,)
+}
+# Keys whose length ``frames`` (the model's fixed length in SSL frames) applies to.
+SSL_FRAME_KEYS = ("ssl", "ssl_layer")
+INPUT_KINDS = ("ssl", "egemaps", "logmel", "ssl_layer", "wave")
+
+
+class InputStrategy(Protocol):
+    """One input of a split: ``load(i)`` gives the batch-dict entries of the split's row ``i``."""
+
+    key: str
+
+    def load(self, i: int) -> dict[str, torch.Tensor]: ...
+
+    def lengths(self) -> np.ndarray | None:
+        """Per-row lengths along the padded axis (for length bucketing), or None for fixed-size inputs."""
+        ...
+
+
+class CachedFeatures:
+    """Row ``i`` of one feature cache, whole: ``ssl`` (H, T, D), ``logmel`` (T, M) or ``egemaps`` (F,)."""
+
+    def __init__(self, key: str, cache: FeatureCache, rows: np.ndarray, frames: int | None = None) -> None:
+        if key not in ("ssl", "egemaps", "logmel"):
+            raise ConfigError(f"CachedFeatures serves ssl, egemaps or logmel, not {key!r}")
+        self.key, self.cache, self.rows = key, cache, np.asarray(rows)
+        self.frames = frames if key == "ssl" else None
+
+    def load(self, i: int) -> dict[str, torch.Tensor]:
+        row = int(self.rows[i])
+        if self.key == "egemaps":
+            return {"egemaps": torch.from_numpy(np.array(self.cache.read(row)[0], dtype=np.float32))}  # a copy
+        # (T, ...) copied with one pread: nothing stays mapped, so memory does not grow with the cache.
+        x = self.cache.read_copy(row)
+        if self.frames is not None:
+            x = x[: self.frames]
+        if self.key == "ssl":  # (T, H, D) -> (H, T, D): the featurizer in the model picks layers
+            return {"ssl": torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))}
+        return {"logmel": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))}
+
+    def lengths(self) -> np.ndarray | None:
+        if self.key == "egemaps":
+            return None
+        lengths = self.cache.lengths[self.rows]
+        return np.minimum(lengths, self.frames) if self.frames is not None else lengths
+
+
+class CachedLayer:
+    """One cached hidden state ``k`` of the SSL cache as ``ssl_layer`` (T, D): reads only that layer's
+    slice of the clip (e.g. the input of top-k fine-tuning, which needs hidden state N-k alone)."""
+
+    key = "ssl_layer"
+
+    def __init__(self, cache: FeatureCache, rows: np.ndarray, layer: int, frames: int | None = None) -> None:
+        h = int(cache.feature_shape[0])
+        if not -h <= int(layer) < h:
+            raise ConfigError(f"CachedLayer(k={layer}): {cache.path} holds hidden states 0..{h - 1}")
+        self.cache, self.rows, self.layer, self.frames = cache, np.asarray(rows), int(layer) % h, frames
+
+    def load(self, i: int) -> dict[str, torch.Tensor]:
+        x = self.cache.read(int(self.rows[i]))  # memmap view: only layer k is copied
+        if self.frames is not None:
+            x = x[: self.frames]
+        return {"ssl_layer": torch.from_numpy(np.ascontiguousarray(x[:, self.layer]))}
+
+    def lengths(self) -> np.ndarray | None:
+        lengths = self.cache.lengths[self.rows]
+        return np.minimum(lengths, self.frames) if self.frames is not None else lengths
+
+
+class Waveforms:
+    """The clip's audio as ``wave`` (S,) float32 mono at ``sample_rate``; lengths known from the manifest."""
+
+    key = "wave"
+
+    def __init__(self, manifest: Manifest, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
+        self.manifest, self.sample_rate = manifest, int(sample_rate)
+
+    def load(self, i: int) -> dict[str, torch.Tensor]:
+        return {"wave": torch.from_numpy(load_audio(self.manifest[i].path, self.sample_rate))}
+
+    def lengths(self) -> np.ndarray | None:
+        # Samples after resampling to ``sample_rate`` (to within one sample): enough to bucket by length.
+        return np.asarray(
+            [round(c.num_frames * self.sample_rate / c.sample_rate) for c in self.manifest], dtype=np.int64
+        )
+
+
+class ClipDataset(Dataset):
+    """The clips of one split, each item the entries of every input strategy plus label, actor, clip_id, index."""
+
+    def __init__(self, manifest: Manifest, strategies: Sequence[InputStrategy], frames: int | None = None) -> None:
+        keys = [s.key for s in strategies]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"two input strategies give the same batch key: {keys}")
+        self.manifest, self.strategies, self.frames = manifest, list(strategies), frames
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        clip = self.manifest[i]
+        item: dict[str, Any] = {"label": clip.label, "clip_id": clip.clip_id, "actor": clip.actor, "index": int(i)}
+        for strategy in self.strategies:
+            item.update(strategy.load(i))
+        return item
+
+    def lengths(self) -> np.ndarray | None:
+        """Lengths of the first variable-length input (what length bucketing sorts by), or None."""
+        for strategy in self.strategies:
+            lengths = strategy.lengths()
+            if lengths is not None:
+                return lengths
+        return None
+
+
+def padded_frames(longest: int, multiple: int | None) -> int:
+    """``longest`` rounded up to a multiple of ``multiple`` (None or 1: unchanged).
+
+    Few distinct batch shapes let a compiled, CUDA-graphed net reuse its graphs across batches.
+    """
+    if not multiple or multiple <= 1:
+        return int(longest)
+    return -(-int(longest) // int(multiple)) * int(multiple)
+
+
+def _pad(tensors: list[torch.Tensor], axis: int, length: int) -> torch.Tensor:
+    shape = list(tensors[0].shape)
+    shape[axis] = length
+    out = torch.zeros(len(tensors), *shape, dtype=tensors[0].dtype)
+    for b, t in enumerate(tensors):
+        n = min(t.shape[axis], length)
+        out[b].narrow(axis, 0, n).copy_(t.narrow(axis, 0, n))
+    return out
+
+
+def collate(
+    items: list[dict[str, Any]], frames: int | None = None, frames_multiple: int | None = None
+) -> dict[str, Any]:
+    """Stack items into a batch: every padded key (``PADDED_KEYS``) zero-padded to ``frames`` (SSL inputs)
+    or to the longest clip (rounded up to ``frames_multiple``), with its mask or lengths."""
+    batch: dict[str, Any] = {
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
+        "clip_id": [it["clip_id"] for it in items],
+    }
+    if "index" in items[0]:
+        batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    for key, (axis, mask_key) in PADDED_KEYS.items():
+        if key not in items[0]:
+            continue
+        tensors = [it[key] for it in items]
+        lengths = torch.tensor([t.shape[axis] for t in tensors], dtype=torch.long)
+        fixed = frames if key in SSL_FRAME_KEYS else None
+        t_max = fixed if fixed is not None else padded_frames(int(lengths.max()), frames_multiple)
+        batch[key] = _pad(tensors, axis, t_max)
+        lengths = lengths.clamp(max=t_max)
+        if mask_key.endswith("_lengths"):
+            batch[mask_key] = lengths
+        else:
+            batch[mask_key] = torch.arange(t_max)[None, :] < lengths[:, None]
+    if "egemaps" in items[0]:
+        batch["egemaps"] = torch.stack([it["egemaps"] for it in items])
+    return batch
+
+
+class Collate:
+    """Picklable collate (worker processes need to pickle it)."""
+
+    def __init__(self, frames: int | None, frames_multiple: int | None = None) -> None:
+        self.frames, self.frames_multiple = frames, frames_multiple
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(items, self.frames, self.frames_multiple)
