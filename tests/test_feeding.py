@@ -91,3 +91,18 @@ def test_waveforms_are_read_from_the_manifest_and_bucketed_by_length(tmp_path):
     expected = torch.as_tensor(lengths[batch["index"].numpy()])
     assert (batch["wave_lengths"] - expected).abs().max() <= 1
     assert dm.class_names[:2] == ("neutral", "calm") and len(dm.class_names) == 8
+
+
+def test_a_config_of_the_previous_layout_is_refused_clearly(tmp_path):
+    import pytest
+    from omegaconf import open_dict
+
+    from wav2emo.errors import ConfigError
+    from wav2emo.training.build import build_datamodule
+
+    cfg = compose_cfg(list(SMALL), tmp_path, tmp_path / "data", tmp_path / "cache")
+    with open_dict(cfg):
+        del cfg["datamodule"]
+        del cfg.model["inputs"]
+    with pytest.raises(ConfigError, match="predates the data module"):
+        build_datamodule(cfg, 0)

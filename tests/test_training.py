@@ -519,3 +519,21 @@ def test_ckpt_path_decides_where_a_fold_continues(tmp_path, shared_dirs):
     new.mkdir()
     with pytest.raises(ValueError, match="expected a checkpoint file or a run directory"):
         plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={new}"), [0])
+
+
+@pytest.mark.parametrize("model", ["fe_vgg_logmel", "egemaps_mlp"])
+def test_logmel_features_train_a_spectrogram_cnn_and_the_egemaps_mlp(tmp_path, shared_dirs, model):
+    """features=logmel: the CNN reads log-mel as a 1-channel image; the eGeMAPS MLP reads only egemaps."""
+    from wav2emo.training.experiment import build_datamodule, build_module, run_fold
+
+    cfg = small_cfg(tmp_path, shared_dirs, "features=logmel", f"model={model}", "trainer.max_epochs=1",
+                    "model.module.net.widths=[4,4,4,4]" if model == "fe_vgg_logmel" else "model.module.net.hidden=[8]")
+    dm = build_datamodule(cfg, 0)
+    dm.setup("fit")
+    assert set(dm.caches) == ({"logmel"} if model == "fe_vgg_logmel" else {"egemaps"})
+    module = build_module(cfg, dm)
+    if model == "fe_vgg_logmel":
+        assert module.featurizer is None and module.net.encoder.in_channels == 1
+        assert module.net.encoder.feature_dim == dm.input_shape("logmel")[0] == 64
+    result = run_fold(cfg, 0, tmp_path / "fold_0")
+    assert result["test_clips"] == 40 and 0 <= result["test"]["ua"] <= 1

@@ -84,6 +84,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         train_cfg.paths.cache_dir = cfg.paths.cache_dir
         train_cfg.loader.num_workers = cfg.get("num_workers", 0)
         train_cfg.loader.resident = False
+        if train_cfg.get("datamodule") is not None:  # stored resolved: the loader keys above no longer reach it
+            train_cfg.datamodule.cache_dir = cfg.paths.cache_dir
+            train_cfg.datamodule.num_workers = cfg.get("num_workers", 0)
+            train_cfg.datamodule.resident = False
     dm = build_datamodule(train_cfg, fold)
     dm.setup("test")
     model = build_module(train_cfg, dm)
