@@ -2,7 +2,7 @@
 
 Builds hidden-state caches of several sizes (random float16 in the real layout: T x 13 x 768 per clip),
 then, in a fresh process per size, reads every clip once through the training data path
-(``CachedFeatureDataset`` -> ``collate`` in a DataLoader with workers), and records the peak resident
+(``ClipDataset`` of ``CachedFeatures`` -> ``collate`` in a DataLoader with workers), and records the peak resident
 memory of the main process and of the largest worker. Separately it measures one fe_vgg training step
 on the CPU at the reference's batch size, whose activations are the other large consumer.
 
@@ -52,13 +52,12 @@ sys.path.insert(0, {repo!r})
 from torch.utils.data import DataLoader
 from wav2emo.data.manifest import Clip, Manifest
 from wav2emo.features.cache import FeatureCache
-from wav2emo.training.datamodule import CachedFeatureDataset, FoldData, _Collate
+from wav2emo.training.inputs import CachedFeatures, ClipDataset, Collate
 cache = FeatureCache.open({path!r})
 clips = [Clip(c, "", "x", 1, "male", "neutral", i % 8, 1, 1, 1, 3.7, 16000, 1, 59200, "0" * 40)
          for i, c in enumerate(cache.clip_ids)]
-data = FoldData(Manifest(clips), np.arange(len(clips)), None)
-ds = CachedFeatureDataset(data, cache, None, list(range(1, 13)), None)
-dl = DataLoader(ds, batch_size=25, num_workers=2, collate_fn=_Collate(None))
+ds = ClipDataset(Manifest(clips), [CachedFeatures("ssl", cache, np.arange(len(clips)))])
+dl = DataLoader(ds, batch_size=25, num_workers=2, collate_fn=Collate(None))
 total = 0
 for batch in dl:
     total += batch["ssl"].shape[0]
@@ -116,7 +115,7 @@ def main() -> None:
     lines = ["# Host memory when training on the CPU from the memory-mapped cache", "",
              f"Machine: {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}. "
              "Regenerate: `python benchmarks/memory_benchmark.py`.", "",
-             "Reading every clip once through the training data path (12 of 13 layers, batch 25, 2 workers):", "",
+             "Reading every clip once through the training data path (all 13 hidden states, as the data path hands them since the featurizer moved into the model; batch 25, 2 workers):", "",
              "| cache size GB | clips | peak RSS main GB | peak RSS largest worker GB |", "| --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['cache_gb']} | {r['clips']} | {r.get('peak_rss_main_gb', float('nan')):.2f} | "

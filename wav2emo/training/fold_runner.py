@@ -71,6 +71,8 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     # differently from a warm-cache run of the same seed.
     L.seed_everything(cfg.seed + fold, workers=True)
     model = build_module(cfg, dm)
+    if getattr(model, "featurizer", None) is not None:  # the hidden states the net reads, as before the move
+        split["layers"] = list(model.featurizer.layers)
 
     callbacks = build_callbacks(cfg, fold_dir, has_dev, fold)
     callbacks.append(StoreRunInfo(to_container(cfg), fold, split))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from wav2emo.data.manifest import EMOTIONS, NUM_CLASSES
 from wav2emo.errors import ConfigError
 from wav2emo.models.standardizer import Standardizer
+from wav2emo.training.epoch_outputs import EpochOutputs, EpochResult  # noqa: F401  (importable from here)
 from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
 from wav2emo.training.optim import OptimSettings, parameter_groups, set_trainable, warmup_decay_scheduler
 
@@ -29,42 +30,6 @@ def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
     """A 63-bit seed per (seed, epoch, batch): fresh randomness every step and epoch, the same on a re-run."""
     return int(np.random.SeedSequence([int(seed), int(epoch), int(batch_idx)]).generate_state(2, np.uint64)[0]
                >> np.uint64(1))
-
-
-class EpochOutputs:
-    """One stage's predictions, labels and batch losses over an epoch, kept where they were computed.
-
-    Appending device tensors never waits for the device; :meth:`collect` concatenates them once.
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.preds: list[torch.Tensor] = []
-        self.labels: list[torch.Tensor] = []
-        self.losses: list[torch.Tensor] = []
-
-    def add(self, preds: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
-        self.preds.append(preds)
-        self.labels.append(labels)
-        self.losses.append(loss.float().reshape(1))
-
-    def collect(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(preds, labels, per-batch mean losses, batch sizes), or None when no batch was seen."""
-        if not self.preds:
-            return None
-        sizes = torch.tensor([len(p) for p in self.preds], dtype=torch.float32, device=self.losses[0].device)
-        return torch.cat(self.preds), torch.cat(self.labels), torch.cat(self.losses), sizes
-
-
-class EpochResult(NamedTuple):
-    """What one stage's epoch produced: its predictions and labels, mean loss, and metric values."""
-
-    preds: torch.Tensor
-    labels: torch.Tensor
-    loss: torch.Tensor
-    metrics: dict[str, torch.Tensor]
 
 
 class EmotionClassifier(L.LightningModule):
