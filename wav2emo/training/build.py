@@ -58,7 +58,7 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule) -> L.LightningModule:
     names = list(dm.class_names)
     with open_dict(module_cfg):
         net = module_cfg.net
-        frame_key = net.get("input_key", "ssl") if "ssl" in dm.inputs or "logmel" in dm.inputs else None
+        frame_key = net.get("input_key") or next((k for k in ("ssl", "logmel") if k in dm.inputs), None)
         # ``in`` is False for a key whose value is ``???``: look at the keys themselves.
         if frame_key == "ssl":
             if featurizer is None:
