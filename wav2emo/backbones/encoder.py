@@ -77,7 +77,7 @@ def run_layers(
 
     ``mask`` (B, T) is True on real frames (None: all real).  Returns ``[hidden_states[start+1], ...,
     hidden_states[stop]]`` as the model's own forward records them; frames where ``mask`` is False are
-    padding with meaningless values.  In train mode ``config.layerdrop`` skips layers as Hugging Face does
+    padding with meaningless values.  A layer in train mode is skipped with probability ``config.layerdrop``, as Hugging Face does
     (a skipped layer passes its input on, so the list still has ``stop - start`` entries); gradient
     checkpointing follows the model's setting.
     """
@@ -96,11 +96,13 @@ def run_layers(
         attn = layers[0].attention
         bsz, t = hidden.shape[:2]
         position_bias = attn.compute_bias(t, t).unsqueeze(0).repeat(bsz, 1, 1, 1).view(bsz * attn.num_heads, t, t)
-    layerdrop = float(getattr(model.config, "layerdrop", 0.0) or 0.0) if model.training else 0.0
+    layerdrop = float(getattr(model.config, "layerdrop", 0.0) or 0.0)
     outputs: list[torch.Tensor] = []
     for i in range(start, stop):
         layer = layers[i]
-        skip = layerdrop > 0.0 and not (relative and i == 0) and bool(torch.rand([]) < layerdrop)
+        # Per layer, not model.training: top-k keeps the frozen rest of the model in eval mode.
+        dropping = layerdrop > 0.0 and layer.training and not (relative and i == 0)
+        skip = dropping and bool(torch.rand([]) < layerdrop)
         if not skip:
             if relative:
                 kwargs = {} if is_stable_layer_norm(model) else {"index": i}
