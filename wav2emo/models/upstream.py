@@ -233,12 +233,7 @@ class SSLUpstream(nn.Module):
         if wave.dim() != 2 or lengths.shape != wave.shape[:1] or int(lengths.max()) > wave.shape[1]:
             raise BackboneError(f"wave {tuple(wave.shape)} with lengths {tuple(lengths.shape)}: expected (B, S) and (B,)")
         valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
-        x = wave.float() * valid
-        if self.do_normalize:  # per clip over its own samples, in float64 as extraction's numpy path
-            w64, n = x.double(), lengths[:, None].double()
-            mean = w64.sum(1, keepdim=True) / n
-            var = (((w64 - mean) * valid) ** 2).sum(1, keepdim=True) / n
-            x = (((w64 - mean) / torch.sqrt(var + 1e-7)) * valid).float()
+        x = normalize_waves(wave, lengths) if self.do_normalize else wave.float() * valid
         frames = self.frames(lengths)
         if min(frames) < 1:
             raise BackboneError(f"a clip of {int(lengths.min())} samples is shorter than the backbone's receptive field")
@@ -248,6 +243,16 @@ class SSLUpstream(nn.Module):
         hidden = torch.stack(out.hidden_states, dim=1)
         mask = torch.arange(hidden.shape[2], device=wave.device)[None, :] < torch.as_tensor(frames, device=wave.device)[:, None]
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
+
+
+def normalize_waves(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per clip over its own samples (padding stays 0), in float64 as extraction's
+    :func:`wav2emo.features.extractor.normalize_wave` computes it on the unpadded clip."""
+    valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
+    w64, n = wave.double() * valid, lengths[:, None].double()
+    mean = w64.sum(1, keepdim=True) / n
+    var = (((w64 - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return (((w64 - mean) / torch.sqrt(var + 1e-7)) * valid).float()
 
 
 def _drop_untrained(module: SSLUpstream, state: dict, prefix: str, local_metadata: Any) -> None:
