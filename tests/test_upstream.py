@@ -78,6 +78,9 @@ def test_top_k_on_the_fp16_cache_reproduces_the_cached_top_layers(tmp_path, tiny
         # fp16 storage of the input and the reference: a few fp16 ulps of the values' scale.
         assert_close_on_mask(out["ssl"][:, 4 - k :], cached[:, 4 - k :], batch["ssl_mask"], 4e-3)
         assert not out["ssl"][~batch["ssl_mask"][:, None, :, None].expand_as(out["ssl"])].any()  # padding stays 0
+    up.check_cache(cache.meta)  # the cache of this very backbone is accepted; another one is not
+    with pytest.raises(BackboneError, match="feature cache 'tiny'.*has normalize False"):
+        up.check_cache({**cache.meta, "key_fields": {**cache.meta["key_fields"], "normalize": False}})
 
 
 def test_top_k_of_a_real_size_wav2vec2_base_reproduces_layers_9_to_12():
@@ -128,7 +131,7 @@ def test_top_k_trains_only_the_top_k_layers(tiny):
     up(batch)["ssl"].pow(2).sum().backward()
     trained = {n for n, p in model.named_parameters() if p.grad is not None}
     assert trained and all(n.startswith(("encoder.layers.1.", "encoder.layers.2.")) for n in trained)
-    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("encoder.layers.")) 
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("encoder.layers."))
     groups = up.parameter_groups()
     assert [(g["name"], g["depth"]) for g in groups] == [("backbone.layer_03", 0), ("backbone.layer_02", 1)]
     in_groups = {id(p) for g in groups for p in g["params"]}
@@ -210,7 +213,7 @@ def _perturb(up: SSLUpstream) -> None:
                 p.add_(0.01 * torch.randn_like(p))
 
 
-def test_checkpoint_holds_the_top_k_layers_only_and_loads_strictly(tiny):
+def test_checkpoint_holds_the_top_k_layers_only_and_loads_strictly(tmp_path, tiny):
     torch.manual_seed(0)
     up = build_upstream(str(tiny), mode="top_k", k=1)
     _perturb(up)
@@ -218,6 +221,9 @@ def test_checkpoint_holds_the_top_k_layers_only_and_loads_strictly(tiny):
     keys = {k for k in state if k != "_extra_state"}
     assert keys and all(k.startswith("model.encoder.layers.2.") for k in keys)
     assert state["_extra_state"]["identity"]["k"] == 1
+    path = tmp_path / "upstream.pt"
+    torch.save(state, path)
+    state = torch.load(path, weights_only=True)  # as Lightning may load it: plain tensors and dicts only
     fresh = build_upstream(str(tiny), mode="top_k", k=1)
     fresh.load_state_dict(state)  # strict: the frozen part is filled from the backbone
     for name, t in up.model.state_dict().items():

@@ -194,6 +194,18 @@ class SSLUpstream(nn.Module):
                 + ". Rebuild it with wav2emo.models.upstream.rebuild_upstream from the checkpoint's identity"
             )
 
+    def check_cache(self, meta: Mapping[str, Any]) -> None:
+        """Refuse a feature cache (its meta.json) made by another backbone or normalisation than this upstream:
+        top_k would run these layers on hidden states they were never trained to follow."""
+        fields = meta.get("key_fields", {})
+        mine = self.identity()
+        for key in ("backbone", "normalize"):
+            if key in fields and fields[key] != mine[key]:
+                raise BackboneError(
+                    f"feature cache {meta.get('name')!r} ({meta.get('key', '')[:16]}...) has {key} {fields[key]!r}, "
+                    f"but the SSL upstream has {mine[key]!r}; use the features spec of the same backbone"
+                )
+
     # Forward ----------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(batch)
