@@ -3,7 +3,8 @@
 One job per module: :mod:`.source` (hub id or folder, and the identity naming its weights),
 :mod:`.loading` (``AutoModel``, frozen or trainable, train-mode switches), :mod:`.invariance` (the
 batch-invariance patch), :mod:`.encoder` (running transformer layers i..j on a hidden state),
-:mod:`.tiny` (tiny random backbones for offline tests).
+:mod:`.inputs` (per-clip wave normalisation and frame counts on a padded batch), :mod:`.tiny` (tiny random
+backbones for offline tests).
 """
 
 from wav2emo.backbones.encoder import (

@@ -84,13 +84,14 @@ def _from_pretrained(source: BackboneSource, identity: Mapping[str, Any], switch
     from transformers import AutoConfig, AutoModel
 
     where = str(source.folder) if source.folder is not None else source.ref
-    common: dict[str, Any] = dict(trust_remote_code=False)  # a backbone folder or hub repo never runs its own Python
+    common: dict[str, Any] = {}
     if source.folder is not None:
         common["local_files_only"] = True
     else:
         common["revision"] = identity["commit"]
     with quiet_transformers():
-        config = AutoConfig.from_pretrained(where, **common)
+        # trust_remote_code=False, explicitly: a backbone folder or hub repo never runs its own Python.
+        config = AutoConfig.from_pretrained(where, **common, trust_remote_code=False)
         missing = [name for name in switches if not hasattr(config, name)]
         if missing:
             raise BackboneError(
@@ -99,7 +100,7 @@ def _from_pretrained(source: BackboneSource, identity: Mapping[str, Any], switch
             )
         for name, value in switches.items():
             setattr(config, name, value)
-        return AutoModel.from_pretrained(where, config=config, dtype=torch.float32, **common)
+        return AutoModel.from_pretrained(where, config=config, dtype=torch.float32, **common, trust_remote_code=False)
 
 
 def load_backbone(

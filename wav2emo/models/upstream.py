@@ -30,7 +30,6 @@ from wav2emo.backbones import (
     Backbone,
     BackboneError,
     BatchInvariance,
-    conv_output_length,
     is_stable_layer_norm,
     load_backbone,
     num_layers,
@@ -38,6 +37,7 @@ from wav2emo.backbones import (
     run_layers,
     train_switches,
 )
+from wav2emo.backbones.inputs import frame_lengths, normalize_waves
 
 MODES = ("frozen", "top_k", "full")
 
@@ -234,10 +234,6 @@ class SSLUpstream(nn.Module):
         top = torch.stack(tops, dim=1) * mask[:, None, :, None].to(dtype)
         return torch.cat([ssl[:, : start + 1].to(dtype), top], dim=1), mask
 
-    def frames(self, wave_lengths: torch.Tensor) -> list[int]:
-        cfg = self.model.config
-        return [conv_output_length(int(n), cfg.conv_kernel, cfg.conv_stride) for n in wave_lengths.tolist()]
-
     def _from_wave(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if "wave" not in batch or "wave_lengths" not in batch:
             raise BackboneError(f"finetune {self.mode} reads `wave` and `wave_lengths`; the batch has {sorted(batch)}")
@@ -246,7 +242,7 @@ class SSLUpstream(nn.Module):
             raise BackboneError(f"wave {tuple(wave.shape)} with lengths {tuple(lengths.shape)}: expected (B, S) and (B,)")
         valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
         x = normalize_waves(wave, lengths) if self.do_normalize else wave.float() * valid
-        frames = self.frames(lengths)
+        frames = frame_lengths(self.model.config, lengths)
         if min(frames) < 1:
             raise BackboneError(f"a clip of {int(lengths.min())} samples is shorter than the backbone's receptive field")
         assert self.invariance is not None
@@ -255,16 +251,6 @@ class SSLUpstream(nn.Module):
         hidden = torch.stack(out.hidden_states, dim=1)
         mask = torch.arange(hidden.shape[2], device=wave.device)[None, :] < torch.as_tensor(frames, device=wave.device)[:, None]
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
-
-
-def normalize_waves(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per clip over its own samples (padding stays 0), in float64 as extraction's
-    :func:`wav2emo.features.extractor.normalize_wave` computes it on the unpadded clip."""
-    valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
-    w64, n = wave.double() * valid, lengths[:, None].double()
-    mean = w64.sum(1, keepdim=True) / n
-    var = (((w64 - mean) * valid) ** 2).sum(1, keepdim=True) / n
-    return (((w64 - mean) / torch.sqrt(var + 1e-7)) * valid).float()
 
 
 def _drop_untrained(module: SSLUpstream, state: dict, prefix: str, local_metadata: Any) -> None:
