@@ -36,12 +36,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wav2emo.backbones import load_backbone, resolve_source  # noqa: E402
 from wav2emo.data.audio import load_audio  # noqa: E402
 from wav2emo.data.manifest import Clip, Manifest, sha1_of_file  # noqa: E402
 from wav2emo.features import get_features  # noqa: E402
-from wav2emo.features.backbone import load_backbone, resolve_source  # noqa: E402
+from wav2emo.features.batching import expected_samples  # noqa: E402
 from wav2emo.features.cache import CacheBuilder, FeatureCache  # noqa: E402
-from wav2emo.features.extraction import HiddenStateExtractor, expected_samples  # noqa: E402
+from wav2emo.features.extractor import HiddenStateExtractor  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -88,7 +89,7 @@ def make_corpus(root: Path, actors: int, per_actor: int) -> tuple[Manifest, str]
 def make_backbone(folder: Path, model: str) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
-    from wav2emo.features.backbone import build_tiny_wav2vec2
+    from wav2emo.backbones import build_tiny_wav2vec2
 
     if model == "tiny":
         return build_tiny_wav2vec2(folder, seed=0)

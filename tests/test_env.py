@@ -70,7 +70,7 @@ def test_entry_point_says_what_to_run_instead_of_a_traceback(tmp_path):
 
 
 def test_env_command_reports_versions_folders_and_backbones(tmp_path):
-    from wav2emo.features.backbone import build_tiny_wav2vec2
+    from wav2emo.backbones import build_tiny_wav2vec2
 
     tiny = build_tiny_wav2vec2(tmp_path / "tiny")
     env = {**os.environ, "WAV2EMO_CACHE_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from tests.test_cache import make_manifest
-from wav2emo.data.audio import load_audio
-from wav2emo.features import get_features
-from wav2emo.features.backbone import (
+from wav2emo.backbones import (
     BackboneError,
     backbone_identity,
     build_tiny_wav2vec2,
@@ -20,14 +18,11 @@ from wav2emo.features.backbone import (
     resolve_source,
     tiny_wav2vec2_config,
 )
+from wav2emo.data.audio import load_audio
+from wav2emo.features import get_features
+from wav2emo.features.batching import expected_samples, resampled_length
 from wav2emo.features.cache import CacheBuilder, FeatureCache
-from wav2emo.features.extraction import (
-    ExtractionError,
-    HiddenStateExtractor,
-    expected_samples,
-    normalize_wave,
-    resampled_length,
-)
+from wav2emo.features.extractor import ExtractionError, HiddenStateExtractor, normalize_wave
 
 # RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
 SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
@@ -56,7 +51,7 @@ def waves(n: int, seed: int = 0) -> list[np.ndarray]:
 # Batch invariance ----------------------------------------------------------------------------------------
 def _invariance_gap(model, ws) -> tuple[float, float, float]:
     """(max |batched - alone|, max |alone|, max |naive zero-padded batch - alone|) over valid frames."""
-    from wav2emo.features.backbone import Backbone, resolve_source
+    from wav2emo.backbones import Backbone, resolve_source
 
     bb = Backbone(model, resolve_source("unused/hub-id"), {}, True, 16000)
     ex = HiddenStateExtractor(bb, torch.device("cpu"), "fp32")
@@ -314,7 +309,7 @@ def test_clip_over_max_clip_s_is_refused_before_the_backbone_loads(tmp_path, tin
 
 
 def test_batches_are_bounded_by_padded_seconds():
-    from wav2emo.features.extraction import plan_batches
+    from wav2emo.features.batching import plan_batches
 
     sr = 16000
     samples = [60 * sr] + [4 * sr + i for i in range(20)] + [90 * sr]

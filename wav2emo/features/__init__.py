@@ -1,4 +1,4 @@
-"""Features: backbones, eGeMAPS, log-mel, and the shared feature cache.
+"""Features: SSL hidden states (backbones from wav2emo.backbones), eGeMAPS, log-mel, and the shared feature cache.
 
 The one entry the rest of wav2emo calls is :func:`get_features`: given a manifest and one feature
 spec (an entry of a ``conf/features/*.yaml`` file) it opens the matching finished cache or builds it,
