@@ -1,0 +1,90 @@
+"""Pitch shift on a fixed grid of semitone steps, duration kept.
+
+Same method as ``torchaudio.functional.pitch_shift`` (phase-vocoder time stretch by the pitch ratio r, then
+resampling by 1/r back to the original length), but the ratio of each grid step is approximated by a
+fraction with a small denominator (<= 100; at most ~0.1 cent off) whose resampling kernel is built once
+(:mod:`wav2emo.augment.resample`), and the STFT of the batch is taken once for all shifts. torchaudio's own
+call resamples ``int(sr / rate) -> sr``, a kernel rebuilt on every call and sized by the gcd of those rates
+(pytorch/audio 3447, 2414, 2359). ``benchmarks/augment_benchmark.py`` compares the two.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from wav2emo.augment.base import check_range, check_wave_batch, choice, length_mask, pad_to
+from wav2emo.augment.resample import RESAMPLERS, rational
+from wav2emo.errors import ConfigError
+
+MAX_SEMITONES = 12.0
+
+
+class PitchShift:
+    """Each example is shifted by a step drawn uniformly from ``grid`` (semitones; 0 = unchanged)."""
+
+    def __init__(self, semitones: tuple[float, float] = (-2.0, 2.0), step: float = 0.5,
+                 n_fft: int = 512, hop_length: int | None = None) -> None:
+        lo, hi = check_range("pitch.semitones", semitones, lo=-MAX_SEMITONES, hi=MAX_SEMITONES)
+        try:
+            step = float(step)
+        except (TypeError, ValueError):
+            raise ConfigError(f"augment pitch.step: expected a number of semitones > 0, got {step!r}") from None
+        if not step > 0:
+            raise ConfigError(f"augment pitch.step: {step}; expected a step > 0 semitones")
+        if int(n_fft) < 16:
+            raise ConfigError(f"augment pitch.n_fft: {n_fft}; expected >= 16")
+        n = int(math.floor((hi - lo) / step + 1e-9))
+        self.grid = [round(lo + i * step, 6) for i in range(n + 1)]
+        self.ratios = [rational(2.0 ** (s / 12.0)) for s in self.grid]
+        self.n_fft = int(n_fft)
+        self.hop = int(hop_length or self.n_fft // 4)
+        self._windows: dict[tuple, torch.Tensor] = {}
+
+    def effective_semitones(self) -> list[float]:
+        """The shift actually applied for each grid step (the fraction's exact ratio, in semitones)."""
+        return [12.0 * math.log2(float(r)) for r in self.ratios]
+
+    def _window(self, device, dtype) -> torch.Tensor:
+        key = (device, dtype)
+        if key not in self._windows:
+            self._windows[key] = torch.hann_window(self.n_fft, device=device, dtype=dtype)
+        return self._windows[key]
+
+    def shift(self, wave: torch.Tensor, ratio, spec: torch.Tensor | None = None) -> torch.Tensor:
+        """Shift all rows of ``wave`` (B, S) by the fraction ``ratio`` (> 1 raises the pitch); length kept."""
+        import torchaudio.functional as F
+
+        if ratio == 1:
+            return wave
+        window = self._window(wave.device, wave.dtype)
+        if spec is None:
+            spec = torch.stft(wave, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
+                              return_complex=True)
+        advance = torch.linspace(0, math.pi * self.hop, spec.shape[-2], device=spec.device)[..., None]
+        stretched = F.phase_vocoder(spec, 1.0 / float(ratio), advance)  # lengthen by r, pitch kept
+        length = int(round(wave.shape[-1] * float(ratio)))
+        longer = torch.istft(stretched, self.n_fft, self.hop, window=window, length=length)
+        # play back r times faster: resample num -> den with r = num/den, back to ~S samples
+        return pad_to(RESAMPLERS(longer, ratio.numerator, ratio.denominator), wave.shape[-1])
+
+    def __call__(self, wave: torch.Tensor, lengths: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        check_wave_batch(wave, lengths, "pitch")
+        pick = choice(wave.shape[0], len(self.ratios), generator)
+        todo = [k for k in pick.unique().tolist() if self.ratios[k] != 1]
+        if not todo:
+            return wave, lengths
+        window = self._window(wave.device, wave.dtype)
+        spec = torch.stft(wave, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
+                          return_complex=True)
+        out = wave.clone()
+        for k in todo:
+            rows = (pick == k).nonzero().flatten().to(wave.device)
+            out[rows] = self.shift(wave.index_select(0, rows), self.ratios[k], spec.index_select(0, rows))
+        return out * length_mask(lengths, wave.shape[1]), lengths
+
+    def identity(self) -> dict:
+        return {"kind": "pitch", "grid": self.grid, "ratios": [f"{r.numerator}/{r.denominator}" for r in self.ratios],
+                "n_fft": self.n_fft, "hop_length": self.hop}
