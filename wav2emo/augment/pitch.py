@@ -21,6 +21,23 @@ from wav2emo.errors import ConfigError
 MAX_SEMITONES = 12.0
 
 
+def stretch(mag: torch.Tensor, phase: torch.Tensor, rate: float, hop: int, n_fft: int) -> torch.Tensor:
+    """Phase-vocoder time stretch of an STFT given as magnitude and phase ``(B, F, T)``: the same numbers as
+    ``torchaudio.functional.phase_vocoder`` (which it follows step by step), but taking magnitude and phase
+    once for the whole batch instead of on every gathered frame. ``rate < 1`` lengthens."""
+    steps = torch.arange(0, mag.shape[-1], rate, device=mag.device, dtype=mag.dtype)
+    i0 = steps.long()
+    alpha = steps - i0
+    advance = torch.linspace(0, math.pi * hop, mag.shape[-2], device=mag.device, dtype=mag.dtype)[:, None]
+    mag_p = torch.nn.functional.pad(mag, (0, 2))
+    phase_p = torch.nn.functional.pad(phase, (0, 2))
+    delta = phase_p.index_select(-1, i0 + 1) - phase_p.index_select(-1, i0) - advance
+    delta = delta - 2 * math.pi * torch.round(delta / (2 * math.pi)) + advance
+    acc = torch.cat([phase[..., :1], delta[..., :-1]], dim=-1).cumsum(-1)
+    m0 = mag_p.index_select(-1, i0)
+    return torch.polar(m0 + alpha * (mag_p.index_select(-1, i0 + 1) - m0), acc)
+
+
 class PitchShift:
     """Each example is shifted by a step drawn uniformly from ``grid`` (semitones; 0 = unchanged)."""
 
@@ -52,20 +69,23 @@ class PitchShift:
             self._windows[key] = torch.hann_window(self.n_fft, device=device, dtype=dtype)
         return self._windows[key]
 
-    def shift(self, wave: torch.Tensor, ratio, spec: torch.Tensor | None = None) -> torch.Tensor:
-        """Shift all rows of ``wave`` (B, S) by the fraction ``ratio`` (> 1 raises the pitch); length kept."""
-        import torchaudio.functional as F
+    def _spec(self, wave: torch.Tensor) -> torch.Tensor:
+        window = self._window(wave.device, wave.dtype)
+        return torch.stft(wave, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
+                          return_complex=True)
 
+    def shift(self, wave: torch.Tensor, ratio, polar: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Shift all rows of ``wave`` (B, S) by the fraction ``ratio`` (> 1 raises the pitch); length kept.
+        ``polar``: magnitude and phase of the rows' STFT, when already computed for the whole batch."""
         if ratio == 1:
             return wave
-        window = self._window(wave.device, wave.dtype)
-        if spec is None:
-            spec = torch.stft(wave, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
-                              return_complex=True)
-        advance = torch.linspace(0, math.pi * self.hop, spec.shape[-2], device=spec.device)[..., None]
-        stretched = F.phase_vocoder(spec, 1.0 / float(ratio), advance)  # lengthen by r, pitch kept
+        if polar is None:
+            spec = self._spec(wave)
+            polar = (spec.abs(), spec.angle())
+        stretched = stretch(*polar, 1.0 / float(ratio), self.hop, self.n_fft)  # lengthen by r, pitch kept
         length = int(round(wave.shape[-1] * float(ratio)))
-        longer = torch.istft(stretched, self.n_fft, self.hop, window=window, length=length)
+        longer = torch.istft(stretched, self.n_fft, self.hop, window=self._window(wave.device, wave.dtype),
+                             length=length)
         # play back r times faster: resample num -> den with r = num/den, back to ~S samples
         return pad_to(RESAMPLERS(longer, ratio.numerator, ratio.denominator), wave.shape[-1])
 
@@ -76,13 +96,13 @@ class PitchShift:
         todo = [k for k in pick.unique().tolist() if self.ratios[k] != 1]
         if not todo:
             return wave, lengths
-        window = self._window(wave.device, wave.dtype)
-        spec = torch.stft(wave, self.n_fft, self.hop, window=window, center=True, pad_mode="reflect",
-                          return_complex=True)
+        spec = self._spec(wave)
+        mag, phase = spec.abs(), spec.angle()  # once for the batch, shared by every step
         out = wave.clone()
         for k in todo:
             rows = (pick == k).nonzero().flatten().to(wave.device)
-            out[rows] = self.shift(wave.index_select(0, rows), self.ratios[k], spec.index_select(0, rows))
+            polar = (mag.index_select(0, rows), phase.index_select(0, rows))
+            out[rows] = self.shift(wave.index_select(0, rows), self.ratios[k], polar)
         return out * length_mask(lengths, wave.shape[1]), lengths
 
     def identity(self) -> dict:
