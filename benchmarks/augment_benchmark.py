@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write augment_<device>.json/.md into this folder")
     args = ap.parse_args()
     device = torch.device(args.device)
+    load_before = os.getloadavg()[0]
     wave, lengths = make_batch(device)
     gen = torch.Generator(device=device).manual_seed(0)
     rows: list[dict] = []
@@ -120,7 +121,8 @@ def main() -> None:
     env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "python": platform.python_version(), "batch": f"{BATCH} x {SECONDS} s at {SR} Hz",
-           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     if args.out:
         write_report(args.out, device, rows, env)
 
@@ -133,7 +135,8 @@ def write_report(out: Path, device: torch.device, rows: list[dict], env: dict) -
     ours = next(r for r in rows if r["transform"].startswith("pitch: grid, random"))
     lines = [f"# Augmentation transforms: time per batch on {env['device']} ({tag})", "",
              f"Batch {env['batch']}; torch {env['torch']}, {env['torch_threads']} threads, {env['cpu_cores']} cores; "
-             f"{env['when']}. Median of repeated calls after one warm-up, every example transformed (p = 1) "
+             f"{env['when']}; 1-minute load average before/after: {env['load_1min_before_after']} (other jobs "
+             "share the machine: above the core count, times are inflated). Median of repeated calls after one warm-up, every example transformed (p = 1) "
              "unless noted; torchaudio's pitch_shift: one call per step, no warm-up (its kernel is rebuilt on "
              "every call). Command: `python benchmarks/augment_benchmark.py --device "
              f"{tag} --out benchmarks/reports`.", "",

@@ -2,7 +2,7 @@
 
 Same method as ``torchaudio.functional.pitch_shift`` (phase-vocoder time stretch by the pitch ratio r, then
 resampling by 1/r back to the original length), but the ratio of each grid step is approximated by a
-fraction with a small denominator (<= 100; at most ~0.1 cent off) whose resampling kernel is built once
+fraction with a small denominator (<= 100; at most 0.7 cent off on the default grid) whose kernel is built once
 (:mod:`wav2emo.augment.resample`), and the STFT of the batch is taken once for all shifts. torchaudio's own
 call resamples ``int(sr / rate) -> sr``, a kernel rebuilt on every call and sized by the gcd of those rates
 (pytorch/audio 3447, 2414, 2359). ``benchmarks/augment_benchmark.py`` compares the two.
