@@ -99,6 +99,11 @@ def test_pitch_shift_matches_torchaudio(semitones):
     assert float(err) < 1e-3
 
 
+def test_pitch_refuses_a_batch_shorter_than_its_window():
+    with pytest.raises(ValueError, match="too short"):
+        PitchShift()(torch.zeros(2, 200), torch.tensor([200, 100]), gen())
+
+
 def test_pitch_grid_and_effective_shifts():
     shift = PitchShift(semitones=(-2, 2), step=0.5)
     assert shift.grid == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]

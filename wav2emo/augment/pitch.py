@@ -92,6 +92,9 @@ class PitchShift:
     def __call__(self, wave: torch.Tensor, lengths: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         check_wave_batch(wave, lengths, "pitch")
+        if wave.shape[1] <= self.n_fft // 2:
+            raise ValueError(f"pitch: a batch of {wave.shape[1]} samples is too short for the {self.n_fft}-point "
+                             f"STFT; expected more than {self.n_fft // 2} samples")
         pick = choice(wave.shape[0], len(self.ratios), generator)
         todo = [k for k in pick.unique().tolist() if self.ratios[k] != 1]
         if not todo:
