@@ -41,6 +41,67 @@ LOGMEL_DEFAULTS: dict[str, Any] = {
 _NOT_IN_KEY = ("name", "num_workers", "durable", "shard_mb")
 
 
+class LogMelFrontend(torch.nn.Module):
+    """Batched log-mel on any device: ``(wave (B, S), lengths (B,)) -> (feats (B, T, n_mels), mask (B, T))``.
+
+    Row ``b`` holds exactly what the log-mel cache stores for that clip alone (its first ``num_frames(length)``
+    frames; padded frames are zero, as the collate pads). With ``center: false`` a frame never reads past its
+    clip's end, so the whole padded batch goes through one STFT; with ``center: true`` the reflected padding
+    depends on the clip's end, so each row is computed on its own samples.
+    """
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        super().__init__()
+        import torchaudio.transforms as T
+
+        spec = {**LOGMEL_DEFAULTS, **spec}
+        sr = int(spec["sample_rate"])
+        self.win = round(float(spec["win_ms"]) * sr / 1000)
+        self.hop = round(float(spec["hop_ms"]) * sr / 1000)
+        self.n_fft = int(spec["n_fft"] or self.win)
+        self.center = bool(spec["center"])
+        self.log_floor = float(spec["log_floor"])
+        if not (0 < self.hop and 0 < self.win <= self.n_fft) or self.log_floor <= 0:
+            raise ValueError(f"logmel spec {dict(spec)}: expected 0 < win <= n_fft, hop > 0, log_floor > 0")
+        self.mel = T.MelSpectrogram(
+            sample_rate=sr, n_fft=self.n_fft, win_length=self.win, hop_length=self.hop,
+            f_min=float(spec["f_min"]), f_max=spec["f_max"], n_mels=int(spec["n_mels"]),
+            center=self.center, power=2.0,
+        )
+
+    def num_frames(self, num_samples: torch.Tensor | int):
+        """Frames of a clip of ``num_samples`` samples (works on ints and on a lengths tensor)."""
+        if self.center:
+            return num_samples // self.hop + 1
+        if isinstance(num_samples, int):
+            return (num_samples - self.n_fft) // self.hop + 1 if num_samples >= self.n_fft else 0
+        return torch.where(num_samples >= self.n_fft, (num_samples - self.n_fft) // self.hop + 1,
+                           torch.zeros_like(num_samples))
+
+    def one(self, wave: torch.Tensor) -> torch.Tensor:
+        """One clip ``(S,)`` -> ``(T, n_mels)``."""
+        mel = self.mel(wave)
+        return torch.log(torch.clamp(mel, min=self.log_floor)).transpose(-1, -2).contiguous()
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if wave.dim() != 2:
+            raise ValueError(f"LogMelFrontend: expected a (B, S) waveform batch, got {tuple(wave.shape)}")
+        if lengths is None:
+            lengths = torch.full((wave.shape[0],), wave.shape[1], dtype=torch.long, device=wave.device)
+        frames = self.num_frames(lengths.to(wave.device).long())
+        t_max = max(1, int(frames.max())) if len(frames) else 1
+        if self.center:
+            out = wave.new_zeros(wave.shape[0], t_max, self.mel.n_mels)
+            for b, n in enumerate(lengths.tolist()):
+                out[b, : int(frames[b])] = self.one(wave[b, :n])
+        else:
+            width = max(wave.shape[1], self.n_fft)
+            out = self.one(torch.nn.functional.pad(wave, (0, width - wave.shape[1])))[:, :t_max]
+            out = torch.nn.functional.pad(out, (0, 0, 0, t_max - out.shape[1]))
+        mask = torch.arange(t_max, device=wave.device)[None, :] < frames[:, None]
+        return out * mask[..., None], mask
+
+
 class LogMel:
     """Feature kind ``logmel``: ``(T, n_mels)`` float32 per clip at 1000/hop_ms frames per second."""
 
@@ -60,14 +121,9 @@ class LogMel:
         return {k: v for k, v in self.spec.items() if k not in _NOT_IN_KEY} | {"storage_dtype": "float32"}
 
     @cached_property
-    def _mel(self):
-        import torchaudio.transforms as T
-
-        return T.MelSpectrogram(
-            sample_rate=int(self.spec["sample_rate"]), n_fft=self.n_fft, win_length=self.win, hop_length=self.hop,
-            f_min=float(self.spec["f_min"]), f_max=self.spec["f_max"], n_mels=int(self.spec["n_mels"]),
-            center=bool(self.spec["center"]), power=2.0,
-        )
+    def frontend(self) -> LogMelFrontend:
+        """The one implementation of the numbers: the cache and the training-time (GPU) path both use it."""
+        return LogMelFrontend(self.spec)
 
     def check_clips(self, manifest: Manifest) -> None:
         """Refuse clips shorter than one analysis window before any audio is decoded."""
@@ -86,8 +142,7 @@ class LogMel:
         if self.num_frames(len(wave)) < 1:
             raise ValueError(f"{len(wave)} samples are shorter than one {self.n_fft}-sample analysis window")
         with torch.inference_mode():
-            mel = self._mel(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
-            out = torch.log(torch.clamp(mel, min=float(self.spec["log_floor"]))).T.contiguous()
+            out = self.frontend.one(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
         return out.numpy()
 
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
@@ -96,7 +151,7 @@ class LogMel:
         start = time.perf_counter()
         self.check_clips(manifest)
         sr = int(self.spec["sample_rate"])
-        _ = self._mel  # build the transform once, before the threads share it
+        _ = self.frontend  # build the transform once, before the threads share it
 
         def one(clip) -> np.ndarray:
             try:
