@@ -300,13 +300,29 @@ def test_fold_all_job_holds_its_folds(tmp_path):
         job = tmp_path / str(num)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model={model}", "fold=all"]))
-        cfg = {"folds": {"k": 3}, "model": {"name": model}}
+        cfg = {"fold": "all", "folds": {"k": 3}, "model": {"name": model}}
         for fold in range(3 if model == "fe_vgg" else 2):  # egemaps_mlp was killed before its last fold
             write_fake_fold(job / f"fold_{fold}", fold, g, model=model, config=cfg)
     out = aggregate_sweep(tmp_path)
     rows = {r["name"]: r for r in out["configurations"]}
     assert rows["model=fe_vgg"]["folds"] == [0, 1, 2] and rows["model=fe_vgg"]["complete"]
     assert rows["model=egemaps_mlp"]["missing_folds"] == [2]
+
+
+def test_job_without_fold_override_expects_its_configs_fold(tmp_path):
+    """No fold= on the command line: the job ran the config's default fold, not every fold."""
+    from wav2emo.reports.sweep import aggregate_sweep
+
+    g = np.random.default_rng(3)
+    for num, lr in enumerate(("1e-3", "3e-3")):
+        job = tmp_path / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"model.module.optimizer.lr={lr}"]))
+        write_fake_fold(job / "fold_0", 0, g, config={"fold": 0, "folds": {"k": 5}})
+    out = aggregate_sweep(tmp_path)
+    assert [r["missing_folds"] for r in out["configurations"]] == [[], []]
+    assert [r["name"] for r in out["configurations"]] == ["model.module.optimizer.lr=1e-3",
+                                                          "model.module.optimizer.lr=3e-3"]
 
 
 def test_single_configuration_keeps_its_report_in_the_sweep_dir(tmp_path):

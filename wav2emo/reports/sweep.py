@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wav2emo.reports.aggregate import aggregate_fold_dirs, aggregate_folds, fmt
+from wav2emo.reports.aggregate import aggregate_fold_dirs, aggregate_folds, find_fold_results, fmt
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,34 @@ def fold_values(value: str) -> list[int] | None:
         return None
 
 
-def _num_folds(fold_dir: Path) -> int | None:
-    """How many folds the fold's saved config defines (for a ``fold=all`` job that did not finish)."""
+def _saved_config(fold_dirs: Iterable[Path]) -> dict[str, Any]:
+    """The first readable ``config.yaml`` of a job's folds (the resolved config the job ran with)."""
+    for d in fold_dirs:
+        try:
+            cfg = yaml.safe_load((d / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict):
+            return cfg
+    return {}
+
+
+def asked_folds(fold_value: str | None, fold_dirs: Iterable[Path]) -> list[int]:
+    """The folds a job was asked to run: its ``fold=`` override, else the ``fold`` of its saved config
+    (the config's default); ``all`` means every fold the saved config's ``folds`` defines."""
+    cfg = _saved_config(fold_dirs)
+    if fold_value is None and "fold" in cfg:
+        fold_value = str(cfg["fold"])
+    if fold_value is None:
+        return []
+    values = fold_values(fold_value)
+    if values is not None:
+        return values
+    folds = cfg.get("folds") or {}
     try:
-        cfg = yaml.safe_load((fold_dir / "config.yaml").read_text()) or {}
-        folds = cfg.get("folds") or {}
-        return len(folds["test_actors"]) if "test_actors" in folds else int(folds["k"])
-    except Exception:  # no or foreign config: expected folds come from the other jobs
-        return None
+        return list(range(len(folds["test_actors"]) if "test_actors" in folds else int(folds["k"])))
+    except (KeyError, TypeError, ValueError):  # unknown fold count: expected folds come from the other jobs
+        return []
 
 
 def _job_sort_key(p: Path) -> tuple:
@@ -113,12 +133,8 @@ def group_jobs(sweep_dir: str | Path) -> list[Configuration]:
         key = tuple(sorted(overrides.items()))
         conf = groups.setdefault(key, Configuration(overrides=overrides))
         conf.jobs.append(job)
-        asked = fold_values(fold_value) if fold_value is not None else None
         found = _job_fold_dirs(job)
-        if asked is None:  # fold=all (or the config's default): every fold the config defines
-            n = next((n for d in found.values() if (n := _num_folds(d)) is not None), None)
-            asked = list(range(n)) if n is not None else []
-        conf.asked_folds.update(asked)
+        conf.asked_folds.update(asked_folds(fold_value, found.values()))
         for f, d in found.items():
             if f in conf.fold_dirs:
                 log.warning("fold %d of configuration %s ran twice (%s and %s): reporting the newer",
@@ -179,6 +195,10 @@ def aggregate_sweep(
     sweep_dir = Path(sweep_dir)
     confs = group_jobs(sweep_dir)
     if not confs:  # not a Hydra sweep (no .hydra folders): the folds under the directory are one report
+        n_results = sum(1 for _ in sweep_dir.rglob(FOLD_RESULT))
+        if n_results > len(find_fold_results(sweep_dir)):
+            log.warning("%s holds %d fold results for fewer distinct folds and no .hydra/overrides.yaml to tell "
+                        "configurations apart: the report takes the newest result of each fold", sweep_dir, n_results)
         return {"configurations": [], "single": aggregate_folds(sweep_dir, expected_folds, write=write)}
     expected = set(expected_folds or [])
     for c in confs:
