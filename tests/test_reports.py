@@ -351,3 +351,27 @@ def test_hydra_callback_writes_the_sweep_reports(tmp_path):
     assert {r["name"]: r["missing_folds"] for r in comparison["configurations"]}["finetune=none,augment=none"] == [1]
     for r in comparison["configurations"]:
         assert (tmp_path / r["report"] / "cv_report.md").exists()
+
+
+@pytest.mark.slow
+def test_real_multirun_compares_configurations(tmp_path):
+    """python -m wav2emo.train -m over two folds and two learning rates: two CV reports and the comparison."""
+    import subprocess
+    import sys
+
+    from tests.helpers import CONF_DIR, SMALL
+
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "wav2emo.train", "-m", "fold=0,3", "model.module.optimizer.lr=1e-3,3e-3", *SMALL,
+           "model=egemaps_mlp", "trainer.max_epochs=2", f"paths.data_dir={tmp_path / 'data'}",
+           f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, cwd=CONF_DIR.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    comparison = json.loads((sweep / "comparison.json").read_text())
+    names = [r["name"] for r in comparison["configurations"]]
+    assert sorted(names) == ["model.module.optimizer.lr=0.001", "model.module.optimizer.lr=0.003"]  # as Hydra saves them
+    for r in comparison["configurations"]:
+        assert r["folds"] == [0, 3] and r["complete"]
+        cv = json.loads((sweep / r["report"] / "cv_report.json").read_text())
+        assert cv["pooled"]["clips"] == 2 * 5 * 8 and cv["protocol"]["finetune"] == "none"
+    assert (sweep / "comparison.md").exists() and (sweep / "comparison.png").stat().st_size > 0
