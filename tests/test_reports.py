@@ -169,6 +169,19 @@ def test_report_refuses_folds_with_different_classes(tmp_path):
         aggregate_folds(tmp_path, write=False)
 
 
+def test_pooled_metrics_say_which_folds_they_cover(tmp_path):
+    from wav2emo.reports.aggregate import aggregate_folds
+
+    g = np.random.default_rng(4)
+    for fold in (0, 1, 2):
+        write_fake_fold(tmp_path / f"fold_{fold}", fold, g)
+    (tmp_path / "fold_1" / PREDICTIONS).write_text("clip_id,label\na,0\n")  # damaged: no pred column
+    report = aggregate_folds(tmp_path)
+    assert report["folds"] == [0, 1, 2] and report["pooled"]["folds"] == [0, 2]
+    assert report["pooled"]["clips"] == 32
+    assert "Only folds [0, 2] have usable predictions.csv" in (tmp_path / "cv_report.md").read_text()
+
+
 # --- sweeps --------------------------------------------------------------------------------------------
 
 FINETUNE = {"none": None, "top_k": {"name": "top_k", "k": 4}}

@@ -110,7 +110,8 @@ def aggregate_fold_dirs(
     if preds is not None:
         m = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
         pooled = {"clips": m["clips"], "wa": m["wa"], "ua": m["ua"], "f1": m["f1"],
-                  "confusion_matrix": m["confusion"], "per_class": m["per_class"]}
+                  "confusion_matrix": m["confusion"], "per_class": m["per_class"],
+                  "folds": sorted(int(f) for f in preds["fold"].unique())}
         report["pooled"] = pooled
     report["class_names"] = class_names
     report["environment"] = _environments(dirs, tested)
@@ -269,6 +270,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         p = report["pooled"]
         lines += [
             f"\n## Pooled over all {p['clips']} test clips\n",
+            *([f"**Only folds {p['folds']} have usable predictions.csv files; the others are left out here.**\n"]
+              if p.get("folds") is not None and p["folds"] != report["folds"] else []),
             f"WA {p['wa']:.4f} · UA {p['ua']:.4f} · macro F1 {p['f1']:.4f}\n",
             "| class | precision | recall | F1 | support |",
             "| --- | --- | --- | --- | --- |",
