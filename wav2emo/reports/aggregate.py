@@ -16,22 +16,33 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, recall_score
+import yaml
+
+from wav2emo.reports.fold_results import (
+    FOLD_RESULT,
+    FoldResultError,
+    jsonable,
+    read_fold_result,
+    read_predictions,
+)
+from wav2emo.reports.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("wa", "ua", "f1")
 KEY_PACKAGES = ("torch", "torchaudio", "transformers", "lightning", "torchmetrics", "opensmile", "numpy")
+# Protocol settings read from each fold's config.yaml (dotted key -> report name); absent means "none".
+PROTOCOL_KEYS = {"finetune": "finetune", "augment": "augment", "features.normalize": "normalize"}
 
 
 def find_fold_results(root: str | Path) -> dict[int, Path]:
     """fold -> directory holding its ``fold_result.json`` (the newest if a fold ran twice)."""
     found: dict[int, Path] = {}
-    for p in sorted(Path(root).rglob("fold_result.json"), key=lambda p: p.stat().st_mtime):
+    for p in sorted(Path(root).rglob(FOLD_RESULT), key=lambda p: p.stat().st_mtime):
         try:
-            fold = int(json.loads(p.read_text())["fold"])
-        except Exception as e:  # a half-written or foreign file: say so, do not guess
-            log.warning("ignoring unreadable fold result %s (%s)", p, e)
+            fold = int(read_fold_result(p)["fold"])
+        except FoldResultError as e:  # a half-written or foreign file: say so, do not guess
+            log.warning("ignoring unusable fold result: %s", e)
             continue
         found[fold] = p.parent
     return found
@@ -42,12 +53,26 @@ def aggregate_folds(
 ) -> dict[str, Any]:
     """The cross-validation report of the folds under ``root``; ``write=False`` only reads (e.g. a notebook)."""
     root = Path(root)
-    dirs = find_fold_results(root)
-    results = {f: json.loads((d / "fold_result.json").read_text()) for f, d in sorted(dirs.items())}
+    return aggregate_fold_dirs(root, find_fold_results(root), expected_folds, write=write)
+
+
+def aggregate_fold_dirs(
+    root: str | Path, dirs: dict[int, Path], expected_folds: Iterable[int] | None = None, *, write: bool = True,
+    configuration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The cross-validation report of the given fold directories (fold -> directory), written to ``root``.
+
+    ``configuration`` (a sweep's overrides for these folds) is recorded in the report as it is.
+    """
+    root = Path(root)
+    results = {f: read_fold_result(d) for f, d in sorted(dirs.items())}
     tested = {f: r for f, r in results.items() if "test" in r}
     expected = sorted(set(expected_folds)) if expected_folds is not None else None
     missing = sorted(set(expected) - set(tested)) if expected is not None else []
-    report: dict[str, Any] = {"root": str(root), "folds": sorted(tested), "missing_folds": missing}
+    report: dict[str, Any] = {"root": str(root), "folds": sorted(tested), "missing_folds": missing,
+                              "protocol": protocol_of({f: dirs[f] for f in results})}
+    if configuration is not None:
+        report["configuration"] = configuration
     if not tested:
         report["summary"] = {}
         if write:
@@ -62,44 +87,107 @@ def aggregate_folds(
         row["dev_" + str(r.get("best_dev", {}).get("monitor", "score")).replace("/", "_")] = r.get(
             "best_dev", {}
         ).get("best_score")
+        row["dev_ua"] = dev_ua(r)
         row["model"] = r.get("model")
         per_fold.append(row)
     summary = {}
     for m in SUMMARY_METRICS:
         vals = np.array([row[m] for row in per_fold if row[m] is not None], dtype=float)
-        summary[m] = {
-            "mean": float(vals.mean()),
-            "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,  # sample std over folds
-            "per_fold": vals.tolist(),
-        }
+        summary[m] = _mean_std(vals)
     report["per_fold"] = per_fold
     report["summary"] = summary
+    dev = np.array([row["dev_ua"] for row in per_fold if row["dev_ua"] is not None], dtype=float)
+    report["dev_summary"] = {"ua": _mean_std(dev)} if len(dev) else {}
 
     class_names = tested[next(iter(tested))]["class_names"]
+    for f, r in tested.items():
+        if list(r["class_names"]) != list(class_names):
+            raise FoldResultError(
+                f"{dirs[f] / FOLD_RESULT}: class_names {r['class_names']} differ from fold {next(iter(tested))}'s "
+                f"{class_names}: folds of one report must score the same classes in the same order")
     preds = _pooled_predictions(dirs, tested)
     pooled = None
     if preds is not None:
-        y, p = preds["label"].to_numpy(), preds["pred"].to_numpy()
-        labels = list(range(len(class_names)))
-        pooled_cm = confusion_matrix(y, p, labels=labels)
-        prec, rec, f1, support = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
-        pooled = {
-            "clips": int(len(preds)),
-            "wa": float((y == p).mean()),
-            "ua": float(recall_score(y, p, labels=labels, average="macro", zero_division=0)),
-            "f1": float(f1_score(y, p, labels=labels, average="macro", zero_division=0)),
-            "confusion_matrix": pooled_cm.tolist(),
-            "per_class": [
-                {"class": c, "precision": float(a), "recall": float(b), "f1": float(d), "support": int(s)}
-                for c, a, b, d, s in zip(class_names, prec, rec, f1, support, strict=True)
-            ],
-        }
+        m = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
+        pooled = {"clips": m["clips"], "wa": m["wa"], "ua": m["ua"], "f1": m["f1"],
+                  "confusion_matrix": m["confusion"], "per_class": m["per_class"],
+                  "folds": sorted(int(f) for f in preds["fold"].unique())}
         report["pooled"] = pooled
     report["class_names"] = class_names
     report["environment"] = _environments(dirs, tested)
     if write:
         _write(root, report, class_names, dirs)
     return report
+
+
+def _mean_std(vals: np.ndarray) -> dict[str, Any]:
+    return {
+        "mean": float(vals.mean()) if len(vals) else float("nan"),
+        "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,  # sample std over folds
+        "per_fold": vals.tolist(),
+    }
+
+
+def dev_ua(result: dict[str, Any]) -> float | None:
+    """The dev actors' UA of the chosen checkpoint (the monitored score when the monitor is UA)."""
+    dev = result.get("best_dev") or {}
+    if dev.get("monitor") == "val/ua" and dev.get("best_score") is not None:
+        return float(dev["best_score"])
+    value = dev.get("val/ua")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _config_value(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def protocol_of(dirs: dict[int, Path]) -> dict[str, Any]:
+    """Finetune, augment and normalisation settings from the folds' ``config.yaml`` (absent = "none").
+
+    One value per setting when all folds agree, else ``{"per_fold": {fold: value}}``: a report never
+    claims one protocol for folds that ran with different ones.
+    """
+    per_fold: dict[int, dict[str, Any]] = {}
+    for f, d in sorted(dirs.items()):
+        path = Path(d) / "config.yaml"
+        cfg: Any = {}
+        if path.is_file():
+            try:
+                cfg = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                log.warning("fold %d: unreadable %s (%s); its protocol is reported as unknown", f, path, e)
+                cfg = None
+        else:
+            log.warning("fold %d: no config.yaml in %s; its protocol is reported as unknown", f, d)
+            cfg = None
+        per_fold[f] = {
+            name: ("unknown" if cfg is None else (lambda v: "none" if v is None else v)(_config_value(cfg, key)))
+            for key, name in PROTOCOL_KEYS.items()
+        }
+    out: dict[str, Any] = {}
+    for name in PROTOCOL_KEYS.values():
+        values = {f: p[name] for f, p in per_fold.items()}
+        distinct = {json.dumps(v, sort_keys=True, default=str) for v in values.values()}
+        out[name] = next(iter(values.values())) if len(distinct) == 1 else {"per_fold": values}
+    return out
+
+
+def describe_setting(value: Any) -> str:
+    """A one-line form of a protocol setting: ``none``, ``top_k (k=4, lr_backbone=1e-05)``."""
+    if isinstance(value, dict) and "per_fold" in value:
+        return "differs between folds: " + "; ".join(
+            f"fold {f}: {describe_setting(v)}" for f, v in value["per_fold"].items())
+    if isinstance(value, dict):
+        name = value.get("name")
+        rest = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name" and not isinstance(v, (dict, list)))
+        if name is not None:
+            return f"{name} ({rest})" if rest else str(name)
+        return rest or "set (see cv_report.json)"
+    return str(value)
 
 
 def _environments(dirs: dict[int, Path], tested: dict[int, Any]) -> dict[str, Any] | None:
@@ -120,18 +208,19 @@ def _environments(dirs: dict[int, Path], tested: dict[int, Any]) -> dict[str, An
 def _pooled_predictions(dirs: dict[int, Path], tested: dict[int, Any]) -> pd.DataFrame | None:
     frames = []
     for f in tested:
-        p = dirs[f] / "predictions.csv"
-        if p.exists():
-            df = pd.read_csv(p)
-            df["fold"] = f
-            frames.append(df)
-        else:
-            log.warning("fold %d has no predictions.csv in %s", f, dirs[f])
+        try:
+            df = read_predictions(dirs[f])
+        except FoldResultError as e:
+            log.warning("fold %d: no usable predictions, left out of the pooled metrics: %s", f, e)
+            continue
+        df["fold"] = f
+        frames.append(df)
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _write(root: Path, report: dict[str, Any], class_names, dirs) -> None:
-    (root / "cv_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cv_report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
     (root / "cv_report.md").write_text(render_markdown(report) + "\n")
     if class_names and "pooled" in report:
         from wav2emo.reports.plots import plot_confusion_matrix, plot_learning_curves
@@ -144,10 +233,23 @@ def _write(root: Path, report: dict[str, Any], class_names, dirs) -> None:
             plot_learning_curves({f: d for f, d in dirs.items() if f in report["folds"]}, root / "learning_curves.png")
 
 
+def fmt(value: Any, digits: int = 4) -> str:
+    """A metric for a table; a missing one (None, NaN) shows as ``n/a`` instead of breaking the report."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Cross-validation report\n\nFolds: {report['folds']}"]
+    conf = report.get("configuration")
+    if conf and conf.get("overrides"):
+        lines.append("\nConfiguration: `" + " ".join(f"{k}={v}" for k, v in conf["overrides"].items()) + "`")
     if report["missing_folds"]:
         lines.append(f"\n**Missing folds: {report['missing_folds']}** (failed, still running or not run).")
+    if report.get("protocol"):
+        lines += ["\n## Protocol\n"]
+        lines += [f"- {name}: {describe_setting(v)}" for name, v in report["protocol"].items()]
     if not report.get("summary"):
         return "\n".join(lines + ["\nNo finished folds."])
     s = report["summary"]
@@ -157,17 +259,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| --- | --- | --- |",
     ]
     for m, name in (("wa", "WA (accuracy)"), ("ua", "UA (macro recall)"), ("f1", "macro F1")):
-        lines.append(f"| {name} | {s[m]['mean']:.4f} | {s[m]['std']:.4f} |")
+        lines.append(f"| {name} | {fmt(s[m]['mean'])} | {fmt(s[m]['std'])} |")
     lines += ["\n## Per fold\n", "| fold | test actors | clips | WA | UA | macro F1 |", "| --- | --- | --- | --- | --- | --- |"]
     for r in report["per_fold"]:
         lines.append(
             f"| {r['fold']} | {', '.join(map(str, r['test_actors']))} | {r['test_clips']} | "
-            f"{r['wa']:.4f} | {r['ua']:.4f} | {r['f1']:.4f} |"
+            f"{fmt(r['wa'])} | {fmt(r['ua'])} | {fmt(r['f1'])} |"
         )
     if "pooled" in report:
         p = report["pooled"]
         lines += [
             f"\n## Pooled over all {p['clips']} test clips\n",
+            *([f"**Only folds {p['folds']} have usable predictions.csv files; the others are left out here.**\n"]
+              if p.get("folds") is not None and p["folds"] != report["folds"] else []),
             f"WA {p['wa']:.4f} · UA {p['ua']:.4f} · macro F1 {p['f1']:.4f}\n",
             "| class | precision | recall | F1 | support |",
             "| --- | --- | --- | --- | --- |",

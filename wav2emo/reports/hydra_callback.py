@@ -1,4 +1,5 @@
-"""A Hydra callback that ends every multirun with the cross-validation report in the sweep directory."""
+"""A Hydra callback that ends every multirun with its reports: one cross-validation report per configuration
+(the overrides apart from ``fold``) and, when the sweep has several configurations, the comparison table."""
 
 from __future__ import annotations
 
@@ -14,36 +15,43 @@ log = logging.getLogger(__name__)
 
 class CrossValidationReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from wav2emo.reports.aggregate import aggregate_folds
+        from wav2emo.reports.sweep import aggregate_sweep
 
         sweep_dir = Path(config.hydra.sweep.dir)
         expected = _swept_folds(config)
         try:
-            report = aggregate_folds(sweep_dir, expected_folds=expected)
+            out = aggregate_sweep(sweep_dir, expected_folds=expected)
         except Exception as e:  # a report failure must not hide the folds' own results
             log.error("cross-validation report failed for %s: %s", sweep_dir, e)
             return
-        if report.get("summary"):
-            s = report["summary"]
-            log.info(
-                "cross-validation over folds %s: WA %.4f±%.4f, UA %.4f±%.4f, F1 %.4f±%.4f -> %s",
-                report["folds"], s["wa"]["mean"], s["wa"]["std"], s["ua"]["mean"], s["ua"]["std"],
-                s["f1"]["mean"], s["f1"]["std"], sweep_dir / "cv_report.md",
-            )
-        if report["missing_folds"]:
-            log.warning("missing folds in %s: %s", sweep_dir, report["missing_folds"])
+        if "single" in out:  # no job recorded its overrides: the folds under the sweep are one report
+            _log_report(out["single"], sweep_dir)
+            return
+        for row in out["configurations"]:
+            _log_report(out["reports"][row["name"]], sweep_dir / row["report"], row["name"])
+        if len(out["configurations"]) > 1:
+            log.info("comparison of %d configurations -> %s", len(out["configurations"]), sweep_dir / "comparison.md")
+
+
+def _log_report(report: dict[str, Any], where: Path, name: str = "") -> None:
+    label = f" [{name}]" if name else ""
+    if report.get("summary"):
+        s = report["summary"]
+        log.info(
+            "cross-validation%s over folds %s: WA %.4f±%.4f, UA %.4f±%.4f, F1 %.4f±%.4f -> %s",
+            label, report["folds"], s["wa"]["mean"], s["wa"]["std"], s["ua"]["mean"], s["ua"]["std"],
+            s["f1"]["mean"], s["f1"]["std"], where / "cv_report.md",
+        )
+    if report["missing_folds"]:
+        log.warning("missing folds%s in %s: %s", label, where, report["missing_folds"])
 
 
 def _swept_folds(config: DictConfig) -> list[int] | None:
     """The folds this sweep asked for, read from its overrides (fold=0,1,2 or fold=range(5))."""
+    from wav2emo.reports.sweep import FOLD_KEY, fold_values, parse_override
+
     for ov in config.hydra.overrides.task:
-        key, _, value = ov.partition("=")
-        if key.lstrip("+") == "fold":
-            value = value.strip()
-            if value.startswith("range(") and value.endswith(")"):
-                return list(range(*[int(v) for v in value[6:-1].split(",")]))
-            try:
-                return [int(v) for v in value.split(",")]
-            except ValueError:
-                return None
+        key, value = parse_override(ov)
+        if key == FOLD_KEY:
+            return fold_values(value)
     return None

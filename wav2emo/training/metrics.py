@@ -3,6 +3,10 @@
 torchmetrics' MulticlassAccuracy defaults to ``average="macro"``; published SER numbers mix weighted
 accuracy (WA, micro: correct clips / clips) and unweighted accuracy (UA, macro: mean per-class recall),
 so both are built here by name.
+
+These are for training-time logging only. Reports, the baselines, eval and predict score predictions with
+:func:`wav2emo.reports.metrics.classification_metrics` (re-exported here), which gives the same numbers
+(tests/test_reports.py checks it on random predictions, classes absent from the labels included).
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from torchmetrics.classification import (
     MulticlassPrecision,
     MulticlassRecall,
 )
+
+from wav2emo.reports.metrics import classification_metrics
+
+__all__ = ["build_metrics", "build_per_class_metrics", "classification_metrics", "per_class_table"]
 
 
 def build_metrics(num_classes: int, prefix: str = "") -> MetricCollection:
