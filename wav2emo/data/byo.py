@@ -20,6 +20,8 @@ from .recipe import Entry, Problems, audio_files, build_manifest, check_options_
 
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "": "unknown", "unknown": "unknown"}
 CSV_COLUMNS = ("path", "emotion", "speaker")
+# the text before the first "_" of the file name: angry/spk03_take1.wav -> spk03 (conf/data/folder.yaml)
+DEFAULT_SPEAKER_REGEX = r"^[^/]+/(?:.*/)?(?P<speaker>[^/_]+)_[^/]*$"
 
 
 def _gender(value: str | None) -> str:
@@ -39,7 +41,7 @@ def prepare_folder(
     source: str | Path,
     *,
     corpus_name: str = "folder",
-    speaker_regex: str = r"^[^/]+/([^/_]+)_",
+    speaker_regex: str = DEFAULT_SPEAKER_REGEX,
     emotion_map: Mapping[str, str] | None = None,
     **options,
 ) -> Manifest:
