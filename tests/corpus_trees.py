@@ -76,7 +76,7 @@ def iemocap_tree(root: Path, extra_label: str | None = None) -> Path:
     k = 0
     for s in range(1, 6):
         for dialog in (f"Ses0{s}F_impro01", f"Ses0{s}M_script01_1"):
-            lines = [f"% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n"]
+            lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n"]
             for i, (g, code) in enumerate((("F", "neu"), ("M", "hap"), ("F", "exc"), ("M", "sad"), ("F", "ang"),
                                            ("M", "fru"))):
                 utt = f"{dialog}_{g}{i:03d}"

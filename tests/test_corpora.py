@@ -230,3 +230,21 @@ def test_load_corpus_iemocap_switch_reaches_the_recipe_and_the_cache_key(tmp_pat
     c = load_corpus({**base, "dialogues": "all"}, cache_dir=tmp_path / "cache")
     assert c[c.index_of("Ses01F_impro01_F000")].emotion == "sad"
     assert isinstance(c, Manifest) and c.class_names == a.class_names
+
+
+def test_load_corpus_downloads_emodb_beside_root_and_extracts_into_it(tmp_path, monkeypatch):
+    from tests.test_download import Server, make_zip
+
+    src = emodb_tree(tmp_path / "src", speakers=("03", "08"))
+    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted(src.rglob("*.wav"))}
+    files["lablaut/03a01Fa.lab"] = b"label text"
+    srv = Server(make_zip(files))
+    try:
+        monkeypatch.setattr(emodb, "EMODB_URL", srv.url)
+        root = tmp_path / "data" / "emodb"
+        cfg = {"name": "emodb", "root": str(root), "download": True, "require_complete": False}
+        m = load_corpus(cfg, cache_dir=tmp_path / "cache")
+    finally:
+        srv.close()
+    assert len(m) == 14 and all(Path(c.path).is_relative_to(root) for c in m)
+    assert load_corpus(cfg, cache_dir=tmp_path / "cache").content_hash() == m.content_hash()  # no server now

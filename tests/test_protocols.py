@@ -141,3 +141,14 @@ def test_loso_with_too_few_speakers_and_bad_folds_are_refused():
         build_folds(_folds("loso"), manifest(EMODB_LIKE)).split(10)
     with pytest.raises(FoldError, match="dev_fraction"):
         build_folds({**_folds("speaker_dependent"), "dev_fraction": 1.5}, manifest(EMODB_LIKE))
+
+
+def test_num_folds_falls_back_to_the_manifest_for_a_corpus_of_your_own(tmp_path):
+    from tests.corpus_trees import tone
+    from wav2emo.data.corpora import num_folds
+
+    for i, (e, s) in enumerate([(e, s) for e in ("sad", "happy") for s in ("a", "b", "c")]):
+        tone(tmp_path / "mine" / e / f"{s}_{i}.wav", seed=i)
+    data = {"corpus": {"name": "folder", "root": str(tmp_path / "mine")}}
+    assert num_folds(_folds("loso"), data, cache_dir=tmp_path / "cache") == 3
+    assert num_folds(_folds("speaker_kfold"), data) == 5  # the config says it: no manifest needed

@@ -310,3 +310,15 @@ def _prepared(
     os.replace(tmp, path)
     manifest.report.log(report_path)
     return manifest
+
+
+def num_folds(folds_cfg: Mapping, data_cfg: Mapping, cache_dir: str | Path | None = None) -> int:
+    """The number of folds ``fold=all`` runs: from the configs where they say it (see
+    :func:`wav2emo.data.folds.fold_count`), else from the corpus's manifest (loso over a corpus of your
+    own, sessions of a subset), which is then prepared (and cached) once."""
+    from .folds import build_folds, fold_count
+
+    n = fold_count(folds_cfg, data_cfg)
+    if n is None:
+        n = len(build_folds(folds_cfg, load_corpus(data_cfg, cache_dir=cache_dir)))
+    return n
