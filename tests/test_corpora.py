@@ -147,8 +147,11 @@ def test_tess_reads_file_names_whatever_the_folders(tmp_path, monkeypatch):
     c = m[m.index_of("YAF_bar_ps")]
     assert (c.emotion, c.code) == ("surprised", "ps")
     tone(root / "OAF_angry" / "OAF_back_furious.wav")
-    with pytest.raises(CorpusError, match="emotion 'furious'"):
+    tone(root / "YAF_Sad" / "YAF_boat_happy.wav")
+    with pytest.raises(CorpusError) as e:
         tess.prepare_tess(root)
+    assert "emotion 'furious'" in str(e.value)
+    assert "YAF_Sad/YAF_boat_happy.wav: the name says YAF happy, the folder YAF sad" in str(e.value)
 
 
 def test_savee_release_and_flat_layouts(tmp_path, monkeypatch):

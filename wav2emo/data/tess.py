@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
 from .ravdess import download_ravdess, extract_zip
 from .recipe import (
@@ -33,6 +34,7 @@ TESS_CODES = {
 }
 TESS_TOTALS = Totals(files=2800, speakers=("OAF", "YAF"), classes=tuple(sorted(set(TESS_CODES.values()))))
 _NAME = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_([A-Za-z]+)$", re.IGNORECASE)
+_FOLDER = re.compile(r"^(OAF|YAF)_(.+)$", re.IGNORECASE)
 
 
 def parse_tess_name(stem: str) -> dict:
@@ -55,6 +57,19 @@ def prepare_tess(source: str | Path, *, corpus_name: str = "tess", **options) ->
         except ValueError as e:
             problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
             continue
+        folder = _FOLDER.match(path.parent.name)
+        if folder:  # OAF_angry/, YAF_pleasant_surprised/: must agree with the file name
+            try:
+                said = (folder.group(1).upper(), canonical_emotion(folder.group(2)))
+            except LabelError:
+                said = None
+            if said is not None and said != (meta["speaker"], meta["emotion"]):
+                problems.add(
+                    "file names that disagree with their folder",
+                    f"{rel(path, root)}: the name says {meta['speaker']} {meta['emotion']}, the folder "
+                    f"{said[0]} {said[1]}",
+                )
+                continue
         entries.append(
             Entry(path=path, clip_id=f"{meta['speaker']}_{meta['word']}_{meta['code']}", speaker=meta["speaker"],
                   gender="female", emotion=meta["emotion"], code=meta["code"])
