@@ -251,3 +251,17 @@ def test_load_corpus_downloads_emodb_beside_root_and_extracts_into_it(tmp_path, 
         srv.close()
     assert len(m) == 14 and all(Path(c.path).is_relative_to(root) for c in m)
     assert load_corpus(cfg, cache_dir=tmp_path / "cache").content_hash() == m.content_hash()  # no server now
+
+
+def test_load_corpus_takes_a_zip_root(tmp_path):
+    import zipfile
+
+    src = emodb_tree(tmp_path / "src", speakers=("03",))
+    zpath = tmp_path / "download.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in sorted(src.rglob("*.wav")):
+            zf.write(p, p.relative_to(src).as_posix())
+    cfg = {"name": "emodb", "root": str(zpath), "require_complete": False}
+    m = load_corpus(cfg, cache_dir=tmp_path / "cache")
+    assert len(m) == 7 and all(Path(c.path).is_relative_to(tmp_path / "download") for c in m)
+    assert load_corpus(cfg, cache_dir=tmp_path / "cache").clip_ids == m.clip_ids

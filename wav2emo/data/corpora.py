@@ -177,6 +177,8 @@ def _recipe_manifest(recipe: Recipe, root: Path, c: Mapping, cache_dir, options:
                    " Or set data.corpus.download=true to fetch it into this path.")
             )
         recipe.download(root)
+    if root.is_file() and root.suffix.lower() == ".zip":  # extracted beside it once; the folder is keyed
+        root = extract_zip(root)
     extra = {k: c[k] for k in recipe.options if c.get(k) is not None}
     for k, v in list(extra.items()):  # OmegaConf containers arrive as plain dicts/lists already
         if isinstance(v, Mapping):
