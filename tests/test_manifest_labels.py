@@ -68,3 +68,10 @@ def test_manifest_csv_round_trip_and_old_csvs_still_read(tmp_path):
     assert (c.label, c.code, c.speaker, c.session) == (4, "", "", 0)
     with pytest.raises(ValueError, match="old.csv: .*label 4"):
         Manifest.from_csv(old, class_names=["neutral", "sad"])
+
+
+def test_speakers_covering_few_emotions_are_found():
+    clips = [clip(0, 0, "neutral"), clip(2, 1, "sad"), clip(4, 2, "angry"), clip(1, 0, "neutral"), clip(3, 0, "neutral")]
+    m = Manifest(clips, class_names=["neutral", "sad", "angry"])  # actor 1: three emotions; actor 2: one
+    assert m.emotions_by_speaker() == {1: ("neutral", "sad", "angry"), 2: ("neutral",)}
+    assert m.narrow_speakers() == {2: ("neutral",)} and m.narrow_speakers(1) == {}

@@ -102,8 +102,10 @@ def test_speaker_kfold_on_many_speakers():
 def test_speaker_dependent_split_is_flagged_and_partitions_the_clips():
     m = manifest(EMODB_LIKE)
     cfg = _folds("speaker_dependent")
-    folds = build_folds(cfg, m)
+    folds = build_folds(cfg, m, clip_splits=True)
     assert fold_count(cfg, {"name": "emodb"}) == len(folds) == 5
+    with pytest.raises(FoldError, match="must be assembled with"):  # a caller cutting by actors is refused
+        build_folds(cfg, m).split(0)
     tested = []
     for k in range(5):
         fa = assemble_fold(m, cfg, k)
@@ -140,7 +142,7 @@ def test_loso_with_too_few_speakers_and_bad_folds_are_refused():
     with pytest.raises(FoldError, match="fold=10"):
         build_folds(_folds("loso"), manifest(EMODB_LIKE)).split(10)
     with pytest.raises(FoldError, match="dev_fraction"):
-        build_folds({**_folds("speaker_dependent"), "dev_fraction": 1.5}, manifest(EMODB_LIKE))
+        build_folds({**_folds("speaker_dependent"), "dev_fraction": 1.5}, manifest(EMODB_LIKE), clip_splits=True)
 
 
 def test_num_folds_falls_back_to_the_manifest_for_a_corpus_of_your_own(tmp_path):

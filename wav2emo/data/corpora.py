@@ -322,5 +322,5 @@ def num_folds(folds_cfg: Mapping, data_cfg: Mapping, cache_dir: str | Path | Non
 
     n = fold_count(folds_cfg, data_cfg)
     if n is None:
-        n = len(build_folds(folds_cfg, load_corpus(data_cfg, cache_dir=cache_dir)))
+        n = len(build_folds(folds_cfg, load_corpus(data_cfg, cache_dir=cache_dir), clip_splits=True))
     return n

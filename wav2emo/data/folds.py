@@ -321,11 +321,14 @@ def _folds_section(cfg: Mapping) -> Mapping:
     return inner if isinstance(inner, Mapping) else cfg
 
 
-def build_folds(cfg: Mapping, manifest: Manifest) -> SpeakerFolds | SpeakerDependentFolds:
+def build_folds(
+    cfg: Mapping, manifest: Manifest, *, clip_splits: bool = False
+) -> SpeakerFolds | SpeakerDependentFolds:
     """Folds from a ``conf/folds/*.yaml`` mapping (or the whole config's ``folds`` section) and a manifest.
 
     By ``name``: ``loso`` (one speaker per fold), ``sessions`` (IEMOCAP), ``speaker_dependent`` (random
-    clip folds, flagged), else ``test_actors`` (explicit folds, e.g. luna_jimenez) or ``k``
+    clip folds, flagged; only with ``clip_splits=True``, which :func:`assemble_fold` passes: a caller that
+    cuts the manifest by actors would otherwise put every clip in every part), else ``test_actors`` (explicit folds, e.g. luna_jimenez) or ``k``
     (speaker_kfold); the genders come from the manifest.
     """
     cfg = _folds_section(cfg)
@@ -339,6 +342,12 @@ def build_folds(cfg: Mapping, manifest: Manifest) -> SpeakerFolds | SpeakerDepen
     if name == "sessions":
         return session_folds(manifest, n_dev_actors=n_dev, dev_seed=dev_seed)
     if name == "speaker_dependent":
+        if not clip_splits:
+            raise FoldError(
+                "folds=speaker_dependent splits clips, not speakers: it must be assembled with "
+                "wav2emo.data.folds.assemble_fold (cutting the manifest by actors would put every clip in "
+                "train and test)"
+            )
         return SpeakerDependentFolds(
             manifest, int(cfg.get("k", 5)), seed=int(cfg.get("seed", 0)),
             dev_fraction=float(cfg.get("dev_fraction", 0.1)),
@@ -422,7 +431,7 @@ def assemble_fold(manifest: Manifest, folds_cfg: Mapping, fold: int, *, require_
     """
     if require_labels:
         manifest.require_labels("training and evaluation on folds")
-    split = build_folds(folds_cfg, manifest).split(fold)
+    split = build_folds(folds_cfg, manifest, clip_splits=True).split(fold)
     if split.speaker_dependent:
         parts = {
             "train": manifest.select(split.train_clips or ()),

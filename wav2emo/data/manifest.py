@@ -192,6 +192,20 @@ class Manifest(Sequence[Clip]):
             )
         return self
 
+    def emotions_by_speaker(self) -> dict[int, tuple[str, ...]]:
+        """Actor -> the classes its labelled clips cover, in class order."""
+        seen: dict[int, set[int]] = {}
+        for c in self._clips:
+            if c.labelled:
+                seen.setdefault(c.actor, set()).add(c.label)
+        return {a: tuple(self.class_names[i] for i in sorted(labels)) for a, labels in sorted(seen.items())}
+
+    def narrow_speakers(self, min_emotions: int = 3) -> dict[int, tuple[str, ...]]:
+        """Speakers whose clips cover fewer than ``min_emotions`` classes: per-speaker normalisation
+        there erases the emotion itself (natural corpora often have a speaker with one emotion), so the
+        caller warns, naming them."""
+        return {a: e for a, e in self.emotions_by_speaker().items() if len(e) < min_emotions}
+
     def class_counts(self) -> dict[str, int]:
         """Clips per class name (unlabelled clips are not counted)."""
         counts = dict.fromkeys(self.class_names, 0)
