@@ -131,6 +131,7 @@ def test_assemble_fold_refuses_unlabelled_clips_and_keeps_the_class_names():
 
 def test_fold_count_says_none_where_only_the_manifest_knows():
     assert fold_count(_folds("loso"), {"name": "folder"}) is None
+    assert fold_count(_folds("loso"), {"name": "emodb", "require_complete": False}) is None
     assert fold_count(_folds("loso"), {"name": "emodb", "actors": [3, 8, 9]}) == 3
     assert fold_count(_folds("luna_jimenez"), {"name": "ravdess"}) == 5
     assert fold_count({"folds": _folds("sessions")}, {"corpus": {"name": "iemocap"}}) == 5

@@ -390,6 +390,7 @@ def fold_count(folds_cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | N
     corpus = corpus_cfg.get("corpus", corpus_cfg) if isinstance(corpus_cfg, Mapping) else {}
     corpus = corpus if isinstance(corpus, Mapping) else {}
     cname, actors = corpus.get("name"), corpus.get("actors")
+    partial = corpus.get("require_complete", True) is False  # a partial copy: the documented count may not hold
     if name == "loso":
         if isinstance(actors, int) and not isinstance(actors, bool):
             return actors
@@ -397,9 +398,9 @@ def fold_count(folds_cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | N
             return len(list(actors))
         if cname == "synthetic" and corpus.get("actors") is None:
             return None
-        return KNOWN_SPEAKERS.get(cname)
+        return None if partial else KNOWN_SPEAKERS.get(cname)
     if name == "sessions":
-        return KNOWN_SESSIONS.get(cname) if actors is None else None
+        return KNOWN_SESSIONS.get(cname) if actors is None and not partial else None
     if name == "speaker_dependent":
         return int(cfg.get("k", 5))
     if cfg.get("test_actors") is not None:
