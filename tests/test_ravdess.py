@@ -277,7 +277,7 @@ def test_load_corpus_ravdess_missing_root_says_how_to_get_it(tmp_path):
         load_corpus(cfg)
     assert not (tmp_path / "ravdess").exists()
     with pytest.raises(CorpusError, match="expected one of"):
-        load_corpus({"name": "tess", "root": str(tmp_path)})
+        load_corpus({"name": "mystery", "root": str(tmp_path)})
 
 
 def test_load_corpus_ravdess_zip_root_and_actor_filter(synthetic_corpus, tmp_path):

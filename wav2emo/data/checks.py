@@ -122,6 +122,9 @@ class CorpusReport:
     skipped: list[dict] = field(default_factory=list)  # not in the manifest: the user asked to skip them
     warnings: list[dict] = field(default_factory=list)  # in the manifest, but suspicious
     long_clips: list[dict] = field(default_factory=list)  # longer than max_duration_s (in the manifest)
+    class_names: list[str] = field(default_factory=list)  # the manifest's ordered label set
+    notes: list[str] = field(default_factory=list)  # what the recipe decided: totals, clips left out by rule
+    durations: dict = field(default_factory=dict)  # seconds: min, mean, max, total
 
     def add(self, kind: str, clip_id: str, path: str | Path, reason: str, **extra) -> None:
         getattr(self, kind).append({"clip_id": clip_id, "path": str(path), "reason": reason, **extra})
@@ -138,6 +141,15 @@ class CorpusReport:
             f"corpus check of {self.root}: {self.clips} clips in the manifest, {len(self.skipped)} skipped, "
             f"{len(self.warnings)} with warnings, {long_part}"
         ]
+        if self.durations:
+            d = self.durations
+            out.append(
+                f"  durations: {d['min']:.2f} .. {d['max']:.2f} s, mean {d['mean']:.2f} s, "
+                f"{d['total'] / 60:.1f} min in all"
+            )
+        if self.class_names:
+            out.append(f"  classes: {', '.join(self.class_names)}")
+        out.extend(f"  {note}" for note in self.notes)
         for kind, title in (
             ("skipped", "skipped (not in the manifest)"),
             ("warnings", "warning (kept in the manifest)"),

@@ -35,12 +35,15 @@ from .ravdess import (
     find_audio_files,
     prepare_ravdess,
 )
+from .recipes import RECIPES, Recipe
 from .synthetic import NUM_ACTORS, generate_synthetic_corpus
 
 log = logging.getLogger(__name__)
 
-CORPORA = ("ravdess", "synthetic")
-MANIFEST_CACHE_VERSION = 2  # 2: the key holds the check options; a report file sits beside each manifest
+CORPORA = ("ravdess", "synthetic", *RECIPES)
+# 2: the key holds the check options; a report file sits beside each manifest
+# 3: clips carry code/speaker/session; the report holds the class names
+MANIFEST_CACHE_VERSION = 3
 CREATE_CHOICES = (True, False, "auto")
 
 
@@ -145,6 +148,15 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
         complete = full if wanted in (None, "auto") else bool(wanted)
         return _prepared(root, "synthetic", complete, cache_dir, options)
 
+    if name in RECIPES:
+        manifest = _recipe_manifest(RECIPES[name], root, c, cache_dir, options)
+        if actors is not None:
+            unknown = sorted(set(actors) - set(manifest.actors))
+            if unknown:
+                raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {root}")
+            manifest = manifest.filter(actors)
+        return manifest
+
     folder = _ravdess_folder(root, download=may_create(root, c, "download"))
     manifest = _prepared(folder, "ravdess", bool(c.get("require_complete", True)), cache_dir, options)
     if actors is not None:
@@ -153,6 +165,33 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
             raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {folder}")
         manifest = manifest.filter(actors)
     return manifest
+
+
+def _recipe_manifest(recipe: Recipe, root: Path, c: Mapping, cache_dir, options: Mapping) -> Manifest:
+    """The manifest of a corpus with a recipe (wav2emo.data.recipes): fetched if allowed, prepared, cached."""
+    if not root.exists():
+        if recipe.download is None or not may_create(root, c, "download"):
+            raise CorpusError(
+                f"data.corpus.root={root} does not exist; expected {recipe.expects}. {recipe.how_to_get}"
+                + ("" if recipe.download is None else
+                   " Or set data.corpus.download=true to fetch it into this path.")
+            )
+        recipe.download(root)
+    if root.is_file() and root.suffix.lower() == ".zip":  # extracted beside it once; the folder is keyed
+        root = extract_zip(root)
+    extra = {k: c[k] for k in recipe.options if c.get(k) is not None}
+    for k, v in list(extra.items()):  # OmegaConf containers arrive as plain dicts/lists already
+        if isinstance(v, Mapping):
+            extra[k] = dict(v)
+    require_complete = bool(c.get("require_complete", recipe.require_complete_default))
+    kwargs = {"corpus_name": recipe.name, "require_complete": require_complete, **options, **extra}
+    labels = hashlib.sha256()
+    if root.is_dir():
+        for pattern in recipe.label_files:
+            for f in sorted(root.glob(pattern)):
+                labels.update(f"{f.relative_to(root).as_posix()}\n".encode() + f.read_bytes())
+    return _prepared(root, recipe.name, require_complete, cache_dir, options, prepare=recipe.prepare,
+                     kwargs=kwargs, key_extra={"labels": labels.hexdigest()} if recipe.label_files else {})
 
 
 def _synthetic_root(root: Path, c: Mapping, **params) -> Path:
@@ -224,20 +263,33 @@ def file_list_key(root: str | Path, extra: Mapping | None = None) -> str:
 
 
 def _prepared(
-    root: Path, corpus: str, require_complete: bool, cache_dir: str | Path | None, options: Mapping
+    root: Path,
+    corpus: str,
+    require_complete: bool,
+    cache_dir: str | Path | None,
+    options: Mapping,
+    *,
+    prepare=None,
+    kwargs: Mapping | None = None,
+    key_extra: Mapping | None = None,
 ) -> Manifest:
-    kwargs = {"corpus_name": corpus, "require_complete": require_complete, **options}
+    kwargs = dict(kwargs or {"corpus_name": corpus, "require_complete": require_complete, **options})
+    prepare = prepare or prepare_ravdess  # looked up at call time (tests replace it)
     if cache_dir is None:
-        manifest = prepare_ravdess(root, **kwargs)
+        manifest = prepare(root, **kwargs)
         manifest.report.log()
         return manifest
-    key = file_list_key(root, {"corpus": corpus, "require_complete": require_complete, **options})
+    listed, extra = root, dict(key_extra or {})
+    if root.is_file() and root.suffix.lower() == ".csv":  # data=csv: the table and the files beside it
+        listed, extra["csv"] = root.parent, hashlib.sha256(root.read_bytes()).hexdigest()
+    key = file_list_key(listed, {"corpus": corpus, **{k: v for k, v in kwargs.items() if k != "corpus_name"},
+                                 **extra})
     path = Path(cache_dir) / "manifests" / f"{corpus}-{key}.csv"
     report_path = path.with_name(f"{path.stem}.report.json")
     if path.is_file() and report_path.is_file():
         try:
             report = CorpusReport.from_json(report_path.read_text())
-            manifest = Manifest.from_csv(path, name=corpus)
+            manifest = Manifest.from_csv(path, name=corpus, class_names=report.class_names or None)
         except (ValueError, TypeError, OSError) as e:
             raise CorpusError(
                 f"{path}: the cached manifest (or {report_path.name}) cannot be used ({e}); it is wav2emo's "
@@ -246,7 +298,8 @@ def _prepared(
         manifest.report = report
         report.log(report_path)
         return manifest
-    manifest = prepare_ravdess(root, **kwargs)
+    manifest = prepare(root, **kwargs)
+    manifest.report.class_names = list(manifest.class_names)
     # private names first: parallel fold jobs may prepare the same corpus at the same time; the report
     # goes in before the manifest, whose presence marks the pair complete
     tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -259,3 +312,15 @@ def _prepared(
     os.replace(tmp, path)
     manifest.report.log(report_path)
     return manifest
+
+
+def num_folds(folds_cfg: Mapping, data_cfg: Mapping, cache_dir: str | Path | None = None) -> int:
+    """The number of folds ``fold=all`` runs: from the configs where they say it (see
+    :func:`wav2emo.data.folds.fold_count`), else from the corpus's manifest (loso over a corpus of your
+    own, sessions of a subset), which is then prepared (and cached) once."""
+    from .folds import build_folds, fold_count
+
+    n = fold_count(folds_cfg, data_cfg)
+    if n is None:
+        n = len(build_folds(folds_cfg, load_corpus(data_cfg, cache_dir=cache_dir), clip_splits=True))
+    return n

@@ -31,14 +31,31 @@ class FoldError(UserError, ValueError):
     """Folds that cannot be used as given; the message names the offending actors or values."""
 
 
+SPEAKER_INDEPENDENT = "speaker-independent"
+SPEAKER_DEPENDENT = "speaker-dependent"
+
+
 @dataclass(frozen=True)
 class Split:
-    """The actors (sorted ids) of one fold's train, dev and test sets."""
+    """The actors (sorted ids) of one fold's train, dev and test sets.
+
+    ``protocol`` is the sentence a report prints (it says "speaker-dependent" where test speakers are
+    also trained on).  A speaker-dependent split lists its clips (``*_clips``); the actor tuples then
+    name every speaker with clips in that part, so they overlap.
+    """
 
     fold: int
     train: tuple[int, ...]
     dev: tuple[int, ...]
     test: tuple[int, ...]
+    protocol: str = ""
+    train_clips: tuple[str, ...] | None = None
+    dev_clips: tuple[str, ...] | None = None
+    test_clips: tuple[str, ...] | None = None
+
+    @property
+    def speaker_dependent(self) -> bool:
+        return self.train_clips is not None
 
 
 def _gender_groups(genders: Mapping[int, str]) -> list[str]:
@@ -57,7 +74,9 @@ class SpeakerFolds:
         n_dev_actors: int = 2,
         dev_seed: int = 0,
         name: str = "",
+        protocol: str = "",
     ) -> None:
+        self.protocol = protocol or f"{name or 'speaker folds'}: {SPEAKER_INDEPENDENT}"
         self.test_folds: tuple[tuple[int, ...], ...] = tuple(
             tuple(sorted(int(a) for a in f)) for f in test_folds
         )
@@ -122,7 +141,7 @@ class SpeakerFolds:
         rest = sorted(set(self.genders) - set(test))
         dev = choose_dev_actors({a: self.genders[a] for a in rest}, self.n_dev_actors, self.dev_seed, fold)
         train = tuple(a for a in rest if a not in dev)
-        return Split(fold=fold, train=train, dev=dev, test=test)
+        return Split(fold=fold, train=train, dev=dev, test=test, protocol=self.protocol)
 
     def splits(self) -> list[Split]:
         return [self.split(k) for k in range(self.num_folds)]
@@ -189,19 +208,150 @@ def speaker_kfold(
     return SpeakerFolds(folds, genders, n_dev_actors=n_dev_actors, dev_seed=dev_seed, name="speaker_kfold")
 
 
-def build_folds(cfg: Mapping, manifest: Manifest) -> SpeakerFolds:
+def leave_one_speaker_out(
+    genders: Mapping[int, str], *, n_dev_actors: int = 2, dev_seed: int = 0, speakers: Mapping[int, str] | None = None
+) -> SpeakerFolds:
+    """One fold per speaker.  With two speakers (TESS) it is "train on one, test on the other": no
+    speaker is left for a dev set, so none is drawn, and the protocol says so."""
+    actors = sorted(genders)
+    if len(actors) < 2:
+        raise FoldError(f"leave-one-speaker-out needs at least 2 speakers; the corpus has {actors}")
+    name_of = (lambda a: speakers.get(a, str(a))) if speakers else str
+    if len(actors) == 2:
+        a, b = actors
+        protocol = (
+            f"two speakers, {SPEAKER_INDEPENDENT}: fold 0 trains on {name_of(b)} and tests on {name_of(a)}, "
+            f"fold 1 trains on {name_of(a)} and tests on {name_of(b)}; no dev speaker (one training speaker)"
+        )
+        return SpeakerFolds([[a], [b]], genders, n_dev_actors=0, dev_seed=dev_seed, name="loso", protocol=protocol)
+    n_dev = min(int(n_dev_actors), len(actors) - 2)
+    return SpeakerFolds(
+        [[a] for a in actors], genders, n_dev_actors=n_dev, dev_seed=dev_seed, name="loso",
+        protocol=f"leave-one-speaker-out ({len(actors)} folds), {SPEAKER_INDEPENDENT}, {n_dev} dev speakers "
+        "from the training speakers",
+    )
+
+
+def session_folds(manifest: Manifest, *, n_dev_actors: int = 2, dev_seed: int = 0) -> SpeakerFolds:
+    """One fold per recording session (IEMOCAP: 5 sessions of two speakers each)."""
+    sessions: dict[int, set[int]] = {}
+    for c in manifest:
+        sessions.setdefault(c.session, set()).add(c.actor)
+    if 0 in sessions or len(sessions) < 2:
+        raise FoldError(
+            f"folds 'sessions': manifest {manifest.name!r} has sessions {sorted(sessions)}; expected a corpus "
+            "with recording sessions 1..n on every clip (IEMOCAP); use folds=loso or speaker_kfold"
+        )
+    two = [a for acts in sessions.values() for a in acts]
+    if len(two) != len(set(two)):
+        raise FoldError(f"folds 'sessions': a speaker of {manifest.name!r} appears in several sessions")
+    return SpeakerFolds(
+        [sorted(sessions[s]) for s in sorted(sessions)], manifest.genders(), n_dev_actors=n_dev_actors,
+        dev_seed=dev_seed, name="sessions",
+        protocol=f"leave-one-session-out ({len(sessions)} folds), {SPEAKER_INDEPENDENT}, dev speakers from "
+        "the training sessions",
+    )
+
+
+class SpeakerDependentFolds:
+    """Random k folds over clips (stratified by emotion): the same speakers train and test.
+
+    Papers report it, so it is available; its ``protocol`` (printed by every report) says
+    "speaker-dependent".  The dev clips are a random ``dev_fraction`` of each fold's training clips.
+    """
+
+    name = "speaker_dependent"
+
+    def __init__(self, manifest: Manifest, k: int = 5, *, seed: int = 0, dev_fraction: float = 0.1) -> None:
+        if not isinstance(k, (int, np.integer)) or not 2 <= k <= len(manifest):
+            raise FoldError(f"folds speaker_dependent: k={k!r}; expected an integer 2..{len(manifest)}")
+        if not 0 <= float(dev_fraction) < 1:
+            raise FoldError(f"folds speaker_dependent: dev_fraction={dev_fraction!r}; expected 0 <= x < 1")
+        self.manifest, self.k, self.seed, self.dev_fraction = manifest, int(k), int(seed), float(dev_fraction)
+        self.protocol = (
+            f"random {k}-fold over clips, {SPEAKER_DEPENDENT} (test speakers are also trained on; not "
+            "comparable with speaker-independent results)"
+        )
+        rng = np.random.default_rng([self.seed, 4099])
+        fold_of: dict[str, int] = {}
+        by_label: dict[int, list[str]] = {}
+        for c in manifest:
+            by_label.setdefault(c.label, []).append(c.clip_id)
+        pos = 0
+        for label in sorted(by_label):
+            ids = by_label[label]
+            for i in rng.permutation(len(ids)):
+                fold_of[ids[i]] = pos % self.k
+                pos += 1
+        self._fold_of = fold_of
+
+    @property
+    def num_folds(self) -> int:
+        return self.k
+
+    def split(self, fold: int) -> Split:
+        if not isinstance(fold, (int, np.integer)) or not 0 <= fold < self.k:
+            raise FoldError(f"fold={fold!r}; expected an integer 0..{self.k - 1} (speaker_dependent)")
+        fold = int(fold)
+        test = [c.clip_id for c in self.manifest if self._fold_of[c.clip_id] == fold]
+        rest = [c.clip_id for c in self.manifest if self._fold_of[c.clip_id] != fold]
+        rng = np.random.default_rng([self.seed, fold, 1013])
+        n_dev = int(round(self.dev_fraction * len(rest)))
+        dev = set(rest[i] for i in rng.permutation(len(rest))[:n_dev])
+        train = [i for i in rest if i not in dev]
+
+        def actors(ids) -> tuple[int, ...]:
+            return tuple(sorted({self.manifest[self.manifest.index_of(i)].actor for i in ids}))
+
+        return Split(
+            fold=fold, train=actors(train), dev=actors(dev), test=actors(test), protocol=self.protocol,
+            train_clips=tuple(train), dev_clips=tuple(sorted(dev, key=self.manifest.index_of)),
+            test_clips=tuple(test),
+        )
+
+    def splits(self) -> list[Split]:
+        return [self.split(k) for k in range(self.k)]
+
+    def __len__(self) -> int:
+        return self.k
+
+
+def _folds_section(cfg: Mapping) -> Mapping:
+    inner = cfg.get("folds")
+    return inner if isinstance(inner, Mapping) else cfg
+
+
+def build_folds(
+    cfg: Mapping, manifest: Manifest, *, clip_splits: bool = False
+) -> SpeakerFolds | SpeakerDependentFolds:
     """Folds from a ``conf/folds/*.yaml`` mapping (or the whole config's ``folds`` section) and a manifest.
 
-    ``test_actors`` (explicit folds, e.g. luna_jimenez) or ``k`` (speaker_kfold); the genders come from
-    the manifest.
+    By ``name``: ``loso`` (one speaker per fold), ``sessions`` (IEMOCAP), ``speaker_dependent`` (random
+    clip folds, flagged; only with ``clip_splits=True``, which :func:`assemble_fold` passes: a caller that
+    cuts the manifest by actors would otherwise put every clip in every part), else ``test_actors`` (explicit folds, e.g. luna_jimenez) or ``k``
+    (speaker_kfold); the genders come from the manifest.
     """
-    inner = cfg.get("folds")
-    if isinstance(inner, Mapping):
-        cfg = inner
+    cfg = _folds_section(cfg)
     name = str(cfg.get("name", ""))
     n_dev = int(cfg.get("n_dev_actors", 2))
     dev_seed = int(cfg.get("dev_seed", 0))
     genders = manifest.genders()
+    if name == "loso":
+        speakers = {c.actor: c.speaker for c in manifest if c.speaker}
+        return leave_one_speaker_out(genders, n_dev_actors=n_dev, dev_seed=dev_seed, speakers=speakers)
+    if name == "sessions":
+        return session_folds(manifest, n_dev_actors=n_dev, dev_seed=dev_seed)
+    if name == "speaker_dependent":
+        if not clip_splits:
+            raise FoldError(
+                "folds=speaker_dependent splits clips, not speakers: it must be assembled with "
+                "wav2emo.data.folds.assemble_fold (cutting the manifest by actors would put every clip in "
+                "train and test)"
+            )
+        return SpeakerDependentFolds(
+            manifest, int(cfg.get("k", 5)), seed=int(cfg.get("seed", 0)),
+            dev_fraction=float(cfg.get("dev_fraction", 0.1)),
+        )
     explicit = cfg.get("test_actors")
     if explicit is None and name == "luna_jimenez":
         explicit = LUNA_JIMENEZ_FOLDS
@@ -220,5 +370,84 @@ def build_folds(cfg: Mapping, manifest: Manifest) -> SpeakerFolds:
             genders, int(cfg["k"]), seed=int(cfg.get("seed", 0)), n_dev_actors=n_dev, dev_seed=dev_seed
         )
     raise FoldError(
-        f"folds config {dict(cfg)!r}: expected test_actors (explicit folds) or k (speaker k-fold)"
+        f"folds config {dict(cfg)!r}: expected test_actors (explicit folds), k (speaker k-fold), or name "
+        "loso, sessions or speaker_dependent"
     )
+
+
+# Speakers (loso) and sessions of the corpora with a recipe, for counting folds without the manifest.
+KNOWN_SPEAKERS = {"ravdess": 24, "synthetic": 24, "emodb": 10, "crema_d": 91, "tess": 2, "savee": 4, "emovo": 6,
+                  "iemocap": 10}
+KNOWN_SESSIONS = {"iemocap": 5}
+
+
+def fold_count(folds_cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | None:
+    """How many folds ``folds_cfg`` gives, from the configs alone; None when only the manifest can say
+    (loso over a corpus of your own, or a subset of actors) - then use ``len(build_folds(cfg, manifest))``.
+    """
+    cfg = _folds_section(folds_cfg)
+    name = str(cfg.get("name", ""))
+    corpus = corpus_cfg.get("corpus", corpus_cfg) if isinstance(corpus_cfg, Mapping) else {}
+    corpus = corpus if isinstance(corpus, Mapping) else {}
+    cname, actors = corpus.get("name"), corpus.get("actors")
+    partial = corpus.get("require_complete", True) is False  # a partial copy: the documented count may not hold
+    if name == "loso":
+        if isinstance(actors, int) and not isinstance(actors, bool):
+            return actors
+        if actors is not None:
+            return len(list(actors))
+        if cname == "synthetic" and corpus.get("actors") is None:
+            return None
+        return None if partial else KNOWN_SPEAKERS.get(cname)
+    if name == "sessions":
+        return KNOWN_SESSIONS.get(cname) if actors is None and not partial else None
+    if name == "speaker_dependent":
+        return int(cfg.get("k", 5))
+    if cfg.get("test_actors") is not None:
+        return len(cfg["test_actors"])
+    if name == "luna_jimenez":
+        return len(LUNA_JIMENEZ_FOLDS)
+    if cfg.get("k") is not None:
+        return int(cfg["k"])
+    return None
+
+
+@dataclass(frozen=True)
+class FoldAssembly:
+    """One fold, assembled: the split, and the manifest of each part (train, dev, test)."""
+
+    split: Split
+    parts: dict[str, Manifest]
+    protocol: str
+    class_names: tuple[str, ...]
+
+
+def assemble_fold(manifest: Manifest, folds_cfg: Mapping, fold: int, *, require_labels: bool = True) -> FoldAssembly:
+    """The single place where a fold is put together (datamodule, baselines, predict/eval share it).
+
+    Refuses unlabelled clips when ``require_labels`` (training and evaluation need a label on every
+    clip), builds the folds the config names, and cuts the manifest into train/dev/test by speaker (or
+    by clip, for the speaker-dependent protocol).  Checks that no speaker is in train and test of a
+    speaker-independent split and that no clip is in two parts.
+    """
+    if require_labels:
+        manifest.require_labels("training and evaluation on folds")
+    split = build_folds(folds_cfg, manifest, clip_splits=True).split(fold)
+    if split.speaker_dependent:
+        parts = {
+            "train": manifest.select(split.train_clips or ()),
+            "dev": manifest.select(split.dev_clips or ()),
+            "test": manifest.select(split.test_clips or ()),
+        }
+    else:
+        shared = (set(split.train) | set(split.dev)) & set(split.test)
+        if shared:  # SpeakerFolds guarantees this; a guard against a future protocol that does not
+            raise FoldError(f"fold {fold}: speakers {sorted(shared)} are in training/dev and test")
+        parts = {"train": manifest.filter(split.train), "dev": manifest.filter(split.dev),
+                 "test": manifest.filter(split.test)}
+    ids = [i for m in parts.values() for i in m.clip_ids]
+    if len(ids) != len(set(ids)):
+        raise FoldError(f"fold {fold}: a clip is in two parts of the split ({split.protocol})")
+    if len(parts["train"]) == 0 or len(parts["test"]) == 0:
+        raise FoldError(f"fold {fold}: the split leaves no training or no test clips ({split.protocol})")
+    return FoldAssembly(split=split, parts=parts, protocol=split.protocol, class_names=manifest.class_names)

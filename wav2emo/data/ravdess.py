@@ -454,6 +454,8 @@ def prepare_ravdess(
                 channels=ch,
                 num_frames=n,
                 sha1=hashes.get(stem, ""),
+                code=f"{meta['emotion_code']:02d}",
+                speaker=f"Actor_{meta['actor']:02d}",
             )
         )
     report.long_clips = long_clip_entries(clips, max_duration_s)
@@ -503,19 +505,27 @@ def _by_hand(url: str) -> str:
 
 
 def download_ravdess(
-    dest_dir: str | Path, *, url: str = RAVDESS_URL, force: bool = False, timeout: float = 60
+    dest_dir: str | Path,
+    *,
+    url: str = RAVDESS_URL,
+    force: bool = False,
+    timeout: float = 60,
+    by_hand: str | None = None,
+    filename: str | None = None,
 ) -> Path:
     """Download the RAVDESS speech zip into ``dest_dir`` and return its path.
 
     Streams to ``<zip>.part`` and resumes it with an HTTP Range request when it exists, so a broken
     200 MB download is not started over; the file is renamed into place only when its length matches
     Content-Length and :mod:`zipfile` can open it.  An existing complete zip is returned at once
-    unless ``force``.  The server is asked before anything is created: a missing ``dest_dir`` is made
+    unless ``force``.  Other corpora's zips use it too (``by_hand``: what the user can do instead, for
+    the error messages).  The server is asked before anything is created: a missing ``dest_dir`` is made
     only once the server answers, and the folders this call made are removed again if it fails and
     leaves them empty (a partial download worth resuming keeps them).
     """
     dest_dir = Path(dest_dir)
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    hint = by_hand or _by_hand(url)
+    name = filename or Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     if name in ("", ".", ".."):
         name = RAVDESS_ZIP_NAME
     target = dest_dir / name
@@ -539,11 +549,13 @@ def download_ravdess(
                 os.replace(part, target)
                 return target
             part.unlink()
-            return download_ravdess(dest_dir, url=url, force=False, timeout=timeout)
-        raise CorpusError(f"{url}: the server answered HTTP {e.code} {e.reason}; {_by_hand(url)}") from e
+            return download_ravdess(
+                dest_dir, url=url, force=False, timeout=timeout, by_hand=by_hand, filename=filename
+            )
+        raise CorpusError(f"{url}: the server answered HTTP {e.code} {e.reason}; {hint}") from e
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise CorpusError(f"{url}: cannot reach the server ({reason}); {_by_hand(url)}") from e
+        raise CorpusError(f"{url}: cannot reach the server ({reason}); {hint}") from e
 
     created: list[Path] = []
     try:
@@ -553,7 +565,7 @@ def download_ravdess(
         if not _zip_ok(part):
             part.unlink()
             raise CorpusError(
-                f"{url}: the downloaded file is not a readable zip archive (removed); {_by_hand(url)}"
+                f"{url}: the downloaded file is not a readable zip archive (removed); {hint}"
             )
         os.replace(part, target)
     except BaseException:

@@ -1,0 +1,91 @@
+"""EmoDB (Berlin Database of Emotional Speech): 535 German utterances, 10 actors, 7 emotions.
+
+Layout as the authors ship it: ``wav/`` holding ``SSTTTEV.wav`` - speaker (2 digits), text (a01 a02 a04
+a05 a07 b01 b02 b03 b09 b10), emotion (German initial), version letter, e.g. ``03a01Fa.wav``.  Speakers 03 10 11 12 15
+are male, 08 09 13 14 16 female (the corpus documentation).  The usual protocol is leave-one-speaker-out.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .manifest import Manifest
+from .ravdess import download_ravdess, extract_zip
+from .recipe import (
+    Entry,
+    Problems,
+    Totals,
+    audio_files,
+    build_manifest,
+    check_options_from,
+    rel,
+    resolve_source,
+)
+
+EMODB_PAGE = "http://emodb.bilderbar.info/docu/"
+EMODB_URL = "http://emodb.bilderbar.info/download/download.zip"
+# German initials: Wut, Langeweile, Ekel, Angst, Freude, Trauer, Neutral
+EMODB_CODES = {
+    "W": "angry",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fearful",
+    "F": "happy",
+    "T": "sad",
+    "N": "neutral",
+}
+EMODB_GENDERS = {
+    "03": "male", "10": "male", "11": "male", "12": "male", "15": "male",
+    "08": "female", "09": "female", "13": "female", "14": "female", "16": "female",
+}
+# the ten texts of the release (the documentation numbers them with gaps)
+EMODB_TEXTS = {"a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10"}
+EMODB_TOTALS = Totals(files=535, speakers=tuple(sorted(EMODB_GENDERS)), classes=tuple(sorted(set(EMODB_CODES.values()))))
+_NAME = re.compile(r"^(\d{2})([ab]\d{2})([A-Za-z])([a-z])$")
+
+
+def parse_emodb_name(stem: str) -> dict:
+    """Speaker, text, emotion and version of an EmoDB file stem; ValueError naming what is wrong."""
+    m = _NAME.match(stem)
+    if not m:
+        raise ValueError(f"{stem!r}: not an EmoDB name; expected speaker+text+emotion+version, e.g. 03a01Fa")
+    speaker, text, code, version = m.groups()
+    if speaker not in EMODB_GENDERS:
+        raise ValueError(f"{stem!r}: speaker {speaker}; expected one of {sorted(EMODB_GENDERS)}")
+    if text not in EMODB_TEXTS:
+        raise ValueError(f"{stem!r}: text {text}; expected one of {sorted(EMODB_TEXTS)}")
+    if code not in EMODB_CODES:
+        raise ValueError(f"{stem!r}: emotion code {code!r}; expected one of {sorted(EMODB_CODES)} (German initials)")
+    return {"speaker": speaker, "text": text, "code": code, "emotion": EMODB_CODES[code], "version": version}
+
+
+def prepare_emodb(source: str | Path, *, corpus_name: str = "emodb", **options) -> Manifest:
+    """The manifest of an EmoDB copy (its folder, the folder's ``wav/``, or the download zip)."""
+    opts = check_options_from(options)
+    root = resolve_source(source, "an EmoDB folder holding wav/03a01Fa.wav ...")
+    files = audio_files(root, "EmoDB's wav/*.wav files (e.g. wav/03a01Fa.wav)")
+    problems, entries = Problems(), []
+    for path in files:
+        try:
+            meta = parse_emodb_name(path.stem)
+        except ValueError as e:
+            problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
+            continue
+        entries.append(
+            Entry(
+                path=path, clip_id=path.stem, speaker=meta["speaker"], gender=EMODB_GENDERS[meta["speaker"]],
+                emotion=meta["emotion"], code=meta["code"], actor=int(meta["speaker"]),
+            )
+        )
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=EMODB_TOTALS)
+
+
+def download_emodb(dest: str | Path) -> Path:
+    """Fetch the authors' zip (``download.zip``) beside ``dest`` and extract it into ``dest``."""
+    dest = Path(dest)
+    zip_path = download_ravdess(
+        dest.parent, url=EMODB_URL,
+        by_hand=f"download it by hand from {EMODB_PAGE} ({EMODB_URL}) and set data.corpus.root to the zip or folder",
+    )
+    return extract_zip(zip_path, extract_dir=dest)

@@ -1,0 +1,66 @@
+"""SAVEE (Surrey Audio-Visual Expressed Emotion): 480 British English utterances of 4 male speakers
+(DC, JE, JK, KL), 7 emotions: 15 sentences each, 30 neutral, per speaker.
+
+Layout of the release (``AudioData/<speaker>/<code><nn>.wav``, codes a d f h n sa su) and of the common
+flat copy (``<speaker>_<code><nn>.wav``) are both read.  Registration is needed:
+http://kahlan.eps.surrey.ac.uk/savee/ (no automatic download).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .manifest import Manifest
+from .recipe import (
+    Entry,
+    Problems,
+    Totals,
+    audio_files,
+    build_manifest,
+    check_options_from,
+    rel,
+    resolve_source,
+)
+
+SAVEE_PAGE = "http://kahlan.eps.surrey.ac.uk/savee/"
+SAVEE_CODES = {
+    "a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "n": "neutral", "sa": "sad", "su": "surprised",
+}
+SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")
+SAVEE_TOTALS = Totals(files=480, speakers=SAVEE_SPEAKERS, classes=tuple(sorted(set(SAVEE_CODES.values()))))
+_NAME = re.compile(r"^(?:([A-Za-z]{2})_)?(sa|su|a|d|f|h|n)(\d{2})$")
+
+
+def parse_savee_name(stem: str, folder_speaker: str | None = None) -> dict:
+    m = _NAME.match(stem)
+    if not m:
+        raise ValueError(f"{stem!r}: not a SAVEE name; expected <code><nn> (e.g. sa03) or <speaker>_<code><nn>")
+    speaker, code, num = (m.group(1) or folder_speaker or ""), m.group(2), int(m.group(3))
+    speaker = speaker.upper()
+    if speaker not in SAVEE_SPEAKERS:
+        raise ValueError(f"{stem!r}: speaker {speaker or '(none)'}; expected one of {SAVEE_SPEAKERS} in the name "
+                         "or as the enclosing folder")
+    top = 30 if code == "n" else 15
+    if not 1 <= num <= top:
+        raise ValueError(f"{stem!r}: sentence {num:02d}; expected 01..{top} for code {code!r}")
+    return {"speaker": speaker, "code": code, "emotion": SAVEE_CODES[code], "num": num}
+
+
+def prepare_savee(source: str | Path, *, corpus_name: str = "savee", **options) -> Manifest:
+    opts = check_options_from(options)
+    root = resolve_source(source, f"a SAVEE folder (AudioData/DC/a01.wav ...; register at {SAVEE_PAGE})")
+    problems, entries = Problems(), []
+    for path in audio_files(root, "SAVEE's AudioData/<speaker>/<code><nn>.wav files"):
+        folder = next((p.upper() for p in reversed(path.relative_to(root).parts[:-1]) if p.upper() in SAVEE_SPEAKERS),
+                      None)
+        try:
+            meta = parse_savee_name(path.stem, folder)
+        except ValueError as e:
+            problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
+            continue
+        entries.append(
+            Entry(path=path, clip_id=f"{meta['speaker']}_{meta['code']}{meta['num']:02d}", speaker=meta["speaker"],
+                  gender="male", emotion=meta["emotion"], code=meta["code"])
+        )
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=SAVEE_TOTALS)
