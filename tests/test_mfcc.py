@@ -104,7 +104,8 @@ def test_baselines_run_over_mfcc_features(tmp_path, baseline_dirs):
     assert r["test_clips"] == 40 and set(r["test"]) == {"wa", "ua", "f1"}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def baseline_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mfcc_baselines")
-    return root / "data", root / "cache"
+    from tests.test_sklearn_train import shared_dirs
+
+    return shared_dirs(tmp_path_factory)
