@@ -1,7 +1,9 @@
 """``python -m wav2emo.baselines model=svm``: scikit-learn baselines on the speaker folds (conf/baselines.yaml).
 
-``model=<name>`` picks ``conf/baseline_model/<name>.yaml`` (svm, logreg, random_forest, hist_gb); the
-logic lives in :mod:`wav2emo.training.baselines`.
+``model=<name>`` picks ``conf/baseline_model/<name>.yaml`` (svm, logreg, random_forest, hist_gb; the
+``sklearn_<name>`` spelling of ``python -m wav2emo.train`` works too); ``features=mfcc`` swaps the eGeMAPS
+functionals for MFCC statistics, ``features.normalize=speaker`` standardises each speaker's features with
+its own statistics. The logic lives in :mod:`wav2emo.training.baselines`.
 """
 
 from __future__ import annotations

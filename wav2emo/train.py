@@ -1,4 +1,8 @@
-"""``python -m wav2emo.train``: train and evaluate on speaker folds (see conf/train.yaml)."""
+"""``python -m wav2emo.train``: train and evaluate on speaker folds (see conf/train.yaml).
+
+``model=sklearn_svm`` (sklearn_logreg, sklearn_random_forest, sklearn_hist_gb) runs the scikit-learn baselines
+of :mod:`wav2emo.training.baselines` instead, on the same folds and ending in the same reports.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,24 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from wav2emo.training.experiment import train
+    from wav2emo.training.baselines import is_baseline_model
 
     with user_errors("wav2emo.train"):  # bad input or config: one line naming it, no traceback
-        metrics = train(cfg)
+        if is_baseline_model(cfg.model):  # model=sklearn_*: the baselines' runner, same folds and reports
+            from wav2emo.training.baselines import run_baselines
+
+            metrics = run_baselines(cfg)
+        else:
+            from wav2emo.features.normalize import check_mode
+
+            if check_mode(cfg.features.get("normalize")) is not None:  # never silently ignored
+                from wav2emo.errors import ConfigError
+
+                raise ConfigError(f"features.normalize={cfg.features.normalize}: per-speaker normalisation is "
+                                  f"applied by the sklearn_* models only so far, not by model={cfg.model.get('name')}")
+            from wav2emo.training.experiment import train
+
+            metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
     return float(value) if value is not None else None
 

@@ -66,6 +66,7 @@ _BUILTIN: dict[str, str] = {
     "egemaps_functionals": "wav2emo.features.egemaps:EgemapsFunctionals",
     "egemaps_lld": "wav2emo.features.egemaps:EgemapsLLD",
     "logmel": "wav2emo.features.logmel:LogMel",
+    "mfcc_stats": "wav2emo.features.mfcc:MfccStats",
 }
 _REGISTRY: dict[str, KindFactory] = {}
 

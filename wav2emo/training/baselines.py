@@ -8,6 +8,10 @@ For each fold, with wav2emo's own fold assembly (:func:`wav2emo.data.folds.build
   never influence any choice;
 * the chosen candidate is refitted on the training actors and evaluated once on the test actors.
 
+With ``features.normalize=speaker`` every clip's vector is first standardised with its own speaker's
+statistics over all that speaker's clips (:mod:`wav2emo.features.normalize`; label-free, but it reads the
+test speakers' unlabelled audio, which every fold result and the CV report declare in their protocol section).
+
 Each fold writes what a neural fold writes (``fold_result.json``, ``predictions.csv``, ``config.yaml``,
 ``git.json``, ``environment.json``), so :func:`wav2emo.reports.aggregate.aggregate_folds` makes the same
 cross-validation report and the two compare side by side.
@@ -34,6 +38,13 @@ from threadpoolctl import threadpool_limits
 
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
+from wav2emo.features.normalize import (
+    check_mode,
+    normalize_by_speaker,
+    protocol_entry,
+    protocol_markdown,
+    warn_narrow_speakers,
+)
 from wav2emo.training.experiment import (
     FOLD_RESULT,
     PREDICTIONS,
@@ -49,6 +60,8 @@ log = logging.getLogger(__name__)
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "baseline_model"
 MONITOR = "val/ua"
+# Feature kinds with one vector per clip: what the baselines take (``feature=null`` picks the one configured).
+CLIP_LEVEL_KINDS = ("egemaps_functionals", "mfcc_stats")
 
 
 def available_models() -> list[str]:
@@ -56,13 +69,48 @@ def available_models() -> list[str]:
 
 
 def command_line_overrides(args: Sequence[str]) -> list[str]:
-    """``model=svm`` on the command line picks ``conf/baseline_model/svm.yaml`` (packaged at ``model``)."""
+    """``model=svm`` on the command line picks ``conf/baseline_model/svm.yaml`` (packaged at ``model``);
+    ``model=sklearn_svm``, the name ``python -m wav2emo.train`` knows it by, picks the same."""
     out = []
     for a in args:
         if a.startswith("model=") and not a.startswith("model=["):
-            a = "baseline_model@model=" + a[len("model="):]
+            name = a[len("model="):]
+            name = name[len("sklearn_"):] if name.startswith("sklearn_") else name
+            a = "baseline_model@model=" + name
         out.append(a)
     return out
+
+
+def is_baseline_model(model: Any) -> bool:
+    """Whether a model config is a scikit-learn baseline (an ``estimator`` and a ``grid``), not a neural model:
+    how ``python -m wav2emo.train model=sklearn_svm`` knows to run the baselines."""
+    return (OmegaConf.is_dict(model) or isinstance(model, Mapping)) and "estimator" in model and "grid" in model
+
+
+def select_feature(cfg: DictConfig) -> str:
+    """The entry of the features config the baselines read: ``feature=<entry>``, or with ``feature=null`` the
+    one clip-level entry (egemaps in the SSL configs, mfcc in features=mfcc)."""
+    entries = {k: v for k, v in cfg.features.items() if OmegaConf.is_dict(v) or isinstance(v, Mapping)}
+    feature = cfg.get("feature")
+    if feature is not None:
+        feature = str(feature)
+        if feature not in entries:
+            raise ConfigError(f"feature={feature}: not in the features config; expected one of {sorted(entries)}")
+        return feature
+    clip_level = [k for k, v in entries.items() if v.get("kind") in CLIP_LEVEL_KINDS]
+    if len(clip_level) != 1:
+        raise ConfigError(f"feature=null: the features config has {len(clip_level)} clip-level entries "
+                         f"({sorted(clip_level)} of kinds {list(CLIP_LEVEL_KINDS)}) among {sorted(entries)}; "
+                         f"name one with feature=<entry> (e.g. features=mfcc, or feature=egemaps)")
+    return clip_level[0]
+
+
+def normalize_mode(cfg: DictConfig) -> str | None:
+    """``features.normalize``: ``"speaker"`` or None (off, the default)."""
+    try:
+        return check_mode(cfg.features.get("normalize"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_model_cfg(model: Any) -> tuple[dict[str, Any], dict[str, list]]:
@@ -127,26 +175,35 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     from wav2emo.data.folds import build_folds
     from wav2emo.features import get_features
 
-    feature = str(cfg.get("feature", "egemaps"))
-    if feature not in cfg.features:
-        raise ConfigError(f"feature={feature}: not in the features config; expected one of {sorted(cfg.features)}")
+    feature = select_feature(cfg)
+    mode = normalize_mode(cfg)
     manifest = load_corpus(to_container(cfg.data.corpus), cache_dir=cfg.paths.cache_dir)
     split = build_folds(to_container(cfg.folds), manifest).split(fold)
     cache = get_features(manifest, to_container(cfg.features)[feature], cfg.paths.cache_dir)
     if cache.lengths.max() > 1:
         raise ConfigError(f"feature={feature}: {cache.kind} has several frames per clip; the baselines take "
-                         f"clip-level vectors (e.g. egemaps_functionals)")
+                         f"clip-level vectors (e.g. egemaps_functionals, mfcc_stats)")
+    x_all, clip_row = clip_features(cache, list(manifest)), {c.clip_id: i for i, c in enumerate(manifest)}
+    narrow: dict = {}
+    if mode == "speaker":  # each actor's statistics over all its clips (label-free; test actors included)
+        actors_all = [c.actor for c in manifest]
+        x_all = normalize_by_speaker(x_all, actors_all, dtype=np.float64)
+        narrow = warn_narrow_speakers(actors_all, [c.label for c in manifest], list(EMOTIONS))
     parts = {}
     for part, actors in (("train", split.train), ("dev", split.dev), ("test", split.test)):
         m = manifest.filter(actors)
         clips = list(m)
+        rows = np.array([clip_row[c.clip_id] for c in clips], dtype=np.int64)
         parts[part] = {
             "clips": clips,
-            "x": clip_features(cache, clips),
+            "x": x_all[rows] if len(rows) else np.zeros((0, x_all.shape[1])),
             "y": np.array([c.label for c in clips], dtype=np.int64),
             "actor": np.array([c.actor for c in clips], dtype=np.int64),
         }
-    return {"manifest": manifest, "split": split, "cache": cache, "parts": parts}
+    protocol = {**protocol_entry(mode), "feature": feature, "feature_kind": cache.kind,
+                "narrow_speakers": {str(k): v for k, v in narrow.items()}}
+    return {"manifest": manifest, "split": split, "cache": cache, "parts": parts, "feature": feature,
+            "protocol": protocol}
 
 
 def run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
@@ -224,8 +281,9 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
             "dev_actors": list(split.dev),
             "test_actors": list(split.test),
             "clips": {k: len(v["y"]) for k, v in parts.items()},
-            "caches": {str(cfg.get("feature", "egemaps")): str(data["cache"].path)},
+            "caches": {data["feature"]: str(data["cache"].path)},
         },
+        "protocol": data["protocol"],
         "best_dev": {"monitor": MONITOR, "best_score": best_score, "params": chosen,
                      **({f"val/{k}": v for k, v in dev_scores[best_i].items() if k != "params"}
                         if dev_scores else {})},
@@ -254,7 +312,25 @@ def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     results = {f: run_baseline_fold(cfg, f, out / f"fold_{f}") for f in folds}
     metrics: dict[str, Any] = {f"test/{k}": v for k, v in results[folds[-1]]["test"].items()}
     metrics[MONITOR] = float(np.mean([r["best_dev"]["best_score"] or np.nan for r in results.values()]))
+    metrics["val/ua_best"] = metrics[MONITOR]  # the name python -m wav2emo.train optimises by default
     summary = finish_run(out, folds, results)
     if summary is not None:
+        declare_protocol(out, results[folds[0]]["protocol"])
         metrics["cv"] = summary
     return metrics
+
+
+def declare_protocol(out: Path, protocol: Mapping[str, Any]) -> None:
+    """Add the protocol section (feature, per-speaker normalisation) to the CV report this run just wrote."""
+    path = out / "cv_report.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    report["protocol"] = {**report.get("protocol", {}), **protocol}
+    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    md = out / "cv_report.md"
+    if md.is_file() and "- feature normalisation:" not in md.read_text():
+        md.write_text(md.read_text().rstrip("\n") + "\n\n" + protocol_markdown(report["protocol"]) + "\n")
+    if protocol.get("reads_test_speakers_unlabelled_audio"):
+        print("Protocol: features.normalize=speaker reads the test speakers' unlabelled audio (per-speaker "
+              "statistics); declared in cv_report.{json,md} and every fold_result.json", flush=True)
