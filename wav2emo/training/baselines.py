@@ -35,7 +35,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
     check_mode,
@@ -178,7 +177,7 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     if mode == "speaker":  # each actor's statistics over all its clips (label-free; test actors included)
         actors_all = [c.actor for c in manifest]
         x_all = normalize_by_speaker(x_all, actors_all, dtype=np.float64)
-        narrow = warn_narrow_speakers(actors_all, [c.label for c in manifest], list(EMOTIONS))
+        narrow = warn_narrow_speakers(actors_all, [c.label for c in manifest], list(assembly.class_names))
     parts = {}
     for part, m in assembly.parts.items():
         clips = list(m)
@@ -192,7 +191,7 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     protocol = {**protocol_entry(mode), "feature": feature, "feature_kind": cache.kind,
                 "narrow_speakers": {str(k): v for k, v in narrow.items()}}
     return {"manifest": manifest, "split": split, "cache": cache, "parts": parts, "feature": feature,
-            "protocol": protocol}
+            "protocol": protocol, "class_names": [str(c) for c in assembly.class_names]}
 
 
 def run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
@@ -214,7 +213,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     tr, dev, te = parts["train"], parts["dev"], parts["test"]
     if len(tr["y"]) == 0:
         raise ConfigError(f"fold {fold}: no training clips")
-    class_names = list(EMOTIONS)
+    class_names = data["class_names"]  # the corpus's classes, as the neural models name them
     num_classes = len(class_names)
     seed = int(cfg.seed) + int(fold)
     candidates = list(ParameterGrid(grid))
