@@ -1,6 +1,6 @@
 """Classic scikit-learn baselines on wav2emo's speaker folds (``python -m wav2emo.baselines``).
 
-For each fold, with wav2emo's own fold assembly (:func:`wav2emo.data.folds.build_folds`):
+For each fold, with wav2emo's own fold assembly (:func:`wav2emo.data.folds.assemble_fold`):
 
 * a ``StandardScaler`` is fitted on the training actors' clips only;
 * every candidate of the model's hyper-parameter grid is fitted on the training actors and scored by UA
@@ -30,13 +30,11 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import f1_score, precision_recall_fscore_support, recall_score
 from sklearn.model_selection import ParameterGrid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
     check_mode,
@@ -45,16 +43,10 @@ from wav2emo.features.normalize import (
     protocol_markdown,
     warn_narrow_speakers,
 )
-from wav2emo.training.experiment import (
-    FOLD_RESULT,
-    PREDICTIONS,
-    _jsonable,
-    folds_to_run,
-    num_folds_of,
-    output_dir,
-)
-from wav2emo.training.metrics import per_class_table
+from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
+from wav2emo.reports.metrics import classification_metrics
 from wav2emo.training.run_info import save_run_info, to_container
+from wav2emo.training.runs import folds_to_run, num_folds_of, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +142,11 @@ def make_pipeline(estimator_cfg: Mapping[str, Any], params: Mapping[str, Any], s
     return Pipeline([("scaler", StandardScaler()), ("estimator", est)])
 
 
-def _metrics(y: np.ndarray, p: np.ndarray, num_classes: int) -> dict[str, float]:
-    """WA (micro accuracy), UA (macro recall), macro F1 over all classes: as the neural models and the
-    cross-validation report compute them."""
-    labels = list(range(num_classes))
-    return {
-        "wa": float((y == p).mean()) if len(y) else float("nan"),
-        "ua": float(recall_score(y, p, labels=labels, average="macro", zero_division=0)),
-        "f1": float(f1_score(y, p, labels=labels, average="macro", zero_division=0)),
-    }
+def _metrics(y: np.ndarray, p: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """WA, UA and macro F1 of :func:`wav2emo.reports.metrics.classification_metrics`: the numbers the neural
+    models and the cross-validation report give for the same predictions."""
+    m = classification_metrics(y, p, class_names)
+    return {k: m[k] for k in ("wa", "ua", "f1")}
 
 
 def clip_features(cache, clips) -> np.ndarray:
@@ -172,13 +160,14 @@ def clip_features(cache, clips) -> np.ndarray:
 def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     """Manifest, split and the features of the training, dev and test actors of ``fold``."""
     from wav2emo.data.corpora import load_corpus
-    from wav2emo.data.folds import build_folds
+    from wav2emo.data.folds import assemble_fold
     from wav2emo.features import get_features
 
     feature = select_feature(cfg)
     mode = normalize_mode(cfg)
     manifest = load_corpus(to_container(cfg.data.corpus), cache_dir=cfg.paths.cache_dir)
-    split = build_folds(to_container(cfg.folds), manifest).split(fold)
+    assembly = assemble_fold(manifest, to_container(cfg.folds), fold)
+    split = assembly.split
     cache = get_features(manifest, to_container(cfg.features)[feature], cfg.paths.cache_dir)
     if cache.lengths.max() > 1:
         raise ConfigError(f"feature={feature}: {cache.kind} has several frames per clip; the baselines take "
@@ -188,10 +177,9 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     if mode == "speaker":  # each actor's statistics over all its clips (label-free; test actors included)
         actors_all = [c.actor for c in manifest]
         x_all = normalize_by_speaker(x_all, actors_all, dtype=np.float64)
-        narrow = warn_narrow_speakers(actors_all, [c.label for c in manifest], list(EMOTIONS))
+        narrow = warn_narrow_speakers(actors_all, [c.label for c in manifest], list(assembly.class_names))
     parts = {}
-    for part, actors in (("train", split.train), ("dev", split.dev), ("test", split.test)):
-        m = manifest.filter(actors)
+    for part, m in assembly.parts.items():
         clips = list(m)
         rows = np.array([clip_row[c.clip_id] for c in clips], dtype=np.int64)
         parts[part] = {
@@ -203,7 +191,7 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     protocol = {**protocol_entry(mode), "feature": feature, "feature_kind": cache.kind,
                 "narrow_speakers": {str(k): v for k, v in narrow.items()}}
     return {"manifest": manifest, "split": split, "cache": cache, "parts": parts, "feature": feature,
-            "protocol": protocol}
+            "protocol": protocol, "class_names": [str(c) for c in assembly.class_names]}
 
 
 def run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
@@ -225,7 +213,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     tr, dev, te = parts["train"], parts["dev"], parts["test"]
     if len(tr["y"]) == 0:
         raise ConfigError(f"fold {fold}: no training clips")
-    class_names = list(EMOTIONS)
+    class_names = data["class_names"]  # the corpus's classes, as the neural models name them
     num_classes = len(class_names)
     seed = int(cfg.seed) + int(fold)
     candidates = list(ParameterGrid(grid))
@@ -241,7 +229,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     else:
         for params in candidates:
             pipe = make_pipeline(est_cfg, params, seed).fit(tr["x"], tr["y"])
-            score = _metrics(dev["y"], pipe.predict(dev["x"]), num_classes)
+            score = _metrics(dev["y"], pipe.predict(dev["x"]), class_names)
             dev_scores.append({"params": params, **score})
             log.info("fold %d: %s dev UA %.4f", fold, params, score["ua"])
         best_i = int(np.argmax([s["ua"] for s in dev_scores]))  # first best in grid order
@@ -250,11 +238,8 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
 
     pipe = make_pipeline(est_cfg, chosen, seed).fit(tr["x"], tr["y"])
     pred = pipe.predict(te["x"])
-    test = _metrics(te["y"], pred, num_classes)
-    prec, rec, f1, support = precision_recall_fscore_support(
-        te["y"], pred, labels=list(range(num_classes)), zero_division=0)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (te["y"], pred), 1)
+    scored = classification_metrics(te["y"], pred, class_names)
+    test = {k: scored[k] for k in ("wa", "ua", "f1")}
 
     rows = pd.DataFrame({
         "clip_id": [c.clip_id for c in te["clips"]],
@@ -270,7 +255,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
         probs[:, pipe.classes_] = pipe.predict_proba(te["x"])
         for c, name in enumerate(class_names):
             rows[f"prob_{name}"] = probs[:, c]
-    rows.to_csv(fold_dir / PREDICTIONS, index=False)
+    write_predictions(fold_dir, rows)
 
     result: dict[str, Any] = {
         "fold": fold,
@@ -291,13 +276,13 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
         "dev_scores": dev_scores,
         "random_state": seed,
         "test": test,
-        "test_per_class": per_class_table(prec, rec, f1, support, class_names),
-        "test_confusion": confusion.tolist(),
+        "test_per_class": scored["per_class"],
+        "test_confusion": scored["confusion"],
         "class_names": class_names,
         "test_clips": int(len(rows)),
     }
     result["seconds"] = round(time.time() - started, 2)
-    (fold_dir / FOLD_RESULT).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
+    write_fold_result(fold_dir, result)
     log.info("fold %d test: UA %.4f WA %.4f F1 %.4f with %s", fold, test["ua"], test["wa"], test["f1"], chosen)
     return result
 
@@ -327,7 +312,7 @@ def declare_protocol(out: Path, protocol: Mapping[str, Any]) -> None:
         return
     report = json.loads(path.read_text())
     report["protocol"] = {**report.get("protocol", {}), **protocol}
-    path.write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    path.write_text(json.dumps(jsonable(report), indent=2) + "\n")
     md = out / "cv_report.md"
     if md.is_file() and "- feature normalisation:" not in md.read_text():
         md.write_text(md.read_text().rstrip("\n") + "\n\n" + protocol_markdown(report["protocol"]) + "\n")

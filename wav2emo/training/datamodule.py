@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.data.corpora import load_corpus
-from wav2emo.data.folds import Split, build_folds
+from wav2emo.data.folds import Split, assemble_fold
 from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
@@ -120,17 +120,14 @@ class EmotionDataModule(L.LightningDataModule):
         if self._ready:
             return
         self.manifest = load_corpus(self.corpus_cfg, cache_dir=self.cache_dir)
-        self.split: Split = build_folds(self.folds_cfg, self.manifest).split(self.fold)
+        assembly = assemble_fold(self.manifest, self.folds_cfg, self.fold)  # the one place a fold is cut
+        self.split: Split = assembly.split
         needed = sorted({"ssl" if name == "ssl_layer" else name for name in self.inputs} & set(CACHED_INPUTS))
         self.caches: dict[str, FeatureCache] = {
             name: get_features(self.manifest, self.features_cfg[name], self.cache_dir, device=self.extraction_device)
             for name in needed
         }
-        self.parts: dict[str, Manifest] = {
-            "train": self.manifest.filter(self.split.train),
-            "dev": self.manifest.filter(self.split.dev),
-            "test": self.manifest.filter(self.split.test),
-        }
+        self.parts: dict[str, Manifest] = dict(assembly.parts)
         # Where each split's clips live in every cache (refuses features of other audio).
         self.rows = {part: {n: c.rows_for(m) for n, c in self.caches.items()} for part, m in self.parts.items()}
         self._ready = True

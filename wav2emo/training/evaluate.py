@@ -3,37 +3,44 @@ checkpoint alone (``evaluate``, what ``python -m wav2emo.eval`` runs)."""
 
 from __future__ import annotations
 
-import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
+from wav2emo.reports.fold_results import write_fold_result, write_predictions
+from wav2emo.reports.metrics import classification_metrics
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.runs import (
     CKPT_KEY,
-    PREDICTIONS,
     folds_to_run,
-    jsonable,
     num_folds_of,
     output_dir,
+    quiet_batch_transfer_warning,
     quiet_duplicate_log_handlers,
 )
 
 log = logging.getLogger(__name__)
 
+EVAL_RESULT = "eval_result.json"  # the schema of fold_result.json, written by python -m wav2emo.eval
+
 
 def test_checkpoint(
     trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path
 ) -> dict[str, Any]:
-    """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions."""
+    """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions.
+
+    The test metrics (WA, UA, F1, per class, confusion) are computed from the written predictions by
+    :func:`wav2emo.reports.metrics.classification_metrics`, the one definition every report uses; the
+    trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept.
+    """
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)
     paths = {c.clip_id: c.path for c in dm.manifest}
@@ -41,11 +48,14 @@ def test_checkpoint(
     class_names = list(getattr(model, "class_names", EMOTIONS))
     preds["true"] = [class_names[i] for i in preds["label"]]
     preds["predicted"] = [class_names[i] for i in preds["pred"]]
-    preds.to_csv(out_dir / PREDICTIONS, index=False)
+    write_predictions(out_dir, preds)
+    scored = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
+    test = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1}
+    test.update({k: scored[k] for k in ("wa", "ua", "f1")})
     return {
-        "test": {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1},
-        "test_per_class": model.test_per_class,
-        "test_confusion": np.asarray(model.test_confusion).tolist(),
+        "test": test,
+        "test_per_class": scored["per_class"],
+        "test_confusion": scored["confusion"],
         "class_names": class_names,
         "test_clips": int(len(preds)),
         "evaluated_checkpoint": ckpt_path,
@@ -99,7 +109,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     result = {"fold": fold, "model": train_cfg.model.name, "checkpoint": str(cfg.ckpt_path), "split": dm.describe()}
-    result.update(test_checkpoint(trainer, model, dm, None, out))
-    (out / "eval_result.json").write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    with warnings.catch_warnings():
+        quiet_batch_transfer_warning()
+        result.update(test_checkpoint(trainer, model, dm, None, out))
+    write_fold_result(out, result, filename=EVAL_RESULT)
     log.info("fold %d test: %s", fold, {k: round(v, 4) for k, v in result["test"].items()})
     return result

@@ -3,10 +3,10 @@ continue an interrupted fold (``run_fold``)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
 from wav2emo.training.build import (
     StoreRunInfo,
     build_callbacks,
@@ -30,7 +31,7 @@ from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.evaluate import test_checkpoint
 from wav2emo.training.run_info import git_info, save_run_info, to_container
-from wav2emo.training.runs import CKPT_KEY, FOLD_RESULT, jsonable
+from wav2emo.training.runs import CKPT_KEY, quiet_batch_transfer_warning
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         finished = fold_dir / FOLD_RESULT
         if finished.exists():
             log.info("fold %d is finished (%s): reporting it, not retraining it", fold, finished)
-            return json.loads(finished.read_text())
+            return read_fold_result(finished)
         last = fold_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             log.info("fold %d was interrupted: continuing it from %s", fold, last)
@@ -74,11 +75,11 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     if getattr(model, "featurizer", None) is not None:  # the hidden states the net reads, as before the move
         split["layers"] = list(model.featurizer.layers)
 
-    callbacks = build_callbacks(cfg, fold_dir, has_dev, fold)
+    loggers = build_loggers(cfg, fold_dir, fold)
+    callbacks = without_logger_callbacks(build_callbacks(cfg, fold_dir, has_dev, fold), loggers)
     callbacks.append(StoreRunInfo(to_container(cfg), fold, split))
     if relocate is not None:
         callbacks.append(relocate)
-    loggers = build_loggers(cfg, fold_dir, fold)
     for lg in loggers:
         lg.log_hyperparams({"config": to_container(cfg), "fold": fold, "split": split, "git": git_info()})
     trainer_cfg = OmegaConf.create(to_container(cfg.trainer))
@@ -89,7 +90,9 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        with warnings.catch_warnings():
+            quiet_batch_transfer_warning()
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         ckpt_cb = trainer.checkpoint_callback
         best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
         result: dict[str, Any] = {
@@ -104,13 +107,28 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             "train_seconds": round(time.time() - started, 2),
         }
         if cfg.get("test", True):
-            result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir))
+            with warnings.catch_warnings():
+                quiet_batch_transfer_warning()
+                result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir))
         _log_to_wandb(loggers, result)
     finally:
         _close_loggers(loggers)
     result["seconds"] = round(time.time() - started, 2)
-    (fold_dir / FOLD_RESULT).write_text(json.dumps(jsonable(result), indent=2) + "\n")
+    write_fold_result(fold_dir, result)
     return result
+
+
+def without_logger_callbacks(callbacks: list[L.Callback], loggers: list) -> list[L.Callback]:
+    """``callbacks`` less any ``LearningRateMonitor`` when there is no logger (``logger=none``): Lightning
+    refuses to start a Trainer that has one and no logger, and with no logger it has nowhere to write."""
+    if loggers:
+        return callbacks
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    dropped = [c for c in callbacks if isinstance(c, LearningRateMonitor)]
+    if dropped:
+        log.info("logger=none: the learning-rate monitor is left out (it logs through a logger)")
+    return [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
 
 def checkpoint_fold(path: Path) -> int | None:

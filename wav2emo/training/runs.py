@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import math
+import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.errors import ConfigError
+from wav2emo.reports.fold_results import FOLD_RESULT, PREDICTIONS, jsonable  # noqa: F401  (the one definition)
 
-FOLD_RESULT = "fold_result.json"
-PREDICTIONS = "predictions.csv"
 CKPT_KEY = "wav2emo"
 
 
@@ -61,22 +58,6 @@ def num_folds_of(cfg: DictConfig) -> int:
     return int(cfg.folds.k)
 
 
-def jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return None if math.isnan(float(x)) else float(x)
-    if isinstance(x, torch.Tensor):
-        return jsonable(x.tolist())
-    return x
-
-
-
-
 _jsonable = jsonable  # the name other modules imported
 
 
@@ -105,3 +86,14 @@ def quiet_duplicate_log_handlers() -> None:
             if type(h) is logging.StreamHandler:
                 lg.removeHandler(h)
         lg.propagate = True
+
+
+# Lightning warns whenever a LightningModule overrides on_after_batch_transfer and a LightningDataModule is
+# passed, in case the datamodule's hook was meant; here the module's hook (the train-only transform) is the
+# intended one and the datamodule defines none, so the warning is noise on every run.
+BATCH_TRANSFER_WARNING = r"You have overridden `on_after_batch_transfer` in `LightningModule` but have passed in a"
+
+
+def quiet_batch_transfer_warning() -> None:
+    """Ignore exactly Lightning's on_after_batch_transfer warning (call inside ``warnings.catch_warnings()``)."""
+    warnings.filterwarnings("ignore", message=BATCH_TRANSFER_WARNING)
