@@ -14,7 +14,9 @@ from wav2emo.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-FAST = [*SMALL, "debug=fast", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+# 24 actors x 3 clips: enough for train/dev/test actors, cheap to extract eGeMAPS and run the tiny backbone on.
+FAST = [*SMALL, "data.corpus.clips_per_actor=3", "debug=fast", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2"]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,43 @@ def test_old_config_without_finetune_or_augment_is_fed_the_caches(tmp_path, dirs
         del cfg["augment"]
     feed = resolve_inputs(cfg)
     assert feed.inputs == ("ssl", "egemaps") and feed.upstream == ()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "atol"),
+    [
+        (["model=layer_weighted", "augment=standard"], "ssl", 2e-2),  # the cache stores float16
+        (["model=fe_vgg_logmel", "features=logmel", "augment=pitch"], "logmel", 1e-4),
+    ],
+)
+def test_upstream_from_audio_feeds_what_the_cache_holds(tmp_path, dirs, overrides, key, atol):
+    """Online augmentation swaps a cache for audio + an upstream: without a transform, the model must see the
+    same features as from the cache (frozen backbone: extraction's batch invariance; log-mel: the same STFT)."""
+    from omegaconf import open_dict
+
+    from wav2emo.training.build import build_datamodule, build_upstream_for, resolve_inputs
+    from wav2emo.training.inputs import collate
+
+    cfg = cfg_of(tmp_path, dirs, *overrides)
+    up = build_upstream_for(cfg, resolve_inputs(cfg))
+    wave_dm = build_datamodule(cfg, 0)
+    cached_cfg = cfg.copy()
+    with open_dict(cached_cfg):
+        cached_cfg.augment = None  # an old config: the caches
+    cache_dm = build_datamodule(cached_cfg, 0)
+    for dm in (wave_dm, cache_dm):
+        dm.setup("test")
+    rows = range(min(6, len(wave_dm.dataset("test"))))
+    from_audio = up(collate([wave_dm.dataset("test")[i] for i in rows]))
+    cached = collate([cache_dm.dataset("test")[i] for i in rows])
+    mask = cached[f"{key}_mask"]
+    assert torch.equal(from_audio[f"{key}_mask"][:, : mask.shape[1]], mask)
+    a, b = from_audio[key].float(), cached[key].float()
+    if key == "ssl":
+        a = a[:, :, : b.shape[2]]
+    else:
+        a = a[:, : b.shape[1]]
+    assert (a - b).abs().max() < atol * max(1.0, float(b.abs().max()))
 
 
 # Bad input ----------------------------------------------------------------------------------------------
