@@ -22,7 +22,9 @@ def main(cfg: DictConfig) -> float | None:
     with user_errors("wav2emo.train"):  # bad input or config: one line naming it, no traceback
         if is_baseline_model(cfg.model):  # model=sklearn_*: the baselines' runner, same folds and reports
             from wav2emo.training.baselines import run_baselines
+            from wav2emo.training.feed import refuse_finetune
 
+            refuse_finetune(cfg)  # a scikit-learn model has no backbone to fine-tune
             metrics = run_baselines(cfg)
         else:
             from wav2emo.features.normalize import check_mode

@@ -16,6 +16,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from wav2emo.errors import ConfigError
 from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint
 from wav2emo.training.datamodule import EmotionDataModule
+from wav2emo.training.feed import (  # noqa: F401  (the rule lives in feed.py; importable from here)
+    Feed,
+    build_upstream_for,
+    optim_config,
+    protocol_entry,
+    resolve_inputs,
+    run_tags,
+)
 from wav2emo.training.run_info import git_info, to_container
 from wav2emo.training.runs import CKPT_KEY
 
@@ -30,35 +38,74 @@ def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
             "hydra (conf/datamodule/default.yaml); a checkpoint of that layout cannot be rebuilt by this "
             "version - retrain it, or evaluate it with the wav2emo version that trained it"
         )
+    feed = resolve_inputs(cfg)  # refuses bad finetune/augment combinations before any data is built
     dm_cfg = OmegaConf.create(to_container(cfg.datamodule))  # resolved against the whole config
     with open_dict(dm_cfg):
         dm_cfg.fold = int(fold)
+        dm_cfg.inputs = list(feed.inputs)
+        if feed.bucket_by_length is not None and dm_cfg.get("frames") is None:
+            dm_cfg.bucket_by_length = feed.bucket_by_length
     return instantiate(dm_cfg, _convert_="all")
 
 
-def build_featurizer(cfg: DictConfig, dm: EmotionDataModule) -> torch.nn.Module | None:
-    """The model's featurizer (``model.featurizer``), sized by the SSL cache's hidden-state count."""
+def _ssl_shape(dm: EmotionDataModule, upstream: torch.nn.Module | None) -> tuple[int, int]:
+    """(hidden states H, width D) of the ``ssl`` the net reads: from the cache, else from the upstream."""
+    if "ssl" in dm.inputs:
+        h, d = dm.input_shape("ssl")
+        return int(h), int(d)
+    ssl_up = _last_ssl_stage(upstream)
+    if ssl_up is None:
+        raise ConfigError(f"the model reads 'ssl' but the data module serves {list(dm.inputs)} and no SSL upstream "
+                          "computes it")
+    return ssl_up.num_layers + 1, int(ssl_up.model.config.hidden_size)
+
+
+def _last_ssl_stage(upstream: torch.nn.Module | None):
+    from wav2emo.models.upstream import SSLUpstream
+
+    stages = list(getattr(upstream, "stages", [upstream])) if upstream is not None else []
+    return next((s for s in reversed(stages) if isinstance(s, SSLUpstream)), None)
+
+
+def build_featurizer(
+    cfg: DictConfig, dm: EmotionDataModule, upstream: torch.nn.Module | None = None
+) -> torch.nn.Module | None:
+    """The model's featurizer (``model.featurizer``), sized by the hidden-state count of the SSL cache, or of
+    the upstream when hidden states come from audio (no ``ssl`` cache in the inputs)."""
     feat_cfg = cfg.model.get("featurizer")
     if feat_cfg is None:
         return None
-    if "ssl" not in dm.inputs:
-        raise ConfigError(f"model.featurizer is set but the model's inputs {list(dm.inputs)} have no 'ssl'")
+    if "ssl" not in (cfg.model.get("inputs") or ()):
+        raise ConfigError(f"model.featurizer is set but the model's inputs {list(cfg.model.inputs)} have no 'ssl'")
     feat_cfg = OmegaConf.create(to_container(feat_cfg))
     with open_dict(feat_cfg):
-        feat_cfg.num_hidden_states = dm.input_shape("ssl")[0]
+        feat_cfg.num_hidden_states = _ssl_shape(dm, upstream)[0]
     return instantiate(feat_cfg, _convert_="all")
 
 
-def build_module(cfg: DictConfig, dm: EmotionDataModule) -> L.LightningModule:
+_BUILD = object()
+
+
+def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD) -> L.LightningModule:
     """Instantiate the LightningModule, filling what only the data know: the featurizer's layer count
-    (the net's ``in_channels``), the cache's feature width (``feature_dim``), the class names, and the
-    eGeMAPS statistics of the training actors."""
-    featurizer = build_featurizer(cfg, dm)
+    (the net's ``in_channels``), the feature width (``feature_dim``), the class names, and the
+    eGeMAPS statistics of the training actors.
+
+    ``upstream``: by default built from the config (:func:`resolve_inputs`); ``wav2emo.eval`` passes the one
+    it rebuilt from a checkpoint.
+    """
+    if upstream is _BUILD:
+        upstream = build_upstream_for(cfg, resolve_inputs(cfg))
+    ssl_up = _last_ssl_stage(upstream)
+    if ssl_up is not None and ssl_up.mode == "top_k" and "ssl" in dm.inputs:
+        ssl_up.check_cache(dm.caches["ssl"].meta)  # top_k continues the cache's hidden states: same backbone
+    featurizer = build_featurizer(cfg, dm, upstream)
     module_cfg = OmegaConf.create(to_container(cfg.model.module))
     names = list(dm.class_names)
+    model_inputs = tuple(cfg.model.get("inputs") or dm.inputs)
     with open_dict(module_cfg):
         net = module_cfg.net
-        frame_key = net.get("input_key") or next((k for k in ("ssl", "logmel") if k in dm.inputs), None)
+        frame_key = net.get("input_key") or next((k for k in ("ssl", "logmel") if k in model_inputs), None)
         # ``in`` is False for a key whose value is ``???``: look at the keys themselves.
         if frame_key == "ssl":
             if featurizer is None:
@@ -66,15 +113,19 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule) -> L.LightningModule:
             if "in_channels" in net.keys():
                 net.in_channels = featurizer.num_layers
             if "feature_dim" in net.keys():
-                net.feature_dim = dm.input_shape("ssl")[1]
+                net.feature_dim = _ssl_shape(dm, upstream)[1]
         elif frame_key == "logmel" and "feature_dim" in net.keys():
-            net.feature_dim = dm.input_shape("logmel")[0]
+            # from the cache, or from the LogMelUpstream that computes it from (augmented) audio
+            net.feature_dim = dm.input_shape("logmel")[0] if "logmel" in dm.inputs else int(upstream.n_mels)
+        optim = optim_config(cfg)
+        if optim is not None:
+            module_cfg.optim = optim
         if "num_classes" in net.keys():
             net.num_classes = len(names)
         module_cfg.num_classes = len(names)
         module_cfg.class_names = names
         module_cfg.seed = int(cfg.seed)
-    module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer)
+    module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
     if "egemaps" in module.standardized_inputs:
         mean, std = dm.egemaps_stats()
         module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))
@@ -149,8 +200,10 @@ def _prepare_wandb(lg_cfg: DictConfig, cfg: DictConfig, fold: int) -> None:
         if not logged_in:
             log.warning("W&B: no API key found, logging offline (sync later with `wandb sync`)")
             lg_cfg.offline = True
+    tags = run_tags(cfg)  # finetune and augment settings: filter and group runs by them in W&B
+    lg_cfg.tags = [*(lg_cfg.get("tags") or []), *tags]
     if lg_cfg.get("group") is None:
-        lg_cfg.group = f"{cfg.model.name}-{_sweep_name()}"
+        lg_cfg.group = "-".join([cfg.model.name, *(t.replace("=", "_") for t in tags), _sweep_name()])
     if lg_cfg.get("name") is None:
         lg_cfg.name = f"{cfg.model.name}-fold{fold}"
     lg_cfg.config = None  # logged below through log_hyperparams

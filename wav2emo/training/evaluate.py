@@ -62,6 +62,30 @@ def test_checkpoint(
     }
 
 
+def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any]):
+    """The fine-tuned (or frozen) upstream exactly as trained, from the checkpoint's state alone: each SSL
+    stage from its recorded identity (backbone id/commit or folder hash, mode, k) and its trained weights
+    (:func:`~wav2emo.models.upstream.rebuild_upstream`); None for a model without an upstream."""
+    from wav2emo.models.frontends import UpstreamChain
+    from wav2emo.models.upstream import rebuild_upstream
+    from wav2emo.training.build import build_upstream_for, resolve_inputs
+
+    built = build_upstream_for(train_cfg, resolve_inputs(train_cfg))  # the layout (stages, log-mel, frames)
+    if built is None:
+        return None
+    stages = list(built.stages) if isinstance(built, UpstreamChain) else [built]
+    prefix = "upstream.stages.{}." if isinstance(built, UpstreamChain) else "upstream."
+    for i in range(len(stages)):
+        head = prefix.format(i)
+        extra = state_dict.get(head + "_extra_state")
+        if extra is None:  # not an SSL stage (log-mel, fixed frames): nothing trained, rebuilt from the config
+            continue
+        model_head = head + "model."
+        trained = {k[len(model_head):]: v for k, v in state_dict.items() if k.startswith(model_head)}
+        stages[i] = rebuild_upstream(extra["identity"], trained)
+    return UpstreamChain(stages) if isinstance(built, UpstreamChain) else stages[0]
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate a saved checkpoint on the test actors of its fold (``python -m wav2emo.eval``).
 
@@ -100,7 +124,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             train_cfg.datamodule.resident = False
     dm = build_datamodule(train_cfg, fold)
     dm.setup("test")
-    model = build_module(train_cfg, dm)
+    upstream = rebuild_checkpoint_upstream(train_cfg, ckpt["state_dict"])
+    model = build_module(train_cfg, dm, upstream=upstream)
     model.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(
         accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False, enable_progress_bar=False,

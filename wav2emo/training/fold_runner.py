@@ -26,6 +26,7 @@ from wav2emo.training.build import (
     build_datamodule,
     build_loggers,
     build_module,
+    protocol_entry,
 )
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
@@ -98,6 +99,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         result: dict[str, Any] = {
             "fold": fold,
             "model": cfg.model.name,
+            "protocol": protocol_entry(cfg),  # finetune and augment settings (reports/aggregate.py reads them)
             "split": split,
             "best_checkpoint": best,
             "best_dev": _dev_summary(trainer, ckpt_cb),
