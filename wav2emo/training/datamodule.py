@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from wav2emo.augment.config import build_augment
+from wav2emo.augment.copies import check_cached, make_copies
+from wav2emo.augment.training import check_inputs
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.data.corpora import load_corpus
 from wav2emo.data.folds import Split, build_folds
@@ -32,9 +35,6 @@ from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
-from wav2emo.augment.config import build_augment
-from wav2emo.augment.copies import check_cached, make_copies
-from wav2emo.augment.training import check_inputs
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     CopyBatchSampler,
     EpochSeeded,
