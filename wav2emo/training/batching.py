@@ -92,7 +92,7 @@ class ResidentSplit(EpochSeeded):
         shuffle: bool,
         device: torch.device,
         seed: int = 0,
-        batch_sampler: LengthBucketBatchSampler | None = None,
+        batch_sampler: LengthBucketBatchSampler | CopyBatchSampler | None = None,
         frames_multiple: int | None = None,
     ) -> None:
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
@@ -113,6 +113,8 @@ class ResidentSplit(EpochSeeded):
         self.n = len(items)
 
     def __len__(self) -> int:
+        if self.batch_sampler is not None:  # e.g. one copy per clip: fewer batches than rows
+            return len(self.batch_sampler)
         return (self.n + self.batch_size - 1) // self.batch_size
 
     def _batches(self) -> Iterator[torch.Tensor]:
@@ -151,3 +153,44 @@ class ResidentSplit(EpochSeeded):
                     batch[mask_key] = batch[mask_key][:, :t]
             batch["clip_id"] = [self.clip_ids[i] for i in idx.tolist()]
             yield batch
+
+
+class CopyBatchSampler(EpochSeeded):
+    """Training batches that serve each clip once per epoch, as one of its ``copies + 1`` versions.
+
+    Rows ``i + n * c`` of a :class:`~wav2emo.training.inputs.CopiesDataset` are clip ``i``'s version ``c``
+    (0 = the original, 1..K the augmented copies).  Each epoch draws the order and, per clip, a version
+    uniformly from 0..K with a generator seeded by ``seed + epoch``: reproducible and resumable (Lightning
+    sets the epoch), different copies across epochs.  With ``lengths`` (of every row), batches are length
+    buckets as in :class:`LengthBucketBatchSampler`.
+    """
+
+    def __init__(self, n_clips: int, copies: int, batch_size: int, seed: int = 0, lengths=None,
+                 pool_batches: int = 20) -> None:
+        self.n, self.copies, self.batch_size, self.seed, self.epoch = int(n_clips), int(copies), int(batch_size), int(seed), 0
+        self.lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+        self.pool = int(pool_batches) * self.batch_size
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def rows(self, g: torch.Generator) -> torch.Tensor:
+        """This epoch's shuffled rows: one version of every clip."""
+        order = torch.randperm(self.n, generator=g)
+        version = torch.randint(self.copies + 1, (self.n,), generator=g)
+        return order + self.n * version[order]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g = self._next_generator()
+        rows = self.rows(g)
+        if self.lengths is None:
+            for start in range(0, self.n, self.batch_size):
+                yield rows[start : start + self.batch_size].tolist()
+            return
+        batches = []
+        for start in range(0, self.n, self.pool):
+            pool = rows[start : start + self.pool]
+            pool = pool[torch.argsort(self.lengths[pool], stable=True)]
+            batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[b]

@@ -13,6 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint
 from wav2emo.training.datamodule import EmotionDataModule
@@ -126,6 +127,10 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD)
         module_cfg.class_names = names
         module_cfg.seed = int(cfg.seed)
     module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
+    # Augmentation (conf/augment, checked when the data module was built): training batches only.
+    train_tf, feature_tf = training_transforms(getattr(dm, "augmenter", None), has_upstream=module.upstream is not None)
+    module.train_transform = train_tf or module.train_transform
+    module.feature_transform = feature_tf or module.feature_transform
     if "egemaps" in module.standardized_inputs:
         mean, std = dm.egemaps_stats()
         module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))

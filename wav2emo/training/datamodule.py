@@ -25,6 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from wav2emo.augment.config import build_augment
+from wav2emo.augment.copies import check_cached, make_copies
+from wav2emo.augment.training import check_inputs
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.data.corpora import load_corpus
 from wav2emo.data.folds import Split, assemble_fold
@@ -33,6 +36,7 @@ from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
+    CopyBatchSampler,
     EpochSeeded,
     EpochShuffleSampler,
     LengthBucketBatchSampler,
@@ -44,6 +48,8 @@ from wav2emo.training.inputs import (  # noqa: F401
     CachedLayer,
     ClipDataset,
     Collate,
+    Concat,
+    CopiesDataset,
     InputStrategy,
     Waveforms,
     collate,
@@ -82,6 +88,7 @@ class EmotionDataModule(L.LightningDataModule):
         extraction_device: str = "auto",
         ssl_layer_index: int | None = None,
         sample_rate: int = TARGET_SAMPLE_RATE,
+        augment: Mapping | None = None,
     ) -> None:
         super().__init__()
         inputs = tuple(str(i) for i in inputs)
@@ -108,6 +115,13 @@ class EmotionDataModule(L.LightningDataModule):
         self.frames_multiple = None if frames_multiple is None else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self.ssl_layer_index, self.sample_rate = ssl_layer_index, int(sample_rate)
+        # Checked here, before any extraction or training: a bad value never reaches a cache.
+        self.augmenter = build_augment(augment)
+        check_inputs(self.augmenter, inputs)
+        self.cached_copies = self.augmenter.mode == "cached" and not self.augmenter.is_identity
+        if self.cached_copies:
+            check_cached(self.augmenter)
+        self.copies: Manifest | None = None
         self._ready = False
         self._resident: dict[str, ResidentSplit] = {}
 
@@ -134,6 +148,26 @@ class EmotionDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
+        if stage in (None, "fit"):
+            self._load_copies()
+
+    def _load_copies(self) -> None:
+        """Cached augmentation: K copies of the *training* clips (never dev or test), and their features for
+        every cache the model reads; built once (under locks) and reused by later runs of the same config."""
+        self._load()
+        if not self.cached_copies or self.copies is not None:
+            return
+        device = self.extraction_device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        copies = make_copies(self.parts["train"], self.augmenter, self.seed, self.cache_dir,
+                             sample_rate=self.sample_rate, device=device)
+        self.copy_caches = {
+            name: get_features(copies, self.features_cfg[name], self.cache_dir, device=self.extraction_device)
+            for name in self.caches
+        }
+        self.copy_rows = {n: c.rows_for(copies) for n, c in self.copy_caches.items()}
+        self.copies = copies
 
     # What the model needs to know ----------------------------------------------------------------
     @property
@@ -167,6 +201,8 @@ class EmotionDataModule(L.LightningDataModule):
             "inputs": list(self.inputs),
             "frames": self.frames,
             "caches": {k: str(c.path) for k, c in self.caches.items()},
+            "augment": self.augmenter.identity(),
+            "augment_copies": {k: str(c.path) for k, c in getattr(self, "copy_caches", {}).items()},
         }
 
     # Loaders -------------------------------------------------------------------------------------
@@ -185,7 +221,27 @@ class EmotionDataModule(L.LightningDataModule):
 
     def dataset(self, part: str) -> ClipDataset:
         self._load()
+        if part == "train" and self.cached_copies:
+            return self._copies_dataset()
         return ClipDataset(self.parts[part], self.strategies(part), self.frames)
+
+    def _copies_dataset(self) -> CopiesDataset:
+        """The training clips followed by their K copies (row ``i + n * j`` = copy j of clip i)."""
+        self._load_copies()
+        original = self.strategies("train")
+        copied = []
+        for name in self.inputs:
+            if name in CACHED_INPUTS:
+                copied.append(CachedFeatures(name, self.copy_caches[name], self.copy_rows[name], self.frames))
+            elif name == "ssl_layer":
+                copied.append(CachedLayer(self.copy_caches["ssl"], self.copy_rows["ssl"], int(self.ssl_layer_index),
+                                          self.frames))
+            else:
+                copied.append(Waveforms(self.copies, self.sample_rate))
+        strategies = [Concat([o, c]) for o, c in zip(original, copied, strict=True)]
+        manifest = Manifest([*self.parts["train"], *self.copies], name=self.manifest.name,
+                            class_names=self.manifest.class_names)
+        return CopiesDataset(manifest, strategies, len(self.parts["train"]), self.frames)
 
     def _loader(self, part: str, shuffle: bool):
         if part in self._resident:  # built once: uploading a split to the device is the expensive part
@@ -196,7 +252,9 @@ class EmotionDataModule(L.LightningDataModule):
             return []
         sampler = None
         lengths = ds.lengths() if shuffle and self.bucket_by_length and self.frames is None else None
-        if lengths is not None:
+        if isinstance(ds, CopiesDataset):  # one version of every clip per epoch, drawn from (seed, epoch)
+            sampler = CopyBatchSampler(ds.n_clips, self.augmenter.copies, batch_size, seed=self.seed, lengths=lengths)
+        elif lengths is not None:
             sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
         if self.resident:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

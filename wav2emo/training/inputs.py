@@ -207,3 +207,43 @@ class Collate:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return collate(items, self.frames, self.frames_multiple)
+
+
+class Concat:
+    """One input over several sources laid end to end (the originals, then each set of augmented copies):
+    row ``i`` of the whole is row ``i - offset`` of the source that holds it."""
+
+    def __init__(self, parts: Sequence[InputStrategy]) -> None:
+        keys = {p.key for p in parts}
+        if len(keys) != 1:
+            raise ConfigError(f"Concat needs strategies of one key, got {sorted(keys)}")
+        self.key = parts[0].key
+        self.parts = list(parts)
+        self.sizes = [len(p.rows) if hasattr(p, "rows") else len(p.manifest) for p in parts]
+        self.offsets = np.cumsum([0, *self.sizes])
+
+    def load(self, i: int) -> dict[str, torch.Tensor]:
+        p = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.parts[p].load(i - int(self.offsets[p]))
+
+    def lengths(self) -> np.ndarray | None:
+        parts = [p.lengths() for p in self.parts]
+        return None if any(x is None for x in parts) else np.concatenate(parts)
+
+
+class CopiesDataset(ClipDataset):
+    """The training clips and their augmented copies (``copies + 1`` rows per clip, the original first):
+    item ``index`` is the clip's row in the split (``i % n``) whichever copy is served, and ``copy`` says
+    which (0 = the original)."""
+
+    def __init__(self, manifest: Manifest, strategies: Sequence[InputStrategy], n_clips: int,
+                 frames: int | None = None) -> None:
+        super().__init__(manifest, strategies, frames)
+        if len(manifest) % n_clips:
+            raise ValueError(f"{len(manifest)} rows are not a whole number of copies of {n_clips} clips")
+        self.n_clips = int(n_clips)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = super().__getitem__(i)
+        item["index"] = int(i) % self.n_clips
+        return item

@@ -47,7 +47,8 @@ class EmotionClassifier(L.LightningModule):
     states the net reads.  ``optim`` (:class:`~wav2emo.training.optim.OptimSettings`) sets the
     backbone's lr, layer-wise decay, weight decay, per-step warm-up/decay and head-only epochs.
     ``train_transform`` runs on training batches only, on the device, with a generator seeded from
-    ``(seed, epoch, batch_idx)``.
+    ``(seed, epoch, batch_idx)``; ``feature_transform`` (e.g. SpecAugment) runs on what the upstream
+    computed, in training steps only, with its own generator from the same step seed.
     """
 
     def __init__(
@@ -64,10 +65,12 @@ class EmotionClassifier(L.LightningModule):
         optim: Mapping[str, Any] | None = None,
         train_transform: BatchTransform | None = None,
         seed: int = 0,
+        feature_transform: BatchTransform | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            ignore=["net", "optimizer", "scheduler", "featurizer", "upstream", "train_transform"], logger=False
+            ignore=["net", "optimizer", "scheduler", "featurizer", "upstream", "train_transform", "feature_transform"],
+            logger=False,
         )
         names = tuple(str(c) for c in class_names)
         if len(names) != num_classes:
@@ -86,6 +89,8 @@ class EmotionClassifier(L.LightningModule):
         if self.optim_settings.head_only_epochs and upstream is None:
             raise ConfigError("model.module.optim.head_only_epochs needs an upstream (a trainable backbone)")
         self.train_transform = train_transform
+        self.feature_transform = feature_transform
+        self._feature_generator: torch.Generator | None = None  # set for the current training step only
         self.seed = int(seed)
         self._train_batches = 0  # batches transferred in this training epoch (the transform's batch_idx)
         self._backbone_params: list[nn.Parameter] = []
@@ -138,6 +143,8 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
         if self.upstream is not None:
             batch = self.upstream(batch)
+            if self._feature_generator is not None and self.feature_transform is not None:
+                batch = self.feature_transform(batch, self._feature_generator)
         if self.featurizer is not None:
             batch = self.featurizer(batch)
         return self.net(batch)
@@ -215,7 +222,15 @@ class EmotionClassifier(L.LightningModule):
         self._epoch_outputs["val"].reset()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch, "train")
+        if self.feature_transform is not None:
+            # Seeded like the batch hook, salted so the two draw different numbers; fresh every epoch.
+            g = torch.Generator(device=self.device)
+            g.manual_seed(step_seed(self.seed + 1_000_003, self.current_epoch, batch_idx))
+            self._feature_generator = g
+        try:
+            loss, _ = self._shared_step(batch, "train")
+        finally:
+            self._feature_generator = None
         return loss
 
     def _use_channels_last(self) -> None:

@@ -1,0 +1,154 @@
+"""Cached augmentation: K augmented copies of a fold's *training* clips, written once as audio files.
+
+Why audio files: every feature kind (SSL hidden states, eGeMAPS, log-mel, MFCC) already reads its clips
+by path through :func:`wav2emo.features.get_features`, so an augmented manifest (clip ids ``<id>~aug<j>``,
+j = 1..K, pointing at the augmented audio) goes through the feature cache, its lock, checksums and resume
+machinery unchanged.  The copies folder is keyed by the source manifest (the training clips), the
+augmentation identity (:meth:`Augmenter.identity`) and the seed; each copy's ``sha1`` is the hash of its
+written bytes, so the feature caches of the copies are keyed by the augmented audio itself and a changed
+config can never open a wrong cache.
+
+Randomness: copy j of the training clips is made in fixed groups of ``GROUP`` clips (manifest order),
+each group with a generator seeded by ``(seed, j, group)``: reproducible per seed, and babble noise
+mixes other *training* clips of the group only.  Only the waveform part of the augmenter is applied; its
+feature masks (SpecAugment) run online on the copies' features (see ``wav2emo.augment.training``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from wav2emo.augment.compose import Augmenter
+from wav2emo.data.audio import load_audio
+from wav2emo.data.manifest import Manifest, sha1_of_file
+from wav2emo.errors import ConfigError
+from wav2emo.features.cache import CacheError, cache_key
+from wav2emo.features.lock import build_lock
+
+log = logging.getLogger(__name__)
+
+COPY_SEP = "~aug"
+GROUP = 8
+META = "copies.json"
+FORMAT = 1
+
+
+def copy_id(clip_id: str, j: int) -> str:
+    """The clip id of augmented copy ``j`` (1..K) of ``clip_id``."""
+    return f"{clip_id}{COPY_SEP}{j}"
+
+
+def source_id(clip_id: str) -> str:
+    """The original clip id of a copy id (an original's id is returned unchanged)."""
+    return clip_id.split(COPY_SEP, 1)[0]
+
+
+def check_cached(augmenter: Augmenter) -> None:
+    """Refuse a cached-mode config whose copies would equal the originals (no waveform transform)."""
+    if not augmenter.wave.steps:
+        raise ConfigError(
+            f"augment={augmenter.config.get('name')!r} with augment.mode=cached has no waveform transforms "
+            "(augment.wave is empty): its copies would equal the originals; feature masks such as "
+            "augment=spec run online - use augment.mode=online"
+        )
+
+
+def copies_key(train: Manifest, augmenter: Augmenter, seed: int, sample_rate: int) -> tuple[str, dict]:
+    fields = {"format": FORMAT, "source": train.content_hash(), "augment": augmenter.identity(),
+              "seed": int(seed), "sample_rate": int(sample_rate), "group": GROUP}
+    return cache_key(fields), fields
+
+
+def copies_dir(cache_dir: str | Path, train: Manifest, augmenter: Augmenter, seed: int,
+               sample_rate: int = 16000) -> Path:
+    key, _ = copies_key(train, augmenter, seed, sample_rate)
+    name = augmenter.config.get("name") or "augment"
+    return Path(cache_dir) / train.name / f"augment-{name}-{key[:16]}"
+
+
+def _copy_manifest(train: Manifest, folder: Path, key: str, clips: list[list], sample_rate: int) -> Manifest:
+    """The augmented manifest: copy 1 of every clip, then copy 2, ... (row = i + N * (j - 1))."""
+    by_id = {c.clip_id: c for c in train}
+    out = []
+    for cid, sha1, frames in clips:
+        src = by_id[source_id(cid)]
+        out.append(dataclasses.replace(src, clip_id=cid, path=str(folder / "audio" / f"{cid}.wav"), sha1=sha1,
+                                       num_frames=int(frames), sample_rate=int(sample_rate), channels=1,
+                                       duration=float(frames) / sample_rate))
+    return Manifest(out, name=f"{train.name}-aug-{key[:12]}", class_names=train.class_names)
+
+
+def _open(folder: Path, key: str, train: Manifest) -> Manifest:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (OSError, ValueError) as e:
+        raise CacheError(f"{folder / META}: unreadable ({e}); delete the folder {folder} to rebuild the copies") from e
+    if meta.get("key") != key:
+        raise CacheError(
+            f"{folder / META}: these augmented copies belong to another augmentation config or seed "
+            f"(key {str(meta.get('key'))[:16]}..., expected {key[:16]}...); they are not used - delete "
+            f"{folder} if it is stale"
+        )
+    return _copy_manifest(train, folder, key, meta["clips"], meta["key_fields"]["sample_rate"])
+
+
+def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), wave, sample_rate, subtype="FLOAT", format="WAV")
+    os.replace(tmp, path)
+
+
+def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str | Path, *,
+                sample_rate: int = 16000, device: str | torch.device = "cpu",
+                lock_timeout: float | None = None) -> Manifest:
+    """The augmented manifest of ``train`` (K copies per clip), building the copies once under a lock.
+
+    ``train`` must hold the fold's training clips only: the caller passes nothing else, so dev and test
+    clips are never augmented.  A copy folder written for another config is refused by its key.
+    """
+    check_cached(augmenter)
+    if len(train) == 0:
+        raise ValueError("no training clips to augment")
+    key, fields = copies_key(train, augmenter, seed, sample_rate)
+    folder = copies_dir(cache_dir, train, augmenter, seed, sample_rate)
+    if (folder / META).is_file():
+        return _open(folder, key, train)
+    folder.mkdir(parents=True, exist_ok=True)
+    with build_lock(folder / ".lock", timeout=lock_timeout):
+        if (folder / META).is_file():
+            return _open(folder, key, train)
+        (folder / "audio").mkdir(exist_ok=True)
+        device = torch.device(device)
+        clips: list[list] = []
+        for j in range(1, augmenter.copies + 1):
+            for g, start in enumerate(range(0, len(train), GROUP)):
+                group = list(train)[start:start + GROUP]
+                waves = [torch.from_numpy(load_audio(c.path, sample_rate)) for c in group]
+                lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+                batch = torch.zeros(len(waves), int(lengths.max()))
+                for b, w in enumerate(waves):
+                    batch[b, : len(w)] = w
+                gen = torch.Generator(device=device)
+                gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
+                out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
+                out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
+                for b, clip in enumerate(group):
+                    cid = copy_id(clip.clip_id, j)
+                    wav = np.ascontiguousarray(out[b, : max(1, int(out_len[b]))], dtype=np.float32)
+                    path = folder / "audio" / f"{cid}.wav"
+                    _write_wav(path, wav, sample_rate)
+                    clips.append([cid, sha1_of_file(path), len(wav)])
+        meta = {"key": key, "key_fields": fields, "source": train.name, "clips": clips}
+        tmp = folder / f".{META}.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folder / META)  # written last: a folder without it is unfinished and rebuilt
+        log.info("wrote %d augmented copies of %d training clips in %s", len(clips), len(train), folder)
+    return _copy_manifest(train, folder, key, clips, sample_rate)
