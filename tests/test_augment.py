@@ -353,9 +353,9 @@ def test_hydra_group_composes_and_overrides_are_checked():
     from tests.conftest import REPO_ROOT
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = compose(overrides=["+augment=standard", "augment.wave.pitch.p=0.3", "augment.mode=cached"])
+        cfg = compose(config_name="train", overrides=["augment=standard", "augment.wave.pitch.p=0.3", "augment.mode=cached"])
         aug = build_augment(cfg.augment)
         assert aug.mode == "cached" and aug.identity()["wave"][0]["p"] == 0.3
-        bad = compose(overrides=["+augment=noise", "augment.wave.noise.snr_db=[20,10]"])
+        bad = compose(config_name="train", overrides=["augment=noise", "augment.wave.noise.snr_db=[20,10]"])
     with pytest.raises(ConfigError, match=r"snr_db: range \[20.0, 10.0\] is reversed"):
         build_augment(bad.augment)

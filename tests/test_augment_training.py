@@ -4,13 +4,11 @@ training clips (extracted once, one copy per clip per epoch, keyed by the augmen
 from __future__ import annotations
 
 import json
-from functools import partial
 
 import lightning as L
 import pytest
 import torch
 from hydra.errors import InstantiationException
-from torch import nn
 
 from tests.helpers import SMALL, compose_cfg
 from wav2emo.augment import build_augment
@@ -18,18 +16,16 @@ from wav2emo.augment.copies import COPY_SEP, META, copies_dir, make_copies, sour
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache import CacheError
-from wav2emo.features.logmel import LogMelFrontend
-from wav2emo.models.fe_vgg import FeVGG
-from wav2emo.training import EmotionClassifier
-from wav2emo.training.build import build_datamodule, build_module
+from wav2emo.models.frontends import LogMelUpstream
+from wav2emo.training.build import build_datamodule, build_module, resolve_inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-STANDARD = ["+augment=standard", "augment.mode=cached", "augment.copies=1"]
+STANDARD = ["augment=standard", "augment.mode=cached", "augment.copies=1"]
 LOGMEL = ["model=fe_vgg_logmel", "features=logmel", "model.module.net.widths=[4,4,4,4]",
           "model.module.net.hidden=8", "trainer.max_epochs=1", "loader.batch_size=32"]
 # Gain copies are cheap to make on a 2-core CPU; the full standard composition runs in the slow test.
-CACHED = ["+augment=gain", "augment.mode=cached", "augment.copies=2", "augment.wave.gain.p=1.0"]
+CACHED = ["augment=gain", "augment.mode=cached", "augment.copies=2", "augment.wave.gain.p=1.0"]
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +149,14 @@ def test_bad_noise_folders_are_refused(tmp_path, folder):
 
 
 def test_inconsistent_modes_are_refused(tmp_path, dirs):
-    with pytest.raises((ConfigError, InstantiationException), match="transforms waveforms"):  # cached features
-        build_datamodule(cfg_of(tmp_path, dirs, "+augment=pitch"), 0)
+    # Online waveform transforms on a model whose only input (eGeMAPS) cannot be recomputed in the loop:
+    with pytest.raises((ConfigError, InstantiationException), match="waveform transforms"):
+        build_datamodule(compose_cfg([*SMALL, "model=egemaps_mlp", "features=logmel", "augment=pitch"],
+                                     tmp_path, *dirs), 0)
+    # ... while the log-mel model is fed audio and recomputes its log-mel from the augmented waveform:
+    assert resolve_inputs(cfg_of(tmp_path, dirs, "augment=pitch")).inputs == ("wave",)
     with pytest.raises((ConfigError, InstantiationException), match="copies would equal the originals"):
-        build_datamodule(cfg_of(tmp_path, dirs, "+augment=spec", "augment.mode=cached"), 0)
+        build_datamodule(cfg_of(tmp_path, dirs, "augment=spec", "augment.mode=cached"), 0)
 
 
 # Online mode ----------------------------------------------------------------------------------------
@@ -178,13 +178,14 @@ def fit_and_test(module, dm, tmp_path):
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
+    trainer.fit_loss = trainer.callback_metrics["train/loss"]  # the test run below resets callback_metrics
     trainer.validate(module, datamodule=dm, verbose=False)
     trainer.test(module, datamodule=dm, verbose=False)
     return trainer
 
 
 def test_online_specaugment_on_cached_features_touches_training_batches_only(tmp_path, dirs):
-    cfg = cfg_of(tmp_path, dirs, "+augment=spec")
+    cfg = cfg_of(tmp_path, dirs, "augment=spec")
     dm = build_datamodule(cfg, 0)
     dm.setup("fit")
     module = build_module(cfg, dm)
@@ -194,7 +195,7 @@ def test_online_specaugment_on_cached_features_touches_training_batches_only(tmp
     train = set(dm.parts["train"].clip_ids)
     assert set(rec.clip_ids) == train and len(rec.clip_ids) == 2 * len(train)  # every training clip, each epoch
     assert all(rec.changed)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.fit_loss)
 
 
 def test_cached_mode_trains_and_never_feeds_held_out_copies(tmp_path, dirs):
@@ -210,38 +211,22 @@ def test_cached_mode_trains_and_never_feeds_held_out_copies(tmp_path, dirs):
     assert any(COPY_SEP in c for c in seen)
 
 
-class LogMelUpstream(nn.Module):
-    """A local stand-in for the log-mel upstream (``wave`` -> ``logmel``) until the wiring lands."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.frontend = LogMelFrontend({"kind": "logmel"})
-
-    def forward(self, batch):
-        out = dict(batch)
-        out["logmel"], out["logmel_mask"] = self.frontend(batch["wave"], batch["wave_lengths"])
-        return out
-
-    def parameter_groups(self):
-        return []
-
-
 def test_online_waveform_augmentation_from_waves_trains_end_to_end(tmp_path, dirs):
-    cfg = cfg_of(tmp_path, dirs, "+augment=standard", "augment.wave.speed.p=1.0",
-                 "augment.features={spec:{p:1.0}}", "model.inputs=[wave]")
+    # The config alone wires it: the log-mel model is fed `wave`, its LogMelUpstream recomputes log-mel from the
+    # augmented audio, and SpecAugment masks what the upstream computed.
+    cfg = cfg_of(tmp_path, dirs, "augment=standard", "augment.wave.speed.p=1.0", "+augment.features.spec={p:1.0}")
     dm = build_datamodule(cfg, 0)
+    assert dm.inputs == ("wave",)
     dm.setup("fit")
-    train_tf, feature_tf = training_transforms(dm.augmenter, has_upstream=True)
-    module = EmotionClassifier(
-        net=FeVGG(input_key="logmel", in_channels=1, feature_dim=64, num_classes=8, widths=[4, 4, 4, 4], hidden=8,
-                  convs_per_block=[1, 1, 1, 1], head="adaptive", pooled_size=[3, 9]),
-        optimizer=partial(torch.optim.Adam, lr=1e-3), upstream=LogMelUpstream(),
-        train_transform=Recorder(train_tf), feature_transform=Recorder(feature_tf), seed=3)
+    module = build_module(cfg, dm)
+    assert isinstance(module.upstream, LogMelUpstream)
+    module.train_transform = Recorder(module.train_transform)
+    module.feature_transform = Recorder(module.feature_transform)
     trainer = fit_and_test(module, dm, tmp_path)
     train = set(dm.parts["train"].clip_ids)
     for rec in (module.train_transform, module.feature_transform):
         assert set(rec.clip_ids) == train and all(rec.changed)
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.fit_loss)
 
 
 def test_online_transform_is_deterministic_per_generator_seed(tmp_path, dirs):
