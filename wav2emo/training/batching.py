@@ -151,3 +151,33 @@ class ResidentSplit(EpochSeeded):
                     batch[mask_key] = batch[mask_key][:, :t]
             batch["clip_id"] = [self.clip_ids[i] for i in idx.tolist()]
             yield batch
+
+
+class ClassBalancedBatchSampler(EpochSeeded):
+    """Training batches drawn class-balanced, with replacement: every class is equally likely per draw.
+
+    Each epoch draws as many clips as the split holds (so an epoch keeps its length and step count),
+    each from a uniformly chosen class and then uniformly within it (weight ``1 / count[label]`` per
+    clip), with a generator seeded by ``seed + epoch``: reproducible, and a resumed run draws what the
+    uninterrupted one drew.  Clips without a label (``-1``) are never drawn.
+    """
+
+    def __init__(self, labels, batch_size: int, seed: int = 0, num_samples: int | None = None) -> None:
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        labelled = labels >= 0
+        if not bool(labelled.any()):
+            raise ValueError("a class-balanced sampler needs labelled clips; this split has none")
+        counts = torch.bincount(labels[labelled])
+        weights = torch.zeros(len(labels), dtype=torch.float64)
+        weights[labelled] = 1.0 / counts[labels[labelled]].double()
+        self.weights = weights
+        self.batch_size, self.seed, self.epoch = int(batch_size), int(seed), 0
+        self.num_samples = len(labels) if num_samples is None else int(num_samples)
+
+    def __len__(self) -> int:
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        draw = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=self._next_generator())
+        for start in range(0, self.num_samples, self.batch_size):
+            yield draw[start : start + self.batch_size].tolist()

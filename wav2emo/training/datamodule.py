@@ -33,6 +33,7 @@ from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
+    ClassBalancedBatchSampler,
     EpochSeeded,
     EpochShuffleSampler,
     LengthBucketBatchSampler,
@@ -53,6 +54,7 @@ from wav2emo.training.inputs import (  # noqa: F401
 log = logging.getLogger(__name__)
 
 CACHED_INPUTS = ("ssl", "egemaps", "logmel")
+SAMPLERS = ("shuffle", "balanced")  # training order: a shuffle per epoch, or class-balanced draws with replacement
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -82,6 +84,7 @@ class EmotionDataModule(L.LightningDataModule):
         extraction_device: str = "auto",
         ssl_layer_index: int | None = None,
         sample_rate: int = TARGET_SAMPLE_RATE,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
         inputs = tuple(str(i) for i in inputs)
@@ -108,6 +111,11 @@ class EmotionDataModule(L.LightningDataModule):
         self.frames_multiple = None if frames_multiple is None else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self.ssl_layer_index, self.sample_rate = ssl_layer_index, int(sample_rate)
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"loader.sampler={sampler!r}: expected one of {SAMPLERS}")
+        if sampler == "balanced" and bucket_by_length:
+            raise ConfigError("loader.sampler=balanced and loader.bucket_by_length=true cannot be combined: choose one")
+        self.sampler = sampler
         self._ready = False
         self._resident: dict[str, ResidentSplit] = {}
 
@@ -159,6 +167,13 @@ class EmotionDataModule(L.LightningDataModule):
         x = np.stack([np.asarray(cache.read(int(r))[0], dtype=np.float64) for r in rows])
         return x.mean(0), x.std(0)
 
+    def class_counts(self, part: str = "train") -> np.ndarray:
+        """Clips per class (in ``class_names`` order) among ``part``'s labelled clips: the class weights
+        come from the training split's counts, never dev or test."""
+        self._load()
+        labels = [c.label for c in self.parts[part] if c.label >= 0]
+        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self.class_names))
+
     def describe(self) -> dict[str, Any]:
         self._load()
         return {
@@ -201,6 +216,8 @@ class EmotionDataModule(L.LightningDataModule):
         lengths = ds.lengths() if shuffle and self.bucket_by_length and self.frames is None else None
         if lengths is not None:
             sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
+        elif shuffle and self.sampler == "balanced":
+            sampler = ClassBalancedBatchSampler([c.label for c in self.parts[part]], batch_size, seed=self.seed)
         if self.resident:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             self._resident[part] = ResidentSplit(
