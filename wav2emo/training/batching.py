@@ -166,17 +166,22 @@ class CopyBatchSampler(EpochSeeded):
     """
 
     def __init__(self, n_clips: int, copies: int, batch_size: int, seed: int = 0, lengths=None,
-                 pool_batches: int = 20) -> None:
+                 pool_batches: int = 20, labels=None) -> None:
         self.n, self.copies, self.batch_size, self.seed, self.epoch = int(n_clips), int(copies), int(batch_size), int(seed), 0
         self.lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
         self.pool = int(pool_batches) * self.batch_size
+        # With ``labels`` (of the n clips): clips are drawn class-balanced, as ClassBalancedBatchSampler does.
+        self.weights = None if labels is None else class_balanced_weights(labels)
 
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
     def rows(self, g: torch.Generator) -> torch.Tensor:
         """This epoch's shuffled rows: one version of every clip."""
-        order = torch.randperm(self.n, generator=g)
+        if self.weights is None:
+            order = torch.randperm(self.n, generator=g)
+        else:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=g)
         version = torch.randint(self.copies + 1, (self.n,), generator=g)
         return order + self.n * version[order]
 
@@ -194,3 +199,38 @@ class CopyBatchSampler(EpochSeeded):
             batches += [pool[i : i + self.batch_size].tolist() for i in range(0, len(pool), self.batch_size)]
         for b in torch.randperm(len(batches), generator=g).tolist():
             yield batches[b]
+
+
+class ClassBalancedBatchSampler(EpochSeeded):
+    """Training batches drawn class-balanced, with replacement: every class is equally likely per draw.
+
+    Each epoch draws as many clips as the split holds (so an epoch keeps its length and step count),
+    each from a uniformly chosen class and then uniformly within it (weight ``1 / count[label]`` per
+    clip), with a generator seeded by ``seed + epoch``: reproducible, and a resumed run draws what the
+    uninterrupted one drew.  Clips without a label (``-1``) are never drawn.
+    """
+
+    def __init__(self, labels, batch_size: int, seed: int = 0, num_samples: int | None = None) -> None:
+        self.weights = class_balanced_weights(labels)
+        self.batch_size, self.seed, self.epoch = int(batch_size), int(seed), 0
+        self.num_samples = len(self.weights) if num_samples is None else int(num_samples)
+
+    def __len__(self) -> int:
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        draw = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=self._next_generator())
+        for start in range(0, self.num_samples, self.batch_size):
+            yield draw[start : start + self.batch_size].tolist()
+
+
+def class_balanced_weights(labels) -> torch.Tensor:
+    """Per-clip draw weights ``1 / count[label]`` (every class equally likely); unlabelled clips (-1) get 0."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    labelled = labels >= 0
+    if not bool(labelled.any()):
+        raise ValueError("a class-balanced sampler needs labelled clips; this split has none")
+    counts = torch.bincount(labels[labelled])
+    weights = torch.zeros(len(labels), dtype=torch.float64)
+    weights[labelled] = 1.0 / counts[labels[labelled]].double()
+    return weights

@@ -134,6 +134,8 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD)
     if "egemaps" in module.standardized_inputs:
         mean, std = dm.egemaps_stats()
         module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))
+    if getattr(module, "class_weights_mode", None) == "balanced":  # from the training actors' labels only
+        module.set_class_weights(dm.class_counts("train"))
     return module
 
 

@@ -37,6 +37,7 @@ from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     CopyBatchSampler,
+    ClassBalancedBatchSampler,
     EpochSeeded,
     EpochShuffleSampler,
     LengthBucketBatchSampler,
@@ -59,6 +60,7 @@ from wav2emo.training.inputs import (  # noqa: F401
 log = logging.getLogger(__name__)
 
 CACHED_INPUTS = ("ssl", "egemaps", "logmel")
+SAMPLERS = ("shuffle", "balanced")  # training order: a shuffle per epoch, or class-balanced draws with replacement
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -89,6 +91,7 @@ class EmotionDataModule(L.LightningDataModule):
         ssl_layer_index: int | None = None,
         sample_rate: int = TARGET_SAMPLE_RATE,
         augment: Mapping | None = None,
+        sampler: str = "shuffle",
     ) -> None:
         super().__init__()
         inputs = tuple(str(i) for i in inputs)
@@ -122,6 +125,11 @@ class EmotionDataModule(L.LightningDataModule):
         if self.cached_copies:
             check_cached(self.augmenter)
         self.copies: Manifest | None = None
+        if sampler not in SAMPLERS:
+            raise ConfigError(f"loader.sampler={sampler!r}: expected one of {SAMPLERS}")
+        if sampler == "balanced" and bucket_by_length:
+            raise ConfigError("loader.sampler=balanced and loader.bucket_by_length=true cannot be combined: choose one")
+        self.sampler = sampler
         self._ready = False
         self._resident: dict[str, ResidentSplit] = {}
 
@@ -190,6 +198,13 @@ class EmotionDataModule(L.LightningDataModule):
         x = np.stack([np.asarray(cache.read(int(r))[0], dtype=np.float64) for r in rows])
         return x.mean(0), x.std(0)
 
+    def class_counts(self, part: str = "train") -> np.ndarray:
+        """Clips per class (in ``class_names`` order) among ``part``'s labelled clips: the class weights
+        come from the training split's counts, never dev or test."""
+        self._load()
+        labels = [c.label for c in self.parts[part] if c.label >= 0]
+        return np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(self.class_names))
+
     def describe(self) -> dict[str, Any]:
         self._load()
         return {
@@ -253,9 +268,13 @@ class EmotionDataModule(L.LightningDataModule):
         sampler = None
         lengths = ds.lengths() if shuffle and self.bucket_by_length and self.frames is None else None
         if isinstance(ds, CopiesDataset):  # one version of every clip per epoch, drawn from (seed, epoch)
-            sampler = CopyBatchSampler(ds.n_clips, self.augmenter.copies, batch_size, seed=self.seed, lengths=lengths)
+            labels = [c.label for c in self.parts[part]] if self.sampler == "balanced" else None
+            sampler = CopyBatchSampler(ds.n_clips, self.augmenter.copies, batch_size, seed=self.seed, lengths=lengths,
+                                       labels=labels)
         elif lengths is not None:
             sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
+        elif shuffle and self.sampler == "balanced":
+            sampler = ClassBalancedBatchSampler([c.label for c in self.parts[part]], batch_size, seed=self.seed)
         if self.resident:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             self._resident[part] = ResidentSplit(

@@ -66,6 +66,7 @@ class EmotionClassifier(L.LightningModule):
         train_transform: BatchTransform | None = None,
         seed: int = 0,
         feature_transform: BatchTransform | None = None,
+        class_weights: str | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -99,6 +100,7 @@ class EmotionClassifier(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = names
         self.label_smoothing = float(label_smoothing)
+        self._init_class_weights(class_weights, num_classes)
         if not isinstance(compile, (bool, Mapping)):
             raise TypeError(f"compile must be a bool or a dict of torch.compile options, got {compile!r}")
         self.compile_options: dict[str, Any] | None = (
@@ -140,6 +142,53 @@ class EmotionClassifier(L.LightningModule):
         for m in targets:
             m.set_stats(mean, std)
 
+    # Class weights ---------------------------------------------------------------------------------
+    def _init_class_weights(self, class_weights: str | Sequence[float] | None, num_classes: int) -> None:
+        """``None`` (plain cross-entropy), ``"balanced"`` (set later from the training split's label counts
+        with :meth:`set_class_weights`, as the eGeMAPS statistics are) or one positive weight per class.
+        The weights are a buffer, so a checkpoint carries the ones it was trained with."""
+        self.class_weights_mode: str | None = None
+        if class_weights is None:
+            return
+        if isinstance(class_weights, str):
+            if class_weights != "balanced":
+                raise ConfigError(f"model.module.class_weights={class_weights!r}: expected null, 'balanced' or a list")
+            self.class_weights_mode = "balanced"
+            weights = torch.full((num_classes,), float("nan"))  # unset until set_class_weights
+        else:
+            weights = torch.as_tensor([float(w) for w in class_weights], dtype=torch.float32)
+            if weights.shape != (num_classes,) or not torch.isfinite(weights).all() or (weights < 0).any() \
+                    or weights.sum() <= 0:
+                raise ConfigError(
+                    f"model.module.class_weights={list(class_weights)}: expected {num_classes} finite, "
+                    "non-negative weights (one per class, in class_names order), not all zero"
+                )
+            self.class_weights_mode = "given"
+        self.register_buffer("class_weight", weights)
+
+    def set_class_weights(self, counts: Any) -> None:
+        """Balanced weights ``n / (C * count_c)`` (scikit-learn's ``class_weight='balanced'``) from the
+        per-class label counts of the *training* clips; a class with no training clip gets weight 0."""
+        if self.class_weights_mode != "balanced":
+            raise ValueError(f"class weights are {self.class_weights_mode!r}, not 'balanced': nothing to set")
+        counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+        if counts.shape != (self.num_classes,) or (counts < 0).any() or counts.sum() <= 0:
+            raise ValueError(f"class counts {counts.tolist()}: expected {self.num_classes} non-negative counts, not all 0")
+        present = counts > 0
+        weights = torch.zeros_like(counts)
+        weights[present] = counts.sum() / (int(present.sum()) * counts[present])
+        self.class_weight.copy_(weights.to(self.class_weight.dtype))
+
+    def _loss_weight(self) -> torch.Tensor | None:
+        if self.class_weights_mode is None:
+            return None
+        if not torch.isfinite(self.class_weight).all():
+            raise RuntimeError(
+                "model.module.class_weights=balanced but the weights were never set: build the module with "
+                "wav2emo.training.build.build_module (it counts the training labels) or call set_class_weights"
+            )
+        return self.class_weight
+
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
         if self.upstream is not None:
             batch = self.upstream(batch)
@@ -173,7 +222,7 @@ class EmotionClassifier(L.LightningModule):
     def _shared_step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["label"].long()
         logits = self._logits(batch)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(logits, labels, weight=self._loss_weight(), label_smoothing=self.label_smoothing)
         self._epoch_outputs[stage].add(logits.detach().argmax(dim=1), labels, loss.detach())
         return loss, logits
 
