@@ -175,3 +175,19 @@ def test_loader_sampler_balanced_feeds_the_training_loader_only(tmp_path, shared
         cfg = compose_cfg([*SMALL, "model=mean_linear_logmel", "features=logmel", *bad], tmp_path, *shared_dirs)
         with pytest.raises(ConfigError, match=match):
             build_datamodule(cfg, 0)
+
+
+def test_balanced_draws_over_cached_augmentation_copies():
+    from wav2emo.training.batching import CopyBatchSampler
+
+    labels = [0] * 90 + [1] * 10
+    sampler = CopyBatchSampler(100, 2, 10, seed=0, labels=labels)
+    rows = []
+    for epoch in range(20):
+        sampler.set_epoch(epoch)
+        epoch_rows = [r for b in sampler for r in b]
+        assert len(epoch_rows) == 100 and max(epoch_rows) < 300  # an epoch keeps its length; rows of 3 versions
+        rows += epoch_rows
+    minority = sum(labels[r % 100] for r in rows) / len(rows)
+    assert 0.4 < minority < 0.6  # 0.1 without balancing
+    assert {r // 100 for r in rows} == {0, 1, 2}  # originals and both copies are drawn

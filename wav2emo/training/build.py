@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -46,7 +47,12 @@ def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
         dm_cfg.inputs = list(feed.inputs)
         if feed.bucket_by_length is not None and dm_cfg.get("frames") is None:
             dm_cfg.bucket_by_length = feed.bucket_by_length
-    return instantiate(dm_cfg, _convert_="all")
+    try:
+        return instantiate(dm_cfg, _convert_="all")
+    except InstantiationException as e:  # hydra wraps the data module's own checks: show the person those
+        if isinstance(e.__cause__, (ConfigError, ValueError)):
+            raise e.__cause__ from None
+        raise
 
 
 def _ssl_shape(dm: EmotionDataModule, upstream: torch.nn.Module | None) -> tuple[int, int]:

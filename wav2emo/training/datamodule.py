@@ -36,8 +36,8 @@ from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
-    CopyBatchSampler,
     ClassBalancedBatchSampler,
+    CopyBatchSampler,
     EpochSeeded,
     EpochShuffleSampler,
     LengthBucketBatchSampler,
