@@ -70,7 +70,7 @@ def run_config(overrides: list[str], out: Path, work: Path) -> dict:
     if cfg.augment.get("mode") == "cached" and cfg.augment.get("name") != "none":
         # The copies and their features, extracted once (timed apart from training; the fold run reuses them).
         t0 = time.perf_counter()
-        build_datamodule(cfg, 0).prepare_data()
+        build_datamodule(cfg, 0).setup("fit")
         prepare = time.perf_counter() - t0
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
