@@ -30,12 +30,13 @@ python -m wav2emo.extract data=ravdess "data.corpus.root=$root" features=logmel
 pids=()
 for c in "${configs[@]}"; do
   set -- $c
-  python -m wav2emo.train -m "${common[@]}" "model=$1" "augment=$2" "hydra.sweep.dir=$out/$1,augment=$2" \
-    > "$out/logs/$1,augment=$2.log" 2>&1 &
+  python -m wav2emo.train -m "${common[@]}" "model=$1" "augment=$2" "hydra.sweep.dir=$out/${1}_augment_$2" \
+    > "$out/logs/${1}_augment_$2.log" 2>&1 &
   pids+=($!)
   while (( $(jobs -rp | wc -l) >= parallel )); do sleep 5; done
 done
 status=0
 for p in "${pids[@]}"; do wait "$p" || status=1; done
+(( status == 0 )) || { echo "some configurations failed: see $out/logs" >&2; tail -n 15 "$out"/logs/*.log >&2; }
 python -m wav2emo.report "$out" --folds ${folds//,/ }
 exit $status
