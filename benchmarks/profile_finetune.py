@@ -39,6 +39,8 @@ def main() -> None:
     backbone = random_base_backbone(args.work / "wav2vec2-base-random")
     cfg = compose(base(backbone, 1) + overrides, args.work / "profile", args.work)
     dm = build_datamodule(cfg, 0)
+    dm.prepare_data()
+    dm.setup("fit")
     module = build_module(cfg, dm)
     trainer = L.Trainer(max_epochs=1, accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -208,6 +208,10 @@ class SSLUpstream(nn.Module):
 
     # Forward ----------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        with attention_backends(next(iter(self.model.parameters())).device):
+            return self._forward(batch)
+
+    def _forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(batch)
         if self.mode == "top_k":
             out["ssl"], out["ssl_mask"] = self._top_k(batch)
@@ -251,6 +255,23 @@ class SSLUpstream(nn.Module):
         hidden = torch.stack(out.hidden_states, dim=1)
         mask = torch.arange(hidden.shape[2], device=wave.device)[None, :] < torch.as_tensor(frames, device=wave.device)[:, None]
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
+
+
+def attention_backends(device: torch.device):
+    """On a GPU, scaled-dot-product attention without PyTorch's cuDNN backend.
+
+    With a padding mask in bf16, PyTorch picks cuDNN attention, whose every call costs ~2.4 ms of host time
+    (a wav2vec2-base step with 12 layers spent more host time there than in any other operator:
+    benchmarks/profile_finetune.py). The memory-efficient kernel takes the same masks and inputs; values
+    agree to the kernels' rounding. Elsewhere (CPU) the default choice stands.
+    """
+    from contextlib import nullcontext
+
+    if device.type != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _drop_untrained(module: SSLUpstream, state: dict, prefix: str, local_metadata: Any) -> None:
