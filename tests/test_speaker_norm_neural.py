@@ -121,7 +121,7 @@ def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
     np.testing.assert_allclose(standardizer.mean.numpy(), mean, atol=1e-6)
 
     cfg = compose_cfg([*SMALL, "model=egemaps_mlp", "features=tiny", "features.normalize=speaker", "fold=[0,1]",
-                       "trainer.max_epochs=3", "logger=none"], tmp_path, *shared_dirs)
+                       "trainer.max_epochs=2", "logger=none"], tmp_path, *shared_dirs)
     metrics = train(cfg)
     assert np.isfinite(metrics["test/ua"])
     for fold in (0, 1):
@@ -133,6 +133,15 @@ def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
     assert report["protocol"]["normalize"] == "speaker"
     assert report["protocol"]["reads_test_speakers_unlabelled_audio"] is True
     assert "reads the test speakers' unlabelled audio" in (tmp_path / "cv_report.md").read_text()
+    # The checkpoint carries the setting: python -m wav2emo.eval rebuilds the same normalised test inputs.
+    from wav2emo.training.evaluate import evaluate
+
+    r = json.loads((tmp_path / "fold_0" / "fold_result.json").read_text())
+    out = tmp_path / "eval"
+    ev = evaluate(compose_cfg([f"ckpt_path={r['best_checkpoint']}", "accelerator=cpu"], out, *shared_dirs,
+                              config_name="eval"))
+    assert ev["split"]["normalize"] == "speaker"
+    assert ev["test"]["ua"] == pytest.approx(r["test"]["ua"]) and ev["test"]["wa"] == pytest.approx(r["test"]["wa"])
 
 
 def test_refused_where_the_model_computes_its_own_features_and_bad_modes(tmp_path, shared_dirs):
