@@ -78,10 +78,12 @@ def test_train_routes_sklearn_models_to_the_baseline_runner(tmp_path, dirs):
         assert a["dev_scores"] == b["dev_scores"]
 
 
-def test_speaker_normalisation_with_a_neural_model_is_refused_not_ignored(tmp_path):
-    proc = _run(tmp_path, (tmp_path / "data", tmp_path / "cache"), "wav2emo.train", "model=egemaps_mlp", *SMALL,
-                "features.normalize=speaker", f"hydra.run.dir={tmp_path / 'x'}")
+def test_speaker_normalisation_where_the_model_computes_its_features_is_refused_not_ignored(tmp_path):
+    """A neural model normalises its cached inputs (tests/test_speaker_norm_neural.py); with finetune=full it
+    computes features from audio, which normalisation never reaches: refused before any corpus is built."""
+    proc = _run(tmp_path, (tmp_path / "data", tmp_path / "cache"), "wav2emo.train", "model=layer_weighted", *SMALL,
+                "finetune=full", "features.normalize=speaker", f"hydra.run.dir={tmp_path / 'x'}")
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1 and "features.normalize=speaker" in errors[0] and "egemaps_mlp" in errors[0]
+    assert len(errors) == 1 and "features.normalize=speaker" in errors[0] and "finetune=full" in errors[0]
     assert not (tmp_path / "data").exists()  # refused before any corpus was built

@@ -26,14 +26,7 @@ def main(cfg: DictConfig) -> float | None:
 
             refuse_finetune(cfg)  # a scikit-learn model has no backbone to fine-tune
             metrics = run_baselines(cfg)
-        else:
-            from wav2emo.features.normalize import check_mode
-
-            if check_mode(cfg.features.get("normalize")) is not None:  # never silently ignored
-                from wav2emo.errors import ConfigError
-
-                raise ConfigError(f"features.normalize={cfg.features.normalize}: per-speaker normalisation is "
-                                  f"applied by the sklearn_* models only so far, not by model={cfg.model.get('name')}")
+        else:  # features.normalize=speaker is applied by the data module (wav2emo/training/speaker_norm.py)
             from wav2emo.training.experiment import train
 
             metrics = train(cfg)

@@ -11,6 +11,10 @@ Two ways to feed the model, with the same dataset and collate (:mod:`wav2emo.tra
   holds only what a batch needs, whatever the cache size;
 * ``resident: true``: each split is collated once into padded tensors on the training device (a
   whole RAVDESS fold of 13 x 263 x 768 float16 is about 6 GB), so an epoch does no host I/O.
+
+``normalize="speaker"`` standardises every cached input with its own speaker's statistics, taken over all
+of that speaker's clips in the corpus, test speakers included (label-free; see
+:mod:`wav2emo.training.speaker_norm`).  Items are normalised as they are loaded, so both ways see it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
+from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
@@ -56,6 +61,7 @@ from wav2emo.training.inputs import (  # noqa: F401
     collate,
     padded_frames,
 )
+from wav2emo.training.speaker_norm import SpeakerNormalized, cache_speaker_stats
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,7 @@ class EmotionDataModule(L.LightningDataModule):
         sample_rate: int = TARGET_SAMPLE_RATE,
         augment: Mapping | None = None,
         sampler: str = "shuffle",
+        normalize: str | None = None,
     ) -> None:
         super().__init__()
         inputs = tuple(str(i) for i in inputs)
@@ -130,6 +137,19 @@ class EmotionDataModule(L.LightningDataModule):
         if sampler == "balanced" and bucket_by_length:
             raise ConfigError("loader.sampler=balanced and loader.bucket_by_length=true cannot be combined: choose one")
         self.sampler = sampler
+        try:
+            self.normalize = check_mode(normalize)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.normalize is not None and "wave" in inputs:
+            raise ConfigError(
+                f"features.normalize={self.normalize} with inputs {list(inputs)}: per-speaker normalisation "
+                f"standardises cached features; features computed from audio inside the model (fine-tuning, "
+                f"online waveform augmentation) are not normalised. Use finetune=none and augment.mode=cached, "
+                f"or features.normalize=null"
+            )
+        self.speaker_stats: dict = {}
+        self.narrow_speakers: dict = {}
         self._ready = False
         self._resident: dict[str, ResidentSplit] = {}
 
@@ -152,7 +172,29 @@ class EmotionDataModule(L.LightningDataModule):
         self.parts: dict[str, Manifest] = dict(assembly.parts)
         # Where each split's clips live in every cache (refuses features of other audio).
         self.rows = {part: {n: c.rows_for(m) for n, c in self.caches.items()} for part, m in self.parts.items()}
+        if self.normalize == "speaker":
+            self._speaker_statistics()
         self._ready = True
+
+    def _speaker_statistics(self) -> None:
+        """Per-speaker statistics of every cache over all of each speaker's clips in the corpus: test speakers'
+        unlabelled audio included, their labels never read (the narrow-speaker warning reads the labels of the
+        training and dev parts only, which training reads anyway)."""
+        speakers = [c.actor for c in self.manifest]
+        self.speaker_stats = {name: cache_speaker_stats(c, c.rows_for(self.manifest), speakers)
+                              for name, c in self.caches.items()}
+        seen = [c for part in ("train", "dev") for c in self.parts[part]]
+        self.narrow_speakers = warn_narrow_speakers([c.actor for c in seen], [c.label for c in seen],
+                                                    list(self._manifest_classes()))
+
+    def _manifest_classes(self) -> tuple[str, ...]:
+        return tuple(str(c) for c in getattr(self.manifest, "class_names", EMOTIONS))
+
+    def _normalized(self, strategy, name: str, speakers: list, layer: int | None = None):
+        """``strategy`` with speaker normalisation when it is on (``name``: the cache it reads)."""
+        if self.normalize != "speaker":
+            return strategy
+        return SpeakerNormalized(strategy, self.speaker_stats[name], speakers, layer)
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
@@ -182,7 +224,7 @@ class EmotionDataModule(L.LightningDataModule):
     def class_names(self) -> tuple[str, ...]:
         """The corpus's class names, in label order (the module's and net's classes come from here)."""
         self._load()
-        return tuple(str(c) for c in getattr(self.manifest, "class_names", EMOTIONS))
+        return self._manifest_classes()
 
     def input_shape(self, name: str) -> tuple[int, ...]:
         """The per-frame shape a cache holds: ``ssl`` (H, D), ``logmel`` (M,), ``egemaps`` (F,)."""
@@ -192,10 +234,14 @@ class EmotionDataModule(L.LightningDataModule):
         return tuple(int(s) for s in self.caches[name].feature_shape)
 
     def egemaps_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std of the eGeMAPS functionals over the *training* actors only (never dev or test)."""
+        """Mean and std of the eGeMAPS functionals over the *training* actors only (never dev or test), as
+        the model is fed them (after per-speaker normalisation when it is on)."""
         self._load()
         cache, rows = self.caches["egemaps"], self.rows["train"]["egemaps"]
         x = np.stack([np.asarray(cache.read(int(r))[0], dtype=np.float64) for r in rows])
+        if self.normalize == "speaker":
+            stats = self.speaker_stats["egemaps"]
+            x = np.stack([stats.transform(c.actor, v, np.float64) for c, v in zip(self.parts["train"], x, strict=True)])
         return x.mean(0), x.std(0)
 
     def class_counts(self, part: str = "train") -> np.ndarray:
@@ -218,6 +264,7 @@ class EmotionDataModule(L.LightningDataModule):
             "caches": {k: str(c.path) for k, c in self.caches.items()},
             "augment": self.augmenter.identity(),
             "augment_copies": {k: str(c.path) for k, c in getattr(self, "copy_caches", {}).items()},
+            "normalize": self.normalize,
         }
 
     # Loaders -------------------------------------------------------------------------------------
@@ -225,11 +272,15 @@ class EmotionDataModule(L.LightningDataModule):
         """One input strategy per requested input, over ``part``'s clips."""
         self._load()
         rows, out = self.rows[part], []
+        speakers = [c.actor for c in self.parts[part]]
         for name in self.inputs:
             if name in CACHED_INPUTS:
-                out.append(CachedFeatures(name, self.caches[name], rows[name], self.frames))
+                out.append(self._normalized(CachedFeatures(name, self.caches[name], rows[name], self.frames), name,
+                                            speakers))
             elif name == "ssl_layer":
-                out.append(CachedLayer(self.caches["ssl"], rows["ssl"], int(self.ssl_layer_index), self.frames))
+                k = int(self.ssl_layer_index)
+                out.append(self._normalized(CachedLayer(self.caches["ssl"], rows["ssl"], k, self.frames), "ssl",
+                                            speakers, layer=k))
             else:
                 out.append(Waveforms(self.parts[part], self.sample_rate))
         return out
@@ -245,12 +296,16 @@ class EmotionDataModule(L.LightningDataModule):
         self._load_copies()
         original = self.strategies("train")
         copied = []
+        speakers = [c.actor for c in self.copies]  # a copy is normalised with its speaker's original statistics
         for name in self.inputs:
             if name in CACHED_INPUTS:
-                copied.append(CachedFeatures(name, self.copy_caches[name], self.copy_rows[name], self.frames))
+                copied.append(self._normalized(
+                    CachedFeatures(name, self.copy_caches[name], self.copy_rows[name], self.frames), name, speakers))
             elif name == "ssl_layer":
-                copied.append(CachedLayer(self.copy_caches["ssl"], self.copy_rows["ssl"], int(self.ssl_layer_index),
-                                          self.frames))
+                k = int(self.ssl_layer_index)
+                copied.append(self._normalized(
+                    CachedLayer(self.copy_caches["ssl"], self.copy_rows["ssl"], k, self.frames), "ssl", speakers,
+                    layer=k))
             else:
                 copied.append(Waveforms(self.copies, self.sample_rate))
         strategies = [Concat([o, c]) for o, c in zip(original, copied, strict=True)]

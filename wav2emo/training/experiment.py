@@ -97,7 +97,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = finish_run(out, folds, results)
     if summary is not None:
         metrics["cv"] = summary
+        declare_normalization(out, results[folds[0]].get("protocol") or {})
     return metrics
+
+
+def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
+    """Per-speaker normalisation on: say so in the CV report's protocol section (as the baselines do)."""
+    if not protocol.get("feature_normalization"):
+        return
+    from wav2emo.training.baselines import declare_protocol
+
+    keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note")
+    declare_protocol(out, {k: protocol[k] for k in keys if k in protocol})
 
 
 def finish_run(out: Path, folds: list[int], results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -27,6 +27,8 @@ from omegaconf import DictConfig
 
 from wav2emo.backbones import BackboneError
 from wav2emo.errors import ConfigError
+from wav2emo.features.normalize import check_mode
+from wav2emo.features.normalize import protocol_entry as normalize_protocol
 from wav2emo.training.run_info import to_container
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,29 @@ def refuse_finetune(cfg: DictConfig) -> None:
         )
 
 
+def normalize_mode(cfg: DictConfig) -> str | None:
+    """``features.normalize``: ``"speaker"`` or None (off, the default)."""
+    try:
+        return check_mode((cfg.get("features") or {}).get("normalize"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 def resolve_inputs(cfg: DictConfig) -> Feed:
     """The one rule (module docstring); bad combinations are refused here, before any data is built."""
+    feed = _resolve_inputs(cfg)
+    mode = normalize_mode(cfg)
+    if mode is not None and feed.upstream:
+        raise ConfigError(
+            f"features.normalize={mode} with upstream {list(feed.upstream)} (finetune={finetune_cfg(cfg)['mode']}, "
+            f"augment={augment_mode(cfg)}): per-speaker normalisation standardises the cached inputs, but here the "
+            f"model computes or continues its features itself (a backbone layer fed normalised hidden states is "
+            f"not the backbone); use finetune=none with augment.mode=cached or none, or features.normalize=null"
+        )
+    return feed
+
+
+def _resolve_inputs(cfg: DictConfig) -> Feed:
     model_inputs = tuple(str(i) for i in (cfg.model.get("inputs") or ()))
     ft = finetune_cfg(cfg)
     mode = ft["mode"]
@@ -171,21 +194,26 @@ def optim_config(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def protocol_entry(cfg: DictConfig) -> dict[str, Any]:
-    """What a fold result says about fine-tuning and augmentation (``fold_result.json`` ``protocol``)."""
+    """What a fold result says about fine-tuning, augmentation and feature normalisation (``fold_result.json``
+    ``protocol``)."""
     aug = cfg.get("augment")
+    feed = resolve_inputs(cfg)
     return {
         "finetune": finetune_cfg(cfg),
         "augment": {"name": "none"} if aug is None else dict(to_container(aug)),
-        "inputs": list(resolve_inputs(cfg).inputs),
-        "upstream": list(resolve_inputs(cfg).upstream),
+        "inputs": list(feed.inputs),
+        "upstream": list(feed.upstream),
+        **normalize_protocol(normalize_mode(cfg)),  # per-speaker normalisation reads test speakers' audio
     }
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
-    """W&B tags naming the finetune and augment settings, e.g. ``finetune=top_k(k=4)``, ``augment=standard``."""
+    """W&B tags naming the finetune, augment and normalisation settings, e.g. ``finetune=top_k(k=4)``,
+    ``augment=standard``, ``normalize=speaker``."""
     ft = finetune_cfg(cfg)
     ft_tag = f"finetune={ft['mode']}" + (f"(k={ft.get('k')})" if ft["mode"] == "top_k" else "")
     aug = cfg.get("augment")
     aug_name = "none" if aug is None else str(aug.get("name"))
     aug_tag = f"augment={aug_name}" + (f"({aug.get('mode')})" if aug_name != "none" else "")
-    return [ft_tag, aug_tag]
+    norm = normalize_mode(cfg)
+    return [ft_tag, aug_tag, *([f"normalize={norm}"] if norm else [])]
