@@ -248,6 +248,7 @@ def test_user_errors_before_any_model_is_loaded(trained, tmp_path):
         ({"window": {"window_s": 0.01, "hop_s": 0.01}}, ConfigError, "window_s=0.01"),  # shorter than eGeMAPS needs
         ({"window": {"window_s": 4.0, "hop_s": 2.0, "bogus": 1}}, ConfigError, "window.bogus"),
         ({"batch_size": 0}, ConfigError, "batch_size=0"),
+        ({"device": "tpu"}, ConfigError, "device=tpu"),
         ({"ckpt_path": str(tmp_path)}, MissingFileError, "fold_result.json"),
     ]
     for change, error, text in cases:

@@ -64,6 +64,19 @@ def _check_window_fits(settings, predictor) -> None:
                           "square of the window")
 
 
+def _device(value: Any) -> str:
+    import torch
+
+    device = str(value or "auto")
+    try:
+        dev = torch.device("cpu" if device == "auto" else device)
+    except RuntimeError as e:
+        raise ConfigError(f"device={device}: expected auto, cpu, cuda or cuda:N ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: CUDA is not available here; use device=auto or device=cpu")
+    return device
+
+
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
     from wav2emo.inference.inputs import collect_inputs
@@ -80,10 +93,11 @@ def run(cfg: DictConfig) -> int:
     batch_size = cfg.get("batch_size")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size={batch_size}: expected a positive number of windows or null")
+    device = _device(cfg.get("device"))
     files = collect_inputs(inputs)
     ckpts = checkpoints_of(cfg.ckpt_path)
     shared: dict = {}
-    models = [restore(p, device=cfg.get("device", "auto"), features_cache=shared) for p in ckpts]
+    models = [restore(p, device=device, features_cache=shared) for p in ckpts]
     predictor = Predictor(models, batch_size=batch_size)
     _check_window_fits(settings, predictor)
     log.info("predicting %d file(s) with %d model(s) (%s) on %s, %d windows a batch", len(files), len(models),
