@@ -1,0 +1,87 @@
+"""The pieces of ``wav2emo.predict`` that need no model: streamed reading, windows, the energy check, inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from wav2emo.data.audio import AudioError, load_audio
+from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.inference.audio import AudioStream
+from wav2emo.inference.inputs import collect_inputs
+from wav2emo.inference.windows import Window, active_frames, frame_levels_db, plan_windows, speech_windows
+
+
+@pytest.mark.parametrize(("sr", "channels"), [(8000, 1), (16000, 1), (22050, 2), (44100, 1), (48000, 2)])
+def test_any_stretch_is_what_resampling_the_whole_file_gives(tmp_path, sr, channels):
+    rng = np.random.default_rng(sr)
+    x = (0.3 * rng.standard_normal((sr * 7 + 123, channels))).astype(np.float32)
+    path = tmp_path / "a.wav"
+    sf.write(path, x, sr, subtype="FLOAT")
+    whole = load_audio(path)
+    with AudioStream(path) as s:
+        assert s.num_samples == len(whole) and s.duration_s == pytest.approx(len(whole) / 16000)
+        for a, b in [(0, len(whole)), (0, 16000), (12345, 50000), (len(whole) - 20000, len(whole))]:
+            np.testing.assert_allclose(s.read(a, b), whole[a:b], atol=1e-6, rtol=0)
+        np.testing.assert_allclose(np.concatenate(list(s.blocks(30000))), whole, atol=1e-6, rtol=0)
+
+
+def test_unusable_files_are_audio_errors_naming_the_file(tmp_path):
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "zero.wav", np.zeros((0, 1), dtype=np.float32), 16000)
+    x = np.zeros(32000, dtype=np.float32)
+    x[20000] = np.nan
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    for name in ("empty.wav", "zero.wav", "missing.wav"):
+        with pytest.raises(AudioError, match=name):
+            AudioStream(tmp_path / name)
+    with AudioStream(tmp_path / "nan.wav") as s:
+        s.read(0, 16000)  # the NaN is later: the first second reads fine
+        with pytest.raises(AudioError, match="NaN"):
+            s.read(16000, 32000)
+
+
+def test_windows_cover_every_sample_and_a_short_file_is_one_window():
+    assert plan_windows(1600, 16000, 4.0, 2.0) == [Window(0, 1600)]
+    assert plan_windows(64000, 16000, 4.0, 2.0) == [Window(0, 64000)]
+    w = plan_windows(16000 * 11, 16000, 4.0, 2.0)
+    assert [x.start / 16000 for x in w] == [0, 2, 4, 6, 7] and w[-1].end == 16000 * 11
+    assert [x.start // 16000 for x in plan_windows(16000 * 12, 16000, 4.0, 4.0)] == [0, 4, 8]
+    with pytest.raises(ConfigError, match="hop_s"):
+        plan_windows(16000, 16000, 1.0, 2.0)
+
+
+def test_energy_check_over_blocks_equals_one_pass_and_drops_silent_windows():
+    rng = np.random.default_rng(0)
+    loud = 0.3 * rng.standard_normal(16000 * 2)
+    wave = np.concatenate([loud, np.zeros(16000 * 4), 1e-4 * rng.standard_normal(16000 * 2), loud])
+    blocks = [wave[i : i + 4000] for i in range(0, len(wave), 4000)]
+    frame = 400
+    np.testing.assert_allclose(frame_levels_db(blocks, frame), frame_levels_db([wave], frame))
+    active = active_frames(frame_levels_db(blocks, frame))
+    kept = speech_windows(active, frame, plan_windows(len(wave), 16000, 2.0, 2.0))
+    assert [w.start // 16000 for w in kept] == [0, 8]  # silence and a hum 70 dB down are dropped
+    assert not active_frames(frame_levels_db([np.zeros(16000)], frame)).any()
+
+
+def test_inputs_from_files_folders_and_lists(tmp_path):
+    audio = tmp_path / "audio"
+    (audio / "sub").mkdir(parents=True)
+    (audio / ".hidden").mkdir()
+    for p in (audio / "b.wav", audio / "sub" / "a.flac", audio / ".hidden" / "c.wav", audio / "._d.wav"):
+        p.write_bytes(b"x")
+    (audio / "notes.txt").write_text("not a list given as input")
+    assert collect_inputs([audio]) == [audio / "b.wav", audio / "sub" / "a.flac"]
+    (tmp_path / "list.csv").write_text("speaker,path\n1,audio/b.wav\n2,/abs/missing.wav\n3,audio/sub\n")
+    assert collect_inputs([tmp_path / "list.csv"]) == [audio / "b.wav", tmp_path / "/abs/missing.wav",
+                                                       audio / "sub" / "a.flac"]
+    (tmp_path / "list.txt").write_text("# my files\naudio/b.wav\n\n  audio/sub/a.flac\n")
+    other = tmp_path / "x.mp3"
+    other.write_bytes(b"x")
+    assert collect_inputs([tmp_path / "list.txt", other]) == [audio / "b.wav", audio / "sub" / "a.flac", other]
+    with pytest.raises(MissingFileError, match="nope.wav"):
+        collect_inputs([tmp_path / "nope.wav"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no audio file"):
+        collect_inputs([tmp_path / "empty"])

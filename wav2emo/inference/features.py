@@ -1,0 +1,136 @@
+"""Features of new audio computed in memory by the code that fills the caches (never writing a cache).
+
+SSL hidden states come from :class:`~wav2emo.features.extractor.HiddenStateExtractor` (the extraction path:
+same backbone, normalisation, precision and batch-invariance patch, stored as float16 like the cache), log-mel
+from the ``logmel`` kind's ``compute`` (its LogMelFrontend), eGeMAPS functionals from openSMILE through
+:func:`~wav2emo.features.egemaps.make_smile`.  ``wave`` is the audio itself, as ``Waveforms`` serves it.
+Each item is what :class:`~wav2emo.training.inputs.ClipDataset` would give for a clip of that audio.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from wav2emo.data.audio import TARGET_SAMPLE_RATE, resample
+from wav2emo.errors import ConfigError
+from wav2emo.features import make_kind
+from wav2emo.features.extractor import resolve_device
+
+CACHED = ("ssl", "egemaps", "logmel")
+
+
+def plain(x: Any) -> Any:
+    """An OmegaConf node as plain Python (resolved); anything else unchanged."""
+    if hasattr(x, "_metadata"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(x, resolve=True)
+    return x
+
+
+def feature_key(features: Mapping[str, Any], inputs: Sequence[str], extra: Mapping[str, Any]) -> str:
+    """What decides the numbers a model is fed: models with the same key share one computation (one backbone)."""
+    needed = sorted({"ssl" if i == "ssl_layer" else i for i in inputs} & set(CACHED))
+    return json.dumps({"inputs": sorted(inputs), "specs": {n: plain(features[n]) for n in needed}, **extra},
+                      sort_keys=True, default=str)
+
+
+class InMemoryFeatures:
+    """Turns mono 16 kHz waveforms into the batch-dict items (``ssl``, ``ssl_layer``, ``egemaps``, ``logmel``,
+    ``wave``) that a model's data module would serve from its caches (or its audio)."""
+
+    def __init__(self, features: Mapping[str, Any], inputs: Sequence[str], *, device: str | torch.device = "auto",
+                 ssl_layer_index: int | None = None, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
+        self.inputs = tuple(inputs)
+        self.device = resolve_device(device)
+        self.ssl_layer_index = ssl_layer_index
+        self.sample_rate = int(sample_rate)
+        features = {k: plain(v) for k, v in plain(features).items()}
+        for name in self.inputs:
+            spec_name = "ssl" if name == "ssl_layer" else name
+            if spec_name in CACHED and not isinstance(features.get(spec_name), Mapping):
+                raise ConfigError(f"the model reads {name!r} but its config's features define only {sorted(features)}")
+        self.extractor = self.logmel = self.smile = None
+        self.ssl_meta: dict[str, Any] = {}
+        self.max_samples: int | None = None
+        self._smile_min = 1
+        if "ssl" in self.inputs or "ssl_layer" in self.inputs:
+            self._load_ssl(features["ssl"])
+        if "logmel" in self.inputs:
+            self.logmel = make_kind(features["logmel"])
+        if "egemaps" in self.inputs:
+            self._load_smile(features["egemaps"])
+
+    def _load_ssl(self, spec: Mapping[str, Any]) -> None:
+        from wav2emo.backbones import load_backbone
+        from wav2emo.features.extractor import HiddenStateExtractor
+
+        kind = make_kind(spec, self.device)  # resolves the backbone (builds the tiny one; says how to get others)
+        backbone = load_backbone(kind.source, device=self.device, normalize=kind._normalize())
+        self.extractor = HiddenStateExtractor(backbone, self.device, kind.precision)
+        # What the cache's meta.json would say (top_k upstreams check that they continue this backbone).
+        self.ssl_meta = {"name": kind.spec["name"], "key": "", "key_fields": kind.key_fields()}
+        if kind.spec.get("max_clip_s") is not None:
+            self.max_samples = round(float(kind.spec["max_clip_s"]) * TARGET_SAMPLE_RATE)
+
+    def _load_smile(self, spec: Mapping[str, Any]) -> None:
+        from wav2emo.features.egemaps import MIN_CLIP_S, make_smile
+
+        if spec.get("kind") != "egemaps_functionals":
+            raise ConfigError(f"predict computes eGeMAPS functionals only; the checkpoint's egemaps spec is {spec}")
+        self.smile = make_smile(spec.get("feature_set", "eGeMAPSv02"), "functionals")
+        self._smile_min = round(float(spec.get("min_clip_s", MIN_CLIP_S)) * TARGET_SAMPLE_RATE)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """Per-frame shape, as :meth:`EmotionDataModule.input_shape` gives it for a cache."""
+        if name == "ssl" and self.extractor is not None:
+            return tuple(self.extractor.feature_shape)
+        if name == "logmel" and self.logmel is not None:
+            return (int(self.logmel.spec["n_mels"]),)
+        if name == "egemaps" and self.smile is not None:
+            return (len(self.smile.feature_names),)
+        raise ConfigError(f"no {name!r} features for inputs {list(self.inputs)}")
+
+    def min_length(self) -> int:
+        """The fewest 16 kHz samples every feature of this model can be computed from."""
+        n = self._smile_min
+        if self.extractor is not None:
+            n = max(n, self.extractor.receptive_field)
+        if self.logmel is not None and not self.logmel.spec["center"]:
+            n = max(n, round(self.logmel.n_fft * TARGET_SAMPLE_RATE / int(self.logmel.spec["sample_rate"])))
+        return n
+
+    def items(self, waves: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """One batch-dict item per waveform (mono float32 at 16 kHz): what ``ClipDataset`` would give."""
+        items: list[dict[str, Any]] = [{} for _ in waves]
+        if self.extractor is not None:
+            x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
+            res, frames = self.extractor.forward(x, lengths, torch.float16)  # float16: what the cache stores
+            if not torch.isfinite(res).all():
+                raise ValueError("the backbone gave NaN/inf hidden states")
+            res = res.cpu()
+            for b, (it, f) in enumerate(zip(items, frames, strict=True)):
+                h = res[b, :f]  # (T, H, D), as the cache holds it
+                if "ssl" in self.inputs:
+                    it["ssl"] = h.transpose(0, 1).contiguous()  # (H, T, D): the featurizer picks layers
+                if "ssl_layer" in self.inputs:
+                    it["ssl_layer"] = h[:, int(self.ssl_layer_index)].contiguous()
+            del res
+        for it, w in zip(items, waves, strict=True):
+            if self.logmel is not None:
+                sr = int(self.logmel.spec["sample_rate"])
+                it["logmel"] = torch.from_numpy(self.logmel.compute(resample(w, TARGET_SAMPLE_RATE, sr)))
+            if self.smile is not None:
+                values = self.smile.process_signal(w, TARGET_SAMPLE_RATE).to_numpy(dtype=np.float64)[0]
+                if not np.isfinite(values).all():
+                    raise ValueError("openSMILE gave NaN/inf eGeMAPS functionals (too short or unusual audio?)")
+                it["egemaps"] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+            if "wave" in self.inputs:
+                wave = w if self.sample_rate == TARGET_SAMPLE_RATE else resample(w, TARGET_SAMPLE_RATE, self.sample_rate)
+                it["wave"] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        return items
