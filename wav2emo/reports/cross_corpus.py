@@ -145,6 +145,14 @@ def _run_dir(dirs: dict[int, Path]) -> Path:
 def cross_corpus_matrix(runs: Sequence[str | Path], out: str | Path, *, label_map: dict[str, Any] | None = None,
                         cache_dir: str | None = None, force: bool = False) -> dict[str, Any]:
     """The UA matrix of ``runs`` (one per training corpus), written to ``out`` (see the module docstring)."""
+    runs_found = [run for path in runs for run in _runs_of(Path(path))]
+    return matrix_of(runs_found, out, label_map=label_map, cache_dir=cache_dir, force=force,
+                     what=f"runs {list(map(str, runs))}")
+
+
+def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, label_map: dict[str, Any] | None = None,
+              cache_dir: str | None = None, force: bool = False, what: str = "runs") -> dict[str, Any]:
+    """The matrix of ``runs`` given as (name, fold directories), one per training corpus."""
     from omegaconf import OmegaConf
 
     from wav2emo.errors import ConfigError
@@ -153,17 +161,16 @@ def cross_corpus_matrix(runs: Sequence[str | Path], out: str | Path, *, label_ma
 
     out = Path(out)
     found: dict[str, dict[str, Any]] = {}
-    for path in runs:
-        for name, dirs in _runs_of(Path(path)):
-            cfg = _run_config(dirs)
-            corpus = corpus_label(cfg["data"]["corpus"])
-            if corpus in found:
-                raise ConfigError(f"two runs trained on {corpus}: {found[corpus]['path']} and {_run_dir(dirs)} "
-                                  f"({name}); the matrix takes one run per training corpus")
-            found[corpus] = {"dirs": dirs, "config": cfg, "path": _run_dir(dirs), "name": name}
+    for name, dirs in runs:
+        cfg = _run_config(dirs)
+        corpus = corpus_label(cfg["data"]["corpus"])
+        if corpus in found:
+            raise ConfigError(f"two runs trained on {corpus}: {found[corpus]['path']} ({found[corpus]['name']}) and "
+                              f"{_run_dir(dirs)} ({name}); the matrix takes one run per training corpus")
+        found[corpus] = {"dirs": dirs, "config": cfg, "path": _run_dir(dirs), "name": name}
     if len(found) < 2:
-        raise ConfigError(f"runs {list(map(str, runs))} cover {len(found)} training corpus(es) {list(found)}; a "
-                          "cross-corpus matrix needs runs on at least two corpora")
+        raise ConfigError(f"{what} cover {len(found)} training corpus(es) {list(found)}; a cross-corpus matrix "
+                          "needs runs on at least two corpora")
     corpora = list(found)
     cells = []
     for a in corpora:
@@ -198,6 +205,28 @@ def cross_corpus_matrix(runs: Sequence[str | Path], out: str | Path, *, label_ma
               "cells": cells}
     write_matrix(out, matrix)
     return matrix
+
+
+CORPUS_KEYS = ("data", "folds")  # overrides that may differ between the rows of one matrix
+
+
+def sweep_matrices(sweep_dir: str | Path, *, label_map: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """A matrix per group of a sweep's configurations that differ only in the corpus (``data``, ``data.*``) and its
+    folds, written to ``<sweep>/cross_corpus`` (or ``<sweep>/cross_corpus/<group>`` for several groups)."""
+    from wav2emo.reports.sweep import _safe, group_jobs
+
+    sweep_dir = Path(sweep_dir)
+    groups: dict[tuple, list] = {}
+    for c in group_jobs(sweep_dir):
+        key = tuple(sorted((k, v) for k, v in c.overrides.items() if k.split(".")[0] not in CORPUS_KEYS))
+        if c.fold_dirs:
+            groups.setdefault(key, []).append((c.name, c.fold_dirs))
+    out = {}
+    for key, runs in groups.items():
+        name = _safe(",".join(f"{k}={v}" for k, v in key)) or "default"
+        where = sweep_dir / "cross_corpus" / (name if len(groups) > 1 else "")
+        out[name] = matrix_of(runs, where, label_map=label_map, what=f"sweep {sweep_dir} ({name})")
+    return out
 
 
 def render_matrix(matrix: dict[str, Any]) -> str:
