@@ -211,3 +211,27 @@ def test_cross_corpus_matrix_of_two_training_corpora(synthetic_run, emodb_run, d
     assert "| **synthetic** |" in (out / "cross_corpus_matrix.md").read_text()
     again = cross_corpus_matrix([synthetic_run, emodb_run], out, cache_dir=str(dirs[1]))  # pair reports reused
     assert again["ua"] == m["ua"]
+
+
+@pytest.mark.slow
+def test_a_sweep_over_training_corpora_ends_with_the_matrix(dirs, tmp_path):
+    data_dir, cache_dir, emodb = dirs
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / "emodb").exists():
+        (data_dir / "emodb").symlink_to(emodb)  # the default root of data=emodb under paths.data_dir
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wav2emo.baselines", "-m", "model=logreg", "data=synthetic,emodb",
+         "data.corpus.clips_per_actor=8", "data.corpus.require_complete=false", "features=tiny", "folds=loso",
+         "fold=[0,1]", "cross_corpus=true", f"paths.data_dir={data_dir}", f"paths.cache_dir={cache_dir}",
+         f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    matrix = json.loads((sweep / "cross_corpus" / "cross_corpus_matrix.json").read_text())
+    assert matrix["corpora"] == ["synthetic", "emodb"]
+    assert all(v is not None for row in matrix["ua"] for v in row)
+    kinds = {(c["train"], c["test"]): c["kind"] for c in matrix["cells"]}
+    assert kinds["synthetic", "synthetic"].startswith("in-corpus") and kinds["synthetic", "emodb"].startswith("cross")
+    assert (sweep / "cross_corpus" / "pairs" / "emodb__to__synthetic" / "cross_corpus.md").is_file()
+    assert (sweep / "cross_corpus" / "cross_corpus_matrix.png").stat().st_size > 0
