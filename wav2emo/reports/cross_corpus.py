@@ -89,7 +89,7 @@ def render_pair(report: dict[str, Any]) -> str:
         f"- mapping: {lab['mapping']}",
         f"- **scored (shared) classes**: {', '.join(lab['shared_classes'])}",
         f"- model outputs left out of the argmax: {', '.join(lab['unscored_model_classes']) or 'none'}",
-        f"- test clips counted but not scored (emotion not shared): "
+        "- test clips counted but not scored (emotion not shared): "
         + (", ".join(f"{c} {n}" for c, n in report["clips"]["unscored_by_class"].items()) or "none")
         + f" — {report['clips']['scored']} of {report['clips']['total']} clips scored",
         f"- argmax: {lab['argmax']}",

@@ -47,8 +47,8 @@ from wav2emo.reports.fold_results import jsonable, write_fold_result, write_pred
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.training.run_info import save_run_info, to_container
-from wav2emo.training.sklearn_store import save_model
 from wav2emo.training.runs import folds_to_run, num_folds_of, output_dir
+from wav2emo.training.sklearn_store import save_model
 
 log = logging.getLogger(__name__)
 

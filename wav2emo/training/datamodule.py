@@ -34,8 +34,8 @@ from wav2emo.data.folds import Split, assemble_fold
 from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
-from wav2emo.features.multi import corpus_features
 from wav2emo.features.cache import FeatureCache
+from wav2emo.features.multi import corpus_features
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
