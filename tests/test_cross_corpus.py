@@ -147,6 +147,15 @@ def test_sklearn_run_tested_on_every_clip_of_another_corpus(synthetic_run, dirs,
             ["calm", "surprised"]).sum()
 
 
+def test_per_speaker_normalisation_carries_over_to_the_test_corpus(dirs, tmp_path):
+    from wav2emo.training.cross_eval import cross_evaluate
+
+    run = _baseline_run(tmp_path / "run", dirs, *SYN, "fold=0", "features.normalize=speaker")
+    rep = cross_evaluate(_eval_cfg(tmp_path / "ev", dirs, run))
+    assert rep["feature_normalization"] == "speaker" and rep["narrow_speakers"] == {}
+    assert "Per-speaker normalisation" in (tmp_path / "ev" / "cross_corpus.md").read_text()
+
+
 def test_a_pair_sharing_one_emotion_stops_before_extraction(synthetic_run, dirs, tmp_path):
     from wav2emo.data.labels import LabelError
     from wav2emo.training.cross_eval import cross_evaluate

@@ -55,6 +55,8 @@ def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train
         "model": results[0]["model"],
         "protocol": (f"every fold model trained on {train_corpus} tested on all {total_clips} clips of {test_corpus}; "
                      f"scored on the {len(shared)} shared emotions; argmax restricted to them"),
+        "feature_normalization": results[0]["cross_corpus"].get("feature_normalization"),
+        "narrow_speakers": results[0]["cross_corpus"].get("narrow_speakers") or {},
         "labels": labels.describe(),
         "clips": {"total": total_clips, "scored": int(results[0]["test_clips"]), "unscored_by_class": unscored},
         "models": [{"fold": r["fold"], **{k: r["test"][k] for k in ("wa", "ua", "f1")},
@@ -83,6 +85,9 @@ def render_pair(report: dict[str, Any]) -> str:
     lines = [
         f"# Cross-corpus: {report['train_corpus']} -> {report['test_corpus']}\n",
         f"Model `{report['model']}` from `{report['checkpoint']}`. {report['protocol']}.\n",
+        *([f"**Per-speaker normalisation**: the test corpus's features are standardised with each of its speakers' own "
+           f"statistics (label-free; reads its unlabelled audio). Speakers with clips of only one or two emotions: "
+           f"{report['narrow_speakers'] or 'none'}.\n"] if report.get("feature_normalization") == "speaker" else []),
         "## Label sets\n",
         f"- {report['train_corpus']} (the model's classes): {', '.join(lab['model_classes'])}",
         f"- {report['test_corpus']}: {', '.join(lab['test_classes'])}",
