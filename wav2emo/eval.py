@@ -1,4 +1,8 @@
-"""``python -m wav2emo.eval ckpt_path=... [fold=k]``: test a saved checkpoint on its fold's test actors."""
+"""``python -m wav2emo.eval ckpt_path=... [fold=k]``: test a saved checkpoint on its fold's test actors.
+
+With ``data=<another corpus>``, test a checkpoint or every fold model of a run (neural or sklearn_*) on all
+clips of that corpus, on the emotions both share (:mod:`wav2emo.training.cross_eval`).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,13 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    from wav2emo.training.experiment import evaluate
-
     with user_errors("wav2emo.eval"):  # a bad file or value is the user's to fix: one line naming it
+        if cfg.get("data") is not None:  # another corpus: cross-corpus evaluation
+            from wav2emo.training.cross_eval import cross_evaluate
+
+            return float(cross_evaluate(cfg)["summary"]["ua"]["mean"])
+        from wav2emo.training.experiment import evaluate
+
         return float(evaluate(cfg)["test"]["ua"])
 
 

@@ -25,6 +25,10 @@ def main(cfg: DictConfig) -> float | None:
             from wav2emo.training.feed import refuse_finetune
 
             refuse_finetune(cfg)  # a scikit-learn model has no backbone to fine-tune
+            from omegaconf import open_dict
+
+            with open_dict(cfg):  # the neural data module reads model.inputs, which an estimator has not
+                cfg.pop("datamodule", None)
             metrics = run_baselines(cfg)
         else:  # features.normalize=speaker is applied by the data module (wav2emo/training/speaker_norm.py)
             from wav2emo.training.experiment import train

@@ -40,7 +40,7 @@ from .synthetic import NUM_ACTORS, generate_synthetic_corpus
 
 log = logging.getLogger(__name__)
 
-CORPORA = ("ravdess", "synthetic", *RECIPES)
+CORPORA = ("ravdess", "synthetic", *RECIPES, "multi")
 # 2: the key holds the check options; a report file sits beside each manifest
 # 3: clips carry code/speaker/session; the report holds the class names
 MANIFEST_CACHE_VERSION = 3
@@ -126,6 +126,10 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
     name = c.get("name")
     if name not in CORPORA:
         raise CorpusError(f"data.corpus.name={name!r}; expected one of {list(CORPORA)}")
+    if name == "multi":  # several corpora, each loaded as itself (wav2emo.data.multi)
+        from .multi import load_multi
+
+        return load_multi(c, cache_dir)
     if not c.get("root"):
         raise CorpusError(f"data.corpus.root is not set for corpus {name!r}; expected a folder path")
     root = Path(str(c["root"])).expanduser()

@@ -54,8 +54,14 @@ class Split:
     test_clips: tuple[str, ...] | None = None
 
     @property
-    def speaker_dependent(self) -> bool:
+    def by_clip(self) -> bool:
+        """Whether the parts are lists of clips (speaker-dependent folds, EmoBox's fold files)."""
         return self.train_clips is not None
+
+    @property
+    def speaker_dependent(self) -> bool:
+        """Whether a test speaker also has clips in training or dev."""
+        return self.by_clip and bool((set(self.train) | set(self.dev)) & set(self.test))
 
 
 def _gender_groups(genders: Mapping[int, str]) -> list[str]:
@@ -341,6 +347,17 @@ def build_folds(
         return leave_one_speaker_out(genders, n_dev_actors=n_dev, dev_seed=dev_seed, speakers=speakers)
     if name == "sessions":
         return session_folds(manifest, n_dev_actors=n_dev, dev_seed=dev_seed)
+    if name == "combined":  # several corpora (data=multi), each with its own folds
+        from .combined_folds import CombinedFolds
+
+        return CombinedFolds(manifest, cfg)  # type: ignore[return-value]
+    if name == "emobox":  # EmoBox's published fold files
+        from .emobox import EmoBoxFolds
+
+        if not clip_splits:
+            raise FoldError("folds=emobox lists clips, not speakers: it must be assembled with "
+                            "wav2emo.data.folds.assemble_fold")
+        return EmoBoxFolds(manifest, cfg)  # type: ignore[return-value]
     if name == "speaker_dependent":
         if not clip_splits:
             raise FoldError(
@@ -403,6 +420,12 @@ def fold_count(folds_cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | N
         return KNOWN_SESSIONS.get(cname) if actors is None and not partial else None
     if name == "speaker_dependent":
         return int(cfg.get("k", 5))
+    if name == "combined":
+        from .combined_folds import combined_fold_count
+
+        return combined_fold_count(cfg, corpus_cfg)
+    if name == "emobox":
+        return None  # as many as the fold files (read with the manifest)
     if cfg.get("test_actors") is not None:
         return len(cfg["test_actors"])
     if name == "luna_jimenez":
@@ -433,7 +456,7 @@ def assemble_fold(manifest: Manifest, folds_cfg: Mapping, fold: int, *, require_
     if require_labels:
         manifest.require_labels("training and evaluation on folds")
     split = build_folds(folds_cfg, manifest, clip_splits=True).split(fold)
-    if split.speaker_dependent:
+    if split.by_clip:
         parts = {
             "train": manifest.select(split.train_clips or ()),
             "dev": manifest.select(split.dev_clips or ()),

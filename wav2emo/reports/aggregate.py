@@ -26,6 +26,7 @@ from wav2emo.reports.fold_results import (
     read_predictions,
 )
 from wav2emo.reports.metrics import classification_metrics
+from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics, render_per_corpus
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def aggregate_fold_dirs(
     missing = sorted(set(expected) - set(tested)) if expected is not None else []
     report: dict[str, Any] = {"root": str(root), "folds": sorted(tested), "missing_folds": missing,
                               "protocol": protocol_of({f: dirs[f] for f in results})}
+    split_protocols = sorted({str(r["split"]["protocol"]) for r in results.values() if r["split"].get("protocol")})
+    if split_protocols:  # the folds' own sentence: speaker-independent or "speaker-dependent", and how
+        report["protocol"] = {"folds": "; ".join(split_protocols), **report["protocol"]}
     if configuration is not None:
         report["configuration"] = configuration
     if not tested:
@@ -113,6 +117,9 @@ def aggregate_fold_dirs(
                   "confusion_matrix": m["confusion"], "per_class": m["per_class"],
                   "folds": sorted(int(f) for f in preds["fold"].unique())}
         report["pooled"] = pooled
+        if CORPUS_COLUMN in preds:  # several corpora in one model (data=multi): each corpus pooled over folds
+            report["per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"],
+                                                      class_names)
     report["class_names"] = class_names
     report["environment"] = _environments(dirs, tested)
     if write:
@@ -284,6 +291,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| --- " * (len(names) + 1) + "|"]
         for n, row in zip(names, p["confusion_matrix"], strict=True):
             lines.append(f"| {n} | " + " | ".join(map(str, row)) + " |")
+    if report.get("per_corpus"):
+        lines += render_per_corpus(report["per_corpus"], "Per corpus (pooled over folds)")
     env = report.get("environment")
     if env and "packages" in env:
         pk = env["packages"]

@@ -31,6 +31,16 @@ class CrossValidationReport(Callback):
             _log_report(out["reports"][row["name"]], sweep_dir / row["report"], row["name"])
         if len(out["configurations"]) > 1:
             log.info("comparison of %d configurations -> %s", len(out["configurations"]), sweep_dir / "comparison.md")
+        if config.get("cross_corpus"):  # a sweep over training corpora: test each on the others, then the matrix
+            from omegaconf import OmegaConf
+
+            from wav2emo.reports.cross_corpus import sweep_matrices
+
+            label_map = config.get("cross_corpus_label_map")
+            try:
+                sweep_matrices(sweep_dir, label_map=OmegaConf.to_container(label_map) if label_map else None)
+            except Exception as e:  # the folds' own results and reports stand
+                log.error("cross-corpus matrix failed for %s: %s", sweep_dir, e)
 
 
 def _log_report(report: dict[str, Any], where: Path, name: str = "") -> None:

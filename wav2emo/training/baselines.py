@@ -45,8 +45,10 @@ from wav2emo.features.normalize import (
 )
 from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
+from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.training.run_info import save_run_info, to_container
 from wav2emo.training.runs import folds_to_run, num_folds_of, output_dir
+from wav2emo.training.sklearn_store import save_model
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +163,14 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     """Manifest, split and the features of the training, dev and test actors of ``fold``."""
     from wav2emo.data.corpora import load_corpus
     from wav2emo.data.folds import assemble_fold
-    from wav2emo.features import get_features
+    from wav2emo.features.multi import corpus_features
 
     feature = select_feature(cfg)
     mode = normalize_mode(cfg)
     manifest = load_corpus(to_container(cfg.data.corpus), cache_dir=cfg.paths.cache_dir)
     assembly = assemble_fold(manifest, to_container(cfg.folds), fold)
     split = assembly.split
-    cache = get_features(manifest, to_container(cfg.features)[feature], cfg.paths.cache_dir)
+    cache = corpus_features(manifest, to_container(cfg.features)[feature], cfg.paths.cache_dir)
     if cache.lengths.max() > 1:
         raise ConfigError(f"feature={feature}: {cache.kind} has several frames per clip; the baselines take "
                          f"clip-level vectors (e.g. egemaps_functionals, mfcc_stats)")
@@ -237,6 +239,10 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     chosen = candidates[best_i]
 
     pipe = make_pipeline(est_cfg, chosen, seed).fit(tr["x"], tr["y"])
+    # kept beside the fold's results, so the model can be tested on another corpus later (wav2emo.eval)
+    estimator = save_model(fold_dir, pipe, class_names=class_names, feature=data["feature"],
+                           feature_spec=to_container(cfg.features)[data["feature"]],
+                           normalize=data["protocol"]["feature_normalization"], model=str(cfg.model.name))
     pred = pipe.predict(te["x"])
     scored = classification_metrics(te["y"], pred, class_names)
     test = {k: scored[k] for k in ("wa", "ua", "f1")}
@@ -250,6 +256,8 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     })
     rows["true"] = [class_names[i] for i in rows["label"]]
     rows["predicted"] = [class_names[i] for i in rows["pred"]]
+    if getattr(data["manifest"], "parts", None):  # several corpora (data=multi): per-corpus metrics
+        rows[CORPUS_COLUMN] = [c.corpus for c in te["clips"]]
     if hasattr(pipe, "predict_proba") and len(te["y"]):
         probs = np.zeros((len(te["y"]), num_classes))
         probs[:, pipe.classes_] = pipe.predict_proba(te["x"])
@@ -262,6 +270,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
         "model": str(cfg.model.name),
         "split": {
             "fold": fold,
+            "protocol": split.protocol,
             "train_actors": list(split.train),
             "dev_actors": list(split.dev),
             "test_actors": list(split.test),
@@ -275,12 +284,15 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
         "hyperparameters": chosen,
         "dev_scores": dev_scores,
         "random_state": seed,
+        "estimator": estimator,
         "test": test,
         "test_per_class": scored["per_class"],
         "test_confusion": scored["confusion"],
         "class_names": class_names,
         "test_clips": int(len(rows)),
     }
+    if CORPUS_COLUMN in rows:
+        result["test_per_corpus"] = per_corpus_metrics(rows[CORPUS_COLUMN], rows["label"], rows["pred"], class_names)
     result["seconds"] = round(time.time() - started, 2)
     write_fold_result(fold_dir, result)
     log.info("fold %d test: UA %.4f WA %.4f F1 %.4f with %s", fold, test["ua"], test["wa"], test["f1"], chosen)

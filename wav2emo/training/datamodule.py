@@ -39,6 +39,7 @@ from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
+from wav2emo.features.multi import corpus_features
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
@@ -162,14 +163,14 @@ class EmotionDataModule(L.LightningDataModule):
         if self._ready:
             return
         self.manifest = load_corpus(self.corpus_cfg, cache_dir=self.cache_dir)
-        assembly = assemble_fold(self.manifest, self.folds_cfg, self.fold)  # the one place a fold is cut
-        self.split: Split = assembly.split
+        self.split, parts = self._assemble(self.manifest)
         needed = sorted({"ssl" if name == "ssl_layer" else name for name in self.inputs} & set(CACHED_INPUTS))
         self.caches: dict[str, FeatureCache] = {
-            name: get_features(self.manifest, self.features_cfg[name], self.cache_dir, device=self.extraction_device)
+            name: corpus_features(self.manifest, self.features_cfg[name], self.cache_dir,
+                                  device=self.extraction_device)
             for name in needed
         }
-        self.parts: dict[str, Manifest] = dict(assembly.parts)
+        self.parts: dict[str, Manifest] = dict(parts)
         # Where each split's clips live in every cache (refuses features of other audio).
         self.rows = {part: {n: c.rows_for(m) for n, c in self.caches.items()} for part, m in self.parts.items()}
         if self.normalize == "speaker":
@@ -195,6 +196,11 @@ class EmotionDataModule(L.LightningDataModule):
         if self.normalize != "speaker":
             return strategy
         return SpeakerNormalized(strategy, self.speaker_stats[name], speakers, layer)
+
+    def _assemble(self, manifest: Manifest) -> tuple[Split, dict[str, Manifest]]:
+        """The split and its train/dev/test manifests: this fold of the configured folds."""
+        assembly = assemble_fold(manifest, self.folds_cfg, self.fold)  # the one place a fold is cut
+        return assembly.split, dict(assembly.parts)
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
@@ -255,6 +261,7 @@ class EmotionDataModule(L.LightningDataModule):
         self._load()
         return {
             "fold": self.fold,
+            "protocol": self.split.protocol,
             "train_actors": list(self.split.train),
             "dev_actors": list(self.split.dev),
             "test_actors": list(self.split.test),

@@ -16,6 +16,7 @@ from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
+from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.runs import (
@@ -48,11 +49,14 @@ def test_checkpoint(
     class_names = list(getattr(model, "class_names", EMOTIONS))
     preds["true"] = [class_names[i] for i in preds["label"]]
     preds["predicted"] = [class_names[i] for i in preds["pred"]]
+    if getattr(dm.manifest, "parts", None):  # several corpora: each clip's corpus, for per-corpus metrics
+        corpus_of = {c.clip_id: c.corpus for c in dm.manifest}
+        preds[CORPUS_COLUMN] = [corpus_of[c] for c in preds["clip_id"]]
     write_predictions(out_dir, preds)
     scored = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
     test = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1}
     test.update({k: scored[k] for k in ("wa", "ua", "f1")})
-    return {
+    out = {
         "test": test,
         "test_per_class": scored["per_class"],
         "test_confusion": scored["confusion"],
@@ -60,6 +64,9 @@ def test_checkpoint(
         "test_clips": int(len(preds)),
         "evaluated_checkpoint": ckpt_path,
     }
+    if CORPUS_COLUMN in preds:
+        out["test_per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"], class_names)
+    return out
 
 
 def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any]):

@@ -53,9 +53,14 @@ def _fold_index(item: Any, shown: Any, expected: str) -> int:
 
 
 def num_folds_of(cfg: DictConfig) -> int:
-    if "test_actors" in cfg.folds:
-        return len(cfg.folds.test_actors)
-    return int(cfg.folds.k)
+    """How many folds ``cfg.folds`` gives for ``cfg.data``: from the configs where they say it (explicit test
+    actors, ``k``, the documented speakers of a recipe's corpus), else from the corpus's manifest (loso over a
+    corpus of your own, EmoBox's fold files, several corpora combined), prepared and cached once."""
+    from wav2emo.data.corpora import num_folds
+
+    folds = OmegaConf.to_container(cfg.folds, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
+    return num_folds(folds, data, cache_dir=cfg.paths.cache_dir)
 
 
 _jsonable = jsonable  # the name other modules imported

@@ -1,0 +1,128 @@
+"""``python -m wav2emo.eval ckpt_path=<checkpoint or run> data=<another corpus>``: cross-corpus evaluation.
+
+Each fold model of the run is tested on **every clip** of the other corpus (none of it was trained on), after
+both label sets are mapped onto their shared emotions (:mod:`wav2emo.data.label_map`; ``label_map`` in the
+config renames or drops classes).  In order:
+
+1. the test corpus is loaded and checked, and the shared classes computed: a pair sharing fewer than two
+   emotions stops here, before any feature is extracted;
+2. each model scores every clip; its argmax is restricted to the shared classes;
+3. each fold model writes ``fold_<k>/eval_result.json`` and ``predictions.csv`` (the fold result schema), and
+   the run ``cross_corpus.{json,md}`` and ``confusion_matrix.png``: both label sets, the clips counted but not
+   scored (emotions outside the shared set, per class), per-class recall, WA/UA/F1 per fold model and their
+   mean and spread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from wav2emo.data.label_map import SharedLabels, restricted_argmax, shared_labels
+from wav2emo.errors import ConfigError
+from wav2emo.reports.cross_corpus import write_pair_report
+from wav2emo.reports.fold_results import write_fold_result, write_predictions
+from wav2emo.reports.metrics import classification_metrics
+from wav2emo.training.cross_models import TrainedModel, find_models, neural_scores, sklearn_scores
+from wav2emo.training.evaluate import EVAL_RESULT
+from wav2emo.training.runs import output_dir, quiet_duplicate_log_handlers
+
+log = logging.getLogger(__name__)
+
+
+def corpus_label(corpus_cfg: dict[str, Any]) -> str:
+    """``emodb``, or ``multi(ravdess+emodb)`` for several corpora."""
+    name = str(corpus_cfg.get("name"))
+    return f"multi({'+'.join(map(str, corpus_cfg.get('corpora') or []))})" if name == "multi" else name
+
+
+def plan(cfg: DictConfig) -> tuple[list[TrainedModel], Any, SharedLabels, str]:
+    """Models, the test manifest and the shared labels: everything checked before any extraction."""
+    from wav2emo.data.corpora import load_corpus
+
+    models = find_models(cfg.ckpt_path)
+    corpus_cfg = OmegaConf.to_container(cfg.data.corpus, resolve=True)
+    manifest = load_corpus(corpus_cfg, cache_dir=cfg.paths.cache_dir)
+    manifest.require_labels("cross-corpus evaluation")
+    train_corpus = corpus_label(models[0].train_config.get("data", {}).get("corpus", {}) or {"name": "?"})
+    differing = sorted({m.class_names for m in models})
+    if len(differing) > 1:
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: its fold models have different classes {differing}")
+    mapping = OmegaConf.to_container(cfg.label_map, resolve=True) if cfg.get("label_map") else None
+    labels = shared_labels(models[0].class_names, manifest.class_names, mapping,
+                           model_corpus=train_corpus, test_corpus=corpus_label(corpus_cfg))
+    return models, manifest, labels, train_corpus
+
+
+def cross_evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
+    """Test every fold model of ``cfg.ckpt_path`` on all clips of ``cfg.data``'s corpus; write the reports to
+    ``out`` (default: the run's output directory) and return the summary report."""
+    quiet_duplicate_log_handlers()
+    models, manifest, labels, train_corpus = plan(cfg)
+    corpus_cfg = OmegaConf.to_container(cfg.data.corpus, resolve=True)
+    test_corpus = corpus_label(corpus_cfg)
+    out = Path(out) if out is not None else output_dir(cfg)
+    scored = [c for c in manifest if labels.test_index(manifest.class_names[c.label]) is not None]
+    unscored = Counter(manifest.class_names[c.label] for c in manifest
+                       if labels.test_index(manifest.class_names[c.label]) is None)
+    log.info("cross-corpus %s -> %s: %d of %d clips scored on %s; not scored: %s", train_corpus, test_corpus,
+             len(scored), len(manifest), list(labels.shared), dict(unscored) or "none")
+    y = np.array([labels.test_index(manifest.class_names[c.label]) for c in scored], dtype=np.int64)
+    results = []
+    for model in models:
+        extra: dict[str, Any] = {}
+        if model.kind == "sklearn":
+            scores, probabilities, extra = sklearn_scores(model, manifest, cfg.paths.cache_dir)
+            order = list(manifest.clip_ids)
+        else:
+            scores, order = neural_scores(model, corpus_cfg, cfg)
+            probabilities = True
+        row_of = {cid: i for i, cid in enumerate(order)}
+        s = scores[[row_of[c.clip_id] for c in scored]]
+        pred = restricted_argmax(s, labels, probabilities=probabilities)
+        own = np.argmax(np.where(np.isfinite(s), s, -np.inf), axis=1)
+        results.append(_write_fold(out / f"fold_{model.fold}", model, scored, y, pred, own, labels, unscored,
+                                   train_corpus, test_corpus, extra))
+    report = write_pair_report(out, results, labels, train_corpus=train_corpus, test_corpus=test_corpus,
+                               total_clips=len(manifest), unscored=dict(unscored), ckpt_path=str(cfg.ckpt_path))
+    return report
+
+
+def _write_fold(fold_dir: Path, model: TrainedModel, clips, y, pred, own, labels: SharedLabels, unscored,
+                train_corpus: str, test_corpus: str, extra: dict[str, Any]) -> dict[str, Any]:
+    shared = list(labels.shared)
+    m = classification_metrics(y, pred, shared)
+    rows = pd.DataFrame({
+        "clip_id": [c.clip_id for c in clips], "file": [c.path for c in clips], "actor": [c.actor for c in clips],
+        "label": y, "pred": pred,
+    })
+    rows["true"] = [shared[i] for i in rows["label"]]
+    rows["predicted"] = [shared[i] for i in rows["pred"]]
+    rows["model_argmax"] = [labels.model_classes[i] for i in own]  # over all the model's classes, unrestricted
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(fold_dir, rows)
+    outside = int(sum(labels.model_to_shared[c] is None for c in rows["model_argmax"]))
+    result = {
+        "fold": model.fold,
+        "model": model.name,
+        "checkpoint": str(model.path),
+        "split": {"protocol": f"cross-corpus: trained on {train_corpus} (fold {model.fold}'s training speakers), "
+                              f"tested on every clip of {test_corpus}",
+                  "test_actors": sorted({c.actor for c in clips}), "clips": {"test": len(clips)}},
+        "test": {k: m[k] for k in ("wa", "ua", "f1")},
+        "test_per_class": m["per_class"],
+        "test_confusion": m["confusion"],
+        "class_names": shared,
+        "test_clips": len(clips),
+        "cross_corpus": {**labels.describe(), "train_corpus": train_corpus, "test_corpus": test_corpus,
+                         "unscored_clips": dict(unscored), "unrestricted_argmax_outside_shared": outside, **extra},
+    }
+    write_fold_result(fold_dir, result, filename=EVAL_RESULT)
+    log.info("fold %d model on %s: UA %.4f WA %.4f (%d clips)", model.fold, test_corpus, m["ua"], m["wa"], len(clips))
+    return result
