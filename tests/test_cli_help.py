@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize(("module", "must_show"), [
     ("wav2emo.train", ["python -m wav2emo.train experiment=demo", "model=fe_vgg_egemaps fold=3", "WAV2EMO_CACHE_DIR",
-                       "model: egemaps_mlp, fe_vgg", "--cfg job"]),
+                       "finetune: full, none, top_k", "augment: gain, noise, none", "fe_vgg_egemaps, fe_vgg_logmel",
+                       "--cfg job"]),
     ("wav2emo.eval", ["python -m wav2emo.eval ckpt_path=", "allow_other_fold", "WAV2EMO_CACHE_DIR"]),
     ("wav2emo.eval_hf", ["python -m wav2emo.eval_hf hf_model=", "label_map", "may have been seen", "HF_HUB_OFFLINE"]),
     ("wav2emo.extract", ["python -m wav2emo.extract data=ravdess features=wav2vec2_base", "WAV2EMO_DATA_DIR"]),

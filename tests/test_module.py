@@ -236,7 +236,7 @@ def test_hparams_are_plain_and_picklable():
         EgemapsMLP(), optimizer=partial(torch.optim.Adam, lr=1e-3), label_smoothing=0.1
     )
     hp = dict(module.hparams)
-    assert set(hp) == {"num_classes", "class_names", "label_smoothing", "compile", "optim", "seed"}
+    assert set(hp) == {"num_classes", "class_names", "label_smoothing", "compile", "optim", "seed", "class_weights"}
     assert not any(isinstance(v, nn.Module) or callable(v) for v in hp.values())
     assert pickle.loads(pickle.dumps(hp)) == hp
     assert hp["label_smoothing"] == 0.1 and tuple(hp["class_names"]) == EMOTIONS
