@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.dir.is_dir():
         print(f"wav2emo.report: {args.dir} is not a directory", file=sys.stderr)
         return 2
+    from wav2emo.reports.fold_results import FOLD_RESULT
+
+    if next(args.dir.rglob(FOLD_RESULT), None) is None:
+        print(f"wav2emo.report: no {FOLD_RESULT} under {args.dir}: nothing finished to report "
+              "(point at a run, a sweep or a folder of sweeps)", file=sys.stderr)
+        return 2
     out = aggregate_sweep(args.dir, expected_folds=args.folds)
     if out.get("configurations"):
         for row in out["configurations"]:
@@ -39,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console-script entry (``wav2emo-report``): user errors as one line and exit status 2."""
     with user_errors("wav2emo.report"):
         sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
