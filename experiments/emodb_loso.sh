@@ -15,4 +15,4 @@ done
 python -m wav2emo.train model=egemaps_mlp "${data[@]}" features=egemaps "trainer=${TRAINER:-cpu}" \
   "trainer.max_epochs=${EPOCHS:-100}" trainer.enable_progress_bar=false logger=csv "hydra.run.dir=$out/egemaps_mlp"
 python -m wav2emo.train model=attentive_logmel "${data[@]}" features=logmel "trainer=${TRAINER:-cpu}" \
-  "trainer.max_epochs=${EPOCHS:-30}" trainer.enable_progress_bar=false logger=csv "hydra.run.dir=$out/attentive_logmel"
+  "trainer.max_epochs=${EPOCHS:-20}" trainer.enable_progress_bar=false logger=csv "hydra.run.dir=$out/attentive_logmel"
