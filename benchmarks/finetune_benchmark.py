@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.train_benchmark import compose, random_base_backbone, steady, time_reference_way  # noqa: E402
+from benchmarks.train_benchmark import (  # noqa: E402
+    compose,
+    machine_info,
+    random_base_backbone,
+    steady,
+    time_reference_way,
+)  # noqa: E402
 
 # name -> (overrides, target seconds per epoch or None, what the target compares with)
 CONFIGS: dict[str, tuple[list[str], float | None]] = {
@@ -97,8 +102,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import lightning
-    import transformers
 
     from wav2emo.data.corpora import load_corpus
     from wav2emo.features import get_features
@@ -111,11 +114,7 @@ def main() -> None:
         get_features(manifest, dict(cfg.features[name]), cfg.paths.cache_dir)
     t_feat = time.perf_counter() - t0
     results: dict = {
-        "machine": {
-            "gpu": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "lightning": lightning.__version__,
-        },
+        "machine": machine_info(),
         "corpus": {"clips": len(manifest), "features_seconds": t_feat,
                    "durations_s": [min(c.duration for c in manifest), max(c.duration for c in manifest)]},
         "epochs": args.epochs, "runs": {},

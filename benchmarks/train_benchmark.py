@@ -180,6 +180,18 @@ def run(cfg_overrides, out: Path, work: Path, fold: int = 0) -> dict:
     return res
 
 
+def machine_info() -> dict:
+    """The GPU, CPU count and package versions a benchmark report names."""
+    import lightning
+    import transformers
+
+    return {
+        "gpu": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(), "python": platform.python_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+        "lightning": lightning.__version__,
+    }
+
+
 def steady(epoch_seconds: list[float]) -> float:
     """Median epoch time after the first (which pays for start-up and, when resident, the device upload)."""
     tail = epoch_seconds[1:] or epoch_seconds
@@ -225,8 +237,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import lightning
-    import transformers
 
     from wav2emo.data.corpora import load_corpus
     from wav2emo.features import get_features
@@ -242,11 +252,7 @@ def main() -> None:
     t_feat = time.perf_counter() - t0
 
     results: dict = {
-        "machine": {
-            "gpu": torch.cuda.get_device_name(0), "cpu_cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-            "lightning": lightning.__version__,
-        },
+        "machine": machine_info(),
         "corpus": {"clips": len(manifest), "seconds_to_prepare": t_corpus, "features_seconds": t_feat},
     }
     ways = {  # name -> (resident, workers, length buckets, extra overrides); "gpu_fast" = speed=gpu_fast

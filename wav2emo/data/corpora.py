@@ -153,22 +153,21 @@ def load_corpus(cfg: Mapping, cache_dir: str | Path | None = None) -> Manifest:
         return _prepared(root, "synthetic", complete, cache_dir, options)
 
     if name in RECIPES:
-        manifest = _recipe_manifest(RECIPES[name], root, c, cache_dir, options)
-        if actors is not None:
-            unknown = sorted(set(actors) - set(manifest.actors))
-            if unknown:
-                raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {root}")
-            manifest = manifest.filter(actors)
-        return manifest
+        return _only_actors(_recipe_manifest(RECIPES[name], root, c, cache_dir, options), actors, root)
 
     folder = _ravdess_folder(root, download=may_create(root, c, "download"))
     manifest = _prepared(folder, "ravdess", bool(c.get("require_complete", True)), cache_dir, options)
-    if actors is not None:
-        unknown = sorted(set(actors) - set(manifest.actors))
-        if unknown:
-            raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {folder}")
-        manifest = manifest.filter(actors)
-    return manifest
+    return _only_actors(manifest, actors, folder)
+
+
+def _only_actors(manifest: Manifest, actors, where: Path) -> Manifest:
+    """``data.corpus.actors``: the manifest cut to those actors (all when None); an unknown actor is an error."""
+    if actors is None:
+        return manifest
+    unknown = sorted(set(actors) - set(manifest.actors))
+    if unknown:
+        raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {where}")
+    return manifest.filter(actors)
 
 
 def _recipe_manifest(recipe: Recipe, root: Path, c: Mapping, cache_dir, options: Mapping) -> Manifest:

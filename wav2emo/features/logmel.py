@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.features.cache import DEFAULT_SHARD_BYTES, build_from_arrays
 from wav2emo.features.limits import check_durations
+from wav2emo.features.per_clip import compute_per_clip
 
 LOGMEL_DEFAULTS: dict[str, Any] = {
     "kind": "logmel",
@@ -146,25 +145,14 @@ class LogMel:
         return out.numpy()
 
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
-        from tqdm.auto import tqdm
 
         start = time.perf_counter()
         self.check_clips(manifest)
         sr = int(self.spec["sample_rate"])
         _ = self.frontend  # build the transform once, before the threads share it
 
-        def one(clip) -> np.ndarray:
-            try:
-                return self.compute(load_audio(clip.path, sr))
-            except ValueError as e:
-                raise ValueError(f"{clip.path}: {e}") from e
-
-        with ThreadPoolExecutor(max(1, int(self.spec["num_workers"]))) as pool:
-            arrays = list(tqdm(pool.map(one, manifest), total=len(manifest), unit="clip", desc="log-mel",
-                               disable=not progress, leave=False))
-        bad = [c.clip_id for c, a in zip(manifest, arrays, strict=True) if not np.isfinite(a).all()]
-        if bad:
-            raise ValueError(f"non-finite log-mel values for clips {bad[:5]}; nothing was cached")
+        arrays = compute_per_clip(manifest, self.compute, sr, self.spec["num_workers"], desc="log-mel",
+                                  what="log-mel values", progress=progress)
         meta = {
             **base_meta,
             "frame_rate": sr / self.hop,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.features.cache import build_from_arrays
 from wav2emo.features.limits import check_durations
+from wav2emo.features.per_clip import compute_per_clip
 
 MFCC_DEFAULTS: dict[str, Any] = {
     "kind": "mfcc_stats",
@@ -109,25 +108,14 @@ class MfccStats:
         return [f"mfcc{i}_mean" for i in range(n)] + [f"mfcc{i}_std" for i in range(n)]
 
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
-        from tqdm.auto import tqdm
 
         start = time.perf_counter()
         self.check_clips(manifest)
         sr = int(self.spec["sample_rate"])
         _ = self._mfcc  # build the transform once, before threads share it
 
-        def one(clip) -> np.ndarray:
-            try:
-                return self.compute(load_audio(clip.path, sr))
-            except ValueError as e:
-                raise ValueError(f"{clip.path}: {e}") from e
-
-        with ThreadPoolExecutor(max(1, int(self.spec["num_workers"]))) as pool:
-            arrays = list(tqdm(pool.map(one, manifest), total=len(manifest), unit="clip", desc="MFCC stats",
-                               disable=not progress, leave=False))
-        bad = [c.clip_id for c, a in zip(manifest, arrays, strict=True) if not np.isfinite(a).all()]
-        if bad:
-            raise ValueError(f"non-finite MFCC statistics for clips {bad[:5]}; nothing was cached")
+        arrays = compute_per_clip(manifest, self.compute, sr, self.spec["num_workers"], desc="MFCC stats",
+                                  what="MFCC statistics", progress=progress)
         meta = {
             **base_meta,
             "feature_names": self.feature_names(),
