@@ -182,7 +182,7 @@ def section_lightning(work: Path, out: Path):
     from wav2emo.features import get_features
 
     backbone = random_base_backbone(work / "wav2vec2-base-random")
-    cfg = compose(base_overrides(backbone, "fe_vgg_egemaps", 1, True, 0), work / "runs", work)
+    cfg = compose(base_overrides(backbone, "fe_vgg_egemaps", 1, "loader.resident=true", "loader.num_workers=0"), work / "runs", work)
     manifest = load_corpus(cfg.data.corpus, cache_dir=cfg.paths.cache_dir)
     t = time.perf_counter()
     for name in ("ssl", "egemaps"):
@@ -201,9 +201,9 @@ def section_lightning(work: Path, out: Path):
         return c
 
     tb.compose = compose_prof
-    fast = base_overrides(backbone, "fe_vgg_egemaps", EPOCHS, True, 0, True) + ["speed=gpu_fast"]
+    fast = base_overrides(backbone, "fe_vgg_egemaps", EPOCHS, "loader.resident=true", "loader.num_workers=0", "loader.bucket_by_length=true") + ["speed=gpu_fast"]
     variants = {
-        "resident_buckets": base_overrides(backbone, "fe_vgg_egemaps", EPOCHS, True, 0, True),
+        "resident_buckets": base_overrides(backbone, "fe_vgg_egemaps", EPOCHS, "loader.resident=true", "loader.num_workers=0", "loader.bucket_by_length=true"),
         "gpu_fast": fast,
         "gpu_fast_warm": fast,
         "gpu_fast_nographs": fast + ["model.module.compile.mode=null"],

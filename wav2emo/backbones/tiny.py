@@ -92,13 +92,14 @@ def build_tiny_wav2vec2(folder: str | Path, seed: int = 0) -> Path:
     Idempotent: an existing tiny model of the same seed is returned as it is; anything else already at
     ``folder`` is refused.  Written into a temporary sibling and renamed, so a reader never sees half a model.
     """
-    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     folder = Path(folder).expanduser()
     if folder.exists():
         if _tiny_is_valid(folder, seed):
             return folder
         raise BackboneError(f"{folder}: an incomplete tiny backbone; delete the folder and run again")
+    # Imported only to build: a run whose tiny model exists never loads transformers' model code (start-up).
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
-from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint
+from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint, StartupTimer
 from wav2emo.training.datamodule import EmotionDataModule
 from wav2emo.training.feed import (  # noqa: F401  (the rule lives in feed.py; importable from here)
     Feed,
@@ -157,7 +157,7 @@ class StoreRunInfo(L.Callback):
 
 
 def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | None = None) -> list[L.Callback]:
-    """The configured callbacks, plus what every fold needs: ``last.ckpt`` after every epoch, RNG states in
+    """The configured callbacks, plus what every fold needs: ``last.ckpt`` (every n epochs and the last), RNG states in
     checkpoints (an exact resume), and one summary line per epoch when the progress bar is off."""
     callbacks: list[L.Callback] = []
     save_last = False
@@ -172,6 +172,7 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | 
                 # below writes it after every epoch instead.
                 save_last = bool(cb_cfg.get("save_last"))
                 cb_cfg.save_last = False
+                last_every = int(cb_cfg.pop("last_every_n_epochs", 1))
                 if not has_dev:  # nothing to choose on: keep the last epoch, never look at test actors
                     cb_cfg.monitor = None
                     cb_cfg.filename = "epoch{epoch:03d}"
@@ -181,8 +182,9 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | 
             continue
         callbacks.append(instantiate(cb_cfg))
     if save_last:
-        callbacks.append(LastCheckpoint(fold_dir / "checkpoints"))
+        callbacks.append(LastCheckpoint(fold_dir / "checkpoints", every_n_epochs=last_every))
     callbacks.append(RngStateCheckpoint())
+    callbacks.append(StartupTimer())
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(EpochSummary(prefix="" if fold is None else f"fold {fold}: "))
     return callbacks

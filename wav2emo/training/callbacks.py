@@ -119,18 +119,35 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` written at the end of *every* epoch, whatever the dev metric did.
+    """``last.ckpt`` written every ``every_n_epochs`` epochs and after the final one, whatever the dev metric did.
 
     Lightning 2.6's ``save_last=True`` only refreshes ``last.ckpt`` when a top-k checkpoint is saved,
     i.e. when the dev metric improves: ``last.ckpt`` then holds the best epoch, not the last one, and a
     run resumed from it repeats epochs (and ends at another epoch on another machine, where the dev
-    metric peaks elsewhere).  This callback has no monitor, so it saves every epoch, and it is always a
-    single file that it replaces.
+    metric peaks elsewhere).  This callback has no monitor; it is always a single file that it replaces.
+
+    Writing it costs tens of milliseconds (optimizer state included), a tenth of a fast GPU epoch, so it is
+    off the hot path by default: every ``every_n_epochs`` epochs (``1`` = every epoch, ``0`` = only the
+    final one) and always after the last epoch, also when early stopping ends the fold.  An interrupted
+    fold then continues from at most ``every_n_epochs - 1`` epochs back, and still ends exactly as the
+    uninterrupted run (the resume restores the epoch-seeded order and random states).
     """
 
-    def __init__(self, dirpath: str | Path) -> None:
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1) -> None:
+        if int(every_n_epochs) < 0:
+            raise ValueError(f"last.ckpt every_n_epochs must be >= 0 (0 = after the final epoch only), "
+                             f"got {every_n_epochs}")
         super().__init__(dirpath=str(dirpath), filename="last", monitor=None, save_top_k=1, save_last=False,
-                         enable_version_counter=False)
+                         enable_version_counter=False, every_n_epochs=1)
+        self.last_every_n_epochs = int(every_n_epochs)
+
+    def _should_skip_saving_checkpoint(self, trainer) -> bool:
+        if super()._should_skip_saving_checkpoint(trainer):
+            return True
+        done = trainer.current_epoch + 1
+        final = bool(trainer.should_stop) or (trainer.max_epochs not in (None, -1) and done >= trainer.max_epochs)
+        periodic = self.last_every_n_epochs > 0 and done % self.last_every_n_epochs == 0
+        return not (final or periodic)
 
 
 class RelocateCheckpointState(L.Callback):
@@ -162,3 +179,39 @@ class RelocateCheckpointState(L.Callback):
 
     def _move(self, p: Any, old: str) -> Any:
         return self.new_dir + p[len(old):] if isinstance(p, str) and p.startswith(old) else p
+
+
+def process_age_seconds() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), or None where that is not available."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        import os
+
+        return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class StartupTimer(L.Callback):
+    """Logs once per process how long it took from the process start to the first training step.
+
+    A fold whose features are cached should start training within seconds (no backbone load, no import of
+    transformers' model code); this line makes a slow start visible (``benchmarks/startup_benchmark.py``).
+    Resolution: ``/proc``'s clock ticks (10 ms).
+    """
+
+    reported = False
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if StartupTimer.reported or self.seconds is not None:
+            return
+        self.seconds = process_age_seconds()
+        StartupTimer.reported = True
+        if self.seconds is not None and trainer.is_global_zero:
+            log.info("first training step %.2f s after the process started (wall clock %.3f)", self.seconds,
+                     time.time())

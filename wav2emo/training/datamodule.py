@@ -62,12 +62,23 @@ from wav2emo.training.inputs import (  # noqa: F401
     collate,
     padded_frames,
 )
+from wav2emo.training.placement import Placement, decide, parse_resident
 from wav2emo.training.speaker_norm import SpeakerNormalized, cache_speaker_stats
 
 log = logging.getLogger(__name__)
 
 CACHED_INPUTS = ("ssl", "egemaps", "logmel")
+AUTO_FRAMES_MULTIPLE = 16  # loader.frames_multiple=auto on a GPU-resident fold
 SAMPLERS = ("shuffle", "balanced")  # training order: a shuffle per epoch, or class-balanced draws with replacement
+
+
+def _parse_auto_bool(value, key: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
+        low = value.strip().lower()
+        return "auto" if low == "auto" else low == "true"
+    raise ConfigError(f"{key}={value!r}: expected auto, true or false")
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -89,8 +100,8 @@ class EmotionDataModule(L.LightningDataModule):
         batch_size: int = 25,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        resident: bool = False,
-        bucket_by_length: bool = False,
+        resident: bool | str = False,
+        bucket_by_length: bool | str = False,
         frames_multiple: int | None = None,
         pin_memory: bool = False,
         seed: int = 0,
@@ -100,6 +111,7 @@ class EmotionDataModule(L.LightningDataModule):
         augment: Mapping | None = None,
         sampler: str = "shuffle",
         normalize: str | None = None,
+        resident_headroom_gib: float = 8.0,
     ) -> None:
         super().__init__()
         inputs = tuple(str(i) for i in inputs)
@@ -119,11 +131,22 @@ class EmotionDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.frames = frames
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
-        self.num_workers, self.resident, self.pin_memory = num_workers, resident, pin_memory
-        self.bucket_by_length = bucket_by_length
-        if frames_multiple is not None and int(frames_multiple) < 1:
-            raise ConfigError(f"frames_multiple must be a positive number of frames or null, got {frames_multiple}")
-        self.frames_multiple = None if frames_multiple is None else int(frames_multiple)
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        # "auto": decided when the first loader is built, from the training device and its free memory.
+        self.resident_setting = parse_resident(resident)
+        self.resident_headroom_gib = float(resident_headroom_gib)
+        self.resident: bool | None = self.resident_setting if isinstance(self.resident_setting, bool) else None
+        self.placement: Placement | None = None
+        # "auto": length-bucketed training batches when the fold is resident on a GPU (the fast path), else not.
+        self.bucket_setting = _parse_auto_bool(bucket_by_length, "loader.bucket_by_length")
+        self.bucket_by_length = self.bucket_setting is True
+        self.frames_multiple_setting = str(frames_multiple).lower() if isinstance(frames_multiple, str) else frames_multiple
+        if self.frames_multiple_setting != "auto" and frames_multiple is not None \
+                and (isinstance(frames_multiple, bool) or not str(frames_multiple).isdigit() or int(frames_multiple) < 1):
+            raise ConfigError(f"loader.frames_multiple must be a positive number of frames, auto or null, "
+                              f"got {frames_multiple!r}")
+        self.frames_multiple = None if frames_multiple is None or self.frames_multiple_setting == "auto" \
+            else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self.ssl_layer_index, self.sample_rate = ssl_layer_index, int(sample_rate)
         # Checked here, before any extraction or training: a bad value never reaches a cache.
@@ -135,7 +158,7 @@ class EmotionDataModule(L.LightningDataModule):
         self.copies: Manifest | None = None
         if sampler not in SAMPLERS:
             raise ConfigError(f"loader.sampler={sampler!r}: expected one of {SAMPLERS}")
-        if sampler == "balanced" and bucket_by_length:
+        if sampler == "balanced" and self.bucket_setting is True:
             raise ConfigError("loader.sampler=balanced and loader.bucket_by_length=true cannot be combined: choose one")
         self.sampler = sampler
         try:
@@ -320,9 +343,30 @@ class EmotionDataModule(L.LightningDataModule):
                             class_names=self.manifest.class_names)
         return CopiesDataset(manifest, strategies, len(self.parts["train"]), self.frames)
 
+    def _place(self) -> None:
+        """Decide once where the fold lives (``loader.resident``), and what follows from it, with one log line."""
+        if self.placement is not None:
+            return
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        parts = ("train", "dev", "test") if self.resident_setting == "auto" else ()
+        self.placement = decide(self.resident_setting, device, [self.dataset(p) for p in parts],
+                                self.resident_headroom_gib)
+        self.resident = self.placement.resident
+        if self.frames_multiple_setting == "auto":
+            # Batches padded to a multiple of 16 frames: a few batch shapes, each replayed from one CUDA graph.
+            self.frames_multiple = AUTO_FRAMES_MULTIPLE if self.resident and device.type == "cuda" else None
+        if self.bucket_setting == "auto":
+            # Bucketing is only a speed setting; with class-balanced draws there is nothing to bucket.
+            self.bucket_by_length = self.resident and device.type == "cuda" and self.sampler != "balanced"
+        if self.resident_setting == "auto":
+            (log.info if device.type == "cuda" else log.debug)("loader: %s%s", "resident, " if self.resident else "memory-mapped, ", self.placement.reason
+                     + ("; training batches of similar-length clips" if self.bucket_by_length else "")
+                     + (f", padded to a multiple of {self.frames_multiple} frames" if self.frames_multiple else ""))
+
     def _loader(self, part: str, shuffle: bool):
         if part in self._resident:  # built once: uploading a split to the device is the expensive part
             return self._resident[part]
+        self._place()
         batch_size = self.batch_size if part == "train" else self.eval_batch_size
         ds = self.dataset(part)
         if len(ds) == 0:

@@ -31,6 +31,7 @@ from wav2emo.training.build import (
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.evaluate import test_checkpoint
+from wav2emo.training.fast_path import configure_trainer
 from wav2emo.training.run_info import git_info, save_run_info, to_container
 from wav2emo.training.runs import CKPT_KEY, quiet_batch_transfer_warning
 
@@ -88,6 +89,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         trainer_cfg.default_root_dir = str(fold_dir)
         if not has_dev:
             trainer_cfg.limit_val_batches = 0
+    step_mode = configure_trainer(cfg, model, trainer_cfg)  # precision and cuda_graphs: auto -> this machine
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
     try:
@@ -107,6 +109,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             "resumed_from": ckpt_path,
             "epoch_seconds": next((c.epoch_seconds for c in callbacks if isinstance(c, EpochTimer)), []),
             "train_seconds": round(time.time() - started, 2),
+            "speed": _speed_summary(step_mode, dm, model),
         }
         if cfg.get("test", True):
             with warnings.catch_warnings():
@@ -118,6 +121,18 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     result["seconds"] = round(time.time() - started, 2)
     write_fold_result(fold_dir, result)
     return result
+
+
+def _speed_summary(step_mode: Mapping[str, Any], dm, model) -> dict[str, Any]:
+    """How this fold was fed and stepped (the fast path's decisions), for the fold result and benchmarks."""
+    out: dict[str, Any] = dict(step_mode)
+    out["resident"] = bool(getattr(dm, "resident", False))
+    out["bucket_by_length"] = bool(getattr(dm, "bucket_by_length", False))
+    out["frames_multiple"] = getattr(dm, "frames_multiple", None)
+    runner = getattr(model, "step_runner", None)
+    if runner is not None:
+        out.update(graphs=len(runner.graphs), graph_replays=runner.replays, eager_steps=runner.eager_steps)
+    return out
 
 
 def without_logger_callbacks(callbacks: list[L.Callback], loggers: list) -> list[L.Callback]:

@@ -219,12 +219,41 @@ class EmotionClassifier(L.LightningModule):
             )
         return logits.float()  # loss and softmax in float32, also under bf16 autocast
 
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, weight=self._loss_weight(), label_smoothing=self.label_smoothing)
+
     def _shared_step(self, batch: Mapping[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["label"].long()
         logits = self._logits(batch)
-        loss = F.cross_entropy(logits, labels, weight=self._loss_weight(), label_smoothing=self.label_smoothing)
+        loss = self._loss(logits, labels)
         self._epoch_outputs[stage].add(logits.detach().argmax(dim=1), labels, loss.detach())
         return loss, logits
+
+    # The manual (CUDA-graphed) training step ---------------------------------------------------------
+    def use_step_runner(self, clip_val: float | None, clip_algorithm: str = "norm", cuda_graphs: bool = True,
+                        max_graphs: int = 32) -> None:
+        """Train with :class:`~wav2emo.training.graphed_step.StepRunner` (manual optimisation): the whole step
+        replayed from CUDA graphs on a GPU, the same step eagerly elsewhere.  The trainer must then be built
+        without ``gradient_clip_val``: the runner clips, with the same value and algorithm."""
+        from wav2emo.training.graphed_step import StepRunner
+
+        def loss_and_preds(batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self._logits(batch)
+            return self._loss(logits, batch["label"].long()), logits.argmax(dim=1)
+
+        self.automatic_optimization = False
+        self.step_runner = StepRunner(loss_and_preds, self, clip_val, clip_algorithm, use_graphs=cuda_graphs,
+                                      max_graphs=max_graphs)
+
+    def _manual_training_step(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        lopt = self.optimizers()
+        # Lightning counts optimizer steps (global_step: checkpoints, logging) through these hooks of its
+        # optimizer wrapper; the runner steps the wrapped optimizer itself (or replays a graph that does).
+        lopt._on_before_step()
+        loss, preds = self.step_runner.step(lopt.optimizer, batch)
+        lopt._on_after_step()
+        self._epoch_outputs["train"].add(preds, batch["label"].long(), loss)
+        return loss
 
     def _log_epoch(self, stage: str) -> EpochResult | None:
         """Compute, log and reset ``stage``'s loss and metrics from the whole epoch's predictions at once.
@@ -271,6 +300,8 @@ class EmotionClassifier(L.LightningModule):
         self._epoch_outputs["val"].reset()
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        if not self.automatic_optimization:
+            return self._manual_training_step(batch)
         if self.feature_transform is not None:
             # Seeded like the batch hook, salted so the two draw different numbers; fresh every epoch.
             g = torch.Generator(device=self.device)

@@ -1,0 +1,105 @@
+"""The fast path on a GPU, by default: precision and the training step, resolved from ``auto`` settings.
+
+With ``trainer.precision: auto`` and ``cuda_graphs: auto`` (the defaults), a fold trained on a GPU runs in bf16
+mixed precision with its whole training step replayed from CUDA graphs (:mod:`wav2emo.training.graphed_step`),
+and on a CPU in float32 with Lightning's usual step.  Where data live is decided by ``loader.resident: auto``
+(:mod:`wav2emo.training.placement`).  Each decision that leaves the fast path says why, in one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, open_dict
+
+from wav2emo.errors import ConfigError
+from wav2emo.training.graphed_step import why_not_graphed
+
+log = logging.getLogger(__name__)
+
+
+def trains_on_cuda(trainer_cfg: DictConfig) -> bool:
+    """Whether Lightning will put this trainer on a CUDA device (``accelerator`` auto/gpu/cuda)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    if accelerator in ("gpu", "cuda"):
+        return True
+    return accelerator == "auto" and torch.cuda.is_available()
+
+
+def resolve_precision(trainer_cfg: DictConfig) -> str:
+    """``auto``: bf16 mixed precision on a GPU that supports it, float32 elsewhere; else the value as given."""
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if precision != "auto":
+        return precision
+    if trains_on_cuda(trainer_cfg) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _parse(value: Any) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    low = str(value).strip().lower()
+    if low in ("auto", "true", "false"):
+        return "auto" if low == "auto" else low == "true"
+    raise ConfigError(f"cuda_graphs={value!r}: expected auto, true or false")
+
+
+def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> dict[str, Any]:
+    """Resolve ``trainer.precision`` and ``cuda_graphs`` for this fold, in ``trainer_cfg`` and on ``model``.
+
+    A graphed step is manual optimisation: the trainer then gets no ``gradient_clip_val`` and the module's step
+    clips with the same value and algorithm.  Returns what was decided (recorded in the fold result).
+    """
+    with open_dict(trainer_cfg):
+        trainer_cfg.precision = resolve_precision(trainer_cfg)
+    setting = _parse(cfg.get("cuda_graphs", False))
+    decided = {"precision": str(trainer_cfg.precision), "cuda_graphs": False}
+    if setting is False:
+        return decided
+    on_cuda = trains_on_cuda(trainer_cfg)
+    reason = _blocker(cfg, model, trainer_cfg)
+    if reason is not None:
+        if setting is True:
+            raise ConfigError(f"cuda_graphs=true cannot be used here: {reason}; set cuda_graphs=auto or false")
+        if on_cuda:
+            log.info("training step: Lightning's eager step, not CUDA graphs: %s", reason)
+        return decided
+    if setting == "auto" and not on_cuda:
+        return decided
+    with open_dict(trainer_cfg):
+        clip_val = trainer_cfg.get("gradient_clip_val")
+        clip_algorithm = str(trainer_cfg.get("gradient_clip_algorithm") or "norm")
+        trainer_cfg.gradient_clip_val = None
+        trainer_cfg.gradient_clip_algorithm = None
+    model.use_step_runner(clip_val, clip_algorithm, cuda_graphs=True,
+                          max_graphs=int(cfg.get("cuda_graphs_max", 32) or 32))
+    decided["cuda_graphs"] = on_cuda
+    if on_cuda:
+        log.info("training step: replayed from CUDA graphs (one per batch shape, up to %d; cuda_graphs=false "
+                 "for Lightning's eager step)", model.step_runner.max_graphs)
+    return decided
+
+
+def _blocker(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> str | None:
+    factory = getattr(model, "optimizer_factory", None)
+    optimizer_class = getattr(factory, "func", factory)
+    scheduled = getattr(model, "scheduler_factory", None) is not None or model.optim_settings.scheduled
+    reason = why_not_graphed(model, optimizer_class, scheduled)
+    if reason is not None:
+        return reason
+    if model.optim_settings.head_only_epochs:
+        return "model.module.optim.head_only_epochs changes the trained parameters between epochs"
+    if int(trainer_cfg.get("accumulate_grad_batches", 1) or 1) != 1:
+        return "trainer.accumulate_grad_batches > 1"
+    if str(trainer_cfg.precision) not in ("bf16-mixed", "32-true", "32", "bf16-true"):
+        return f"trainer.precision={trainer_cfg.precision} (a gradient scaler reads values back every step)"
+    strategy = str(trainer_cfg.get("strategy", "auto"))
+    devices = trainer_cfg.get("devices", 1)
+    several = (isinstance(devices, int) and devices > 1) or (str(devices) in ("-1", "auto")
+                                                             and torch.cuda.device_count() > 1)
+    if "ddp" in strategy or several or isinstance(devices, (list, tuple)) and len(devices) > 1:
+        return "several devices (DDP): gradients are all-reduced outside the captured step"
+    return None
