@@ -87,6 +87,10 @@ WAYS: dict[str, list[str]] = {
     "resident, eager, unbucketed": ["loader.resident=true", "loader.bucket_by_length=false",
                                     "loader.frames_multiple=null", "cuda_graphs=false"],
     "gpu_fast (speed=gpu_fast, eager)": ["speed=gpu_fast", "loader.frames_multiple=null", "cuda_graphs=false"],
+    "default + cudnn.benchmark": ["+trainer.benchmark=true"],
+    "default + torch.compile (dynamic)": ["model.module.compile={dynamic:true}"],
+    "default + torch.compile (dynamic) + cudnn.benchmark": ["model.module.compile={dynamic:true}",
+                                                            "+trainer.benchmark=true"],
 }
 
 
@@ -278,7 +282,7 @@ def main() -> None:
                      "test_ua": r["test"]["ua"], "speed": r.get("speed")}
         print(key, runs[key], flush=True)
     fulls = {}
-    for way in ("default",):
+    for way in ("default",) if args.epochs > 0 else ():
         r = run(base_overrides(backbone, "fe_vgg_egemaps", args.epochs, *WAYS[way]), args.work / f"full-{way}",
                 args.work)
         fulls[way] = {
