@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from wav2emo.training.inputs import PADDED_KEYS, SSL_FRAME_KEYS, ClipDataset, collate, padded_frames
+from wav2emo.training.placement import read_items
 
 
 class EpochSeeded:
@@ -98,7 +99,7 @@ class ResidentSplit(EpochSeeded):
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
         self.frames_multiple = frames_multiple
         self.batch_sampler = batch_sampler
-        items = [dataset[i] for i in range(len(dataset))]
+        items = read_items(dataset)  # threads: the fold's upload is most of a GPU run's start-up
         # The same collate as the loader, over the whole split: padded to its longest clip (or to
         # ``frames``), rounded up so every batch crop fits.
         full = collate(items, dataset.frames, frames_multiple)

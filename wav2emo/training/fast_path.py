@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.errors import ConfigError
 from wav2emo.training.graphed_step import why_not_graphed
@@ -28,14 +28,21 @@ def trains_on_cuda(trainer_cfg: DictConfig) -> bool:
     return accelerator == "auto" and torch.cuda.is_available()
 
 
+def auto_precision(accelerator: str = "auto") -> str:
+    """bf16 mixed precision when a trainer of this ``accelerator`` lands on a GPU with bf16, else float32
+    (the ``${wav2emo_precision:...}`` resolver of conf/trainer/default.yaml)."""
+    on_cuda = trains_on_cuda(OmegaConf.create({"accelerator": accelerator}))
+    if on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
 def resolve_precision(trainer_cfg: DictConfig) -> str:
-    """``auto``: bf16 mixed precision on a GPU that supports it, float32 elsewhere; else the value as given."""
+    """``auto``: as :func:`auto_precision` for the trainer's accelerator; any other value as given."""
     precision = str(trainer_cfg.get("precision", "32-true"))
     if precision != "auto":
         return precision
-    if trains_on_cuda(trainer_cfg) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    return auto_precision(str(trainer_cfg.get("accelerator", "auto")))
 
 
 def _parse(value: Any) -> bool | str:

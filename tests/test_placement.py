@@ -1,0 +1,65 @@
+"""Where a fold lives (wav2emo/training/placement.py): resident on a GPU when it fits, else memory-mapped."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wav2emo.errors import ConfigError
+from wav2emo.training.placement import GiB, decide, parse_resident, read_items, split_bytes
+
+
+class _Clips:
+    """(H, T, D) float16 features of varying T, an eGeMAPS vector, and a label, like a ClipDataset."""
+
+    def __init__(self, lengths: list[int], h: int = 3, d: int = 4) -> None:
+        self._lengths, self.h, self.d = lengths, h, d
+
+    def __len__(self) -> int:
+        return len(self._lengths)
+
+    def __getitem__(self, i: int) -> dict:
+        t = self._lengths[i]
+        return {"ssl": torch.full((self.h, t, self.d), float(i), dtype=torch.float16),
+                "egemaps": torch.zeros(88), "label": i % 8, "clip_id": f"c{i}"}
+
+    def lengths(self):
+        import numpy as np
+
+        return np.asarray(self._lengths)
+
+
+def test_split_bytes_counts_every_clip_padded_to_the_longest():
+    ds = _Clips([5, 9, 7])
+    assert split_bytes(ds) == 3 * (3 * 9 * 4 * 2) + 3 * 88 * 4
+    assert split_bytes(_Clips([])) == 0
+
+
+def test_parse_resident():
+    assert parse_resident("auto") == "auto" and parse_resident("True") is True and parse_resident(False) is False
+    with pytest.raises(ConfigError, match="expected auto, true or false"):
+        parse_resident("sometimes")
+
+
+def test_auto_is_memory_mapped_on_a_cpu_and_explicit_settings_win():
+    ds = _Clips([5, 9])
+    assert not decide("auto", torch.device("cpu"), [ds]).resident
+    assert decide(True, torch.device("cpu"), [ds]).resident
+    assert not decide(False, torch.device("cuda", 0), [ds]).resident
+
+
+def test_auto_on_a_gpu_checks_the_free_memory(monkeypatch):
+    """A fold that fits (with the headroom) is resident; one that does not falls back, saying why."""
+    ds = _Clips([5, 9])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10 * GiB, 80 * GiB))
+    assert decide("auto", torch.device("cuda", 0), [ds], headroom_gib=8).resident
+    placed = decide("auto", torch.device("cuda", 0), [ds], headroom_gib=9.9999999)
+    assert not placed.resident
+    assert "only 10.0 GiB of 80.0 GiB are free" in placed.reason and "memory-mapped" in placed.reason
+
+
+def test_read_items_keeps_the_order_with_threads():
+    ds = _Clips(list(range(3, 103)))
+    items = read_items(ds, threads=4)
+    assert [it["clip_id"] for it in items] == [f"c{i}" for i in range(100)]
+    assert all(float(it["ssl"][0, 0, 0]) == i for i, it in enumerate(items))
