@@ -18,6 +18,8 @@ class CrossValidationReport(Callback):
         from wav2emo.reports.sweep import aggregate_sweep
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        if config.get("hpsearch") is not None:  # trials are not tested: the search writes hpsearch.md and the
+            return                               # final run of the best configuration its own cv_report
         expected = _swept_folds(config)
         try:
             out = aggregate_sweep(sweep_dir, expected_folds=expected)

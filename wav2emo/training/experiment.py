@@ -79,13 +79,23 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran."""
+    """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran.
+
+    Dev metrics (``val/...``) come back as their mean over the folds: what ``optimized_metric`` hands a
+    hyper-parameter search. In a search trial (``hpsearch.trial`` set) the running mean is reported after each
+    fold, and a pruner may stop the trial there (:mod:`wav2emo.hpsearch.trial`).
+    """
+    from wav2emo.hpsearch.trial import SearchTrial, fold_dev_value
+
     quiet_duplicate_log_handlers()
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
+    trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial
     out, cfg = plan_folds(cfg, folds)
     results = {}
-    for fold in folds:
+    for step, fold in enumerate(folds):
         results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
+        if trial is not None:
+            trial.after_fold(step, [fold_dev_value(r, trial.metric) for r in results.values()])
     metrics: dict[str, Any] = {}
     last = results[folds[-1]]
     metrics.update({f"test/{k}": v for k, v in last.get("test", {}).items()})
@@ -94,11 +104,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         values = [r["best_dev"][k] for r in results.values()]
         if all(isinstance(v, (int, float)) for v in values):
             metrics[k] = float(np.mean(values))
+    if len(folds) > 1 and not cfg.get("test", True):  # no test actors touched: no CV report, the dev summary
+        print("\n" + dev_summary(results, str(cfg.get("optimized_metric") or "val/ua_best"), out) + "\n", flush=True)
+        return metrics
     summary = finish_run(out, folds, results)
     if summary is not None:
         metrics["cv"] = summary
         declare_normalization(out, results[folds[0]].get("protocol") or {})
     return metrics
+
+
+def dev_summary(results: Mapping[int, Mapping[str, Any]], metric: str, out: Path) -> str:
+    """Several folds trained with ``test=false`` (e.g. a search trial): each fold's dev value and their mean."""
+    values = {f: (r.get("best_dev") or {}).get(metric) for f, r in results.items()}
+    lines = [f"Dev actors only (test=false), {metric} per fold:"]
+    lines += [f"  fold {f}: {v:.4f}" if isinstance(v, (int, float)) else f"  fold {f}: n/a" for f, v in values.items()]
+    known = [v for v in values.values() if isinstance(v, (int, float))]
+    if known:
+        lines.append(f"  mean over {len(known)} folds: {float(np.mean(known)):.4f}")
+    lines.append(f"  results: {out}/fold_<k>/{FOLD_RESULT}")
+    return "\n".join(lines)
 
 
 def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:

@@ -1,0 +1,1 @@
+"""wav2emo's Optuna sweeper, a Hydra plugin (Hydra only instantiates sweepers from ``hydra_plugins.*``)."""
