@@ -24,6 +24,7 @@ from wav2emo.training.build import (  # noqa: F401  (public names, importable fr
     build_loggers,
     build_module,
 )
+from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
 from wav2emo.training.evaluate import evaluate, test_checkpoint  # noqa: F401
 from wav2emo.training.fold_runner import _fold_dir_of, checkpoint_fold, run_fold  # noqa: F401
 from wav2emo.training.runs import (  # noqa: F401
@@ -79,10 +80,20 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran."""
+    """Run the requested folds; return the metrics of the last fold plus the aggregate when several ran.
+
+    Several processes (``trainer=ddp``): every process runs this, fold after fold in step; rank zero prepares
+    the data of every fold before the others start, and alone writes and prints the reports
+    (:mod:`wav2emo.training.distributed`).
+    """
     quiet_duplicate_log_handlers()
+    check_launch(cfg.trainer)
+    if not is_rank_zero():  # the other DDP processes: warnings only, rank zero tells the story
+        logging.getLogger("wav2emo").setLevel(logging.WARNING)
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
     out, cfg = plan_folds(cfg, folds)
+    if several_processes(cfg.trainer) and not is_distributed() and is_rank_zero():
+        prepare_folds(cfg, folds, out)
     results = {}
     for fold in folds:
         results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
@@ -94,11 +105,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         values = [r["best_dev"][k] for r in results.values()]
         if all(isinstance(v, (int, float)) for v in values):
             metrics[k] = float(np.mean(values))
+    if not is_rank_zero():
+        return metrics
     summary = finish_run(out, folds, results)
     if summary is not None:
         metrics["cv"] = summary
         declare_normalization(out, results[folds[0]].get("protocol") or {})
     return metrics
+
+
+def prepare_folds(cfg: DictConfig, folds: list[int], out: Path) -> None:
+    """Build the corpus, feature caches and augmentation copies of every unfinished fold now, in this one
+    process: under DDP the other processes start inside the first fit and then only open what exists."""
+    todo = [f for f in folds if not (out / f"fold_{f}" / FOLD_RESULT).exists()]
+    log.info("several processes: preparing the data of folds %s before they start", todo)
+    for fold in todo:
+        dm = build_datamodule(cfg, fold)
+        dm.setup("fit")
+        if not dm.cached_copies:  # the feature caches are the whole corpus's: the first fold built them all
+            break
 
 
 def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
