@@ -44,14 +44,16 @@ class EpochTimer(L.Callback):
         seconds = time.perf_counter() - self._start
         self._start = None
         self.epoch_seconds.append(seconds)
-        pl_module.log("time/epoch_seconds", seconds, on_step=False, on_epoch=True)
+        pl_module.log("time/epoch_seconds", seconds, on_step=False, on_epoch=True, sync_dist=True)
 
 
 class EpochSummary(L.Callback):
     """One log line per epoch (epoch, train loss, dev UA, seconds) for runs without a progress bar.
 
     Runs before the module's own ``on_train_epoch_end`` (Lightning calls plain callbacks first), so it
-    asks the module for the epoch's training loss rather than reading a logged value.
+    asks the module for the epoch's training loss rather than reading a logged value.  Under DDP only rank
+    zero prints (the other ranks log warnings only), and its train loss is over its own shard of the epoch
+    (the logged ``train/loss`` is over all of it).
     """
 
     def __init__(self, prefix: str = "") -> None:

@@ -12,6 +12,12 @@ Two ways to feed the model, with the same dataset and collate (:mod:`wav2emo.tra
 * ``resident: true``: each split is collated once into padded tensors on the training device (a
   whole RAVDESS fold of 13 x 263 x 768 float16 is about 6 GB), so an epoch does no host I/O.
 
+Several processes (``trainer=ddp``): every loader serves this process's share (the trainer's rank and world
+size), a shard of every training epoch and a contiguous block of dev and test, by the samplers of
+:mod:`wav2emo.training.batching`; Lightning's own DistributedSampler stays off
+(``trainer.use_distributed_sampler=false``), since it would shard the shards and cannot shard the batch
+samplers or the resident split.
+
 ``normalize="speaker"`` standardises every cached input with its own speaker's statistics, taken over all
 of that speaker's clips in the corpus, test speakers included (label-free; see
 :mod:`wav2emo.training.speaker_norm`).  Items are normalised as they are loaded, so both ways see it.
@@ -48,6 +54,7 @@ from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and c
     EpochShuffleSampler,
     LengthBucketBatchSampler,
     ResidentSplit,
+    eval_shard,
 )
 from wav2emo.training.inputs import (  # noqa: F401
     INPUT_KINDS,
@@ -363,6 +370,30 @@ class EmotionDataModule(L.LightningDataModule):
                      + ("; training batches of similar-length clips" if self.bucket_by_length else "")
                      + (f", padded to a multiple of {self.frames_multiple} frames" if self.frames_multiple else ""))
 
+    def rank_and_world_size(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) of the trainer this data module feeds; (0, 1) alone."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def _check_shardable(self, part: str, n: int, world_size: int) -> None:
+        """Refuse what several processes cannot share out: Lightning's sampler on top of ours, or fewer
+        dev/test clips than processes (a process without a batch would leave the others waiting)."""
+        connector = getattr(self.trainer, "_accelerator_connector", None)
+        if getattr(connector, "use_distributed_sampler", False):
+            raise ConfigError(
+                f"trainer.use_distributed_sampler=true with {world_size} processes: the data module shards every "
+                "epoch itself (wav2emo/training/batching.py), and Lightning's DistributedSampler would shard the "
+                "shards again. Set trainer.use_distributed_sampler=false (conf/trainer/ddp.yaml does)"
+            )
+        if part != "train" and n < world_size:
+            raise ConfigError(
+                f"the {part} split of fold {self.fold} has {n} clips, fewer than the {world_size} processes: each "
+                f"process scores its own block of it and needs at least one clip. Use trainer.devices={max(n, 1)} "
+                "or fewer"
+            )
+
     def _loader(self, part: str, shuffle: bool):
         if part in self._resident:  # built once: uploading a split to the device is the expensive part
             return self._resident[part]
@@ -371,27 +402,34 @@ class EmotionDataModule(L.LightningDataModule):
         ds = self.dataset(part)
         if len(ds) == 0:
             return []
+        rank, world_size = self.rank_and_world_size()
+        if world_size > 1:
+            self._check_shardable(part, len(ds), world_size)
+        shards = {"rank": rank, "world_size": world_size}
         sampler = None
         lengths = ds.lengths() if shuffle and self.bucket_by_length and self.frames is None else None
         if isinstance(ds, CopiesDataset):  # one version of every clip per epoch, drawn from (seed, epoch)
             labels = [c.label for c in self.parts[part]] if self.sampler == "balanced" else None
             sampler = CopyBatchSampler(ds.n_clips, self.augmenter.copies, batch_size, seed=self.seed, lengths=lengths,
-                                       labels=labels)
+                                       labels=labels, **shards)
         elif lengths is not None:
-            sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed)
+            sampler = LengthBucketBatchSampler(lengths, batch_size, seed=self.seed, **shards)
         elif shuffle and self.sampler == "balanced":
-            sampler = ClassBalancedBatchSampler([c.label for c in self.parts[part]], batch_size, seed=self.seed)
+            sampler = ClassBalancedBatchSampler([c.label for c in self.parts[part]], batch_size, seed=self.seed,
+                                                **shards)
         if self.resident:
             device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             self._resident[part] = ResidentSplit(
                 ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler,
-                frames_multiple=self.frames_multiple,
+                frames_multiple=self.frames_multiple, **shards,
             )
             return self._resident[part]
         if sampler is not None:
             batching: dict[str, Any] = {"batch_sampler": sampler}
         elif shuffle:  # the order of epoch k depends on (seed, k) only, also in a resumed run
-            batching = {"batch_size": batch_size, "sampler": EpochShuffleSampler(len(ds), seed=self.seed)}
+            batching = {"batch_size": batch_size, "sampler": EpochShuffleSampler(len(ds), seed=self.seed, **shards)}
+        elif world_size > 1:  # this process's block of the split, in order
+            batching = {"batch_size": batch_size, "sampler": eval_shard(len(ds), rank, world_size)}
         else:
             batching = {"batch_size": batch_size, "shuffle": False}
         return DataLoader(

@@ -19,6 +19,7 @@ from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.datamodule import EmotionDataModule
+from wav2emo.training.distributed import is_rank_zero
 from wav2emo.training.runs import (
     CKPT_KEY,
     folds_to_run,
@@ -43,7 +44,7 @@ def test_checkpoint(
     trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept.
     """
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
-    preds = pd.DataFrame(model.test_predictions)
+    preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
     paths = {c.clip_id: c.path for c in dm.manifest}
     preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
     class_names = list(getattr(model, "class_names", EMOTIONS))
@@ -52,7 +53,8 @@ def test_checkpoint(
     if getattr(dm.manifest, "parts", None):  # several corpora: each clip's corpus, for per-corpus metrics
         corpus_of = {c.clip_id: c.corpus for c in dm.manifest}
         preds[CORPUS_COLUMN] = [corpus_of[c] for c in preds["clip_id"]]
-    write_predictions(out_dir, preds)
+    if is_rank_zero():  # several processes: one writes
+        write_predictions(out_dir, preds)
     scored = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
     test = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1}
     test.update({k: scored[k] for k in ("wa", "ua", "f1")})

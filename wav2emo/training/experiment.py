@@ -24,6 +24,7 @@ from wav2emo.training.build import (  # noqa: F401  (public names, importable fr
     build_loggers,
     build_module,
 )
+from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
 from wav2emo.training.evaluate import evaluate, test_checkpoint  # noqa: F401
 from wav2emo.training.fold_runner import _fold_dir_of, checkpoint_fold, run_fold  # noqa: F401
 from wav2emo.training.runs import (  # noqa: F401
@@ -84,13 +85,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     Dev metrics (``val/...``) come back as their mean over the folds: what ``optimized_metric`` hands a
     hyper-parameter search. In a search trial (``hpsearch.trial`` set) the running mean is reported after each
     fold, and a pruner may stop the trial there (:mod:`wav2emo.hpsearch.trial`).
+
+    Several processes (``trainer=ddp``): every process runs this, fold after fold in step; rank zero prepares
+    the data of every fold before the others start, and alone writes and prints the reports
+    (:mod:`wav2emo.training.distributed`).
     """
     from wav2emo.hpsearch.trial import SearchTrial, fold_dev_value
 
     quiet_duplicate_log_handlers()
+    check_launch(cfg.trainer)
+    if not is_rank_zero():  # the other DDP processes: warnings only, rank zero tells the story
+        logging.getLogger("wav2emo").setLevel(logging.WARNING)
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
     trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial
     out, cfg = plan_folds(cfg, folds)
+    if several_processes(cfg.trainer) and not is_distributed() and is_rank_zero():
+        prepare_folds(cfg, folds, out)
     results = {}
     for step, fold in enumerate(folds):
         results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
@@ -104,6 +114,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         values = [r["best_dev"][k] for r in results.values()]
         if all(isinstance(v, (int, float)) for v in values):
             metrics[k] = float(np.mean(values))
+    if not is_rank_zero():
+        return metrics
     if len(folds) > 1 and not cfg.get("test", True):  # no test actors touched: no CV report, the dev summary
         print("\n" + dev_summary(results, str(cfg.get("optimized_metric") or "val/ua_best"), out) + "\n", flush=True)
         return metrics
@@ -124,6 +136,18 @@ def dev_summary(results: Mapping[int, Mapping[str, Any]], metric: str, out: Path
         lines.append(f"  mean over {len(known)} folds: {float(np.mean(known)):.4f}")
     lines.append(f"  results: {out}/fold_<k>/{FOLD_RESULT}")
     return "\n".join(lines)
+
+
+def prepare_folds(cfg: DictConfig, folds: list[int], out: Path) -> None:
+    """Build the corpus, feature caches and augmentation copies of every unfinished fold now, in this one
+    process: under DDP the other processes start inside the first fit and then only open what exists."""
+    todo = [f for f in folds if not (out / f"fold_{f}" / FOLD_RESULT).exists()]
+    log.info("several processes: preparing the data of folds %s before they start", todo)
+    for fold in todo:
+        dm = build_datamodule(cfg, fold)
+        dm.setup("fit")
+        if not dm.cached_copies:  # the feature caches are the whole corpus's: the first fold built them all
+            break
 
 
 def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:

@@ -30,6 +30,7 @@ from wav2emo.training.build import (
 )
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.distributed import check_same_everywhere, ddp_strategy_for, is_rank_zero
 from wav2emo.training.evaluate import test_checkpoint
 from wav2emo.training.fast_path import configure_trainer
 from wav2emo.training.run_info import git_info, save_run_info, to_container
@@ -44,6 +45,10 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     ``cfg.ckpt_path`` (a checkpoint file) continues that training.  Without it, a fold directory that
     already holds ``fold_result.json`` is a finished fold: its result is returned and nothing is
     retrained; one that holds only ``checkpoints/last.ckpt`` was interrupted and is continued from it.
+
+    Several processes (``trainer=ddp``): every process runs this in step with the others and reaches the same
+    decisions from the same files (the others start inside rank zero's first fit, before it writes anything
+    of this fold); rank zero alone writes the fold's files.
     """
     started = time.time()
     fold_dir = Path(fold_dir)
@@ -61,7 +66,8 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     else:
         ckpt_path, relocate = _prepare_resume(Path(ckpt_path), fold, fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
-    save_run_info(cfg, fold_dir)
+    if is_rank_zero():
+        save_run_info(cfg, fold_dir)
 
     dm = build_datamodule(cfg, fold)
     dm.setup("fit")
@@ -89,6 +95,9 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         trainer_cfg.default_root_dir = str(fold_dir)
         if not has_dev:
             trainer_cfg.limit_val_batches = 0
+        strategy = ddp_strategy_for(trainer_cfg, getattr(getattr(model, "optim_settings", None), "head_only_epochs", 0))
+        if strategy is not None:
+            trainer_cfg.strategy = strategy
     step_mode = configure_trainer(cfg, model, trainer_cfg)  # precision and cuda_graphs: auto -> this machine
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
@@ -98,6 +107,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         ckpt_cb = trainer.checkpoint_callback
         best = (ckpt_cb.best_model_path or ckpt_cb.last_model_path) if ckpt_cb is not None else ""
+        check_same_everywhere(best, "the dev-chosen checkpoint")  # DDP: all test the one rank zero reports
         result: dict[str, Any] = {
             "fold": fold,
             "model": cfg.model.name,
@@ -115,11 +125,13 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             with warnings.catch_warnings():
                 quiet_batch_transfer_warning()
                 result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir))
-        _log_to_wandb(loggers, result)
+        if is_rank_zero():
+            _log_to_wandb(loggers, result)
     finally:
         _close_loggers(loggers)
     result["seconds"] = round(time.time() - started, 2)
-    write_fold_result(fold_dir, result)
+    if is_rank_zero():
+        write_fold_result(fold_dir, result)
     return result
 
 
@@ -171,6 +183,9 @@ def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, Relocat
         raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
                          f"fold {fold} would train on that fold's test actors. Pass fold={trained_for}.")
     source = _fold_dir_of(ckpt)
+    if source is not None and source != fold_dir.resolve() and not is_rank_zero():
+        # DDP: rank zero copied the checkpoints before the other processes started (in its first fit)
+        return str(fold_dir / "checkpoints" / ckpt.name), RelocateCheckpointState(fold_dir / "checkpoints")
     if source is not None and source == fold_dir.resolve():
         if (fold_dir / FOLD_RESULT).exists():
             raise ConfigError(f"{fold_dir} holds a finished fold ({FOLD_RESULT}); continuing it in place would "
@@ -224,7 +239,7 @@ def _close_loggers(loggers: list) -> None:
 
     for lg in loggers:
         lg.finalize("success")
-        if isinstance(lg, WandbLogger):
+        if isinstance(lg, WandbLogger) and is_rank_zero():
             import wandb
 
             wandb.finish()  # one W&B run per fold: close it before the next fold starts

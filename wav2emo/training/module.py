@@ -16,6 +16,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from wav2emo.data.manifest import EMOTIONS, NUM_CLASSES
 from wav2emo.errors import ConfigError
 from wav2emo.models.standardizer import Standardizer
+from wav2emo.training.distributed import gather_rows
 from wav2emo.training.epoch_outputs import EpochOutputs, EpochResult  # noqa: F401  (importable from here)
 from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
 from wav2emo.training.optim import OptimSettings, parameter_groups, set_trainable, warmup_decay_scheduler
@@ -26,10 +27,13 @@ SchedulerFactory = Callable[[Optimizer], Any]
 BatchTransform = Callable[[dict[str, Any], torch.Generator], dict[str, Any]]
 
 
-def step_seed(seed: int, epoch: int, batch_idx: int) -> int:
-    """A 63-bit seed per (seed, epoch, batch): fresh randomness every step and epoch, the same on a re-run."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(batch_idx)]).generate_state(2, np.uint64)[0]
-               >> np.uint64(1))
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
+    """A 63-bit seed per (seed, epoch, batch): fresh randomness every step and epoch, the same on a re-run.
+
+    ``rank`` (several processes): each process augments its own clips with draws of its own; rank 0 draws
+    what a single process draws."""
+    entropy = [int(seed), int(epoch), int(batch_idx)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
 class EmotionClassifier(L.LightningModule):
@@ -205,7 +209,7 @@ class EmotionClassifier(L.LightningModule):
         if self.train_transform is None or trainer is None or not trainer.training or trainer.sanity_checking:
             return batch
         g = torch.Generator(device=self.device)
-        g.manual_seed(step_seed(self.seed, self.current_epoch, self._train_batches))
+        g.manual_seed(step_seed(self.seed, self.current_epoch, self._train_batches, self.global_rank))
         self._train_batches += 1
         return self.train_transform(batch, g)
 
@@ -261,6 +265,11 @@ class EmotionClassifier(L.LightningModule):
         The metrics are fed once per epoch rather than once per batch: torchmetrics' per-batch
         updates read values back to the host (argument checks, bincount), which made every training
         step wait for the GPU.  The numbers are the same.  None when the stage saw no batch.
+
+        Several processes: each feeds its own clips, and ``compute()`` sums the metric states of all of them
+        (torchmetrics syncs on compute once a process group exists), so every process gets the metrics of
+        all clips, each dev and test clip counted once (the evaluation shards do not overlap), and the
+        checkpoint monitor reads the same ``val/ua`` everywhere.
         """
         collected = self._epoch_outputs[stage].collect()
         if collected is None:
@@ -305,7 +314,7 @@ class EmotionClassifier(L.LightningModule):
         if self.feature_transform is not None:
             # Seeded like the batch hook, salted so the two draw different numbers; fresh every epoch.
             g = torch.Generator(device=self.device)
-            g.manual_seed(step_seed(self.seed + 1_000_003, self.current_epoch, batch_idx))
+            g.manual_seed(step_seed(self.seed + 1_000_003, self.current_epoch, batch_idx, self.global_rank))
             self._feature_generator = g
         try:
             loss, _ = self._shared_step(batch, "train")
@@ -377,8 +386,8 @@ class EmotionClassifier(L.LightningModule):
             return
         self.val_ua_best.update(result.metrics["val/ua"])
         self.val_loss_best.update(result.loss)
-        self.log("val/ua_best", self.val_ua_best.compute(), on_step=False, on_epoch=True)
-        self.log("val/loss_best", self.val_loss_best.compute(), on_step=False, on_epoch=True)
+        self.log("val/ua_best", self.val_ua_best.compute(), on_step=False, on_epoch=True, sync_dist=True)
+        self.log("val/loss_best", self.val_loss_best.compute(), on_step=False, on_epoch=True, sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._epoch_outputs["test"].reset()
@@ -400,6 +409,8 @@ class EmotionClassifier(L.LightningModule):
             self.test_predictions.append(row)
 
     def on_test_epoch_end(self) -> None:
+        # Several processes: every process's predictions, in the split's order (each scored its own block).
+        self.test_predictions = gather_rows(self.test_predictions)
         result = self._log_epoch("test")
         if result is None:
             return
@@ -416,7 +427,7 @@ class EmotionClassifier(L.LightningModule):
         )
         for row in self.test_per_class:
             for key in ("precision", "recall", "f1"):
-                self.log(f"test/{key}/{row['class']}", row[key], on_step=False, on_epoch=True)
+                self.log(f"test/{key}/{row['class']}", row[key], on_step=False, on_epoch=True, sync_dist=True)
         self.test_per_class_metrics.reset()
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
