@@ -73,13 +73,14 @@ def test_every_speakers_frames_get_zero_mean_and_unit_std(tmp_path, shared_dirs,
 
 def test_statistics_never_read_the_labels(tmp_path, shared_dirs, monkeypatch):
     """Permuting every label (test speakers' included) changes nothing the model is fed."""
+    import wav2emo.features as features
     import wav2emo.training.datamodule as datamodule
     from wav2emo.data.manifest import Manifest
     from wav2emo.training import speaker_norm
 
     _, dm = _dm(tmp_path, shared_dirs, "fe_vgg_egemaps", "tiny", "model.frames=null")
     before = {part: [dm.dataset(part)[i] for i in range(len(dm.parts[part]))] for part in ("train", "dev", "test")}
-    original_corpus, original_features, real = datamodule.load_corpus, datamodule.get_features, {}
+    original_corpus, original_features, real = datamodule.load_corpus, features.get_features, {}
 
     def shuffled(*a, **k):
         real["manifest"] = m = original_corpus(*a, **k)
@@ -91,7 +92,7 @@ def test_statistics_never_read_the_labels(tmp_path, shared_dirs, monkeypatch):
         return original_features(real["manifest"], *a, **k)
 
     monkeypatch.setattr(datamodule, "load_corpus", shuffled)
-    monkeypatch.setattr(datamodule, "get_features", same_cache)
+    monkeypatch.setattr(features, "get_features", same_cache)  # what get_features_many calls
     speaker_norm._MEMO.clear()  # computed again, from the relabelled manifest
     _, again = _dm(tmp_path, shared_dirs, "fe_vgg_egemaps", "tiny", "model.frames=null")
     test_labels = [c.label for c in again.parts["test"]]

@@ -1,7 +1,9 @@
 """Reading audio: soundfile decodes, torchaudio resamples.
 
 Everything downstream assumes mono float32 at one sample rate (16 kHz by default).  Bad input must
-fail loudly here, naming the file, rather than become silent zeros or NaN features later.
+fail loudly here, naming the file, rather than become silent zeros or NaN features later.  torch is
+imported only when a file needs resampling: the openSMILE worker processes read audio through this
+module and would otherwise each pay torch's import (seconds) before their first clip.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 from wav2emo.errors import UserError
 
@@ -24,6 +25,7 @@ class AudioError(UserError, ValueError):
 
 @lru_cache(maxsize=16)
 def _resampler(orig: int, new: int):
+    import torch
     import torchaudio.transforms as T  # imported lazily: torchaudio is slow to import
 
     return T.Resample(orig, new, dtype=torch.float32)
@@ -33,6 +35,8 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int = TARGET_SAMPLE_RATE
     """Resample a mono float32 waveform with torchaudio's band-limited sinc resampler."""
     if orig_sr == target_sr:
         return wave
+    import torch
+
     out = _resampler(int(orig_sr), int(target_sr))(torch.from_numpy(np.ascontiguousarray(wave)))
     return out.numpy()
 

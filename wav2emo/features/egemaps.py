@@ -5,25 +5,20 @@ formant bandwidths in the hundreds or thousands, equivalent sound level around -
 are small differences of large numbers; float16 keeps ~3 significant digits and would turn fine
 per-speaker differences into rounding noise.  The whole eGeMAPS cache of RAVDESS is ~0.5 MB anyway.
 
-openSMILE is imported lazily, so machines without it can still extract SSL features.  Clips are
-processed in worker processes (openSMILE runs ~20x real time on one core; it is not thread-safe, so
-processes it is: see :mod:`wav2emo.features.smile_worker`) and written into the cache as they finish,
-in small shards, so an interrupted run resumes.  Clips shorter than openSMILE's minimum are refused
-before any work; every value is still checked: a NaN or infinity is an error naming the clip and the
-features, never a stored number.
+openSMILE runs ~40-60x real time on one core (60-100 ms for a RAVDESS clip) and is not thread-safe, so clips are
+processed in worker processes, one per core by default (:mod:`wav2emo.features.smile_pool`), each calling
+openSMILE's C API directly (:mod:`wav2emo.features.smile_api`: the values of ``Smile.process_signal``
+without its pandas wrapper), longest clips first, and written into the cache as they finish, in small
+shards, so an interrupted run resumes.  Clips shorter than openSMILE's minimum are refused before any work;
+every value is still checked: a NaN or infinity is an error naming the clip and the features, never a
+stored number.  Built beside an SSL cache (:func:`wav2emo.features.overlap.get_features_many`), the pool
+runs while the backbone extracts.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-import queue
-import struct
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
@@ -38,6 +33,7 @@ from wav2emo.data.manifest import Manifest
 from wav2emo.errors import UserError
 from wav2emo.features.cache import CacheBuilder
 from wav2emo.features.limits import check_durations
+from wav2emo.features.overlap import check_stop, current_background
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +42,8 @@ SAMPLE_RATE = 16_000
 # 16 kHz (measured: 920 samples NaN, 960 finite, for speech-like tones, silence and noise alike).
 MIN_CLIP_S = 0.06
 _LEVELS = {"functionals": ("Functionals", 88, None), "lld": ("LowLevelDescriptors", 25, 100.0)}
-_SMILE: Any = None  # one per worker process
+_ENGINE: Any = None  # this process's openSMILE engine (smile_api.SmileEngine), one per process
+POOL_MIN_CLIPS = 16  # fewer clips (and no num_workers set) run in this process: no worker start-up at all
 
 
 class EgemapsError(UserError, RuntimeError):
@@ -54,6 +51,7 @@ class EgemapsError(UserError, RuntimeError):
 
 
 def make_smile(feature_set: str = "eGeMAPSv02", level: str = "functionals"):
+    """An ``opensmile.Smile`` (pandas output), for callers that want opensmile-python's own interface."""
     try:
         import opensmile
     except ImportError as e:
@@ -69,130 +67,46 @@ def make_smile(feature_set: str = "eGeMAPSv02", level: str = "functionals"):
     return opensmile.Smile(feature_set=fs, feature_level=getattr(opensmile.FeatureLevel, _LEVELS[level][0]))
 
 
-def _init_worker(feature_set: str, level: str) -> None:
-    global _SMILE
-    _SMILE = make_smile(feature_set, level)
+def init_engine(feature_set: str, level: str) -> list[str]:
+    """Make this process's openSMILE engine (kept for the next call with the same settings); its feature names."""
+    global _ENGINE
+    from wav2emo.features.smile_api import SmileApiError, SmileEngine
+
+    if _ENGINE is None or (_ENGINE.feature_set, _ENGINE.level) != (feature_set, level):
+        try:
+            _ENGINE = SmileEngine(feature_set, level)
+        except SmileApiError as e:
+            raise EgemapsError(str(e)) from e
+    return list(_ENGINE.feature_names)
 
 
 def smile_features(wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """One clip -> ``(frames, n_features)`` float64 (1 frame for functionals), using this process's Smile."""
-    return _SMILE.process_signal(wave, sample_rate).to_numpy(dtype=np.float64)
+    """One clip -> ``(frames, n_features)`` float32 (1 frame for functionals), with this process's engine."""
+    return _ENGINE.process(wave, sample_rate)
 
 
 def _process_path(path: str) -> np.ndarray:
     return smile_features(load_audio(path, SAMPLE_RATE), SAMPLE_RATE)
 
 
-class SmilePool:
-    """openSMILE in ``n`` worker processes (:mod:`wav2emo.features.smile_worker`), fed by one thread each.
-
-    Stopping is prompt and complete: :meth:`close` (also on Ctrl-C or any error in the caller) closes
-    the workers' input, sends SIGTERM, and SIGKILL to any still alive after ``grace_s``; the workers
-    ignore SIGINT, so a Ctrl-C to the process group reaches only the parent, which then stops them.
-    """
-
-    def __init__(self, num_workers: int, feature_set: str, level: str, *, grace_s: float = 2.0) -> None:
-        self.grace_s = grace_s
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        self.procs: list[subprocess.Popen] = []
-        try:
-            for _ in range(max(1, num_workers)):
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-                ))
-        except BaseException:
-            self.close()
-            raise
-
-    def __enter__(self) -> SmilePool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _serve(self, proc: subprocess.Popen, jobs: queue.Queue, results: queue.Queue) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        while not self._stop.is_set():
-            try:
-                i, path = jobs.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                proc.stdin.write((json.dumps(path) + "\n").encode())
-                proc.stdin.flush()
-                (size,) = struct.unpack("<Q", _read_exact(proc.stdout, 8))
-                header = json.loads(_read_exact(proc.stdout, size))
-                if "error" in header:
-                    results.put((i, EgemapsError(f"{path}: openSMILE failed: {header['error']}")))
-                    continue
-                shape = tuple(header["shape"])
-                data = _read_exact(proc.stdout, 8 * math.prod(shape))
-                results.put((i, np.frombuffer(data, dtype="<f8").reshape(shape).astype(np.float64)))
-            except (OSError, ValueError, EOFError) as e:
-                if not self._stop.is_set():
-                    results.put((i, EgemapsError(
-                        f"{path}: the openSMILE worker process {proc.pid} stopped (exit code {proc.poll()}; {e})")))
-                return
-
-    def imap_unordered(self, paths: Sequence[str]) -> Iterator[tuple[int, np.ndarray]]:
-        """``(i, features of paths[i])`` as the workers finish them; the first failure is raised."""
-        jobs: queue.Queue = queue.Queue()
-        results: queue.Queue = queue.Queue()
-        for item in enumerate(paths):
-            jobs.put(item)
-        self._threads = [
-            threading.Thread(target=self._serve, args=(p, jobs, results), name=f"wav2emo-smile-{p.pid}", daemon=True)
-            for p in self.procs
-        ]
-        for t in self._threads:
-            t.start()
-        for _ in range(len(paths)):
-            while True:
-                try:  # a short timeout keeps the main thread responsive to Ctrl-C
-                    i, res = results.get(timeout=0.1)
-                    break
-                except queue.Empty:
-                    if not any(t.is_alive() for t in self._threads) and results.empty():
-                        raise EgemapsError("every openSMILE worker process stopped before the work was done") from None
-            if isinstance(res, BaseException):
-                raise res
-            yield i, res
-
-    def close(self) -> None:
-        """Stop every worker now (no waiting for queued clips); never leaves a process behind."""
-        self._stop.set()
-        for p in self.procs:
-            for f in (p.stdin,):
-                try:
-                    if f is not None:
-                        f.close()
-                except OSError:
-                    pass
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + self.grace_s
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for t in self._threads:
-            t.join(timeout=1.0)
-        for p in self.procs:
-            if p.stdout is not None:
-                p.stdout.close()
+def default_workers(n_clips: int) -> int:
+    """One worker process per usable core, at least ~8 clips each; none (this process) under
+    :data:`POOL_MIN_CLIPS` clips or on one core."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    if n_clips < POOL_MIN_CLIPS or cores <= 1:
+        return 1
+    return max(1, min(cores, -(-n_clips // 8)))
 
 
-def _read_exact(f, n: int) -> bytes:
-    data = f.read(n)
-    if data is None or len(data) != n:
-        raise EOFError(f"expected {n} bytes from the worker, got {0 if data is None else len(data)}")
-    return data
+def start_pool(num_workers: int, feature_set: str, level: str):
+    """Worker processes starting now (returns at once); at lower priority inside a background build."""
+    from wav2emo.features.smile_pool import SmilePool
+
+    bg = current_background()
+    return SmilePool(num_workers, feature_set, level, nice=bg.nice if bg is not None else 0, error=EgemapsError)
 
 
 def iter_egemaps(
@@ -202,13 +116,15 @@ def iter_egemaps(
     level: str = "functionals",
     num_workers: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(i, openSMILE output of paths[i])`` for every file, in order when serial, as finished otherwise."""
+    """``(i, openSMILE output of paths[i])`` (float32) for every file, in order in this process when
+    ``num_workers <= 1``, as finished in a pool of worker processes otherwise."""
     if num_workers <= 1:
-        _init_worker(feature_set, level)
+        init_engine(feature_set, level)
         for i, p in enumerate(paths):
+            check_stop()
             yield i, _process_path(p)
         return
-    with SmilePool(num_workers, feature_set, level) as pool:
+    with start_pool(num_workers, feature_set, level) as pool:
         yield from pool.imap_unordered(paths)
 
 
@@ -251,6 +167,7 @@ def check_finite(arrays: Sequence[np.ndarray], clip_ids: Sequence[str], names: S
 
 class _OpenSmileKind:
     level = "functionals"
+    runs_in_processes = True  # builds in its own worker processes: overlaps with an SSL build (features.overlap)
     defaults: dict[str, Any] = {
         "name": None, "feature_set": "eGeMAPSv02", "num_workers": None, "durable": True,
         # Small shards (~90 clips of functionals): a Ctrl-C or crash keeps the finished ones to resume from.
@@ -279,17 +196,16 @@ class _OpenSmileKind:
                         min_reason="openSMILE returns NaN for every feature below it")
 
     def _workers(self, n_clips: int) -> int:
-        """``num_workers`` when set; by default one process per core (8 at most), none under 200 clips
-        (starting worker processes, ~2 s, costs more than a few clips)."""
+        """``num_workers`` when set (1 = in this process); by default :func:`default_workers`."""
         n = self.spec["num_workers"]
         if n is not None:
             return max(1, min(int(n), n_clips))
-        return 1 if n_clips < 200 else min(8, os.cpu_count() or 1)
+        return default_workers(n_clips)
 
     def _frames(self, clip: Any) -> int:
         if self.level == "functionals":
             return 1
-        from wav2emo.features.extraction import expected_samples
+        from wav2emo.features.batching import expected_samples
 
         return max(0, (expected_samples(clip, SAMPLE_RATE) - 800) // 160 + 1)  # 60 ms windows every 10 ms
 
@@ -298,21 +214,26 @@ class _OpenSmileKind:
 
         start = time.perf_counter()
         self.check_clips(manifest)
+        feature_set = str(self.spec["feature_set"])
         name, n_features, frame_rate = _LEVELS[self.level]
-        names = list(make_smile(self.spec["feature_set"], self.level).feature_names)
-        if len(names) != n_features:
-            raise EgemapsError(f"{self.spec['feature_set']} {name}: {len(names)} features, expected {n_features}")
         builder = CacheBuilder(
             path, clip_ids=manifest.clip_ids, sha1s=[c.sha1 for c in manifest],
             lengths=[self._frames(c) for c in manifest], feature_shape=(n_features,), dtype=np.float32,
             shard_bytes=max(1, int(float(self.spec["shard_mb"]) * 2**20)), durable=bool(self.spec["durable"]),
         )
-        pending = builder.pending
+        # Longest clips first: the workers' last clips are short ones, so none of them finishes long after the rest.
+        pending = sorted(builder.pending, key=lambda i: (-float(manifest[i].duration or 0.0), i))
         workers = self._workers(len(pending))
+        paths = [manifest[i].path for i in pending]
+        pool = start_pool(workers, feature_set, self.level) if workers > 1 and pending else None
         problems: list[str] = []
-        results = iter_egemaps([manifest[i].path for i in pending], feature_set=self.spec["feature_set"],
-                               level=self.level, num_workers=workers)
-        try:  # closing the generator on any exit (Ctrl-C included) stops the worker processes at once
+        try:  # closing the pool on any exit (Ctrl-C included) stops the worker processes at once
+            names = pool.feature_names() if pool is not None else init_engine(feature_set, self.level)
+            ready_s = time.perf_counter() - start  # checks, cache plan, workers started and ready
+            if len(names) != n_features:
+                raise EgemapsError(f"{feature_set} {name}: {len(names)} features, expected {n_features}")
+            results = pool.imap_unordered(paths) if pool is not None else iter_egemaps(paths, feature_set=feature_set,
+                                                                                       level=self.level)
             with closing(results), tqdm(total=len(pending), unit="clip", desc=f"eGeMAPS {self.level}",
                                         disable=not progress, leave=False) as bar:
                 for j, arr in results:
@@ -330,6 +251,8 @@ class _OpenSmileKind:
                         continue
                     builder.write(pending[j], values)
         finally:
+            if pool is not None:
+                pool.close()
             builder.close()
         if problems:
             raise EgemapsError(
@@ -343,8 +266,9 @@ class _OpenSmileKind:
             "frame_rate": frame_rate,
             "frame_shift_s": None if frame_rate is None else 1.0 / frame_rate,
             "sample_rate": SAMPLE_RATE,
-            "opensmile": {"version": metadata.version("opensmile"), "feature_set": self.spec["feature_set"], "level": name},
+            "opensmile": {"version": metadata.version("opensmile"), "feature_set": feature_set, "level": name},
             "build": {**base_meta.get("build", {}), "device": "cpu", "num_workers": workers,
+                      "overlapped": current_background() is not None, "ready_s": round(ready_s, 3),
                       "seconds": round(time.perf_counter() - start, 3), "clips_computed": len(pending),
                       "shards_reused": builder.shards_reused},
         }

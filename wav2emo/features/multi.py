@@ -19,6 +19,7 @@ from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
+from wav2emo.features.overlap import get_features_many
 
 
 class MultiCache:
@@ -79,3 +80,14 @@ def corpus_features(manifest: Manifest, spec: Mapping[str, Any], cache_dir: str 
     if not parts:
         return get_features(manifest, spec, cache_dir, **kwargs)
     return MultiCache({name: get_features(m, spec, cache_dir, **kwargs) for name, m in parts.items()})
+
+
+def corpus_features_many(manifest: Manifest, specs: Mapping[str, Any], cache_dir: str | Path,
+                         **kwargs: Any) -> dict[str, Any]:
+    """:func:`corpus_features` for several ``{key: spec}`` at once: per corpus, eGeMAPS builds while the SSL
+    backbone extracts (:func:`~wav2emo.features.overlap.get_features_many`)."""
+    parts = getattr(manifest, "parts", None)
+    if not parts:
+        return get_features_many(manifest, specs, cache_dir, **kwargs)
+    per_corpus = {name: get_features_many(m, specs, cache_dir, **kwargs) for name, m in parts.items()}
+    return {key: MultiCache({name: per_corpus[name][key] for name in parts}) for key in specs}

@@ -43,10 +43,10 @@ from wav2emo.data.corpora import load_corpus
 from wav2emo.data.folds import Split, assemble_fold
 from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
-from wav2emo.features import get_features
 from wav2emo.features.cache import FeatureCache
-from wav2emo.features.multi import corpus_features
+from wav2emo.features.multi import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
+from wav2emo.features.overlap import get_features_many
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
@@ -195,11 +195,10 @@ class EmotionDataModule(L.LightningDataModule):
         self.manifest = load_corpus(self.corpus_cfg, cache_dir=self.cache_dir)
         self.split, parts = self._assemble(self.manifest)
         needed = sorted({"ssl" if name == "ssl_layer" else name for name in self.inputs} & set(CACHED_INPUTS))
-        self.caches: dict[str, FeatureCache] = {
-            name: corpus_features(self.manifest, self.features_cfg[name], self.cache_dir,
-                                  device=self.extraction_device)
-            for name in needed
-        }
+        # eGeMAPS (worker processes) builds while the SSL backbone extracts, when both are missing.
+        self.caches: dict[str, FeatureCache] = corpus_features_many(
+            self.manifest, {name: self.features_cfg[name] for name in needed}, self.cache_dir,
+            device=self.extraction_device)
         self.parts: dict[str, Manifest] = dict(parts)
         # Where each split's clips live in every cache (refuses features of other audio).
         self.rows = {part: {n: c.rows_for(m) for n, c in self.caches.items()} for part, m in self.parts.items()}
@@ -248,10 +247,8 @@ class EmotionDataModule(L.LightningDataModule):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         copies = make_copies(self.parts["train"], self.augmenter, self.seed, self.cache_dir,
                              sample_rate=self.sample_rate, device=device)
-        self.copy_caches = {
-            name: get_features(copies, self.features_cfg[name], self.cache_dir, device=self.extraction_device)
-            for name in self.caches
-        }
+        self.copy_caches = get_features_many(copies, {name: self.features_cfg[name] for name in self.caches},
+                                             self.cache_dir, device=self.extraction_device)
         self.copy_rows = {n: c.rows_for(copies) for n, c in self.copy_caches.items()}
         self.copies = copies
 
