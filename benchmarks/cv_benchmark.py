@@ -31,6 +31,10 @@ VARIANTS = {
     "multirun": ["-m", "model=fe_vgg_egemaps", "fold=0,1,2,3,4", "trainer=gpu"],
     # every fold in one process: one start-up, one cache open
     "fold_all": ["model=fe_vgg_egemaps", "fold=all", "trainer=gpu"],
+    # the five folds as five concurrent processes on the one GPU (hydra-joblib-launcher); the cache lock makes
+    # one of them extract while the others wait
+    "joblib": ["-m", "model=fe_vgg_egemaps", "fold=0,1,2,3,4", "trainer=gpu", "hydra/launcher=joblib",
+               "hydra.launcher.n_jobs=5"],
 }
 TARGET_SECONDS = 180.0
 
