@@ -386,7 +386,7 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma list of: stages,checks,nondurable")
     ap.add_argument("--suite", choices=["all", "ssl", "egemaps"], default="all",
                     help="all: eGeMAPS (with SSL beside it) and SSL; ssl: the SSL runs only; egemaps: eGeMAPS only")
-    ap.add_argument("--per-core-clips", type=int, default=60, help="clips in the one-core openSMILE loop")
+    ap.add_argument("--per-core-clips", type=int, default=40, help="clips in the one-core openSMILE loop")
     ap.add_argument("--buckets", default="0.5",
                     help="cold runs: length_bucket_s values; ':drop' drops the page cache first (needs --drop-page-cache)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -47,7 +47,7 @@ def _spread(items: list, k: int) -> list:
 
 
 # 1. One core -----------------------------------------------------------------------------------------------
-def per_core(paths: list[str], k: int) -> dict[str, Any]:
+def per_core(paths: list[str], k: int, reps: int = 2) -> dict[str, Any]:
     import numpy as np
     import opensmile
 
@@ -63,21 +63,24 @@ def per_core(paths: list[str], k: int) -> dict[str, Any]:
     engine = SmileEngine()
     smile.process_signal(waves[0], 16000), engine.process(waves[0], 16000)  # warm caches, lazy imports
 
-    def rate(fn, items) -> dict[str, float]:
+    def timed(fn, items) -> float:
         t = time.perf_counter()
         for x in items:
             fn(x)
-        dt = time.perf_counter() - t
-        return {"seconds": round(dt, 3), "clips_per_s": round(len(items) / dt, 2),
-                "x_real_time": round(audio_s / dt, 1), "ms_per_clip": round(1000 * dt / len(items), 2)}
+        return time.perf_counter() - t
 
-    out = {
-        "clips": len(picks), "audio_s": round(audio_s, 1), "mean_clip_s": round(audio_s / len(picks), 2),
-        "smile_construct_s": round(construct_s, 3),
-        "process_signal": rate(lambda w: smile.process_signal(w, 16000).to_numpy(), waves),
-        "engine": rate(lambda w: engine.process(w, 16000), waves),
-        "engine_with_decoding": rate(lambda p: engine.process(load_audio(p), 16000), picks),
-    }
+    variants = {"process_signal": (lambda w: smile.process_signal(w, 16000).to_numpy(), waves),
+                "engine": (lambda w: engine.process(w, 16000), waves),
+                "engine_with_decoding": (lambda p: engine.process(load_audio(p), 16000), picks)}
+    best: dict[str, float] = {}
+    for _ in range(reps):  # interleaved, best of ``reps``: a busy neighbour or a frequency dip slows one pass
+        for name, (fn, items) in variants.items():
+            best[name] = min(best.get(name, float("inf")), timed(fn, items))
+    out: dict[str, Any] = {"clips": len(picks), "audio_s": round(audio_s, 1), "mean_clip_s": round(audio_s / len(picks), 2),
+                           "smile_construct_s": round(construct_s, 3), "reps": reps}
+    for name, dt in best.items():
+        out[name] = {"seconds": round(dt, 3), "clips_per_s": round(len(picks) / dt, 2),
+                     "x_real_time": round(audio_s / dt, 1), "ms_per_clip": round(1000 * dt / len(picks), 2)}
     same = all(np.array_equal(engine.process(w, 16000), smile.process_signal(w, 16000).to_numpy().astype(np.float32))
                for w in waves[:5])
     out["engine_equals_process_signal"] = bool(same)
@@ -171,7 +174,7 @@ def pool_start(n: int) -> dict[str, Any]:
     return {"workers": n, "ready_s": round(ready, 3)}
 
 
-def run_all(manifest, work: Path, ssl_spec: dict | None, device: str, *, per_core_clips: int = 60,
+def run_all(manifest, work: Path, ssl_spec: dict | None, device: str, *, per_core_clips: int = 40,
             log=print, save=lambda: None, r: dict | None = None) -> dict[str, Any]:
     """Every measurement above; ``r`` is filled as it goes (``save`` after each step keeps partial results)."""
     r = {} if r is None else r
@@ -234,6 +237,7 @@ def markdown(r: dict[str, Any]) -> list[str]:
     if "engine" in pc:
         lines += [
             f"Per core: a bare loop in one process over {pc['clips']} decoded clips ({pc['mean_clip_s']} s mean, "
+            f"best of {pc.get('reps', 1)} interleaved passes, "
             f"16 kHz). Engine = openSMILE's C API called directly (`features/smile_api.py`; values equal to "
             f"process_signal: {pc['engine_equals_process_signal']}).",
             "",
@@ -257,6 +261,9 @@ def markdown(r: dict[str, Any]) -> list[str]:
                   f"N bare loops {100 * s.get('bare_parallel_vs_ideal', 0):.0f} %.",
                   f"- At this per-core speed, 1440 clips on 16 cores would take ~{s['estimate_1440_on_16_cores_s']} s "
                   "(pool start-up included)."]
+        if s.get("ours_s") and s["clips"] == 1440:
+            verdict = "met" if s["ours_s"] <= 5 and n >= 16 else "missed" if n >= 16 else "not measurable here"
+            lines.append(f"- Target (1440 clips in <= 5 s on 16 cores): {verdict} ({s['ours_s']} s on {n} cores).")
     if "sequential_s" in s:
         seq, ovl = r["ssl_and_egemaps_sequential"], r["ssl_and_egemaps_overlapped"]
         lines += ["", "## SSL hidden states + eGeMAPS: one after the other vs overlapped", "",

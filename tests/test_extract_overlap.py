@@ -92,10 +92,8 @@ def test_overlapped_build_writes_both_caches_identical_to_sequential_ones(tmp_pa
     m, _ = corpus
     specs = {"ssl": ssl_spec(tiny), "egemaps": EGEMAPS}
     seconds: dict[str, float] = {}
-    both = get_features_many(m, specs, tmp_path / "overlapped", device="cpu", progress=False, seconds=seconds,
-                             overlap=True)
-    # overlap="auto" (the default) overlaps only beside a GPU build: on the CPU, one after the other.
-    apart = get_features_many(m, specs, tmp_path / "sequential", device="cpu", progress=False)
+    both = get_features_many(m, specs, tmp_path / "overlapped", device="cpu", progress=False, seconds=seconds)
+    apart = get_features_many(m, specs, tmp_path / "sequential", device="cpu", progress=False, overlap=False)
     assert set(seconds) == {"ssl", "egemaps"}
     assert both["egemaps"].meta["build"]["overlapped"] and not apart["egemaps"].meta["build"]["overlapped"]
     for key in specs:
@@ -106,7 +104,7 @@ def test_overlapped_build_writes_both_caches_identical_to_sequential_ones(tmp_pa
             np.testing.assert_array_equal(a.read(i), b.read(i), err_msg=f"{key} clip {i}")
     np.testing.assert_array_equal(np.concatenate(both["egemaps"].read_many(range(len(m)))),
                                   _engine_values([c.path for c in m]))
-    again = get_features_many(m, specs, tmp_path / "overlapped", device="cpu", progress=False, overlap=True)  # opened
+    again = get_features_many(m, specs, tmp_path / "overlapped", device="cpu", progress=False)  # opened
     assert all(again[k].path == both[k].path for k in specs)
 
 
@@ -117,8 +115,7 @@ def test_a_failure_beside_the_background_build_stops_its_workers_at_once(tmp_pat
     before = set(_children_of(os.getpid()))  # processes other tests (or pytest plugins) may have left running
     start = time.monotonic()
     with pytest.raises(Exception, match="no-such-backbone"):
-        get_features_many(m, {"ssl": broken, "egemaps": EGEMAPS}, tmp_path / "cache", device="cpu", progress=False,
-                          overlap=True)
+        get_features_many(m, {"ssl": broken, "egemaps": EGEMAPS}, tmp_path / "cache", device="cpu", progress=False)
     assert time.monotonic() - start < 30
     deadline = time.monotonic() + 5
     while set(_children_of(os.getpid())) - before and time.monotonic() < deadline:
@@ -135,7 +132,7 @@ m = Manifest.from_csv(sys.argv[1], name="toy")
 ssl = {"kind": "ssl_hidden_states", "name": "tiny", "backbone": sys.argv[3], "batch_size": 4, "num_workers": 1,
        "durable": False}
 eg = {"kind": "egemaps_functionals", "name": "eg", "num_workers": 2, "durable": False, "shard_mb": 0.0005}
-get_features_many(m, {"ssl": ssl, "egemaps": eg}, sys.argv[2], device="cpu", progress=False, overlap=True)
+get_features_many(m, {"ssl": ssl, "egemaps": eg}, sys.argv[2], device="cpu", progress=False)
 print("finished", flush=True)
 """
 
@@ -175,5 +172,5 @@ def test_ctrl_c_stops_an_overlapped_extraction_and_leaves_no_process(tmp_path, t
 def test_overlap_setting_is_checked(tmp_path, corpus):
     from wav2emo.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="overlap='yes'; expected auto, true or false"):
+    with pytest.raises(ConfigError, match="overlap='yes'; expected true or false"):
         get_features_many(corpus[0], {"egemaps": EGEMAPS}, tmp_path, overlap="yes")

@@ -42,8 +42,8 @@ def _size_on_disk(path) -> int:
 def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     """Extract every selected feature set; returns a summary per feature key.
 
-    eGeMAPS (worker processes) is built in the background while the SSL backbone extracts on a GPU
-    (:func:`wav2emo.features.overlap.get_features_many`; ``overlap=true|false|auto``).
+    eGeMAPS (worker processes) is built in the background while the SSL backbone extracts
+    (:func:`wav2emo.features.overlap.get_features_many`); ``overlap=false`` builds one after the other.
     """
     from wav2emo.data.corpora import load_corpus
     from wav2emo.features.overlap import get_features_many
@@ -54,7 +54,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     caches = get_features_many(manifest, {k: cfg.features[k] for k in keys}, cfg.paths.cache_dir, seconds=seconds,
-                               overlap=cfg.get("overlap", "auto"), device=cfg.device, progress=cfg.progress,
+                               overlap=cfg.get("overlap", True), device=cfg.device, progress=cfg.progress,
                                rebuild=bool(cfg.get("rebuild", False)))
     log.info("%d feature set(s) ready in %.1f s", len(keys), time.perf_counter() - start)
     summary: dict[str, dict[str, Any]] = {}

@@ -68,7 +68,6 @@ class SSLHiddenStates:
     """Feature kind ``ssl_hidden_states``: all hidden states of a frozen SSL backbone, float16, per frame."""
 
     storage_dtype = "float16"
-    uses_device = True  # runs on get_features' device (a GPU when there is one): eGeMAPS can overlap with it
 
     def __init__(self, spec: Mapping[str, Any], device: str | torch.device = "auto") -> None:
         unknown = sorted(set(spec) - set(SSL_DEFAULTS))

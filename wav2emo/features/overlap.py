@@ -2,14 +2,14 @@
 background thread while the others (SSL hidden states on the GPU or the CPU) build in the calling thread.
 
 Why: eGeMAPS is CPU work in a process pool and SSL extraction on a GPU is GPU work plus model loading (one
-core), so running them one after the other leaves the cores idle while the GPU works.  The background build
-starts first (its worker processes start while the backbone loads), and its workers run at a lower priority
-(``nice``), so the process feeding the GPU keeps its cores.  Results are exactly what sequential builds give:
-each cache is built by the same :func:`~wav2emo.features.get_features`, under its own lock.
-
-``overlap="auto"`` (the default) overlaps only when a foreground build runs on a GPU: with SSL on the CPU
-both are CPU-bound, and overlapping them only adds contention (on 2 shared cores, tiny backbone, 240 clips:
-35-40 s overlapped vs 37 s one after the other).  ``overlap=True`` overlaps anyway.
+core), so running them one after the other leaves the cores idle while the GPU works; on a CPU, SSL extraction
+leaves gaps too (model loading, Python between batches).  The background build starts first (its worker
+processes start while the backbone loads), and its workers run at a lower priority (``nice``), so the process
+feeding the GPU keeps its cores.  Results are exactly what sequential builds give: each cache is built by the
+same :func:`~wav2emo.features.get_features`, under its own lock.  Measured on 2 otherwise idle cores (tiny
+backbone on the CPU, 240 clips): 16.2-17.2 s overlapped vs 18.4-19.7 s one after the other.  On a machine
+shared with other busy processes the niced workers yield to them, and overlapping can take longer than
+sequential builds (``overlap=False``).
 
 Stopping: an error or Ctrl-C in the calling thread sets a stop flag that the background build checks every
 0.1 s (:func:`stop_requested`); its worker processes are killed and its finished shards kept, as when it
@@ -69,39 +69,25 @@ def runs_in_processes(spec: Mapping[str, Any]) -> bool:
     return bool(getattr(_factory(_plain(spec)["kind"]), "runs_in_processes", False))
 
 
-def uses_gpu(spec: Mapping[str, Any], device: Any = "auto") -> bool:
-    """Whether a spec's kind would run on a GPU for this ``device`` (``auto`` = the GPU when there is one)."""
-    from wav2emo.features import _factory, _plain
-
-    if not getattr(_factory(_plain(spec)["kind"]), "uses_device", False):
-        return False
-    from wav2emo.features.extractor import resolve_device
-
-    try:
-        return resolve_device(device).type == "cuda"
-    except RuntimeError:
-        return False
-
-
 def get_features_many(
     manifest: Any,
     specs: Mapping[str, Any],
     cache_dir: str | Path,
     *,
     seconds: dict[str, float] | None = None,
-    overlap: bool | str = "auto",
+    overlap: bool = True,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`~wav2emo.features.get_features` for every ``{key: spec}``; process-pool kinds in the background.
 
-    ``overlap``: ``"auto"`` overlaps when another build runs on a GPU, ``True`` always, ``False`` never.
-    ``seconds`` (if given) receives each key's wall time.  Other keyword arguments go to every ``get_features``.
+    ``overlap=False`` builds one after the other; ``seconds`` (if given) receives each key's wall time.  Other
+    keyword arguments go to every ``get_features`` call.
     """
     from wav2emo.errors import ConfigError
     from wav2emo.features import get_features
 
-    if overlap not in (True, False, "auto"):
-        raise ConfigError(f"overlap={overlap!r}; expected auto, true or false")
+    if not isinstance(overlap, bool):
+        raise ConfigError(f"overlap={overlap!r}; expected true or false")
 
     def one(key: str) -> Any:
         start = time.perf_counter()
@@ -110,10 +96,8 @@ def get_features_many(
             seconds[key] = time.perf_counter() - start
         return cache
 
-    background = [k for k in specs if runs_in_processes(specs[k])] if overlap is not False else []
+    background = [k for k in specs if runs_in_processes(specs[k])] if overlap else []
     foreground = [k for k in specs if k not in background]
-    if overlap == "auto" and not any(uses_gpu(specs[k], kwargs.get("device", "auto")) for k in foreground):
-        background = []
     if not background or not foreground:
         return {k: one(k) for k in specs}
 
