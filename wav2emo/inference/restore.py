@@ -147,7 +147,9 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     multiple = dm.get("frames_multiple")
     return Restored(
         path=path, module=module, class_names=names, features=feats,
-        frames=None if frames is None else int(frames), frames_multiple=None if multiple is None else int(multiple),
+        frames=None if frames is None else int(frames),
+        # "auto" (checkpoints record what it resolved to; "auto" left means it resolved to nothing): no rounding
+        frames_multiple=None if multiple in (None, "auto") else int(multiple),
         eval_batch_size=int(dm.get("eval_batch_size") or dm.get("batch_size") or 16),
         min_samples=max(feats.min_length(), _upstream_min_samples(upstream)),
         config=cfg, fold=ckpt[CKPT_KEY].get("fold"),

@@ -152,6 +152,14 @@ class StoreRunInfo(L.Callback):
     def __init__(self, cfg: dict[str, Any], fold: int, split: dict[str, Any]) -> None:
         self.info = {"config": cfg, "fold": fold, "split": split, "git": git_info()}
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        # `auto` loader settings are resolved on this machine when the loaders are built: checkpoints carry the
+        # padding that training and its test used, so eval and predict elsewhere pad batches the same way.
+        dm = getattr(trainer, "datamodule", None)
+        dm_cfg = self.info["config"].get("datamodule")
+        if dm is not None and isinstance(dm_cfg, dict) and getattr(dm, "frames_multiple_setting", None) == "auto":
+            dm_cfg["frames_multiple"] = dm.frames_multiple
+
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         checkpoint[CKPT_KEY] = self.info
 
