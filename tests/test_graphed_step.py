@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.test_module import N_LAYERS, DIM, collate, make_clips, loader
+from tests.test_module import DIM, N_LAYERS, collate, loader, make_clips
 from wav2emo.errors import ConfigError
 from wav2emo.models import FeVGGEgemaps
 from wav2emo.training import EmotionClassifier

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wav2emo.errors import ConfigError
-from wav2emo.training.placement import GiB, decide, parse_resident, read_items, split_bytes
+from wav2emo.training.placement import GiB, decide, parse_auto_bool, read_items, split_bytes
 
 
 class _Clips:
@@ -35,10 +35,12 @@ def test_split_bytes_counts_every_clip_padded_to_the_longest():
     assert split_bytes(_Clips([])) == 0
 
 
-def test_parse_resident():
-    assert parse_resident("auto") == "auto" and parse_resident("True") is True and parse_resident(False) is False
+def test_parse_auto_bool():
+    key = "loader.resident"
+    assert parse_auto_bool("auto", key) == "auto" and parse_auto_bool("True", key) is True
+    assert parse_auto_bool(False, key) is False
     with pytest.raises(ConfigError, match="expected auto, true or false"):
-        parse_resident("sometimes")
+        parse_auto_bool("sometimes", key)
 
 
 def test_auto_is_memory_mapped_on_a_cpu_and_explicit_settings_win():

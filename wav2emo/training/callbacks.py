@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -189,8 +190,6 @@ def process_age_seconds() -> float | None:
         start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime"))
-        import os
-
         return time.time() - (boot + start_ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
@@ -200,20 +199,16 @@ class StartupTimer(L.Callback):
     """Logs once per process how long it took from the process start to the first training step.
 
     A fold whose features are cached should start training within seconds (no backbone load, no import of
-    transformers' model code); this line makes a slow start visible (``benchmarks/startup_benchmark.py``).
+    transformers' model code); this line makes a slow start visible (``benchmarks/cv_benchmark.py`` reads it).
     Resolution: ``/proc``'s clock ticks (10 ms).
     """
 
-    reported = False
-
-    def __init__(self) -> None:
-        self.seconds: float | None = None
+    reported = False  # once per process: the folds after the first in one process start warm
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if StartupTimer.reported or self.seconds is not None:
+        if StartupTimer.reported:
             return
-        self.seconds = process_age_seconds()
         StartupTimer.reported = True
-        if self.seconds is not None and trainer.is_global_zero:
-            log.info("first training step %.2f s after the process started (wall clock %.3f)", self.seconds,
-                     time.time())
+        seconds = process_age_seconds()
+        if seconds is not None and trainer.is_global_zero:
+            log.info("first training step %.2f s after the process started", seconds)

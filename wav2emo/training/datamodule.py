@@ -69,7 +69,7 @@ from wav2emo.training.inputs import (  # noqa: F401
     collate,
     padded_frames,
 )
-from wav2emo.training.placement import Placement, decide, parse_resident
+from wav2emo.training.placement import Placement, decide, parse_auto_bool
 from wav2emo.training.speaker_norm import SpeakerNormalized, cache_speaker_stats
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,6 @@ log = logging.getLogger(__name__)
 CACHED_INPUTS = ("ssl", "egemaps", "logmel")
 AUTO_FRAMES_MULTIPLE = 16  # loader.frames_multiple=auto on a GPU-resident fold
 SAMPLERS = ("shuffle", "balanced")  # training order: a shuffle per epoch, or class-balanced draws with replacement
-
-
-def _parse_auto_bool(value, key: str) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("auto", "true", "false"):
-        low = value.strip().lower()
-        return "auto" if low == "auto" else low == "true"
-    raise ConfigError(f"{key}={value!r}: expected auto, true or false")
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -140,20 +131,21 @@ class EmotionDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or max(batch_size, 64)
         self.num_workers, self.pin_memory = num_workers, pin_memory
         # "auto": decided when the first loader is built, from the training device and its free memory.
-        self.resident_setting = parse_resident(resident)
+        self.resident_setting = parse_auto_bool(resident, "loader.resident")
         self.resident_headroom_gib = float(resident_headroom_gib)
         self.resident: bool | None = self.resident_setting if isinstance(self.resident_setting, bool) else None
         self.placement: Placement | None = None
         # "auto": length-bucketed training batches when the fold is resident on a GPU (the fast path), else not.
-        self.bucket_setting = _parse_auto_bool(bucket_by_length, "loader.bucket_by_length")
+        self.bucket_setting = parse_auto_bool(bucket_by_length, "loader.bucket_by_length")
         self.bucket_by_length = self.bucket_setting is True
-        self.frames_multiple_setting = str(frames_multiple).lower() if isinstance(frames_multiple, str) else frames_multiple
-        if self.frames_multiple_setting != "auto" and frames_multiple is not None \
+        # "auto": resolved with the placement (16 on a GPU-resident fold, else none).
+        auto_multiple = isinstance(frames_multiple, str) and frames_multiple.strip().lower() == "auto"
+        self.frames_multiple_setting = "auto" if auto_multiple else frames_multiple
+        if not auto_multiple and frames_multiple is not None \
                 and (isinstance(frames_multiple, bool) or not str(frames_multiple).isdigit() or int(frames_multiple) < 1):
             raise ConfigError(f"loader.frames_multiple must be a positive number of frames, auto or null, "
                               f"got {frames_multiple!r}")
-        self.frames_multiple = None if frames_multiple is None or self.frames_multiple_setting == "auto" \
-            else int(frames_multiple)
+        self.frames_multiple = None if auto_multiple or frames_multiple is None else int(frames_multiple)
         self.seed, self.extraction_device = seed, extraction_device
         self.ssl_layer_index, self.sample_rate = ssl_layer_index, int(sample_rate)
         # Checked here, before any extraction or training: a bad value never reaches a cache.
@@ -347,11 +339,15 @@ class EmotionDataModule(L.LightningDataModule):
                             class_names=self.manifest.class_names)
         return CopiesDataset(manifest, strategies, len(self.parts["train"]), self.frames)
 
+    def _device(self) -> torch.device:
+        """The device this data module feeds (the CPU without a trainer)."""
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
     def _place(self) -> None:
         """Decide once where the fold lives (``loader.resident``), and what follows from it, with one log line."""
         if self.placement is not None:
             return
-        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        device = self._device()
         parts = ("train", "dev", "test") if self.resident_setting == "auto" else ()
         self.placement = decide(self.resident_setting, device, [self.dataset(p) for p in parts],
                                 self.resident_headroom_gib)
@@ -363,9 +359,13 @@ class EmotionDataModule(L.LightningDataModule):
             # Bucketing is only a speed setting; with class-balanced draws there is nothing to bucket.
             self.bucket_by_length = self.resident and device.type == "cuda" and self.sampler != "balanced"
         if self.resident_setting == "auto":
-            (log.info if device.type == "cuda" else log.debug)("loader: %s%s", "resident, " if self.resident else "memory-mapped, ", self.placement.reason
-                     + ("; training batches of similar-length clips" if self.bucket_by_length else "")
-                     + (f", padded to a multiple of {self.frames_multiple} frames" if self.frames_multiple else ""))
+            details = self.placement.reason
+            if self.bucket_by_length:
+                details += "; training batches of similar-length clips"
+            if self.frames_multiple:
+                details += f", padded to a multiple of {self.frames_multiple} frames"
+            (log.info if device.type == "cuda" else log.debug)(
+                "loader: %s, %s", "resident" if self.resident else "memory-mapped", details)
 
     def rank_and_world_size(self) -> tuple[int, int]:
         """(this process's rank, number of processes) of the trainer this data module feeds; (0, 1) alone."""
@@ -415,9 +415,8 @@ class EmotionDataModule(L.LightningDataModule):
             sampler = ClassBalancedBatchSampler([c.label for c in self.parts[part]], batch_size, seed=self.seed,
                                                 **shards)
         if self.resident:
-            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
             self._resident[part] = ResidentSplit(
-                ds, batch_size, shuffle, device, seed=self.seed, batch_sampler=sampler,
+                ds, batch_size, shuffle, self._device(), seed=self.seed, batch_sampler=sampler,
                 frames_multiple=self.frames_multiple, **shards,
             )
             return self._resident[part]

@@ -77,6 +77,12 @@ def check_same_everywhere(value: Any, what: str) -> None:
         raise RuntimeError(f"the processes disagree on {what}: {values} (rank order)")
 
 
+def trains_on_cuda(trainer_cfg: Mapping[str, Any]) -> bool:
+    """Whether Lightning will put this trainer on CUDA devices (``accelerator`` gpu/cuda, or auto with CUDA present)."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
 def device_count(trainer_cfg: Mapping[str, Any]) -> int:
     """How many devices of this node ``trainer.devices`` asks for: an int, a list of indices, ``"0,1"``, or
     ``auto``/``-1`` (every GPU when the accelerator is a GPU or ``auto`` with CUDA present, else 1)."""
@@ -85,9 +91,7 @@ def device_count(trainer_cfg: Mapping[str, Any]) -> int:
         return len(devices)
     text = str(devices).strip().lower()
     if text in ("auto", "-1"):
-        accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
-        on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-        return torch.cuda.device_count() if on_gpu else 1
+        return torch.cuda.device_count() if trains_on_cuda(trainer_cfg) else 1
     if "," in text:
         return len([d for d in text.split(",") if d.strip()])
     try:

@@ -1,6 +1,7 @@
 """The fast path on a GPU, by default: precision and the training step, resolved from ``auto`` settings.
 
-With ``trainer.precision: auto`` and ``cuda_graphs: auto`` (the defaults), a fold trained on a GPU runs in bf16
+With the default trainer's precision (``${wav2emo_precision:...}``; ``auto`` resolves the same way) and
+``cuda_graphs: auto``, a fold trained on a GPU runs in bf16
 mixed precision with its whole training step replayed from CUDA graphs (:mod:`wav2emo.training.graphed_step`),
 and on a CPU in float32 with Lightning's usual step.  Where data live is decided by ``loader.resident: auto``
 (:mod:`wav2emo.training.placement`).  Each decision that leaves the fast path says why, in one log line.
@@ -12,27 +13,20 @@ import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError
+from wav2emo.training.distributed import several_processes, trains_on_cuda
 from wav2emo.training.graphed_step import why_not_graphed
+from wav2emo.training.placement import parse_auto_bool
 
 log = logging.getLogger(__name__)
-
-
-def trains_on_cuda(trainer_cfg: DictConfig) -> bool:
-    """Whether Lightning will put this trainer on a CUDA device (``accelerator`` auto/gpu/cuda)."""
-    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
-    if accelerator in ("gpu", "cuda"):
-        return True
-    return accelerator == "auto" and torch.cuda.is_available()
 
 
 def auto_precision(accelerator: str = "auto") -> str:
     """bf16 mixed precision when a trainer of this ``accelerator`` lands on a GPU with bf16, else float32
     (the ``${wav2emo_precision:...}`` resolver of conf/trainer/default.yaml)."""
-    on_cuda = trains_on_cuda(OmegaConf.create({"accelerator": accelerator}))
-    if on_cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if trains_on_cuda({"accelerator": accelerator}) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
 
@@ -45,15 +39,6 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return auto_precision(str(trainer_cfg.get("accelerator", "auto")))
 
 
-def _parse(value: Any) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    low = str(value).strip().lower()
-    if low in ("auto", "true", "false"):
-        return "auto" if low == "auto" else low == "true"
-    raise ConfigError(f"cuda_graphs={value!r}: expected auto, true or false")
-
-
 def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> dict[str, Any]:
     """Resolve ``trainer.precision`` and ``cuda_graphs`` for this fold, in ``trainer_cfg`` and on ``model``.
 
@@ -62,7 +47,7 @@ def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> d
     """
     with open_dict(trainer_cfg):
         trainer_cfg.precision = resolve_precision(trainer_cfg)
-    setting = _parse(cfg.get("cuda_graphs", False))
+    setting = parse_auto_bool(cfg.get("cuda_graphs", False), "cuda_graphs")
     decided = {"precision": str(trainer_cfg.precision), "cuda_graphs": False}
     if setting is False:
         return decided
@@ -103,10 +88,6 @@ def _blocker(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> str | None
         return "trainer.accumulate_grad_batches > 1"
     if str(trainer_cfg.precision) not in ("bf16-mixed", "32-true", "32", "bf16-true"):
         return f"trainer.precision={trainer_cfg.precision} (a gradient scaler reads values back every step)"
-    strategy = str(trainer_cfg.get("strategy", "auto"))
-    devices = trainer_cfg.get("devices", 1)
-    several = (isinstance(devices, int) and devices > 1) or (str(devices) in ("-1", "auto")
-                                                             and torch.cuda.device_count() > 1)
-    if "ddp" in strategy or several or isinstance(devices, (list, tuple)) and len(devices) > 1:
+    if "ddp" in str(trainer_cfg.get("strategy", "auto")) or several_processes(trainer_cfg):
         return "several devices (DDP): gradients are all-reduced outside the captured step"
     return None

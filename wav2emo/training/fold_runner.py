@@ -138,9 +138,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
 def _speed_summary(step_mode: Mapping[str, Any], dm, model) -> dict[str, Any]:
     """How this fold was fed and stepped (the fast path's decisions), for the fold result and benchmarks."""
     out: dict[str, Any] = dict(step_mode)
-    out["resident"] = bool(getattr(dm, "resident", False))
-    out["bucket_by_length"] = bool(getattr(dm, "bucket_by_length", False))
-    out["frames_multiple"] = getattr(dm, "frames_multiple", None)
+    out.update(resident=bool(dm.resident), bucket_by_length=bool(dm.bucket_by_length), frames_multiple=dm.frames_multiple)
     runner = getattr(model, "step_runner", None)
     if runner is not None:
         out.update(graphs=len(runner.graphs), graph_replays=runner.replays, eager_steps=runner.eager_steps)

@@ -71,9 +71,9 @@ class _Graph:
 class StepRunner:
     """Runs a training step (zero grads, loss, backward, clip, optimizer step), from a CUDA graph where it can.
 
-    ``loss_fn(batch) -> (loss, preds)``; ``params`` are the optimizer's parameters, ``buffers`` the module's
-    buffers (restored after capture warm-ups); ``clip_val``/``clip_algorithm`` as Lightning's
-    ``gradient_clip_val``/``gradient_clip_algorithm``.
+    ``loss_fn(batch) -> (loss, preds)``; ``module`` owns the parameters and buffers (batch-norm statistics) that
+    a capture's warm-up steps change and that are written back afterwards; ``clip_val``/``clip_algorithm`` as
+    Lightning's ``gradient_clip_val``/``gradient_clip_algorithm``.
     """
 
     def __init__(

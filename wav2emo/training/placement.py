@@ -22,20 +22,17 @@ from wav2emo.errors import ConfigError
 log = logging.getLogger(__name__)
 
 GiB = 2**30
-RESIDENT_CHOICES = ("auto", True, False)
 
 
-def parse_resident(value) -> str | bool:
-    """``auto``, true or false (also the strings YAML and the command line give)."""
+def parse_auto_bool(value, key: str) -> str | bool:
+    """``"auto"``, True or False from a setting ``key`` (also the strings YAML and the command line give)."""
+    if isinstance(value, bool):
+        return value
     if isinstance(value, str):
         low = value.strip().lower()
-        if low in ("true", "false"):
-            return low == "true"
-        if low == "auto":
-            return "auto"
-    elif isinstance(value, bool):
-        return value
-    raise ConfigError(f"loader.resident={value!r}: expected auto, true or false")
+        if low in ("auto", "true", "false"):
+            return "auto" if low == "auto" else low == "true"
+    raise ConfigError(f"{key}={value!r}: expected auto, true or false")
 
 
 def split_bytes(dataset) -> int:
@@ -50,7 +47,7 @@ def split_bytes(dataset) -> int:
     lengths = dataset.lengths()
     longest = int(np.max(lengths)) if lengths is not None else None
     total = 0
-    for key, value in first.items():
+    for value in first.values():
         if not isinstance(value, torch.Tensor):
             continue
         per_clip = value.numel() * value.element_size()
