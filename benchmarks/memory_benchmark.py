@@ -52,7 +52,7 @@ sys.path.insert(0, {repo!r})
 from torch.utils.data import DataLoader
 from wav2emo.data.manifest import Clip, Manifest
 from wav2emo.features.cache import FeatureCache
-from wav2emo.training.inputs import CachedFeatures, ClipDataset, Collate
+from wav2emo.feeding.input_strategies import CachedFeatures, ClipDataset, Collate
 cache = FeatureCache.open({path!r})
 clips = [Clip(c, "", "x", 1, "male", "neutral", i % 8, 1, 1, 1, 3.7, 16000, 1, 59200, "0" * 40)
          for i, c in enumerate(cache.clip_ids)]

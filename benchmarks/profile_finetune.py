@@ -32,7 +32,7 @@ def main() -> None:
     import lightning as L
     from torch.profiler import ProfilerActivity, profile
 
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     name = next(n for n in CONFIGS if args.config in n)
     overrides = CONFIGS[name][0]

@@ -10,6 +10,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from wav2emo.training.fast_path import register_precision_resolver
+
+register_precision_resolver()  # the real configs' ${wav2emo_precision:...}
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # A small, fast set-up shared by the training tests: 24 synthetic actors x 8 clips, tiny backbone.

@@ -17,7 +17,7 @@ from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache import CacheError
 from wav2emo.models.frontends import LogMelUpstream
-from wav2emo.training.build import build_datamodule, build_module, resolve_inputs
+from wav2emo.runs.build import build_datamodule, build_module, resolve_inputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

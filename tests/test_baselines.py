@@ -24,7 +24,7 @@ def baseline_dirs(tmp_path_factory):
 
 
 def baseline_cfg(tmp_path, dirs, *extra: str):
-    from wav2emo.training.baselines import command_line_overrides
+    from wav2emo.baselines.runner import command_line_overrides
 
     data_dir, cache_dir = dirs
     return compose_cfg(command_line_overrides([*SMALL_BASELINES, *extra]), tmp_path, data_dir, cache_dir,
@@ -34,7 +34,7 @@ def baseline_cfg(tmp_path, dirs, *extra: str):
 @pytest.fixture(scope="session")
 def two_folds(tmp_path_factory, baseline_dirs):
     """logreg on folds 0 and 1, with the cross-validation report."""
-    from wav2emo.training.baselines import run_baselines
+    from wav2emo.baselines.runner import run_baselines
 
     out = tmp_path_factory.mktemp("baseline_run")
     cfg = baseline_cfg(out, baseline_dirs, "model=logreg", "fold=[0,1]")
@@ -100,7 +100,7 @@ def _record_fits(monkeypatch):
 
 
 def test_scaler_on_training_actors_and_no_test_actor_in_any_fit(tmp_path, baseline_dirs, monkeypatch):
-    from wav2emo.training.baselines import load_fold_data, run_baseline_fold
+    from wav2emo.baselines.runner import load_fold_data, run_baseline_fold
 
     cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "fold=0")
     data = load_fold_data(cfg, 0)
@@ -126,7 +126,7 @@ def test_chosen_hyperparameters_are_the_best_on_dev_actors(tmp_path, baseline_di
     from sklearn.metrics import recall_score
     from sklearn.preprocessing import StandardScaler
 
-    from wav2emo.training.baselines import load_fold_data, run_baseline_fold
+    from wav2emo.baselines.runner import load_fold_data, run_baseline_fold
 
     cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "model.grid.C=[0.001,0.01,1.0,100.0]", "fold=1")
     result = run_baseline_fold(cfg, 1, tmp_path / "fold_1")
@@ -148,7 +148,7 @@ def test_chosen_hyperparameters_are_the_best_on_dev_actors(tmp_path, baseline_di
 @pytest.mark.learning
 @pytest.mark.parametrize("model", ["svm", "random_forest", "hist_gb"])
 def test_every_model_runs_a_fold_deterministically(tmp_path, baseline_dirs, model):
-    from wav2emo.training.baselines import run_baseline_fold
+    from wav2emo.baselines.runner import run_baseline_fold
 
     cfg = baseline_cfg(tmp_path, baseline_dirs, f"model={model}", "fold=0")
     if model in ("random_forest", "hist_gb"):  # small and fast: the protocol, not the numbers, is under test
@@ -166,8 +166,8 @@ def test_every_model_runs_a_fold_deterministically(tmp_path, baseline_dirs, mode
 def test_bad_model_config_is_named(tmp_path, baseline_dirs):
     from hydra.errors import MissingConfigException
 
+    from wav2emo.baselines.runner import check_model_cfg, run_baselines
     from wav2emo.errors import ConfigError
-    from wav2emo.training.baselines import check_model_cfg, run_baselines
 
     with pytest.raises(MissingConfigException, match="no_such_model"):
         baseline_cfg(tmp_path, baseline_dirs, "model=no_such_model")

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from wav2emo.data.manifest import Clip, Manifest, sha1_of_file
-from wav2emo.features import feature_cache_path, get_features, register_kind
+from wav2emo.features import FEATURE_KINDS, feature_cache_path, get_features
 from wav2emo.features.cache import (
     INDEX_FILE,
     META_FILE,
@@ -299,7 +299,8 @@ class SlowLogMel:
 
 def _concurrent_worker(args) -> tuple[int, str, int, str]:
     manifest_csv, cache_dir, count_file, barrier = args
-    register_kind("slow_logmel", SlowLogMel)
+    if "slow_logmel" not in FEATURE_KINDS:
+        FEATURE_KINDS.register("slow_logmel", SlowLogMel)
     m = Manifest.from_csv(manifest_csv, name="toy")
     barrier.wait(timeout=60)
     cache = get_features(m, {"kind": "slow_logmel", "name": "slow", "count_file": count_file}, cache_dir, progress=False)

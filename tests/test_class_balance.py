@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tests.helpers import SMALL, compose_cfg
 from wav2emo.errors import ConfigError
-from wav2emo.training.batching import ClassBalancedBatchSampler
+from wav2emo.feeding.batches import ClassBalancedBatchSampler
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -116,7 +116,7 @@ def shared_dirs(tmp_path_factory):
 
 
 def test_builder_sets_weights_from_training_labels_only(tmp_path, shared_dirs):
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     cfg = compose_cfg(
         [*SMALL, "model=mean_linear_logmel", "features=logmel", "model.module.class_weights=balanced"],
@@ -149,7 +149,7 @@ def test_builder_sets_weights_from_training_labels_only(tmp_path, shared_dirs):
 
 
 def test_loader_sampler_balanced_feeds_the_training_loader_only(tmp_path, shared_dirs):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = compose_cfg([*SMALL, "model=mean_linear_logmel", "features=logmel", "loader.sampler=balanced"],
                       tmp_path, *shared_dirs)
@@ -178,7 +178,7 @@ def test_loader_sampler_balanced_feeds_the_training_loader_only(tmp_path, shared
 
 
 def test_balanced_draws_over_cached_augmentation_copies():
-    from wav2emo.training.batching import CopyBatchSampler
+    from wav2emo.feeding.batches import CopyBatchSampler
 
     labels = [0] * 90 + [1] * 10
     sampler = CopyBatchSampler(100, 2, 10, seed=0, labels=labels)

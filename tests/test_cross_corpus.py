@@ -79,7 +79,7 @@ EMODB = ["data=emodb", "data.corpus.require_complete=false"]
 
 
 def _baseline_run(out: Path, dirs, *extra: str) -> Path:
-    from wav2emo.training.baselines import command_line_overrides, run_baselines
+    from wav2emo.baselines.runner import command_line_overrides, run_baselines
 
     data_dir, cache_dir, _ = dirs
     out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def _eval_cfg(out: Path, dirs, ckpt, *extra: str):
 def test_baseline_stores_its_estimator_and_refuses_a_changed_file(synthetic_run, tmp_path):
     import shutil
 
-    from wav2emo.training.sklearn_store import StoredModelError, load_model
+    from wav2emo.baselines.store import StoredModelError, load_model
 
     stored = load_model(synthetic_run / "fold_0")
     assert stored["class_names"][:2] == ["neutral", "calm"] and stored["feature"] == "egemaps"
@@ -121,8 +121,8 @@ def test_baseline_stores_its_estimator_and_refuses_a_changed_file(synthetic_run,
 
 
 def test_sklearn_run_tested_on_every_clip_of_another_corpus(synthetic_run, dirs, tmp_path):
+    from wav2emo.crosscorpus.evaluate import cross_evaluate
     from wav2emo.reports.fold_results import read_fold_result
-    from wav2emo.training.cross_eval import cross_evaluate
 
     rep = cross_evaluate(_eval_cfg(tmp_path, dirs, synthetic_run))
     assert rep["train_corpus"] == "synthetic" and rep["test_corpus"] == "emodb"
@@ -148,7 +148,7 @@ def test_sklearn_run_tested_on_every_clip_of_another_corpus(synthetic_run, dirs,
 
 
 def test_per_speaker_normalisation_carries_over_to_the_test_corpus(dirs, tmp_path):
-    from wav2emo.training.cross_eval import cross_evaluate
+    from wav2emo.crosscorpus.evaluate import cross_evaluate
 
     run = _baseline_run(tmp_path / "run", dirs, *SYN, "fold=0", "features.normalize=speaker")
     rep = cross_evaluate(_eval_cfg(tmp_path / "ev", dirs, run))
@@ -157,8 +157,8 @@ def test_per_speaker_normalisation_carries_over_to_the_test_corpus(dirs, tmp_pat
 
 
 def test_a_pair_sharing_one_emotion_stops_before_extraction(synthetic_run, dirs, tmp_path):
+    from wav2emo.crosscorpus.evaluate import cross_evaluate
     from wav2emo.data.labels import LabelError
-    from wav2emo.training.cross_eval import cross_evaluate
 
     cache_dir = dirs[1]
     before = sorted(p.name for p in (cache_dir / "emodb").glob("*")) if (cache_dir / "emodb").exists() else []
@@ -186,8 +186,8 @@ def test_eval_cli_error_for_too_few_shared_emotions_is_one_line(synthetic_run, d
 
 
 def test_neural_checkpoint_and_run_directory_are_cross_evaluated(dirs, tmp_path):
-    from wav2emo.training.cross_eval import cross_evaluate
-    from wav2emo.training.experiment import run_fold
+    from wav2emo.crosscorpus.evaluate import cross_evaluate
+    from wav2emo.runs.experiment import run_fold
 
     data_dir, cache_dir, _ = dirs
     run = tmp_path / "run"
@@ -203,7 +203,7 @@ def test_neural_checkpoint_and_run_directory_are_cross_evaluated(dirs, tmp_path)
 
 
 def test_cross_corpus_matrix_of_two_training_corpora(synthetic_run, emodb_run, dirs, tmp_path):
-    from wav2emo.reports.cross_corpus import cross_corpus_matrix
+    from wav2emo.crosscorpus.matrix import cross_corpus_matrix
 
     out = tmp_path / "matrix"
     m = cross_corpus_matrix([synthetic_run, emodb_run], out, cache_dir=str(dirs[1]))

@@ -21,8 +21,7 @@ from omegaconf import OmegaConf
 from tests.helpers import CONF_DIR, SMALL, compose_cfg
 from tests.test_feeding import toy_dataset
 from wav2emo.errors import ConfigError
-from wav2emo.training import distributed
-from wav2emo.training.batching import (
+from wav2emo.feeding.batches import (
     ClassBalancedBatchSampler,
     CopyBatchSampler,
     EpochShuffleSampler,
@@ -30,6 +29,7 @@ from wav2emo.training.batching import (
     ResidentSplit,
     eval_shard,
 )
+from wav2emo.training import distributed
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -146,7 +146,7 @@ def shared_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("loader", ["loader.num_workers=0", "loader.resident=true"])
 def test_the_data_module_shards_train_and_blocks_dev_and_test_by_rank(tmp_path, loader, shared_dirs):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = compose_cfg([*SMALL, "model=mean_linear_logmel", "features=logmel", loader], tmp_path, *shared_dirs)
     world, modules = 2, []
@@ -210,7 +210,7 @@ def as_rank_one(monkeypatch):
 
 
 def test_a_process_other_than_rank_zero_writes_no_result(tmp_path, as_rank_one, capsys, shared_dirs):
-    from wav2emo.training.experiment import train
+    from wav2emo.runs.experiment import train
 
     cfg = compose_cfg([*SMALL, "model=mean_linear_logmel", "features=logmel", "trainer.max_epochs=1", "fold=[0,1]"],
                       tmp_path / "run", *shared_dirs)

@@ -149,7 +149,7 @@ def test_batched_logits_do_not_depend_on_the_batch(tmp_path, dirs, hf_folder, al
     from wav2emo.data.corpora import load_corpus
     from wav2emo.external.hf_classifier import load_hf_classifier
     from wav2emo.external.hf_predict import predict_logits
-    from wav2emo.training.run_info import to_container
+    from wav2emo.plain_config import to_container
 
     cfg = hf_cfg(tmp_path, dirs, hf_folder)  # the corpus the run above generated
     clf = load_hf_classifier(str(hf_folder))

@@ -10,7 +10,7 @@ import torch
 from wav2emo.errors import ConfigError
 from wav2emo.models import FeVGG, LayerWeighted
 from wav2emo.models.featurizer import Featurizer, resolve_layers
-from wav2emo.training import EmotionClassifier
+from wav2emo.training.module import EmotionClassifier
 
 
 def test_layer_choices():

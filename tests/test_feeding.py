@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from tests.helpers import SMALL, compose_cfg
-from wav2emo.training.batching import LengthBucketBatchSampler, ResidentSplit
-from wav2emo.training.inputs import ClipDataset, Collate, collate
+from wav2emo.feeding.batches import LengthBucketBatchSampler, ResidentSplit
+from wav2emo.feeding.input_strategies import ClipDataset, Collate, collate
 
 
 class ToyStrategy:
@@ -73,7 +73,7 @@ def test_resident_split_serves_what_the_loader_serves_for_every_input():
 
 
 def test_waveforms_are_read_from_the_manifest_and_bucketed_by_length(tmp_path):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = compose_cfg([*SMALL, "loader.bucket_by_length=true", "model.inputs=[wave]"], tmp_path,
                       tmp_path / "data", tmp_path / "cache")
@@ -98,7 +98,7 @@ def test_a_config_of_the_previous_layout_is_refused_clearly(tmp_path):
     from omegaconf import open_dict
 
     from wav2emo.errors import ConfigError
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = compose_cfg(list(SMALL), tmp_path, tmp_path / "data", tmp_path / "cache")
     with open_dict(cfg):

@@ -46,7 +46,7 @@ def cfg_of(tmp: Path, dirs, *extra: str, config_name: str = "train"):
     ],
 )
 def test_one_rule_decides_inputs_and_upstream(tmp_path, dirs, overrides, inputs, upstream):
-    from wav2emo.training.build import build_datamodule, resolve_inputs
+    from wav2emo.runs.build import build_datamodule, resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, *overrides)
     feed = resolve_inputs(cfg)
@@ -59,7 +59,7 @@ def test_one_rule_decides_inputs_and_upstream(tmp_path, dirs, overrides, inputs,
 def test_old_config_without_finetune_or_augment_is_fed_the_caches(tmp_path, dirs):
     from omegaconf import open_dict
 
-    from wav2emo.training.build import resolve_inputs
+    from wav2emo.runs.build import resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=fe_vgg_egemaps")
     with open_dict(cfg):
@@ -81,8 +81,8 @@ def test_upstream_from_audio_feeds_what_the_cache_holds(tmp_path, dirs, override
     same features as from the cache (frozen backbone: extraction's batch invariance; log-mel: the same STFT)."""
     from omegaconf import open_dict
 
-    from wav2emo.training.build import build_datamodule, build_upstream_for, resolve_inputs
-    from wav2emo.training.inputs import collate
+    from wav2emo.feeding.input_strategies import collate
+    from wav2emo.runs.build import build_datamodule, build_upstream_for, resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, *overrides)
     up = build_upstream_for(cfg, resolve_inputs(cfg))
@@ -110,7 +110,7 @@ def test_upstream_from_audio_feeds_what_the_cache_holds(tmp_path, dirs, override
 @pytest.mark.parametrize("model", ["egemaps_mlp", "fe_vgg_logmel"])
 @pytest.mark.parametrize("mode", ["top_k", "full"])
 def test_finetuning_a_model_without_ssl_input_is_refused(tmp_path, dirs, model, mode):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = cfg_of(tmp_path, dirs, f"model={model}", f"finetune={mode}")
     with pytest.raises(ConfigError, match=rf"finetune={mode} with model={model}.*no SSL hidden states"):
@@ -118,7 +118,7 @@ def test_finetuning_a_model_without_ssl_input_is_refused(tmp_path, dirs, model, 
 
 
 def test_finetuning_a_sklearn_model_is_refused(tmp_path, dirs):
-    from wav2emo.training.feed import refuse_finetune
+    from wav2emo.feeding.feed import refuse_finetune
 
     cfg = cfg_of(tmp_path, dirs, "model=sklearn_logreg", "features=egemaps", "finetune=top_k")
     with pytest.raises(ConfigError, match="no backbone to fine-tune"):
@@ -128,7 +128,7 @@ def test_finetuning_a_sklearn_model_is_refused(tmp_path, dirs):
 
 @pytest.mark.parametrize("k", [0, -1])
 def test_k_below_one_is_refused_before_any_data(tmp_path, dirs, k):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", f"finetune.k={k}")
     with pytest.raises(ConfigError, match=rf"finetune.k={k}: expected an integer >= 1"):
@@ -136,7 +136,7 @@ def test_k_below_one_is_refused_before_any_data(tmp_path, dirs, k):
 
 
 def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
-    from wav2emo.training.build import build_upstream_for, resolve_inputs
+    from wav2emo.runs.build import build_upstream_for, resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=4")  # tiny: 3 layers
     with pytest.raises(ConfigError, match=r"finetune.k=4.*1..N, N=3"):
@@ -144,7 +144,7 @@ def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
 
 
 def test_online_wave_augmentation_of_offline_only_inputs_is_refused(tmp_path, dirs):
-    from wav2emo.training.build import resolve_inputs
+    from wav2emo.runs.build import resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=egemaps_mlp", "features=egemaps", "augment=standard")
     with pytest.raises(ConfigError, match="use augment.mode=cached"):
@@ -156,7 +156,7 @@ def test_online_wave_augmentation_of_offline_only_inputs_is_refused(tmp_path, di
 def test_frozen_part_gets_no_grad_no_optimizer_state_and_lr_groups_follow_the_config(tmp_path, dirs, mode):
     import lightning as L
 
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", f"finetune={mode}", "finetune.k=1",
                  "finetune.optim.lr_backbone=2e-5", "finetune.optim.layer_decay=0.5", "finetune.optim.warmup_steps=0",
@@ -196,7 +196,7 @@ def test_frozen_part_gets_no_grad_no_optimizer_state_and_lr_groups_follow_the_co
 
 
 def test_finetune_optimisation_defaults_apply_only_when_finetuning(tmp_path, dirs):
-    from wav2emo.training.feed import optim_config
+    from wav2emo.feeding.feed import optim_config
 
     plain = optim_config(cfg_of(tmp_path, dirs, "model=fe_vgg"))
     assert plain["lr_backbone"] is None and plain["decay"] == "none"
@@ -217,8 +217,8 @@ def test_finetune_optimisation_defaults_apply_only_when_finetuning(tmp_path, dir
     ],
 )
 def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetune):
-    from wav2emo.training.experiment import evaluate, run_fold
-    from wav2emo.training.runs import CKPT_KEY
+    from wav2emo.runs.common import CKPT_KEY
+    from wav2emo.runs.experiment import evaluate, run_fold
 
     run = tmp_path / "run"
     cfg = cfg_of(run, dirs, f"model={model}", *finetune, "trainer.max_epochs=2")
@@ -252,8 +252,8 @@ def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetu
 
 def test_eval_refuses_a_checkpoint_whose_backbone_changed(tmp_path, dirs):
     from wav2emo.backbones import BackboneError
-    from wav2emo.training.evaluate import rebuild_checkpoint_upstream
-    from wav2emo.training.feed import build_upstream_for, resolve_inputs
+    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
+    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=1")
     up = build_upstream_for(cfg, resolve_inputs(cfg))
@@ -269,7 +269,7 @@ def test_sweep_over_folds_finetune_and_augment_composes(tmp_path, dirs):
     by the rule, and records its settings (fold_result protocol, W&B tags and group)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from wav2emo.training.feed import protocol_entry, resolve_inputs, run_tags
+    from wav2emo.feeding.feed import protocol_entry, resolve_inputs, run_tags
 
     parser = OverridesParser.create()
     sweep = parser.parse_overrides(["model=fe_vgg_egemaps", "fold=0,1", "finetune=none,top_k", "augment=none,standard"])
@@ -295,7 +295,7 @@ def test_sweep_over_folds_finetune_and_augment_composes(tmp_path, dirs):
 def test_wandb_group_and_tags_name_finetune_and_augment(tmp_path, dirs):
     from omegaconf import OmegaConf
 
-    from wav2emo.training.build import _prepare_wandb
+    from wav2emo.runs.build import _prepare_wandb
 
     cfg = cfg_of(tmp_path, dirs, "model=fe_vgg_egemaps", "finetune=top_k", "finetune.k=2", "augment=standard",
                  "logger=wandb")

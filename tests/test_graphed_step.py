@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from tests.test_module import DIM, N_LAYERS, collate, loader, make_clips
 from wav2emo.errors import ConfigError
 from wav2emo.models import FeVGGEgemaps
-from wav2emo.training import EmotionClassifier
 from wav2emo.training.fast_path import configure_trainer, resolve_precision
+from wav2emo.training.module import EmotionClassifier
 
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 

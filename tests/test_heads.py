@@ -169,7 +169,7 @@ def shared_dirs(tmp_path_factory):
     ],
 )
 def test_heads_compose_and_build_over_ssl_and_logmel(model, features, net_cls, key, tmp_path, shared_dirs):
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     cfg = compose_cfg([*SMALL, f"model={model}", f"features={features}"], tmp_path, *shared_dirs)
     dm = build_datamodule(cfg, 0)
@@ -191,7 +191,7 @@ def test_heads_compose_and_build_over_ssl_and_logmel(model, features, net_cls, k
 
 
 def test_a_single_layer_probe_reads_one_hidden_state(tmp_path, shared_dirs):
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     cfg = compose_cfg([*SMALL, "model=mean_linear", "model.layers=2"], tmp_path, *shared_dirs)
     dm = build_datamodule(cfg, 0)
@@ -202,7 +202,7 @@ def test_a_single_layer_probe_reads_one_hidden_state(tmp_path, shared_dirs):
 @pytest.mark.learning
 def test_attentive_head_learns_synthetic_emotions_on_held_out_actors(tmp_path, shared_dirs):
     from tests.test_training import chance_ua_quantile
-    from wav2emo.training.experiment import run_fold
+    from wav2emo.runs.experiment import run_fold
 
     cfg = compose_cfg(
         [*SMALL, "model=attentive_logmel", "features=logmel", "model.module.optimizer.lr=3e-3",

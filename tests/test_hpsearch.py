@@ -179,7 +179,7 @@ def test_final_run_is_the_trial_with_test_true():
 
 def test_a_trial_returns_the_mean_dev_metric_over_its_folds_and_never_tests(tmp_path, shared, capsys):
     """What the sweeper receives from a trial: train() with fold=[0,1], test=false, in this process."""
-    from wav2emo.training.experiment import train
+    from wav2emo.runs.experiment import train
 
     cfg = compose_cfg(["hparams_search=demo", "hpsearch.trial=0", "fold=[0,1]", *TINY], tmp_path,
                       shared / "data", shared / "cache")

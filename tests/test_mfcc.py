@@ -93,7 +93,7 @@ def test_cache_is_reused_not_recomputed(tmp_path, toy, monkeypatch):
 def test_baselines_run_over_mfcc_features(tmp_path, baseline_dirs):
     """``python -m wav2emo.baselines model=logreg features=mfcc`` on the synthetic corpus: one fold."""
     from tests.test_baselines import baseline_cfg
-    from wav2emo.training.baselines import run_baselines
+    from wav2emo.baselines.runner import run_baselines
 
     cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "features=mfcc", "fold=0")
     run_baselines(cfg)

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.models import EgemapsMLP, LayerWeighted
-from wav2emo.training import EmotionClassifier, build_metrics, build_per_class_metrics, per_class_table
+from wav2emo.training.module import EmotionClassifier
+from wav2emo.training.tracked_metrics import build_metrics, build_per_class_metrics, per_class_table
 
 N_LAYERS, DIM = 2, 16
 

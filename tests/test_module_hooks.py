@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.batches import ResidentSplit
+from wav2emo.feeding.input_strategies import ClipDataset, Collate
 from wav2emo.models import EgemapsMLP
-from wav2emo.training import EmotionClassifier
-from wav2emo.training.batching import ResidentSplit
-from wav2emo.training.inputs import ClipDataset, Collate
+from wav2emo.training.module import EmotionClassifier
 from wav2emo.training.optim import OptimSettings, lr_lambda
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

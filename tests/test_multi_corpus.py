@@ -48,7 +48,7 @@ def test_one_label_set_and_distinct_speakers(manifest):
 
 def test_combined_folds_merge_the_corpus_with_more_folds_and_test_every_clip_once(manifest):
     from wav2emo.data.folds import assemble_fold
-    from wav2emo.training.runs import num_folds_of
+    from wav2emo.runs.common import num_folds_of
 
     cfg, m = manifest
     assert num_folds_of(cfg) == 5  # luna_jimenez 5, EmoDB loso 10 merged into 5
@@ -67,7 +67,7 @@ def test_combined_folds_merge_the_corpus_with_more_folds_and_test_every_clip_onc
 
 
 def test_baselines_on_two_corpora_report_each_corpus(dirs, tmp_path):
-    from wav2emo.training.baselines import command_line_overrides, run_baselines
+    from wav2emo.baselines.runner import command_line_overrides, run_baselines
 
     run_baselines(compose_cfg(command_line_overrides(["model=logreg", *multi(dirs), "fold=[0,1]"]), tmp_path, dirs[0],
                               dirs[1], config_name="baselines"))
@@ -83,7 +83,7 @@ def test_baselines_on_two_corpora_report_each_corpus(dirs, tmp_path):
 
 def test_a_neural_fold_trains_on_two_corpora_from_their_own_caches(dirs, tmp_path):
     from tests.helpers import SMALL
-    from wav2emo.training.experiment import run_fold
+    from wav2emo.runs.experiment import run_fold
 
     small = [o for o in SMALL if not o.startswith("data")]
     cfg = compose_cfg([*small, *multi(dirs), "model=egemaps_mlp", "trainer.max_epochs=1", "logger=none"], tmp_path,

@@ -1,4 +1,4 @@
-"""Where a fold lives (wav2emo/training/placement.py): resident on a GPU when it fits, else memory-mapped."""
+"""Where a fold lives (wav2emo/feeding/placement.py): resident on a GPU when it fits, else memory-mapped."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wav2emo.errors import ConfigError
-from wav2emo.training.placement import GiB, decide, parse_auto_bool, read_items, split_bytes
+from wav2emo.feeding.placement import GiB, decide, parse_auto_bool, read_items, split_bytes
 
 
 class _Clips:

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 
 from wav2emo.reports.aggregate import aggregate_folds, render_markdown
-from wav2emo.training.run_info import ENVIRONMENT_FILE, environment_info
+from wav2emo.runs.run_info import ENVIRONMENT_FILE, environment_info
 
 
 def _fake_fold(root, fold, env):

@@ -15,7 +15,7 @@ import torch
 from tests.helpers import SMALL, compose_cfg
 from wav2emo.reports.fold_results import read_fold_result, read_predictions
 from wav2emo.reports.metrics import classification_metrics
-from wav2emo.training.metrics import build_metrics
+from wav2emo.training.tracked_metrics import build_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -92,7 +92,7 @@ def test_training_fold_results_pass_the_schema_and_the_report_equals_them(multir
 
 
 def test_eval_result_passes_the_fold_result_schema(multirun, dirs, tmp_path):
-    from wav2emo.training.experiment import evaluate
+    from wav2emo.runs.experiment import evaluate
 
     _, sweep = multirun
     result = read_fold_result(_fold_dirs(sweep)[1])
@@ -108,8 +108,8 @@ def test_eval_result_passes_the_fold_result_schema(multirun, dirs, tmp_path):
 
 def test_baseline_fold_results_pass_the_schema_and_equal_the_report(tmp_path, dirs):
     from tests.test_baselines import baseline_cfg
+    from wav2emo.baselines.runner import run_baselines
     from wav2emo.reports.aggregate import aggregate_folds
-    from wav2emo.training.baselines import run_baselines
 
     out = tmp_path / "run"
     cfg = baseline_cfg(out, dirs, "model=logreg", "model.grid.C=[1.0]",
@@ -130,7 +130,7 @@ def test_learning_rate_monitor_is_dropped_only_without_a_logger(tmp_path):
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import CSVLogger
 
-    from wav2emo.training.fold_runner import without_logger_callbacks
+    from wav2emo.runs.fold_runner import without_logger_callbacks
 
     lr, other = LearningRateMonitor(), object()
     assert without_logger_callbacks([lr, other], []) == [other]
@@ -154,7 +154,7 @@ def test_batch_transfer_filter_matches_lightnings_warning_and_nothing_else():
     import lightning as L
     from lightning.pytorch.trainer.connectors import data_connector
 
-    from wav2emo.training.runs import quiet_batch_transfer_warning
+    from wav2emo.runs.common import quiet_batch_transfer_warning
 
     class Module(L.LightningModule):
         def on_after_batch_transfer(self, batch, dataloader_idx):

@@ -23,7 +23,7 @@ from wav2emo.reports.fold_results import (
     write_predictions,
 )
 from wav2emo.reports.metrics import MetricsInputError, classification_metrics
-from wav2emo.training.metrics import build_metrics, build_per_class_metrics
+from wav2emo.training.tracked_metrics import build_metrics, build_per_class_metrics
 
 NAMES = ["neutral", "calm", "happy", "sad"]
 
@@ -353,7 +353,7 @@ def test_single_configuration_keeps_its_report_in_the_sweep_dir(tmp_path):
 
 
 def test_hydra_callback_writes_the_sweep_reports(tmp_path):
-    from wav2emo.reports.hydra_callback import CrossValidationReport
+    from wav2emo.sweep_callback import CrossValidationReport
 
     make_sweep(tmp_path, folds=(0, 1), skip={("none", "none", 1)})
     cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "overrides": {

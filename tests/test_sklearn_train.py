@@ -39,7 +39,7 @@ def _run(tmp_path: Path, dirs: tuple[Path, Path], *args: str) -> subprocess.Comp
 @pytest.mark.parametrize("model", ["svm", "logreg", "random_forest", "hist_gb"])
 def test_every_sklearn_model_config_composes_to_its_baseline(tmp_path, model):
     from tests.helpers import compose_cfg
-    from wav2emo.training.baselines import command_line_overrides, is_baseline_model
+    from wav2emo.baselines.runner import command_line_overrides, is_baseline_model
 
     train = compose_cfg([f"model=sklearn_{model}", "features=egemaps"], tmp_path, tmp_path / "d", tmp_path / "c")
     base = compose_cfg(command_line_overrides([f"model={model}"]), tmp_path, tmp_path / "d", tmp_path / "c",
@@ -54,7 +54,7 @@ def test_every_sklearn_model_config_composes_to_its_baseline(tmp_path, model):
 def test_train_routes_sklearn_models_to_the_baseline_runner(tmp_path, dirs):
     """Same folds, same numbers and the same report files as python -m wav2emo.baselines."""
     from tests.test_baselines import baseline_cfg
-    from wav2emo.training.baselines import run_baselines
+    from wav2emo.baselines.runner import run_baselines
 
     out = tmp_path / "train_run"
     proc = _run(tmp_path, dirs, "wav2emo.train", "model=sklearn_logreg", *SMALL, "fold=[0,1]", f"hydra.run.dir={out}")

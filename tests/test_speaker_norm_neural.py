@@ -25,7 +25,7 @@ def shared_dirs(tmp_path_factory):
 
 
 def _dm(tmp_path, dirs, model, features, *extra, normalize=True):
-    from wav2emo.training.build import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg = compose_cfg([*SMALL, f"model={model}", f"features={features}",
                        *(["features.normalize=speaker"] if normalize else []), *extra], tmp_path, *dirs)
@@ -65,7 +65,7 @@ def test_every_speakers_frames_get_zero_mean_and_unit_std(tmp_path, shared_dirs,
     # The resident path collates the same normalised items onto the device.
     cfg, res = _dm(tmp_path, shared_dirs, model, features, "loader.resident=true")
     resident = res.test_dataloader()
-    from wav2emo.training.inputs import collate
+    from wav2emo.feeding.input_strategies import collate
 
     batch = collate([dm.dataset("test")[i] for i in range(len(dm.dataset("test")))])
     torch.testing.assert_close(resident.tensors[key].cpu(), batch[key])
@@ -74,9 +74,9 @@ def test_every_speakers_frames_get_zero_mean_and_unit_std(tmp_path, shared_dirs,
 def test_statistics_never_read_the_labels(tmp_path, shared_dirs, monkeypatch):
     """Permuting every label (test speakers' included) changes nothing the model is fed."""
     import wav2emo.features as features
-    import wav2emo.training.datamodule as datamodule
+    import wav2emo.feeding.datamodule as datamodule
     from wav2emo.data.manifest import Manifest
-    from wav2emo.training import speaker_norm
+    from wav2emo.feeding import speaker_norm
 
     _, dm = _dm(tmp_path, shared_dirs, "fe_vgg_egemaps", "tiny", "model.frames=null")
     before = {part: [dm.dataset(part)[i] for i in range(len(dm.parts[part]))] for part in ("train", "dev", "test")}
@@ -108,8 +108,8 @@ def test_statistics_never_read_the_labels(tmp_path, shared_dirs, monkeypatch):
 @pytest.mark.learning
 def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
     """egemaps_mlp: its own Standardizer (training actors only) sits on top of the per-speaker normalisation."""
-    from wav2emo.training.build import build_module
-    from wav2emo.training.experiment import train
+    from wav2emo.runs.build import build_module
+    from wav2emo.runs.experiment import train
 
     cfg, dm = _dm(tmp_path, shared_dirs, "egemaps_mlp", "tiny")
     mean, std = dm.egemaps_stats()  # of the normalised training features: each speaker 0/1, so all of them too
@@ -135,7 +135,7 @@ def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
     assert report["protocol"]["reads_test_speakers_unlabelled_audio"] is True
     assert "reads the test speakers' unlabelled audio" in (tmp_path / "cv_report.md").read_text()
     # The checkpoint carries the setting: python -m wav2emo.eval rebuilds the same normalised test inputs.
-    from wav2emo.training.evaluate import evaluate
+    from wav2emo.runs.evaluate import evaluate
 
     r = json.loads((tmp_path / "fold_0" / "fold_result.json").read_text())
     out = tmp_path / "eval"
@@ -146,8 +146,8 @@ def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
 
 
 def test_refused_where_the_model_computes_its_own_features_and_bad_modes(tmp_path, shared_dirs):
-    from wav2emo.training.build import build_datamodule
-    from wav2emo.training.feed import run_tags
+    from wav2emo.feeding.feed import run_tags
+    from wav2emo.runs.build import build_datamodule
 
     speaker = "features.normalize=speaker"
     for extra, match in ((["model=layer_weighted", "finetune=top_k", "finetune.k=1", speaker], "finetune=top_k"),

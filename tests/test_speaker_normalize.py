@@ -120,7 +120,7 @@ def dirs(tmp_path_factory):
 
 def test_baseline_features_are_normalised_per_actor_and_label_free(tmp_path, dirs, monkeypatch):
     from tests.test_baselines import baseline_cfg
-    from wav2emo.training.baselines import load_fold_data
+    from wav2emo.baselines.runner import load_fold_data
 
     raw = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0"), 0)
     normed = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=speaker"), 0)
@@ -166,7 +166,7 @@ def test_baseline_features_are_normalised_per_actor_and_label_free(tmp_path, dir
 
 def test_reports_declare_it(tmp_path, dirs):
     from tests.test_baselines import baseline_cfg
-    from wav2emo.training.baselines import run_baselines
+    from wav2emo.baselines.runner import run_baselines
 
     run_baselines(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=[0,1]", "features.normalize=speaker"))
     for fold in (0, 1):
@@ -182,8 +182,8 @@ def test_reports_declare_it(tmp_path, dirs):
 
 def test_bad_mode_is_a_config_error(tmp_path, dirs):
     from tests.test_baselines import baseline_cfg
+    from wav2emo.baselines.runner import run_baselines
     from wav2emo.errors import ConfigError
-    from wav2emo.training.baselines import run_baselines
 
     with pytest.raises(ConfigError, match="features.normalize='global'"):
         run_baselines(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=global"))

@@ -1,29 +1,11 @@
-"""wav2emo: speech emotion recognition on frozen self-supervised speech features.
+"""wav2emo: speech emotion recognition experiments on self-supervised speech features.
 
-The package is laid out as the pipeline runs: ``data`` (corpora, audio, speaker folds) ->
-``features`` (backbones, eGeMAPS, the shared feature cache) -> ``models`` (classifier heads) ->
-``training`` (data module, Lightning module, metrics, the train/eval loops) -> ``reports``
-(cross-validation aggregates and figures).
+The package is laid out as the data flows, each folder one job (docs/architecture.md has the map and
+the rules): ``data`` (corpus recipes, audio, speaker folds) and ``backbones`` (self-supervised encoder
+families) -> ``features`` (the shared feature cache: hidden states, eGeMAPS, log-mel) and ``augment`` ->
+``models`` (networks and heads) -> ``feeding`` (batches of a fold) -> ``training`` (the Lightning loop) ->
+``reports`` -> ``runs`` (train/eval over folds), ``baselines`` (scikit-learn), ``hpsearch``,
+``crosscorpus``, ``inference``, ``external``; the entry points (``train.py``, ``eval.py``, ...) on top.
 """
 
 __version__ = "0.1.0"
-
-
-def _register_resolvers() -> None:
-    """Config resolvers wav2emo's YAML uses (``conf/trainer/default.yaml``), registered when wav2emo is imported."""
-    try:
-        from omegaconf import OmegaConf
-    except ImportError:  # a bare `import wav2emo` (e.g. the version check) works without the stack
-        return
-
-    def auto_precision(accelerator: str = "auto") -> str:
-        # bf16 mixed precision where the trainer lands on a GPU with bf16 (the fast path), float32 elsewhere.
-        from wav2emo.training.fast_path import auto_precision as resolve
-
-        return resolve(str(accelerator))
-
-    if not OmegaConf.has_resolver("wav2emo_precision"):
-        OmegaConf.register_new_resolver("wav2emo_precision", auto_precision)
-
-
-_register_resolvers()

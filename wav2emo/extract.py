@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
+from wav2emo.registry import import_plugins
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
 
@@ -83,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     with user_errors("wav2emo.extract"):  # named files and values to act on: one line, no traceback
+        import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own
         run(cfg)
 
 

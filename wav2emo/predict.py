@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 from wav2emo.errors import ConfigError
+from wav2emo.registry import import_plugins
 
 require_compatible()
 
@@ -137,6 +138,7 @@ def run(cfg: DictConfig) -> int:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors("wav2emo.predict"):
+        import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own
         status = run(cfg)
     if status:
         raise SystemExit(status)

@@ -1,7 +1,7 @@
 """``python -m wav2emo.train``: train and evaluate on speaker folds (see conf/train.yaml).
 
 ``model=sklearn_svm`` (sklearn_logreg, sklearn_random_forest, sklearn_hist_gb) runs the scikit-learn baselines
-of :mod:`wav2emo.training.baselines` instead, on the same folds and ending in the same reports.
+of :mod:`wav2emo.baselines.runner` instead, on the same folds and ending in the same reports.
 """
 
 from __future__ import annotations
@@ -11,18 +11,20 @@ from omegaconf import DictConfig
 
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
+from wav2emo.registry import import_plugins
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from wav2emo.training.baselines import is_baseline_model
+    from wav2emo.baselines.runner import is_baseline_model
 
     with user_errors("wav2emo.train"):  # bad input or config: one line naming it, no traceback
+        import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own
         if is_baseline_model(cfg.model):  # model=sklearn_*: the baselines' runner, same folds and reports
-            from wav2emo.training.baselines import run_baselines
-            from wav2emo.training.feed import refuse_finetune
+            from wav2emo.baselines.runner import run_baselines
+            from wav2emo.feeding.feed import refuse_finetune
 
             refuse_finetune(cfg)  # a scikit-learn model has no backbone to fine-tune
             from omegaconf import open_dict
@@ -30,8 +32,8 @@ def main(cfg: DictConfig) -> float | None:
             with open_dict(cfg):  # the neural data module reads model.inputs, which an estimator has not
                 cfg.pop("datamodule", None)
             metrics = run_baselines(cfg)
-        else:  # features.normalize=speaker is applied by the data module (wav2emo/training/speaker_norm.py)
-            from wav2emo.training.experiment import train
+        else:  # features.normalize=speaker is applied by the data module (wav2emo/feeding/speaker_norm.py)
+            from wav2emo.runs.experiment import train
 
             metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None

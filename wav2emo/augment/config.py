@@ -23,15 +23,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from wav2emo.augment.compose import Augmenter, Compose, FeatureCompose
-from wav2emo.augment.gain import Gain
-from wav2emo.augment.noise import AddNoise
-from wav2emo.augment.pitch import PitchShift
-from wav2emo.augment.specaugment import SpecAugment
-from wav2emo.augment.speed import Speed
 from wav2emo.errors import ConfigError
+from wav2emo.registry import Registry
 
-WAVE_KINDS: dict[str, type] = {"pitch": PitchShift, "speed": Speed, "noise": AddNoise, "gain": Gain}
-FEATURE_KINDS: dict[str, type] = {"spec": SpecAugment}
+# The transforms an augment config can name (``wave: {pitch: {...}}``); your own: ``@WAVE_AUGMENTATIONS.register``
+# in a module of yours, passed as ``plugins=[that.module]`` (see wav2emo/registry.py).
+WAVE_AUGMENTATIONS: Registry[type] = Registry("waveform augmentation", {
+    "pitch": "wav2emo.augment.pitch:PitchShift",
+    "speed": "wav2emo.augment.speed:Speed",
+    "noise": "wav2emo.augment.noise:AddNoise",
+    "gain": "wav2emo.augment.gain:Gain",
+})
+FEATURE_AUGMENTATIONS: Registry[type] = Registry("feature augmentation", {"spec": "wav2emo.augment.specaugment:SpecAugment"})
 TOP_KEYS = ("name", "mode", "copies", "sample_rate", "wave", "features", "feature_keys")
 FEATURE_KEYS = ("logmel", "ssl", "ssl_layer")
 
@@ -48,9 +51,10 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
-def _build_step(group: str, kind: str, spec: Any, kinds: dict[str, type], sample_rate: int):
+def _build_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_rate: int):
     if kind not in kinds:
-        raise ConfigError(f"augment {group}.{kind}: unknown transform; expected one of {sorted(kinds)}")
+        raise ConfigError(f"augment {group}.{kind}: unknown transform; expected one of {kinds.names()} "
+                          "(or one of yours, registered by a module passed as plugins=[...])")
     spec = {} if spec is None else spec
     if not isinstance(spec, Mapping):
         raise ConfigError(f"augment {group}.{kind}: expected a mapping of settings, got {spec!r}")
@@ -58,7 +62,7 @@ def _build_step(group: str, kind: str, spec: Any, kinds: dict[str, type], sample
     p = spec.pop("p", 1.0)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ConfigError(f"augment {group}.{kind}.p: {p!r}; expected a probability in [0, 1]")
-    cls = kinds[kind]
+    cls = kinds.get(kind)
     allowed = set(inspect.signature(cls).parameters) - {"sample_rate"}
     unknown = sorted(set(spec) - allowed)
     if unknown:
@@ -91,7 +95,7 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Augmenter:
     if not feature_keys or any(k not in FEATURE_KEYS for k in feature_keys):
         raise ConfigError(f"augment.feature_keys: {feature_keys!r}; expected a non-empty list from {list(FEATURE_KEYS)}")
     groups = {}
-    for group, kinds in (("wave", WAVE_KINDS), ("features", FEATURE_KINDS)):
+    for group, kinds in (("wave", WAVE_AUGMENTATIONS), ("features", FEATURE_AUGMENTATIONS)):
         section = cfg.get(group) or {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"augment.{group}: expected a mapping of transform name -> settings, got {section!r}")

@@ -5,7 +5,7 @@ nothing is trained, so the training and dev actors are unused), its labels mappe
 (:mod:`wav2emo.external.label_map`).  Each fold writes what a trained fold writes (``fold_result.json``,
 ``predictions.csv``, ``config.yaml``, ``git.json``, ``environment.json``) plus ``unscored.csv`` (the clips of
 emotions the model cannot predict, with its own top label), and several folds end in the same
-cross-validation report (:func:`wav2emo.training.experiment.finish_run`).  Every report warns that such
+cross-validation report (:func:`wav2emo.reports.run_report.finish_run`).  Every report warns that such
 checkpoints are usually trained on all of RAVDESS, so the test actors may have been seen.
 """
 
@@ -27,10 +27,11 @@ from wav2emo.errors import ConfigError
 from wav2emo.external.hf_classifier import HFClassifier, load_hf_classifier
 from wav2emo.external.hf_predict import predict_logits
 from wav2emo.external.label_map import LabelMapping, build_label_mapping
+from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
-from wav2emo.training.run_info import save_run_info, to_container
-from wav2emo.training.runs import folds_to_run, num_folds_of, output_dir
+from wav2emo.runs.common import folds_to_run, num_folds_of, output_dir
+from wav2emo.runs.run_info import save_run_info
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def evaluate_fold(cfg: DictConfig, clf: HFClassifier, mapping: LabelMapping, man
 def evaluate_hf(cfg: DictConfig) -> dict[str, Any]:
     """Every requested fold, then the cross-validation report when several ran (``python -m wav2emo.eval_hf``)."""
     from wav2emo.data.corpora import load_corpus
-    from wav2emo.training.experiment import finish_run
+    from wav2emo.reports.run_report import finish_run
 
     if cfg.get("hf_model") in (None, "", "???"):
         raise ConfigError("hf_model is not set; pass hf_model=<hub id or save_pretrained folder>")

@@ -5,13 +5,12 @@ spec (an entry of a ``conf/features/*.yaml`` file) it opens the matching finishe
 under a file lock so that parallel fold jobs extract once.  Feature kinds are looked up in a small
 registry by ``spec["kind"]``; a new kind (HuBERT through the same wav2vec2 code, a Whisper encoder,
 ...) is a class with ``key_fields()`` and ``build(manifest, path, base_meta, progress=...)`` passed to
-:func:`register_kind`; an optional ``check_clips(manifest)`` refuses unusable clips (too short or too
+``FEATURE_KINDS.register`` (wav2emo/registry.py); an optional ``check_clips(manifest)`` refuses unusable clips (too short or too
 long for that kind, judged from the manifest's durations) before any extraction work starts.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import platform
@@ -36,6 +35,7 @@ from wav2emo.features.cache import (
     prepare_rebuild,
 )
 from wav2emo.features.lock import build_lock
+from wav2emo.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ __all__ = [
     "feature_cache_path",
     "get_features",
     "make_kind",
-    "register_kind",
+    "FEATURE_KINDS",
 ]
 
 
@@ -61,28 +61,16 @@ class FeatureKind(Protocol):
 
 
 KindFactory = Callable[[Mapping[str, Any], Any], FeatureKind]
-_BUILTIN: dict[str, str] = {
+# ``spec["kind"]`` -> ``factory(spec, device)``. Your own kind: ``@FEATURE_KINDS.register("my_kind")`` above a class
+# in a module of yours, passed as ``plugins=[that.module]`` (wav2emo/registry.py); built-ins import on first use
+# (opensmile / transformers only when needed).
+FEATURE_KINDS: Registry[KindFactory] = Registry("feature kind", {
     "ssl_hidden_states": "wav2emo.features.extraction:SSLHiddenStates",
     "egemaps_functionals": "wav2emo.features.egemaps:EgemapsFunctionals",
     "egemaps_lld": "wav2emo.features.egemaps:EgemapsLLD",
     "logmel": "wav2emo.features.logmel:LogMel",
     "mfcc_stats": "wav2emo.features.mfcc:MfccStats",
-}
-_REGISTRY: dict[str, KindFactory] = {}
-
-
-def register_kind(kind: str, factory: KindFactory) -> None:
-    """Make ``spec["kind"] == kind`` build features with ``factory(spec, device)``."""
-    _REGISTRY[kind] = factory
-
-
-def _factory(kind: str) -> KindFactory:
-    if kind in _REGISTRY:
-        return _REGISTRY[kind]
-    if kind in _BUILTIN:  # imported on first use: opensmile / transformers only when needed
-        module, attr = _BUILTIN[kind].split(":")
-        return getattr(importlib.import_module(module), attr)
-    raise ValueError(f"feature kind {kind!r} is unknown; expected one of {sorted({*_BUILTIN, *_REGISTRY})}")
+})
 
 
 def _plain(spec: Any) -> dict[str, Any]:
@@ -102,7 +90,7 @@ def _plain(spec: Any) -> dict[str, Any]:
 
 def make_kind(spec: Mapping[str, Any], device: Any = "auto") -> FeatureKind:
     spec = _plain(spec)
-    return _factory(spec["kind"])(spec, device)
+    return FEATURE_KINDS.get(spec["kind"])(spec, device)
 
 
 def _versions() -> dict[str, str | None]:

@@ -7,19 +7,15 @@ same alignment convention as wav2vec2 (no reflected padding invented at the edge
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from wav2emo.data.manifest import Manifest
-from wav2emo.features.cache import DEFAULT_SHARD_BYTES, build_from_arrays
-from wav2emo.features.limits import check_durations
-from wav2emo.features.per_clip import compute_per_clip
+from wav2emo.features.cache import DEFAULT_SHARD_BYTES
+from wav2emo.features.per_clip import WindowedKind
 
 LOGMEL_DEFAULTS: dict[str, Any] = {
     "kind": "logmel",
@@ -37,7 +33,6 @@ LOGMEL_DEFAULTS: dict[str, Any] = {
     "durable": True,
     "shard_mb": DEFAULT_SHARD_BYTES / 2**20,
 }
-_NOT_IN_KEY = ("name", "num_workers", "durable", "shard_mb")
 
 
 class LogMelFrontend(torch.nn.Module):
@@ -101,35 +96,24 @@ class LogMelFrontend(torch.nn.Module):
         return out * mask[..., None], mask
 
 
-class LogMel:
+class LogMel(WindowedKind):
     """Feature kind ``logmel``: ``(T, n_mels)`` float32 per clip at 1000/hop_ms frames per second."""
 
-    def __init__(self, spec: Mapping[str, Any], device: Any = None) -> None:
-        unknown = sorted(set(spec) - set(LOGMEL_DEFAULTS))
-        if unknown:
-            raise ValueError(f"feature spec {spec.get('name')!r}: unknown fields {unknown}; expected {sorted(LOGMEL_DEFAULTS)}")
-        self.spec = {**LOGMEL_DEFAULTS, **spec}
-        sr = int(self.spec["sample_rate"])
-        self.win = round(float(self.spec["win_ms"]) * sr / 1000)
-        self.hop = round(float(self.spec["hop_ms"]) * sr / 1000)
-        self.n_fft = int(self.spec["n_fft"] or self.win)
-        if not (0 < self.hop and 0 < self.win <= self.n_fft) or float(self.spec["log_floor"]) <= 0:
-            raise ValueError(f"logmel spec {dict(self.spec)}: expected 0 < win <= n_fft, hop > 0, log_floor > 0")
+    DEFAULTS = LOGMEL_DEFAULTS
+    LABEL = "log-mel"
 
-    def key_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.spec.items() if k not in _NOT_IN_KEY} | {"storage_dtype": "float32"}
+    def __init__(self, spec: Mapping[str, Any], device: Any = None) -> None:
+        super().__init__(spec, device)
+        if float(self.spec["log_floor"]) <= 0:
+            raise ValueError(f"logmel spec {dict(self.spec)}: expected log_floor > 0")
 
     @cached_property
     def frontend(self) -> LogMelFrontend:
         """The one implementation of the numbers: the cache and the training-time (GPU) path both use it."""
         return LogMelFrontend(self.spec)
 
-    def check_clips(self, manifest: Manifest) -> None:
-        """Refuse clips shorter than one analysis window before any audio is decoded."""
-        sr = int(self.spec["sample_rate"])
-        check_durations(manifest, what=f"log-mel ({self.spec['name']})",
-                        min_s=None if self.spec["center"] else self.n_fft / sr,
-                        min_reason=f"one {self.n_fft}-sample analysis window at {sr} Hz")
+    def prepare(self) -> None:
+        _ = self.frontend  # build the transform once, before the threads share it
 
     def num_frames(self, num_samples: int) -> int:
         if self.spec["center"]:
@@ -143,26 +127,3 @@ class LogMel:
         with torch.inference_mode():
             out = self.frontend.one(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
         return out.numpy()
-
-    def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
-
-        start = time.perf_counter()
-        self.check_clips(manifest)
-        sr = int(self.spec["sample_rate"])
-        _ = self.frontend  # build the transform once, before the threads share it
-
-        arrays = compute_per_clip(manifest, self.compute, sr, self.spec["num_workers"], desc="log-mel",
-                                  what="log-mel values", progress=progress)
-        meta = {
-            **base_meta,
-            "frame_rate": sr / self.hop,
-            "frame_shift_s": self.hop / sr,
-            "sample_rate": sr,
-            "build": {**base_meta.get("build", {}), "device": "cpu", "seconds": round(time.perf_counter() - start, 3),
-                      "clips_computed": len(manifest)},
-        }
-        return build_from_arrays(
-            path, clip_ids=manifest.clip_ids, sha1s=[c.sha1 for c in manifest], arrays=arrays,
-            dtype=np.float32, meta=meta, shard_bytes=max(1, int(float(self.spec["shard_mb"]) * 2**20)),
-            durable=bool(self.spec["durable"]),
-        )

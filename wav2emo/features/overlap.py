@@ -64,9 +64,9 @@ def check_stop() -> None:
 
 def runs_in_processes(spec: Mapping[str, Any]) -> bool:
     """Whether a spec's kind computes in its own worker processes (so it can overlap with another build)."""
-    from wav2emo.features import _factory, _plain
+    from wav2emo.features import FEATURE_KINDS, _plain
 
-    return bool(getattr(_factory(_plain(spec)["kind"]), "runs_in_processes", False))
+    return bool(getattr(FEATURE_KINDS.get(_plain(spec)["kind"]), "runs_in_processes", False))
 
 
 def get_features_many(

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wav2emo.hpsearch.study import best_trial, final_dir_name, final_overrides, states, trial_dir_name
-from wav2emo.reports.aggregate import fmt
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
+from wav2emo.reports.formatting import fmt
 
 if TYPE_CHECKING:
     import optuna

@@ -4,7 +4,7 @@ SSL hidden states come from :class:`~wav2emo.features.extractor.HiddenStateExtra
 same backbone, normalisation, precision and batch-invariance patch, stored as float16 like the cache), log-mel
 from the ``logmel`` kind's ``compute`` (its LogMelFrontend), eGeMAPS functionals from openSMILE through
 :func:`~wav2emo.features.egemaps.make_smile`.  ``wave`` is the audio itself, as ``Waveforms`` serves it.
-Each item is what :class:`~wav2emo.training.inputs.ClipDataset` would give for a clip of that audio.
+Each item is what :class:`~wav2emo.feeding.input_strategies.ClipDataset` would give for a clip of that audio.
 """
 
 from __future__ import annotations

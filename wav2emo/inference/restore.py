@@ -1,10 +1,10 @@
 """A trained model back from its checkpoint alone: config, class names, scalers, fine-tuned upstream, weights.
 
-The module is rebuilt as ``python -m wav2emo.eval`` rebuilds it (:mod:`wav2emo.training.evaluate`): the config
-stored in the checkpoint, :func:`~wav2emo.training.feed.resolve_inputs` for what the data module served, the
+The module is rebuilt as ``python -m wav2emo.eval`` rebuilds it (:mod:`wav2emo.runs.evaluate`): the config
+stored in the checkpoint, :func:`~wav2emo.feeding.feed.resolve_inputs` for what the data module served, the
 upstream rebuilt from the checkpoint's recorded backbone identity and trained weights
-(:func:`~wav2emo.training.evaluate.rebuild_checkpoint_upstream`), and
-:func:`~wav2emo.training.build.build_module`.  Only the data module is replaced, by :class:`CheckpointShapes`,
+(:func:`~wav2emo.runs.evaluate.rebuild_checkpoint_upstream`), and
+:func:`~wav2emo.runs.build.build_module`.  Only the data module is replaced, by :class:`CheckpointShapes`,
 which answers the builder's questions from the checkpoint and the in-memory features instead of a corpus and
 its caches.  eGeMAPS scalers, class weights, the featurizer's layer weights and the fine-tuned layers are in
 the ``state_dict`` and are loaded strictly.
@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.inference.features import InMemoryFeatures, feature_key
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result
+from wav2emo.runs.common import CKPT_KEY
 from wav2emo.training.checkpoints import load_checkpoint
-from wav2emo.training.runs import CKPT_KEY
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +117,9 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     the same features, e.g. the five folds of a run.
     """
     from wav2emo.backbones import BackboneError
-    from wav2emo.training.build import build_module
-    from wav2emo.training.evaluate import rebuild_checkpoint_upstream
-    from wav2emo.training.feed import resolve_inputs
+    from wav2emo.feeding.feed import resolve_inputs
+    from wav2emo.runs.build import build_module
+    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
 
     path = Path(path)
     ckpt = load_checkpoint(path)

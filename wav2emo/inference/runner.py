@@ -27,10 +27,10 @@ import torch
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.errors import ConfigError, UserError
+from wav2emo.feeding.input_strategies import collate
 from wav2emo.inference.audio import AudioStream
 from wav2emo.inference.restore import Restored
 from wav2emo.inference.windows import Window, active_frames, frame_levels_db, plan_windows, speech_windows
-from wav2emo.training.inputs import collate
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from wav2emo.reports.fold_results import (
     read_fold_result,
     read_predictions,
 )
+from wav2emo.reports.formatting import fmt
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics, render_per_corpus
 
@@ -238,13 +239,6 @@ def _write(root: Path, report: dict[str, Any], class_names, dirs) -> None:
         )
         if dirs:
             plot_learning_curves({f: d for f, d in dirs.items() if f in report["folds"]}, root / "learning_curves.png")
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A metric for a table; a missing one (None, NaN) shows as ``n/a`` instead of breaking the report."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ def per_corpus_metrics(corpora: Sequence[str], labels: Any, preds: Any, class_na
 
 def render_per_corpus(per_corpus: dict[str, dict[str, Any]], title: str) -> list[str]:
     """Markdown lines of a per-corpus table."""
-    from wav2emo.reports.aggregate import fmt
+    from wav2emo.reports.formatting import fmt
 
     lines = [f"\n## {title}\n",
              "UA and macro F1 over each corpus's own classes (the union label set has classes a corpus lacks).\n",

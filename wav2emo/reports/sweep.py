@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wav2emo.reports.aggregate import aggregate_fold_dirs, aggregate_folds, find_fold_results, fmt
+from wav2emo.reports.aggregate import aggregate_fold_dirs, aggregate_folds, find_fold_results
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
+from wav2emo.reports.formatting import fmt
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
-"""Training: the LightningModule wrapper and the metrics it logs."""
+"""The training loop of one fold: the LightningModule (loss, optimiser, metrics), its parameter groups and
+schedules, the CUDA-graphed step and the fast-path settings, callbacks, checkpoint loading, several processes.
 
-from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
-from wav2emo.training.module import EmotionClassifier
-
-__all__ = ["EmotionClassifier", "build_metrics", "build_per_class_metrics", "per_class_table"]
+May import: errors, data (label names), models. Never imports feeding, runs, reports or the entry points.
+"""

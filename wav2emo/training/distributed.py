@@ -3,7 +3,7 @@ only one of them does, and what they gather.
 
 Lightning's DDP starts the other processes inside the first ``trainer.fit``, by running the command line again
 with ``LOCAL_RANK`` set (under Hydra: the same overrides and run directory, ``hydra.job.name=train_ddp_process_<k>``
-and no ``.hydra`` folder).  Every process therefore runs :func:`~wav2emo.training.experiment.train` from the
+and no ``.hydra`` folder).  Every process therefore runs :func:`~wav2emo.runs.experiment.train` from the
 start, fold after fold in step with the others; so:
 
 * rank zero prepares the data of every fold before its first fit (:func:`several_processes` tells from the
@@ -62,7 +62,7 @@ def gather_rows(rows: list[Any]) -> list[Any]:
     ids = [row["clip_id"] for row in gathered if isinstance(row, Mapping) and "clip_id" in row]
     if len(set(ids)) != len(ids):
         raise RuntimeError(f"{len(ids) - len(set(ids))} clips were scored by more than one process: the evaluation "
-                           "shards overlap (wav2emo/training/batching.py eval_shard)")
+                           "shards overlap (wav2emo/feeding/batches.py eval_shard)")
     return gathered
 
 

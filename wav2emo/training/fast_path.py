@@ -4,7 +4,7 @@ With the default trainer's precision (``${wav2emo_precision:...}``; ``auto`` res
 ``cuda_graphs: auto``, a fold trained on a GPU runs in bf16
 mixed precision with its whole training step replayed from CUDA graphs (:mod:`wav2emo.training.graphed_step`),
 and on a CPU in float32 with Lightning's usual step.  Where data live is decided by ``loader.resident: auto``
-(:mod:`wav2emo.training.placement`).  Each decision that leaves the fast path says why, in one log line.
+(:mod:`wav2emo.feeding.placement`).  Each decision that leaves the fast path says why, in one log line.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import logging
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.placement import parse_auto_bool
 from wav2emo.training.distributed import several_processes, trains_on_cuda
 from wav2emo.training.graphed_step import why_not_graphed
-from wav2emo.training.placement import parse_auto_bool
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,19 @@ def auto_precision(accelerator: str = "auto") -> str:
     if trains_on_cuda({"accelerator": accelerator}) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16-mixed"
     return "32-true"
+
+
+def register_precision_resolver() -> None:
+    """Register ``${wav2emo_precision:<accelerator>}`` (conf/trainer/default.yaml) with OmegaConf, once.
+
+    Called when this module is imported: every path that builds a trainer (wav2emo.runs.build) imports it,
+    and config-composing code (tests, benchmarks) imports it before resolving ``trainer.precision``.
+    """
+    if not OmegaConf.has_resolver("wav2emo_precision"):
+        OmegaConf.register_new_resolver("wav2emo_precision", lambda accelerator="auto": auto_precision(str(accelerator)))
+
+
+register_precision_resolver()
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> str:

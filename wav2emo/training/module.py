@@ -18,8 +18,8 @@ from wav2emo.errors import ConfigError
 from wav2emo.models.standardizer import Standardizer
 from wav2emo.training.distributed import gather_rows
 from wav2emo.training.epoch_outputs import EpochOutputs, EpochResult  # noqa: F401  (importable from here)
-from wav2emo.training.metrics import build_metrics, build_per_class_metrics, per_class_table
 from wav2emo.training.optim import OptimSettings, parameter_groups, set_trainable, warmup_decay_scheduler
+from wav2emo.training.tracked_metrics import build_metrics, build_per_class_metrics, per_class_table
 
 OptimizerFactory = Callable[[Iterable[Any]], Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
@@ -189,7 +189,7 @@ class EmotionClassifier(L.LightningModule):
         if not torch.isfinite(self.class_weight).all():
             raise RuntimeError(
                 "model.module.class_weights=balanced but the weights were never set: build the module with "
-                "wav2emo.training.build.build_module (it counts the training labels) or call set_class_weights"
+                "wav2emo.runs.build.build_module (it counts the training labels) or call set_class_weights"
             )
         return self.class_weight
 

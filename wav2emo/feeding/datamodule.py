@@ -5,7 +5,7 @@ batch-dict contract of ``docs/architecture.md``.  It is built by ``hydra.utils.i
 ``conf/datamodule/default.yaml``; the model config names its ``inputs``.  The data path hands over what
 the caches hold (every SSL hidden state): layer selection is the model's featurizer's job.
 
-Two ways to feed the model, with the same dataset and collate (:mod:`wav2emo.training.inputs`):
+Two ways to feed the model, with the same dataset and collate (:mod:`wav2emo.feeding.input_strategies`):
 
 * memory-mapped reads (the default): each item is read from the cache's memmap, so the process
   holds only what a batch needs, whatever the cache size;
@@ -14,13 +14,13 @@ Two ways to feed the model, with the same dataset and collate (:mod:`wav2emo.tra
 
 Several processes (``trainer=ddp``): every loader serves this process's share (the trainer's rank and world
 size), a shard of every training epoch and a contiguous block of dev and test, by the samplers of
-:mod:`wav2emo.training.batching`; Lightning's own DistributedSampler stays off
+:mod:`wav2emo.feeding.batches`; Lightning's own DistributedSampler stays off
 (``trainer.use_distributed_sampler=false``), since it would shard the shards and cannot shard the batch
 samplers or the resident split.
 
 ``normalize="speaker"`` standardises every cached input with its own speaker's statistics, taken over all
 of that speaker's clips in the corpus, test speakers included (label-free; see
-:mod:`wav2emo.training.speaker_norm`).  Items are normalised as they are loaded, so both ways see it.
+:mod:`wav2emo.feeding.speaker_norm`).  Items are normalised as they are loaded, so both ways see it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from wav2emo.features.cache import FeatureCache
 from wav2emo.features.multi import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.features.overlap import get_features_many
-from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
+from wav2emo.feeding.batches import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
     EpochSeeded,
@@ -56,7 +56,7 @@ from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and c
     ResidentSplit,
     eval_shard,
 )
-from wav2emo.training.inputs import (  # noqa: F401
+from wav2emo.feeding.input_strategies import (  # noqa: F401
     INPUT_KINDS,
     CachedFeatures,
     CachedLayer,
@@ -69,8 +69,8 @@ from wav2emo.training.inputs import (  # noqa: F401
     collate,
     padded_frames,
 )
-from wav2emo.training.placement import Placement, decide, parse_auto_bool
-from wav2emo.training.speaker_norm import SpeakerNormalized, cache_speaker_stats
+from wav2emo.feeding.placement import Placement, decide, parse_auto_bool
+from wav2emo.feeding.speaker_norm import SpeakerNormalized, cache_speaker_stats
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +381,7 @@ class EmotionDataModule(L.LightningDataModule):
         if getattr(connector, "use_distributed_sampler", False):
             raise ConfigError(
                 f"trainer.use_distributed_sampler=true with {world_size} processes: the data module shards every "
-                "epoch itself (wav2emo/training/batching.py), and Lightning's DistributedSampler would shard the "
+                "epoch itself (wav2emo/feeding/batches.py), and Lightning's DistributedSampler would shard the "
                 "shards again. Set trainer.use_distributed_sampler=false (conf/trainer/ddp.yaml does)"
             )
         if part != "train" and n < world_size:

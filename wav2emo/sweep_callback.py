@@ -36,7 +36,7 @@ class CrossValidationReport(Callback):
         if config.get("cross_corpus"):  # a sweep over training corpora: test each on the others, then the matrix
             from omegaconf import OmegaConf
 
-            from wav2emo.reports.cross_corpus import sweep_matrices
+            from wav2emo.crosscorpus.matrix import sweep_matrices
 
             label_map = config.get("cross_corpus_label_map")
             try:

@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from wav2emo.plain_config import without_hydra
+
 
 def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
     """Commit and dirty state of the wav2emo checkout (``None`` fields outside a git checkout)."""
@@ -24,13 +26,6 @@ def git_info(cwd: str | Path | None = None) -> dict[str, Any]:
 
     status = run("status", "--porcelain")
     return {"commit": run("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
-
-
-def without_hydra(cfg: DictConfig) -> DictConfig:
-    """The task config alone: a config composed with ``return_hydra_config`` also holds Hydra's own node."""
-    if "hydra" not in cfg:
-        return cfg
-    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
 
 
 def environment_info() -> dict[str, Any]:
@@ -62,8 +57,3 @@ def save_run_info(cfg: DictConfig, out_dir: str | Path) -> None:
     OmegaConf.save(without_hydra(cfg), out_dir / "config.yaml", resolve=True)
     (out_dir / "git.json").write_text(json.dumps(git_info(), indent=2) + "\n")
     (out_dir / ENVIRONMENT_FILE).write_text(json.dumps(environment_info(), indent=2) + "\n")
-
-
-def to_container(cfg: DictConfig) -> dict[str, Any]:
-    """A plain, resolved dict of the config (what checkpoints carry)."""
-    return OmegaConf.to_container(without_hydra(cfg), resolve=True, throw_on_missing=False)  # type: ignore[return-value]

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from wav2emo.training.inputs import PADDED_KEYS, SSL_FRAME_KEYS, ClipDataset, collate, padded_frames
-from wav2emo.training.placement import read_items
+from wav2emo.feeding.input_strategies import PADDED_KEYS, SSL_FRAME_KEYS, ClipDataset, collate, padded_frames
+from wav2emo.feeding.placement import read_items
 
 
 def check_rank(rank: int, world_size: int) -> tuple[int, int]:
@@ -244,7 +244,7 @@ class ResidentSplit(EpochSeeded):
 class CopyBatchSampler(EpochSeeded):
     """Training batches that serve each clip once per epoch, as one of its ``copies + 1`` versions.
 
-    Rows ``i + n * c`` of a :class:`~wav2emo.training.inputs.CopiesDataset` are clip ``i``'s version ``c``
+    Rows ``i + n * c`` of a :class:`~wav2emo.feeding.input_strategies.CopiesDataset` are clip ``i``'s version ``c``
     (0 = the original, 1..K the augmented copies).  Each epoch draws the order and, per clip, a version
     uniformly from 0..K with a generator seeded by ``seed + epoch``: reproducible and resumable (Lightning
     sets the epoch), different copies across epochs.  With ``lengths`` (of every row), batches are length

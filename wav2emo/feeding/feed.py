@@ -29,7 +29,7 @@ from wav2emo.backbones import BackboneError
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import check_mode
 from wav2emo.features.normalize import protocol_entry as normalize_protocol
-from wav2emo.training.run_info import to_container
+from wav2emo.plain_config import to_container
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,12 @@ def _resolve_inputs(cfg: DictConfig) -> Feed:
         if "ssl" in model_inputs:
             return Feed(swap("ssl"), ("frozen",), None)
         if "logmel" in model_inputs:
+            kind = (cfg.features.get("logmel") or {}).get("kind")
+            if kind != "logmel":  # the upstream recomputes log-mel: any other kind would silently become log-mel
+                raise ConfigError(
+                    f"augment={cfg.augment.get('name')} (mode online, waveform transforms) with model={name}: the "
+                    f"model's `logmel` input would be recomputed from the augmented audio by the log-mel frontend, "
+                    f"but features.logmel.kind is {kind!r}; use features with kind logmel, or augment.mode=cached")
             return Feed(swap("logmel"), ("logmel",), None)
         raise ConfigError(
             f"augment={cfg.augment.get('name')} (mode online, waveform transforms) with model={name}: its inputs "

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result
+from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
 from wav2emo.training.checkpoints import load_checkpoint
-from wav2emo.training.runs import CKPT_KEY, quiet_batch_transfer_warning
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _fold_dirs(path: Path) -> list[Path]:
     confs = group_jobs(path)
     if len(confs) > 1:
         raise ConfigError(f"ckpt_path={path}: a sweep of {len(confs)} configurations ({[c.name for c in confs]}); "
-                          "pass one run directory, or use python -m wav2emo.reports.cross_corpus for a matrix")
+                          "pass one run directory, or use python -m wav2emo.crosscorpus.matrix for a matrix")
     if confs and confs[0].fold_dirs:
         return [confs[0].fold_dirs[f] for f in sorted(confs[0].fold_dirs)]
     raise ConfigError(f"ckpt_path={path}: no fold_result.json under it; expected a checkpoint file, a fold directory "
@@ -94,7 +94,7 @@ def find_models(ckpt_path: str | Path) -> list[TrainedModel]:
     for d in _fold_dirs(path):
         result = read_fold_result(d)
         if "estimator" in result:
-            from wav2emo.training.sklearn_store import load_model
+            from wav2emo.baselines.store import load_model
 
             stored = load_model(d)
             cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
@@ -108,10 +108,10 @@ def find_models(ckpt_path: str | Path) -> list[TrainedModel]:
 
 def sklearn_scores(model: TrainedModel, manifest, cache_dir: str | Path) -> tuple[np.ndarray, bool, dict]:
     """Scores (clips x model classes) of a stored baseline on ``manifest``; True when they are probabilities."""
+    from wav2emo.baselines.runner import clip_features
+    from wav2emo.baselines.store import load_model
     from wav2emo.features.multi import corpus_features
     from wav2emo.features.normalize import normalize_by_speaker, warn_narrow_speakers
-    from wav2emo.training.baselines import clip_features
-    from wav2emo.training.sklearn_store import load_model
 
     stored = load_model(model.path)
     cache = corpus_features(manifest, stored["feature_spec"], cache_dir)
@@ -143,15 +143,15 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
     import lightning as L
     import torch
 
-    from wav2emo.training.build import build_datamodule, build_module
-    from wav2emo.training.evaluate import rebuild_checkpoint_upstream
+    from wav2emo.runs.build import build_datamodule, build_module
+    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
 
     ckpt = load_checkpoint(model.path)
     train_cfg = OmegaConf.create(model.train_config)
     with open_dict(train_cfg):
         train_cfg.paths.cache_dir = cfg.paths.cache_dir
         dm_cfg = train_cfg.datamodule
-        dm_cfg._target_ = "wav2emo.training.whole_corpus.WholeCorpusDataModule"
+        dm_cfg._target_ = "wav2emo.crosscorpus.whole_corpus.WholeCorpusDataModule"
         dm_cfg.corpus = corpus_cfg
         dm_cfg.model_class_names = list(model.class_names)
         dm_cfg.cache_dir = cfg.paths.cache_dir

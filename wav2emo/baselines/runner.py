@@ -19,7 +19,6 @@ cross-validation report and the two compare side by side.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -35,20 +34,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from wav2emo.baselines.store import save_model
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
     check_mode,
     normalize_by_speaker,
     protocol_entry,
-    protocol_markdown,
     warn_narrow_speakers,
 )
-from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
+from wav2emo.plain_config import to_container
+from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
-from wav2emo.training.run_info import save_run_info, to_container
-from wav2emo.training.runs import folds_to_run, num_folds_of, output_dir
-from wav2emo.training.sklearn_store import save_model
+from wav2emo.runs.common import folds_to_run, num_folds_of, output_dir
+from wav2emo.runs.run_info import save_run_info
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
 
 def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     """Every requested fold, then the cross-validation report when several ran."""
-    from wav2emo.training.experiment import finish_run
+    from wav2emo.reports.run_report import declare_protocol, finish_run
 
     check_model_cfg(cfg.model)
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
@@ -315,19 +314,3 @@ def run_baselines(cfg: DictConfig) -> dict[str, Any]:
         declare_protocol(out, results[folds[0]]["protocol"])
         metrics["cv"] = summary
     return metrics
-
-
-def declare_protocol(out: Path, protocol: Mapping[str, Any]) -> None:
-    """Add the protocol section (feature, per-speaker normalisation) to the CV report this run just wrote."""
-    path = out / "cv_report.json"
-    if not path.is_file():
-        return
-    report = json.loads(path.read_text())
-    report["protocol"] = {**report.get("protocol", {}), **protocol}
-    path.write_text(json.dumps(jsonable(report), indent=2) + "\n")
-    md = out / "cv_report.md"
-    if md.is_file() and "- feature normalisation:" not in md.read_text():
-        md.write_text(md.read_text().rstrip("\n") + "\n\n" + protocol_markdown(report["protocol"]) + "\n")
-    if protocol.get("reads_test_speakers_unlabelled_audio"):
-        print("Protocol: features.normalize=speaker reads the test speakers' unlabelled audio (per-speaker "
-              "statistics); declared in cv_report.{json,md} and every fold_result.json", flush=True)

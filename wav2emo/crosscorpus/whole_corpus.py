@@ -15,7 +15,7 @@ import numpy as np
 
 from wav2emo.data.folds import Split
 from wav2emo.data.manifest import Manifest
-from wav2emo.training.datamodule import EmotionDataModule
+from wav2emo.feeding.datamodule import EmotionDataModule
 
 PROTOCOL = "cross-corpus: every clip of the test corpus (none of its speakers or clips was trained on)"
 

@@ -19,8 +19,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
-from wav2emo.training.build import (
+from wav2emo.runs.build import (
     StoreRunInfo,
     build_callbacks,
     build_datamodule,
@@ -28,13 +29,13 @@ from wav2emo.training.build import (
     build_module,
     protocol_entry,
 )
+from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
+from wav2emo.runs.evaluate import test_checkpoint
+from wav2emo.runs.run_info import git_info, save_run_info
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.distributed import check_same_everywhere, ddp_strategy_for, is_rank_zero
-from wav2emo.training.evaluate import test_checkpoint
 from wav2emo.training.fast_path import configure_trainer
-from wav2emo.training.run_info import git_info, save_run_info, to_container
-from wav2emo.training.runs import CKPT_KEY, quiet_batch_transfer_warning
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.datamodule import EmotionDataModule
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
-from wav2emo.training.checkpoints import load_checkpoint
-from wav2emo.training.datamodule import EmotionDataModule
-from wav2emo.training.distributed import is_rank_zero
-from wav2emo.training.runs import (
+from wav2emo.runs.common import (
     CKPT_KEY,
     folds_to_run,
     num_folds_of,
@@ -28,6 +26,8 @@ from wav2emo.training.runs import (
     quiet_batch_transfer_warning,
     quiet_duplicate_log_handlers,
 )
+from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.distributed import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any
     (:func:`~wav2emo.models.upstream.rebuild_upstream`); None for a model without an upstream."""
     from wav2emo.models.frontends import UpstreamChain
     from wav2emo.models.upstream import rebuild_upstream
-    from wav2emo.training.build import build_upstream_for, resolve_inputs
+    from wav2emo.runs.build import build_upstream_for, resolve_inputs
 
     built = build_upstream_for(train_cfg, resolve_inputs(train_cfg))  # the layout (stages, log-mel, frames)
     if built is None:
@@ -121,7 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"{cfg.ckpt_path} was trained for fold {info['fold']}; its training actors include the test actors "
             f"of fold {fold}. Pass allow_other_fold=true only if you know why."
         )
-    from wav2emo.training.build import build_datamodule, build_module
+    from wav2emo.runs.build import build_datamodule, build_module
 
     with open_dict(train_cfg):
         train_cfg.paths.cache_dir = cfg.paths.cache_dir

@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from wav2emo.crosscorpus.matrix import write_pair_report
+from wav2emo.crosscorpus.trained_models import TrainedModel, find_models, neural_scores, sklearn_scores
 from wav2emo.data.label_map import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
-from wav2emo.reports.cross_corpus import write_pair_report
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
-from wav2emo.training.cross_models import TrainedModel, find_models, neural_scores, sklearn_scores
-from wav2emo.training.evaluate import EVAL_RESULT
-from wav2emo.training.runs import output_dir, quiet_duplicate_log_handlers
+from wav2emo.runs.common import output_dir, quiet_duplicate_log_handlers
+from wav2emo.runs.evaluate import EVAL_RESULT
 
 log = logging.getLogger(__name__)
 

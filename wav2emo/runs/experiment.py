@@ -1,9 +1,9 @@
 """Training and evaluation of one speaker fold, and the loop over folds.
 
 ``train(cfg)`` is what ``python -m wav2emo.train`` runs: for each requested fold it builds the data
-module and model from the config (:mod:`~wav2emo.training.build`), trains with the checkpoint chosen on
-the dev actors and tests it (:mod:`~wav2emo.training.fold_runner`); several folds end with the
-cross-validation report.  ``evaluate`` (:mod:`~wav2emo.training.evaluate`) tests a saved checkpoint.
+module and model from the config (:mod:`~wav2emo.runs.build`), trains with the checkpoint chosen on
+the dev actors and tests it (:mod:`~wav2emo.runs.fold_runner`); several folds end with the
+cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.evaluate`) tests a saved checkpoint.
 """
 
 from __future__ import annotations
@@ -17,17 +17,15 @@ import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
-from wav2emo.training.build import (  # noqa: F401  (public names, importable from here as before)
+from wav2emo.reports.run_report import declare_protocol, finish_run
+from wav2emo.runs.build import (  # noqa: F401  (public names, importable from here as before)
     StoreRunInfo,
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_module,
 )
-from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
-from wav2emo.training.evaluate import evaluate, test_checkpoint  # noqa: F401
-from wav2emo.training.fold_runner import _fold_dir_of, checkpoint_fold, run_fold  # noqa: F401
-from wav2emo.training.runs import (  # noqa: F401
+from wav2emo.runs.common import (  # noqa: F401
     CKPT_KEY,
     FOLD_RESULT,
     PREDICTIONS,
@@ -38,6 +36,9 @@ from wav2emo.training.runs import (  # noqa: F401
     output_dir,
     quiet_duplicate_log_handlers,
 )
+from wav2emo.runs.evaluate import evaluate, test_checkpoint  # noqa: F401
+from wav2emo.runs.fold_runner import _fold_dir_of, checkpoint_fold, run_fold  # noqa: F401
+from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
 
 log = logging.getLogger(__name__)
 
@@ -154,39 +155,5 @@ def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
     """Per-speaker normalisation on: say so in the CV report's protocol section (as the baselines do)."""
     if not protocol.get("feature_normalization"):
         return
-    from wav2emo.training.baselines import declare_protocol
-
     keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note")
     declare_protocol(out, {k: protocol[k] for k in keys if k in protocol})
-
-
-def finish_run(out: Path, folds: list[int], results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Several folds: write and print the cross-validation report, return its summary. One fold: print
-    that fold's test summary (return None). Shared by the neural models and the classic baselines."""
-    from wav2emo.reports.aggregate import aggregate_folds, render_markdown
-
-    if len(folds) == 1:
-        print("\n" + fold_summary(results[folds[0]], out / f"fold_{folds[0]}") + "\n", flush=True)
-        return None
-    report = aggregate_folds(out, expected_folds=folds)
-    files = ["cv_report.{json,md}", "confusion_matrix.png", "learning_curves.png"]
-    shown = ", ".join(f"{out}/{f}" for f in files if "{" in f or (out / f).exists())
-    print("\n" + render_markdown(report) + f"\n\nReport files: {shown}\n", flush=True)
-    return report["summary"]
-
-
-def fold_summary(result: Mapping[str, Any], fold_dir: Path) -> str:
-    """A few lines on one fold's outcome: what a single-fold run prints at its end."""
-    lines = [f"Fold {result['fold']} ({result.get('model')}), test actors {result['split']['test_actors']}:"]
-    test = result.get("test")
-    if test:
-        lines.append(f"  test UA {test.get('ua', float('nan')):.4f}, WA {test.get('wa', float('nan')):.4f}, "
-                     f"macro F1 {test.get('f1', float('nan')):.4f} over {result.get('test_clips')} clips")
-    else:
-        lines.append("  not tested (test=false)")
-    dev = result.get("best_dev") or {}
-    if dev.get("best_score") is not None:
-        lines.append(f"  checkpoint chosen on dev actors {result['split']['dev_actors']}: "
-                     f"{dev.get('monitor')} {dev['best_score']:.4f} ({result.get('best_checkpoint')})")
-    lines.append(f"  results: {fold_dir / FOLD_RESULT}")
-    return "\n".join(lines)

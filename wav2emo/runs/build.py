@@ -16,9 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
-from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint, StartupTimer
-from wav2emo.training.datamodule import EmotionDataModule
-from wav2emo.training.feed import (  # noqa: F401  (the rule lives in feed.py; importable from here)
+from wav2emo.feeding.datamodule import EmotionDataModule
+from wav2emo.feeding.feed import (  # noqa: F401  (the rule lives in feed.py; importable from here)
     Feed,
     build_upstream_for,
     optim_config,
@@ -26,10 +25,14 @@ from wav2emo.training.feed import (  # noqa: F401  (the rule lives in feed.py; i
     resolve_inputs,
     run_tags,
 )
-from wav2emo.training.run_info import git_info, to_container
-from wav2emo.training.runs import CKPT_KEY
+from wav2emo.plain_config import to_container
+from wav2emo.runs.common import CKPT_KEY
+from wav2emo.runs.run_info import git_info
+from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint, StartupTimer
+from wav2emo.training.fast_path import register_precision_resolver
 
 log = logging.getLogger(__name__)
+register_precision_resolver()  # ${wav2emo_precision:...} of conf/trainer/default.yaml, before any trainer config resolves
 
 
 def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:

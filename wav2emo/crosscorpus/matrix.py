@@ -1,6 +1,6 @@
 """Cross-corpus reports: one training corpus tested on another, and the matrix of every pair.
 
-``python -m wav2emo.reports.cross_corpus RUN [RUN ...] [--out DIR]`` takes runs trained on different corpora
+``python -m wav2emo.crosscorpus.matrix RUN [RUN ...] [--out DIR]`` takes runs trained on different corpora
 (run directories with ``fold_<k>`` folders, or sweep directories, each configuration one run) and writes
 ``cross_corpus_matrix.{json,md,png}``: UA with the rows the training corpus and the columns the test corpus.
 
@@ -79,7 +79,7 @@ def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train
 
 
 def render_pair(report: dict[str, Any]) -> str:
-    from wav2emo.reports.aggregate import fmt
+    from wav2emo.reports.formatting import fmt
 
     lab, s = report["labels"], report["summary"]
     lines = [
@@ -160,9 +160,9 @@ def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, l
     """The matrix of ``runs`` given as (name, fold directories), one per training corpus."""
     from omegaconf import OmegaConf
 
+    from wav2emo.crosscorpus.evaluate import corpus_label, cross_evaluate
     from wav2emo.errors import ConfigError
     from wav2emo.reports.aggregate import aggregate_fold_dirs
-    from wav2emo.training.cross_eval import corpus_label, cross_evaluate
 
     out = Path(out)
     found: dict[str, dict[str, Any]] = {}
@@ -235,7 +235,7 @@ def sweep_matrices(sweep_dir: str | Path, *, label_map: dict[str, Any] | None = 
 
 
 def render_matrix(matrix: dict[str, Any]) -> str:
-    from wav2emo.reports.aggregate import fmt
+    from wav2emo.reports.formatting import fmt
 
     corpora = matrix["corpora"]
     cell = {(c["train"], c["test"]): c for c in matrix["cells"]}
@@ -292,7 +292,7 @@ def _parse_map(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"wav2emo.reports.cross_corpus: error: --label-map {item!r}; expected CLASS=CLASS or CLASS=null")
+            raise SystemExit(f"wav2emo.crosscorpus.matrix: error: --label-map {item!r}; expected CLASS=CLASS or CLASS=null")
         out[key] = None if value in ("null", "none", "") else value
     return out
 
@@ -300,7 +300,7 @@ def _parse_map(items: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     from wav2emo.cli import user_errors
 
-    p = argparse.ArgumentParser(prog="python -m wav2emo.reports.cross_corpus", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wav2emo.crosscorpus.matrix", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run or sweep directories, one training corpus each")
     p.add_argument("--out", default="cross_corpus", help="folder of the matrix and the pair reports")
     p.add_argument("--label-map", nargs="*", default=[], help="class renames for every pair, e.g. calm=neutral")
@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="evaluate pairs again even where their report exists")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with user_errors("wav2emo.reports.cross_corpus"):
+    with user_errors("wav2emo.crosscorpus.matrix"):
         cross_corpus_matrix(args.runs, args.out, label_map=_parse_map(args.label_map), cache_dir=args.cache_dir,
                             force=args.force)
     return 0

@@ -1,0 +1,1 @@
+"""Parts of a 'user's own' that tests register from OUTSIDE the wav2emo package (see test_extension.py)."""
