@@ -37,8 +37,8 @@ from threadpoolctl import threadpool_limits
 from wav2emo.baselines.store import save_model
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
-    check_mode,
     normalize_by_speaker,
+    normalize_mode,
     protocol_entry,
     warn_narrow_speakers,
 )
@@ -96,14 +96,6 @@ def select_feature(cfg: DictConfig) -> str:
                          f"({sorted(clip_level)} of kinds {list(CLIP_LEVEL_KINDS)}) among {sorted(entries)}; "
                          f"name one with feature=<entry> (e.g. features=mfcc, or feature=egemaps)")
     return clip_level[0]
-
-
-def normalize_mode(cfg: DictConfig) -> str | None:
-    """``features.normalize``: ``"speaker"`` or None (off, the default)."""
-    try:
-        return check_mode(cfg.features.get("normalize"))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def check_model_cfg(model: Any) -> tuple[dict[str, Any], dict[str, list]]:

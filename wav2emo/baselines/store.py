@@ -9,13 +9,13 @@ plant code, as with any pickle: evaluate only run directories you trust.)
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import joblib
 
 from wav2emo.errors import UserError
+from wav2emo.files import file_digest
 from wav2emo.reports.fold_results import read_fold_result
 
 MODEL_FILE = "model.joblib"
@@ -26,14 +26,6 @@ class StoredModelError(UserError, ValueError):
     """A fold's stored scikit-learn model that is missing, changed since its run, or of another format."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save_model(fold_dir: str | Path, pipeline: Any, **info: Any) -> dict[str, str]:
     """Write ``model.joblib`` (the fitted pipeline and ``info``: class names, feature, normalisation) and return
     the entry the fold result records (file name and SHA-256)."""
@@ -41,7 +33,7 @@ def save_model(fold_dir: str | Path, pipeline: Any, **info: Any) -> dict[str, st
     tmp = path.with_name(f".{path.name}.tmp")
     joblib.dump({"format": FORMAT, "pipeline": pipeline, **info}, tmp)
     tmp.replace(path)
-    return {"file": MODEL_FILE, "sha256": _sha256(path)}
+    return {"file": MODEL_FILE, "sha256": file_digest(path, "sha256")}
 
 
 def load_model(fold_dir: str | Path) -> dict[str, Any]:
@@ -58,7 +50,7 @@ def load_model(fold_dir: str | Path) -> dict[str, Any]:
     path = fold_dir / name
     if not path.is_file():
         raise StoredModelError(f"{path}: no such file; the fold result says the run stored its estimator there")
-    if _sha256(path) != entry["sha256"]:
+    if file_digest(path, "sha256") != entry["sha256"]:
         raise StoredModelError(f"{path}: its SHA-256 differs from the one {fold_dir / 'fold_result.json'} recorded; "
                                "the file changed after the run, so it is not loaded (a pickle runs code)")
     stored = joblib.load(path)

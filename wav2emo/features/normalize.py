@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from wav2emo.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 MODES = (None, "none", "speaker")
@@ -47,6 +49,15 @@ def check_mode(mode: Any, where: str = "features.normalize") -> str | None:
     if mode == "speaker":
         return "speaker"
     raise ValueError(f"{where}={mode!r}: expected 'speaker' (per-speaker standardisation) or null (off)")
+
+
+def normalize_mode(cfg: Any) -> str | None:
+    """A run config's ``features.normalize``: ``"speaker"`` or None (off, the default); a bad value is one
+    :class:`~wav2emo.errors.ConfigError` naming it."""
+    try:
+        return check_mode((cfg.get("features") or {}).get("normalize"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _frames(clip: np.ndarray) -> np.ndarray:

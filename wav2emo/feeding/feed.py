@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from wav2emo.backbones import BackboneError
 from wav2emo.errors import ConfigError
-from wav2emo.features.normalize import check_mode
+from wav2emo.features.normalize import normalize_mode
 from wav2emo.features.normalize import protocol_entry as normalize_protocol
 from wav2emo.plain_config import to_container
 
@@ -81,14 +81,6 @@ def refuse_finetune(cfg: DictConfig) -> None:
             f"finetune={mode} with model={cfg.model.get('name')}: this model reads no SSL hidden states (a "
             f"scikit-learn estimator on clip-level features), so there is no backbone to fine-tune; use finetune=none"
         )
-
-
-def normalize_mode(cfg: DictConfig) -> str | None:
-    """``features.normalize``: ``"speaker"`` or None (off, the default)."""
-    try:
-        return check_mode((cfg.get("features") or {}).get("normalize"))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
 
 
 def resolve_inputs(cfg: DictConfig) -> Feed:

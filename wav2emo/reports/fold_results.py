@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from wav2emo.errors import UserError
+from wav2emo.files import atomic_write_text
 
 FOLD_RESULT = "fold_result.json"
 PREDICTIONS = "predictions.csv"
@@ -85,26 +84,13 @@ def check_fold_result(result: Mapping[str, Any], source: str | Path = "fold resu
             raise FoldResultError(f"{source}: missing key {key!r} (a tested fold names its classes)")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write beside the target and rename: a reader never sees half a file, a crash leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_fold_result(fold_dir: str | Path, result: Mapping[str, Any], filename: str = FOLD_RESULT) -> Path:
     """Check and write ``<fold_dir>/fold_result.json`` (or ``filename``, e.g. eval's ``eval_result.json``,
     which has the same schema); returns its path."""
     data = jsonable(result)
     path = Path(fold_dir) / filename
     check_fold_result(data, path)
-    _atomic_write(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
 
 
@@ -127,7 +113,7 @@ def write_predictions(fold_dir: str | Path, predictions: pd.DataFrame) -> Path:
     """Check and write ``<fold_dir>/predictions.csv`` (one row per test clip); returns its path."""
     path = Path(fold_dir) / PREDICTIONS
     _check_prediction_columns(predictions, path)
-    _atomic_write(path, predictions.to_csv(index=False))
+    atomic_write_text(path, predictions.to_csv(index=False))
     return path
 
 
