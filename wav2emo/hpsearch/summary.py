@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wav2emo.hpsearch.study import best_trial, final_dir_name, final_overrides, states, trial_dir_name
-from wav2emo.reports.aggregate import fmt
+from wav2emo.reports.formatting import fmt
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
 
 if TYPE_CHECKING:
