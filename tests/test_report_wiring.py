@@ -103,7 +103,12 @@ def test_eval_result_passes_the_fold_result_schema(multirun, dirs, tmp_path):
     assert written["fold"] == 1 and written["test"] == pytest.approx(ev["test"])
     for k in ("wa", "ua", "f1"):
         assert ev["test"][k] == pytest.approx(result["test"][k], abs=1e-6), k
-    read_predictions(ev_dir)
+    preds = read_predictions(ev_dir)
+    # issue 21: each clip's speaker, and the eval's speaker-bootstrap intervals in JSON and Markdown
+    assert sorted(preds["actor"].unique()) == sorted(written["split"]["test_actors"])
+    iv = written["test_intervals"]
+    assert iv["ua"]["estimate"] == pytest.approx(written["test"]["ua"]) and iv["speakers"] == preds["actor"].nunique()
+    assert "intervals over test speakers" in (ev_dir / "eval_report.md").read_text()
 
 
 def test_baseline_fold_results_pass_the_schema_and_equal_the_report(tmp_path, dirs):
@@ -116,6 +121,7 @@ def test_baseline_fold_results_pass_the_schema_and_equal_the_report(tmp_path, di
                        "fold=[0,1]")
     run_baselines(cfg)
     report = aggregate_folds(out, expected_folds=[0, 1], write=False)
+    assert report["intervals"]["ua"]["estimate"] == pytest.approx(report["pooled"]["ua"])  # issue 21
     for row in report["per_fold"]:
         result = read_fold_result(out / f"fold_{row['fold']}")
         preds = read_predictions(out / f"fold_{row['fold']}")

@@ -90,8 +90,16 @@ def cross_evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         results.append(_write_fold(out / f"fold_{model.fold}", model, scored, y, pred, own, labels, unscored,
                                    train_corpus, test_corpus, extra))
     report = write_pair_report(out, results, labels, train_corpus=train_corpus, test_corpus=test_corpus,
-                               total_clips=len(manifest), unscored=dict(unscored), ckpt_path=str(cfg.ckpt_path))
+                               total_clips=len(manifest), unscored=dict(unscored), ckpt_path=str(cfg.ckpt_path),
+                               bootstrap=_bootstrap_settings(cfg))
     return report
+
+
+def _bootstrap_settings(cfg: DictConfig):
+    from wav2emo.reports.intervals import BootstrapSettings
+
+    section = cfg.get("report")
+    return BootstrapSettings.from_config(OmegaConf.to_container(section, resolve=True) if section is not None else None)
 
 
 def _write_fold(fold_dir: Path, model: TrainedModel, clips, y, pred, own, labels: SharedLabels, unscored,

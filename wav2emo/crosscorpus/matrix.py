@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wav2emo.reports.fold_results import jsonable
+from wav2emo.reports.fold_results import FoldResultError, jsonable, read_predictions
+from wav2emo.reports.formatting import fmt_interval, interval_lines
+from wav2emo.reports.intervals import BootstrapSettings, speaker_intervals
+from wav2emo.reports.speakers import SPEAKER_COLUMN
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,12 @@ def _mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 
 def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train_corpus: str, test_corpus: str,
-                      total_clips: int, unscored: dict[str, int], ckpt_path: str) -> dict[str, Any]:
-    """``cross_corpus.{json,md}`` and ``confusion_matrix.png`` of one training corpus's models on another corpus."""
+                      total_clips: int, unscored: dict[str, int], ckpt_path: str,
+                      bootstrap: BootstrapSettings | None = None) -> dict[str, Any]:
+    """``cross_corpus.{json,md}`` and ``confusion_matrix.png`` of one training corpus's models on another corpus.
+
+    Its intervals pool every fold model's predictions (``fold_<k>/predictions.csv``) and resample the test
+    corpus's speakers: how the models as a group would fare on other speakers of that corpus."""
     shared = list(labels.shared)
     confusion = np.sum([np.asarray(r["test_confusion"]) for r in results], axis=0)
     per_class = {c: _mean_std([r["test_per_class"][i]["recall"] for r in results]) for i, c in enumerate(shared)}
@@ -66,6 +73,7 @@ def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train
         "per_class_recall": per_class,
         "class_names": shared,
         "confusion_summed": confusion.tolist(),
+        "intervals": _pooled_intervals(out, results, shared, bootstrap),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{PAIR_REPORT}.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
@@ -76,6 +84,23 @@ def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train
                           title=f"{train_corpus} -> {test_corpus}, summed over {len(results)} fold model(s)")
     print("\n" + render_pair(report) + f"\n\nReport files: {out}/{PAIR_REPORT}.{{json,md}}\n", flush=True)
     return report
+
+
+def _pooled_intervals(out: Path, results: list[dict[str, Any]], shared: list[str],
+                      bootstrap: BootstrapSettings | None) -> dict[str, Any]:
+    """Speaker-bootstrap intervals of the fold models' pooled predictions, or why there are none."""
+    import pandas as pd
+
+    try:
+        frames = [read_predictions(out / f"fold_{r['fold']}") for r in results]
+    except FoldResultError as e:
+        return {"unavailable": str(e)}
+    preds = pd.concat(frames, ignore_index=True)
+    if SPEAKER_COLUMN not in preds or not len(preds):
+        return {"unavailable": f"the predictions under {out} carry no {SPEAKER_COLUMN!r} column or no clips"}
+    iv = speaker_intervals(preds[SPEAKER_COLUMN].astype(str), preds["label"], preds["pred"], shared, bootstrap)
+    iv["method"] += f"; the {len(results)} fold models' predictions pooled (each clip counted once per model)"
+    return iv
 
 
 def render_pair(report: dict[str, Any]) -> str:
@@ -103,6 +128,7 @@ def render_pair(report: dict[str, Any]) -> str:
     ]
     for k, name in (("wa", "WA (accuracy)"), ("ua", "UA (macro recall)"), ("f1", "macro F1")):
         lines.append(f"| {name} | {fmt(s[k]['mean'])} | {fmt(s[k]['std'])} |")
+    lines += interval_lines(report.get("intervals"), "intervals over the test corpus's speakers (fold models pooled)")
     lines += ["\n## Per fold model\n", "| fold | WA | UA | macro F1 | unrestricted argmax outside the shared classes |",
               "| --- | --- | --- | --- | --- |"]
     for r in report["models"]:
@@ -185,6 +211,7 @@ def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, l
                 ua = rep["summary"].get("ua", {})
                 cells.append({"train": a, "test": b, "kind": "in-corpus (speaker folds)", "ua": ua.get("mean"),
                               "std": ua.get("std"), "n": len(rep["folds"]), "classes": rep.get("class_names"),
+                              "ua_interval": (rep.get("intervals") or {}).get("ua"),
                               "report": str(found[a]["path"])})
                 continue
             pair_dir = out / "pairs" / f"{a}__to__{b}"
@@ -203,7 +230,8 @@ def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, l
             ua = pair["summary"]["ua"]
             cells.append({"train": a, "test": b, "kind": "cross-corpus (all clips, shared emotions)",
                           "ua": ua["mean"], "std": ua["std"], "n": len(pair["models"]),
-                          "classes": pair["class_names"], "report": str(pair_dir)})
+                          "classes": pair["class_names"], "ua_interval": (pair.get("intervals") or {}).get("ua"),
+                          "report": str(pair_dir)})
     matrix = {"corpora": corpora, "runs": {c: str(v["path"]) for c, v in found.items()},
               "ua": [[next(x["ua"] for x in cells if x["train"] == a and x["test"] == b) for b in corpora]
                      for a in corpora],
@@ -248,10 +276,12 @@ def render_matrix(matrix: dict[str, Any]) -> str:
     for a in corpora:
         row = [f"{fmt(cell[a, b]['ua'], 3)} ± {fmt(cell[a, b]['std'], 3)}" + (" *" if a == b else "") for b in corpora]
         lines.append(f"| **{a}** | " + " | ".join(row) + " |")
-    lines += ["\n\\* in-corpus (speaker folds)\n", "| train | test | scored classes | models/folds | report |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["\n\\* in-corpus (speaker folds)\n",
+              "| train | test | scored classes | models/folds | pooled UA [interval over test speakers] | report |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for c in matrix["cells"]:
-        lines.append(f"| {c['train']} | {c['test']} | {', '.join(c['classes'] or [])} | {c['n']} | `{c['report']}` |")
+        lines.append(f"| {c['train']} | {c['test']} | {', '.join(c['classes'] or [])} | {c['n']} | "
+                     f"{fmt_interval(c.get('ua_interval'))} | `{c['report']}` |")
     return "\n".join(lines)
 
 

@@ -25,9 +25,16 @@ from wav2emo.reports.fold_results import (
     read_fold_result,
     read_predictions,
 )
-from wav2emo.reports.formatting import fmt
+from wav2emo.reports.formatting import fmt, interval_lines
+from wav2emo.reports.intervals import BootstrapSettings, speaker_intervals
 from wav2emo.reports.metrics import classification_metrics
-from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics, render_per_corpus
+from wav2emo.reports.per_corpus import (
+    CORPUS_COLUMN,
+    per_corpus_intervals,
+    per_corpus_metrics,
+    render_per_corpus,
+)
+from wav2emo.reports.speakers import SPEAKER_COLUMN, with_speakers
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +67,12 @@ def aggregate_folds(
 
 def aggregate_fold_dirs(
     root: str | Path, dirs: dict[int, Path], expected_folds: Iterable[int] | None = None, *, write: bool = True,
-    configuration: dict[str, Any] | None = None,
+    configuration: dict[str, Any] | None = None, bootstrap: BootstrapSettings | None = None,
 ) -> dict[str, Any]:
     """The cross-validation report of the given fold directories (fold -> directory), written to ``root``.
 
-    ``configuration`` (a sweep's overrides for these folds) is recorded in the report as it is.
+    ``configuration`` (a sweep's overrides for these folds) is recorded in the report as it is. ``bootstrap``:
+    the speaker-bootstrap settings (default: the folds' ``report`` config section, else the defaults).
     """
     root = Path(root)
     results = {f: read_fold_result(d) for f, d in sorted(dirs.items())}
@@ -118,9 +126,14 @@ def aggregate_fold_dirs(
                   "confusion_matrix": m["confusion"], "per_class": m["per_class"],
                   "folds": sorted(int(f) for f in preds["fold"].unique())}
         report["pooled"] = pooled
+        settings = bootstrap or bootstrap_settings_of(dirs)
+        report["intervals"] = _intervals(preds, class_names, settings)
         if CORPUS_COLUMN in preds:  # several corpora in one model (data=multi): each corpus pooled over folds
             report["per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"],
                                                       class_names)
+            if SPEAKER_COLUMN in preds:
+                report["per_corpus_intervals"] = per_corpus_intervals(
+                    preds[CORPUS_COLUMN], preds[SPEAKER_COLUMN], preds["label"], preds["pred"], class_names, settings)
     report["class_names"] = class_names
     report["environment"] = _environments(dirs, tested)
     if write:
@@ -214,16 +227,53 @@ def _environments(dirs: dict[int, Path], tested: dict[int, Any]) -> dict[str, An
 
 
 def _pooled_predictions(dirs: dict[int, Path], tested: dict[int, Any]) -> pd.DataFrame | None:
-    frames = []
+    """Every tested fold's predictions with a ``fold`` column; the ``actor`` (speaker) column only when every
+    fold has one (else the intervals say which fold lacks it)."""
+    frames, no_speakers = [], []
     for f in tested:
         try:
             df = read_predictions(dirs[f])
         except FoldResultError as e:
             log.warning("fold %d: no usable predictions, left out of the pooled metrics: %s", f, e)
             continue
+        try:
+            df = with_speakers(df, tested[f], dirs[f] / "predictions.csv")
+        except FoldResultError as e:
+            no_speakers.append(str(e))
         df["fold"] = f
         frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else None
+    if not frames:
+        return None
+    out = pd.concat(frames, ignore_index=True)
+    if no_speakers:
+        out = out.drop(columns=[SPEAKER_COLUMN], errors="ignore")
+        out.attrs["no_speakers"] = no_speakers[0]
+    return out
+
+
+def bootstrap_settings_of(dirs: dict[int, Path]) -> BootstrapSettings:
+    """The ``report`` section of the first fold's saved ``config.yaml``; the defaults when there is none."""
+    cfg = _saved_config(dirs)
+    section = cfg.get("report") if isinstance(cfg, dict) else None
+    return BootstrapSettings.from_config(section if isinstance(section, dict) else None)
+
+
+def _saved_config(dirs: dict[int, Path]) -> dict[str, Any]:
+    for d in dirs.values():
+        try:
+            cfg = yaml.safe_load((Path(d) / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(cfg, dict):
+            return cfg
+    return {}
+
+
+def _intervals(preds: pd.DataFrame, class_names: list[str], settings: BootstrapSettings) -> dict[str, Any]:
+    """Speaker-bootstrap intervals of the pooled predictions, or why there are none."""
+    if SPEAKER_COLUMN not in preds:
+        return {"unavailable": preds.attrs.get("no_speakers", "predictions carry no speaker ids")}
+    return speaker_intervals(preds[SPEAKER_COLUMN].astype(str), preds["label"], preds["pred"], class_names, settings)
 
 
 def _write(root: Path, report: dict[str, Any], class_names, dirs) -> None:
@@ -285,8 +335,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| --- " * (len(names) + 1) + "|"]
         for n, row in zip(names, p["confusion_matrix"], strict=True):
             lines.append(f"| {n} | " + " | ".join(map(str, row)) + " |")
+    lines += interval_lines(report.get("intervals"), "intervals over test speakers (pooled predictions)")
     if report.get("per_corpus"):
-        lines += render_per_corpus(report["per_corpus"], "Per corpus (pooled over folds)")
+        lines += render_per_corpus(report["per_corpus"], "Per corpus (pooled over folds)",
+                                   report.get("per_corpus_intervals"))
     env = report.get("environment")
     if env and "packages" in env:
         pk = env["packages"]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from wav2emo.reports.formatting import fmt, fmt_interval
+from wav2emo.reports.intervals import BootstrapSettings, speaker_intervals
 from wav2emo.reports.metrics import classification_metrics
 
 CORPUS_COLUMN = "corpus"
@@ -44,14 +46,29 @@ def per_corpus_metrics(corpora: Sequence[str], labels: Any, preds: Any, class_na
     return out
 
 
-def render_per_corpus(per_corpus: dict[str, dict[str, Any]], title: str) -> list[str]:
-    """Markdown lines of a per-corpus table."""
-    from wav2emo.reports.formatting import fmt
+def per_corpus_intervals(corpora: Sequence[str], speakers: Any, labels: Any, preds: Any, class_names: Sequence[str],
+                         settings: BootstrapSettings | None = None) -> dict[str, dict[str, Any]]:
+    """``corpus -> speaker-bootstrap intervals`` over that corpus's speakers and its own classes."""
+    corpora = np.asarray(list(corpora), dtype=object)
+    speakers, labels, preds = np.asarray(speakers), np.asarray(labels), np.asarray(preds)
+    return {str(c): speaker_intervals(speakers[corpora == c], labels[corpora == c], preds[corpora == c], class_names,
+                                      settings, own_classes=True)
+            for c in dict.fromkeys(corpora.tolist())}
 
+
+def render_per_corpus(per_corpus: dict[str, dict[str, Any]], title: str,
+                      intervals: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Markdown lines of a per-corpus table (with each corpus's intervals over its speakers when given)."""
     lines = [f"\n## {title}\n",
-             "UA and macro F1 over each corpus's own classes (the union label set has classes a corpus lacks).\n",
-             "| corpus | clips | WA | UA | macro F1 | classes |", "| --- | --- | --- | --- | --- | --- |"]
+             "UA and macro F1 over each corpus's own classes (the union label set has classes a corpus lacks)."
+             + (" Brackets: interval over the corpus's test speakers." if intervals else "") + "\n",
+             "| corpus | clips | speakers | WA | UA | macro F1 | classes |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for c, m in per_corpus.items():
-        lines.append(f"| {c} | {m['clips']} | {fmt(m['wa'])} | {fmt(m['ua'])} | {fmt(m['f1'])} | "
-                     f"{', '.join(m['classes'])} |")
+        iv = (intervals or {}).get(c)
+        if iv:
+            cells = [fmt_interval(iv[k]) for k in ("wa", "ua", "f1")]
+            n = f"{iv['speakers']}" + (" (unreliable)" if not iv["reliable"] else "")
+        else:
+            cells, n = [fmt(m["wa"]), fmt(m["ua"]), fmt(m["f1"])], "n/a"
+        lines.append(f"| {c} | {m['clips']} | {n} | " + " | ".join(cells) + f" | {', '.join(m['classes'])} |")
     return lines

@@ -23,13 +23,22 @@ from typing import Any
 import numpy as np
 import yaml
 
-from wav2emo.reports.aggregate import aggregate_fold_dirs, aggregate_folds, find_fold_results
+from wav2emo.reports.aggregate import (
+    aggregate_fold_dirs,
+    aggregate_folds,
+    bootstrap_settings_of,
+    find_fold_results,
+)
+from wav2emo.reports.comparison import compare_runs, load_run, plot_intervals, render_statistics
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
 from wav2emo.reports.formatting import fmt
+from wav2emo.reports.intervals import BootstrapSettings
+from wav2emo.reports.seeds import seeds_report
 
 log = logging.getLogger(__name__)
 
 FOLD_KEY = "fold"
+SEED_KEY = "seed"  # jobs that differ only in the seed are repeats of one configuration
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 REPORTS_DIR = "reports"
 COMPARISON = "comparison"
@@ -38,13 +47,17 @@ MAX_NAME = 100
 
 @dataclass
 class Configuration:
-    """Jobs of one configuration (same overrides apart from ``fold``) and the folds they produced."""
+    """Jobs of one configuration (same overrides apart from ``fold`` and ``seed``) and the folds they produced.
+
+    ``repeats``: seed (``""`` when not swept) -> fold -> directory; ``fold_dirs`` is the first seed's folds.
+    """
 
     overrides: dict[str, str]
     jobs: list[Path] = field(default_factory=list)
     fold_dirs: dict[int, Path] = field(default_factory=dict)
     asked_folds: set[int] = field(default_factory=set)
     name: str = ""
+    repeats: dict[str, dict[int, Path]] = field(default_factory=dict)
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -130,22 +143,31 @@ def group_jobs(sweep_dir: str | Path) -> list[Configuration]:
     for job in find_jobs(sweep_dir):
         pairs = [parse_override(o) for o in read_overrides(job)]
         fold_value = next((v for k, v in pairs if k == FOLD_KEY), None)
-        overrides = {k: v for k, v in pairs if k != FOLD_KEY}
+        seed = next((v for k, v in pairs if k == SEED_KEY), "")
+        overrides = {k: v for k, v in pairs if k not in (FOLD_KEY, SEED_KEY)}
         key = tuple(sorted(overrides.items()))
         conf = groups.setdefault(key, Configuration(overrides=overrides))
         conf.jobs.append(job)
         found = _job_fold_dirs(job)
         conf.asked_folds.update(asked_folds(fold_value, found.values()))
+        dirs = conf.repeats.setdefault(seed, {})
         for f, d in found.items():
-            if f in conf.fold_dirs:
-                log.warning("fold %d of configuration %s ran twice (%s and %s): reporting the newer",
-                            f, overrides, conf.fold_dirs[f], d)
-                if (conf.fold_dirs[f] / FOLD_RESULT).stat().st_mtime > (d / FOLD_RESULT).stat().st_mtime:
+            if f in dirs:
+                log.warning("fold %d of configuration %s%s ran twice (%s and %s): reporting the newer",
+                            f, overrides, f" seed {seed}" if seed else "", dirs[f], d)
+                if (dirs[f] / FOLD_RESULT).stat().st_mtime > (d / FOLD_RESULT).stat().st_mtime:
                     continue
-            conf.fold_dirs[f] = d
+            dirs[f] = d
     confs = list(groups.values())
+    for c in confs:
+        c.repeats = {s: c.repeats[s] for s in sorted(c.repeats, key=_seed_order)}
+        c.fold_dirs = next(iter(c.repeats.values()), {})
     _name(confs)
     return confs
+
+
+def _seed_order(seed: str) -> tuple:
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
 def _job_fold_dirs(job: Path) -> dict[int, Path]:
@@ -185,7 +207,8 @@ def _name(confs: list[Configuration]) -> None:
 
 
 def aggregate_sweep(
-    sweep_dir: str | Path, expected_folds: Iterable[int] | None = None, *, write: bool = True
+    sweep_dir: str | Path, expected_folds: Iterable[int] | None = None, *, write: bool = True,
+    bootstrap: BootstrapSettings | None = None,
 ) -> dict[str, Any]:
     """Every configuration's cross-validation report and, with several configurations, the comparison.
 
@@ -208,16 +231,43 @@ def aggregate_sweep(
     rows, reports = [], {}
     for c in confs:
         out = sweep_dir if single else sweep_dir / REPORTS_DIR / c.name
-        report = aggregate_fold_dirs(out, c.fold_dirs, sorted(expected), write=write,
-                                     configuration={"name": c.name, "overrides": c.overrides,
-                                                    "jobs": [str(j) for j in c.jobs]})
+        configuration = {"name": c.name, "overrides": c.overrides, "jobs": [str(j) for j in c.jobs]}
+        if len(c.repeats) > 1:  # seeds: one report per seed, and the spread over seeds beside them
+            per_seed = {s: aggregate_fold_dirs(out / f"{SEED_KEY}={s}", dirs, sorted(expected), write=write,
+                                               configuration={**configuration, SEED_KEY: s}, bootstrap=bootstrap)
+                        for s, dirs in c.repeats.items()}
+            report = seeds_report(out, c.name, per_seed, c.repeats, bootstrap, write=write)
+        else:
+            report = aggregate_fold_dirs(out, c.fold_dirs, sorted(expected), write=write,
+                                         configuration=configuration, bootstrap=bootstrap)
         reports[c.name] = report
         rows.append(comparison_row(c, report, sweep_dir, out))
     comparison = {"sweep_dir": str(sweep_dir), "varying": varying_keys(confs), "expected_folds": sorted(expected),
                   "configurations": rows}
-    if write and not single:
-        write_comparison(sweep_dir, comparison)
+    if not single:
+        comparison["statistics"] = configuration_statistics(confs, bootstrap or _settings_of(confs))
+        if write:
+            write_comparison(sweep_dir, comparison)
+    elif len(confs[0].repeats) <= 1:
+        log.info("%s holds one configuration: no comparison written (nothing to compare it with)", sweep_dir)
     return {"configurations": rows, "comparison": comparison, "reports": reports}
+
+
+def _settings_of(confs: list[Configuration]) -> BootstrapSettings:
+    return bootstrap_settings_of(next((c.fold_dirs for c in confs if c.fold_dirs), {}))
+
+
+def configuration_statistics(confs: list[Configuration], settings: BootstrapSettings) -> dict[str, Any]:
+    """Intervals and paired tests of the configurations whose predictions can be read (the others: why not)."""
+    runs, unusable = [], []
+    for c in confs:
+        try:
+            runs.append(load_run(c.name, c.repeats))
+        except FoldResultError as e:
+            unusable.append({"name": c.name, "reason": str(e)})
+    stats = compare_runs(runs, settings)
+    stats["unusable"] = unusable
+    return stats
 
 
 def comparison_row(c: Configuration, report: dict[str, Any], sweep_dir: Path, out: Path) -> dict[str, Any]:
@@ -228,6 +278,7 @@ def comparison_row(c: Configuration, report: dict[str, Any], sweep_dir: Path, ou
     return {
         "name": c.name,
         "overrides": c.overrides,
+        "seeds": [s for s in c.repeats if s],
         "protocol": report.get("protocol", {}),
         "folds": report["folds"],
         "n_folds": len(report["folds"]),
@@ -269,9 +320,19 @@ def render_comparison(comparison: dict[str, Any]) -> str:
 
 
 def write_comparison(sweep_dir: Path, comparison: dict[str, Any]) -> None:
+    """``comparison.{json,md,png}``: the table over folds, then the intervals and paired tests over speakers."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    stats = comparison.get("statistics")
+    md = render_comparison(comparison)
+    if stats:
+        md += "\n" + "\n".join(render_statistics(stats))
+        md += "".join(f"\n\n**No intervals for {u['name']}: {u['reason']}.**" for u in stats.get("unusable", []))
     (sweep_dir / f"{COMPARISON}.json").write_text(json.dumps(jsonable(comparison), indent=2) + "\n")
-    (sweep_dir / f"{COMPARISON}.md").write_text(render_comparison(comparison) + "\n")
-    plot_comparison(comparison, sweep_dir / f"{COMPARISON}.png")
+    (sweep_dir / f"{COMPARISON}.md").write_text(md + "\n")
+    if stats and stats["configurations"]:
+        plot_intervals(stats, sweep_dir / f"{COMPARISON}.png")
+    else:
+        plot_comparison(comparison, sweep_dir / f"{COMPARISON}.png")
 
 
 def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
@@ -300,3 +361,46 @@ def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def compare_directories(dirs: Iterable[str | Path], out: str | Path, expected_folds: Iterable[int] | None = None,
+                        *, bootstrap: BootstrapSettings | None = None) -> dict[str, Any]:
+    """Each directory's reports as :func:`aggregate_sweep` writes them, then one comparison of every
+    configuration of every directory, written to ``out`` (``python -m wav2emo.report DIR DIR ... --out OUT``)."""
+    import os
+
+    out = Path(out)
+    dirs = [Path(d) for d in dirs]
+    confs: list[Configuration] = []
+    rows: list[dict[str, Any]] = []
+    for d in dirs:
+        result = aggregate_sweep(d, expected_folds, bootstrap=bootstrap)
+        label = d.name or str(d)
+        if not result["configurations"]:  # a plain folder of fold results: one configuration named after it
+            c = Configuration(overrides={}, name=label, fold_dirs=find_fold_results(d))
+            c.repeats = {"": c.fold_dirs}
+            report, where = result["single"], d
+            confs.append(c)
+            rows.append(comparison_row(c, report, d, d) | {"report": os.path.relpath(where, out)})
+            continue
+        grouped = {c.name: c for c in group_jobs(d)}
+        for row in result["configurations"]:
+            c = grouped[row["name"]]
+            c.name = label if len(grouped) == 1 else f"{label}/{c.name}"
+            confs.append(c)
+            rows.append(row | {"name": c.name, "report": os.path.relpath(d / row["report"], out)})
+    names = [c.name for c in confs]
+    for c in confs:  # two directories of the same name: tell them apart by their paths
+        if names.count(c.name) > 1:
+            c.name = _safe(str(next(iter(c.fold_dirs.values()), Path(c.name)).parent))[-MAX_NAME:]
+    for c, row in zip(confs, rows, strict=True):
+        row["name"] = c.name
+    comparison = {"sweep_dir": ", ".join(map(str, dirs)), "dirs": [str(d) for d in dirs],
+                  "varying": varying_keys(confs) or ["directory"],
+                  "expected_folds": sorted(set().union(*(r["folds"] for r in rows))), "configurations": rows}
+    if len(confs) < 2:
+        log.info("the directories hold %d configuration(s): no comparison written", len(confs))
+        return comparison
+    comparison["statistics"] = configuration_statistics(confs, bootstrap or _settings_of(confs))
+    write_comparison(out, comparison)
+    return comparison

@@ -16,6 +16,8 @@ from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.datamodule import EmotionDataModule
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
+from wav2emo.reports.formatting import fmt_interval, interval_lines
+from wav2emo.reports.intervals import BootstrapSettings, speaker_intervals
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.runs.common import (
@@ -32,21 +34,25 @@ from wav2emo.training.distributed import is_rank_zero
 log = logging.getLogger(__name__)
 
 EVAL_RESULT = "eval_result.json"  # the schema of fold_result.json, written by python -m wav2emo.eval
+EVAL_REPORT = "eval_report.md"
 
 
 def test_checkpoint(
-    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path
+    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path, report_cfg: Any = None
 ) -> dict[str, Any]:
     """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions.
 
     The test metrics (WA, UA, F1, per class, confusion) are computed from the written predictions by
     :func:`wav2emo.reports.metrics.classification_metrics`, the one definition every report uses; the
-    trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept.
+    trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept. ``test_intervals``:
+    the speaker-bootstrap intervals of these predictions (settings from ``report_cfg``, the config's ``report``).
     """
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
     paths = {c.clip_id: c.path for c in dm.manifest}
     preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
+    actor_of = {c.clip_id: c.actor for c in dm.manifest}  # each clip's speaker, for the speaker bootstrap
+    preds["actor"] = [actor_of[c] for c in preds["clip_id"]]
     class_names = list(getattr(model, "class_names", EMOTIONS))
     preds["true"] = [class_names[i] for i in preds["label"]]
     preds["predicted"] = [class_names[i] for i in preds["pred"]]
@@ -66,9 +72,18 @@ def test_checkpoint(
         "test_clips": int(len(preds)),
         "evaluated_checkpoint": ckpt_path,
     }
+    if len(preds):
+        settings = BootstrapSettings.from_config(_plain(report_cfg))
+        out["test_intervals"] = speaker_intervals(preds["actor"], preds["label"], preds["pred"], class_names, settings)
     if CORPUS_COLUMN in preds:
         out["test_per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"], class_names)
     return out
+
+
+def _plain(section: Any) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
 
 
 def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any]):
@@ -145,7 +160,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = {"fold": fold, "model": train_cfg.model.name, "checkpoint": str(cfg.ckpt_path), "split": dm.describe()}
     with warnings.catch_warnings():
         quiet_batch_transfer_warning()
-        result.update(test_checkpoint(trainer, model, dm, None, out))
+        result.update(test_checkpoint(trainer, model, dm, None, out, report_cfg=cfg.get("report")))
     write_fold_result(out, result, filename=EVAL_RESULT)
     log.info("fold %d test: %s", fold, {k: round(v, 4) for k, v in result["test"].items()})
+    if "test_intervals" in result:  # the Markdown beside eval_result.json: metrics with their speaker intervals
+        iv = result["test_intervals"]
+        (out / EVAL_REPORT).write_text("\n".join([
+            f"# Evaluation of `{cfg.ckpt_path}` on fold {fold}\n",
+            f"Test actors {result['split'].get('test_actors')}, {result['test_clips']} clips.",
+            *interval_lines(iv, "intervals over test speakers")]) + "\n")
+        log.info("fold %d test UA %s (interval over %d speakers%s) -> %s", fold, fmt_interval(iv["ua"]),
+                 iv["speakers"], "; unreliable" if not iv["reliable"] else "", out / EVAL_REPORT)
     return result

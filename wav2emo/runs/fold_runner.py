@@ -125,7 +125,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         if cfg.get("test", True):
             with warnings.catch_warnings():
                 quiet_batch_transfer_warning()
-                result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir))
+                result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir, report_cfg=cfg.get("report")))
         if is_rank_zero():
             _log_to_wandb(loggers, result)
     finally:
