@@ -62,7 +62,7 @@ class FeatureKind(Protocol):
 
 KindFactory = Callable[[Mapping[str, Any], Any], FeatureKind]
 _BUILTIN: dict[str, str] = {
-    "ssl_hidden_states": "wav2emo.features.extraction:SSLHiddenStates",
+    "ssl_hidden_states": "wav2emo.features.ssl_hidden_states:SSLHiddenStates",
     "egemaps_functionals": "wav2emo.features.egemaps:EgemapsFunctionals",
     "egemaps_lld": "wav2emo.features.egemaps:EgemapsLLD",
     "logmel": "wav2emo.features.logmel:LogMel",
