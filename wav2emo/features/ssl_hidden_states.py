@@ -89,14 +89,16 @@ class SSLHiddenStates:
         own window, Whisper's 30 s, once the ``backbone`` is known), before anything is computed."""
         max_s = self.spec["max_clip_s"]
         key = "features.ssl.max_clip_s"
+        what = f"the hidden states of feature spec {self.spec['name']!r}"
         if backbone is not None and backbone.max_clip_s is not None and (max_s is None or max_s > backbone.max_clip_s):
             max_s, key = backbone.max_clip_s, None
+            what += f" (the {backbone.family} backbone's window)"
         field = 400 if backbone is None else backbone.receptive_field
         sr = 16000 if backbone is None else backbone.sampling_rate
-        what = "the backbone's front end" if backbone is None else f"the {backbone.family} backbone"
+        front = "the backbone's front end" if backbone is None else f"the {backbone.family} backbone"
         check_durations(
-            manifest, what=f"the hidden states of feature spec {self.spec['name']!r}", min_s=field / sr,
-            min_reason=f"the receptive field ({field} samples at {sr} Hz) of {what}",
+            manifest, what=what, min_s=field / sr,
+            min_reason=f"the receptive field ({field} samples at {sr} Hz) of {front}",
             error=ClipLengthError,
             max_s=None if max_s is None else float(max_s), max_key=key,
         )

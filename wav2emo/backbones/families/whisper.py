@@ -60,10 +60,11 @@ class WhisperEncoderBackbone(Backbone):
                 f"{self.source.describe()}: preprocessor_config.json has feature_size={fe.feature_size} mel bins but "
                 f"the model's num_mel_bins={n_mels}; expected the feature extractor of this checkpoint"
             )
-        self.n_fft, self.mel_hop = int(fe.n_fft), int(fe.hop_length)
+        self.n_fft, self.mel_hop, self.window_samples = int(fe.n_fft), int(fe.hop_length), int(fe.n_samples)
         self.mel_filters = torch.from_numpy(fe.mel_filters).float()  # (n_freq, n_mels)
         self.window = torch.hann_window(self.n_fft)
         self.model.layerdrop = float(getattr(self.config, "encoder_layerdrop", 0.0) or 0.0)
+        self._front_end = nn.ModuleList([self.model.conv1, self.model.conv2])  # a view: the model owns the convs
 
     # Loading: only the encoder is kept --------------------------------------------------------------
     @classmethod
@@ -115,7 +116,7 @@ class WhisperEncoderBackbone(Backbone):
         return self.model.layers
 
     def front_end(self) -> nn.Module:
-        return nn.ModuleList([self.model.conv1, self.model.conv2])
+        return self._front_end
 
     def full_prefixes(self, masking: bool) -> tuple[str, ...]:
         return ("layers.", "layer_norm.")
@@ -129,7 +130,10 @@ class WhisperEncoderBackbone(Backbone):
     def log_mel(self, x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
         """(B, S) zero-padded waves -> (B, n_mels, M) log-mel, each clip's frames as WhisperFeatureExtractor gives
         them for the clip padded alone to 30 s; frames past a clip's own are 0."""
-        x = F.pad(x.float(), (0, self.n_fft))  # >= n_fft/2 zeros after every clip: STFT edges see silence
+        width = x.shape[1]
+        # Zeros after every clip, as in its 30 s window: up to n_fft of them, or to the window's end, where the
+        # feature extractor's STFT reflects (exactly what it gives a clip of up to 30 s).
+        x = F.pad(x.float(), (0, max(0, min(width + self.n_fft, self.window_samples) - width)))
         window = self.window.to(x.device)
         stft = torch.stft(x, self.n_fft, self.mel_hop, window=window, return_complex=True)
         power = (stft[..., :-1].abs() ** 2).contiguous()
@@ -137,7 +141,7 @@ class WhisperEncoderBackbone(Backbone):
         log_spec = torch.clamp(mel, min=1e-10).log10()
         peak = log_spec.amax(dim=(1, 2), keepdim=True)
         log_spec = (torch.maximum(log_spec, peak - 8.0) + 4.0) / 4.0
-        m = max(self.mel_frames(x.shape[1] - self.n_fft), 1)
+        m = max(self.mel_frames(width), 1)
         mels = [self.mel_frames(int(n)) for n in lengths]
         return log_spec[..., :m] * frame_mask(mels, m, x.device)[:, None, :].to(log_spec.dtype)
 
