@@ -12,17 +12,19 @@ import torch
 from tests.test_cache import make_manifest
 from wav2emo.backbones import (
     BackboneError,
+    ExtractionError,
     backbone_identity,
     build_tiny_wav2vec2,
     load_backbone,
+    normalize_wave,
     resolve_source,
     tiny_wav2vec2_config,
+    wrap_model,
 )
 from wav2emo.data.audio import load_audio
 from wav2emo.features import get_features
 from wav2emo.features.batching import expected_samples, resampled_length
 from wav2emo.features.cache import CacheBuilder, FeatureCache
-from wav2emo.features.extractor import ExtractionError, HiddenStateExtractor, normalize_wave
 
 # RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
 SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
@@ -51,10 +53,7 @@ def waves(n: int, seed: int = 0) -> list[np.ndarray]:
 # Batch invariance ----------------------------------------------------------------------------------------
 def _invariance_gap(model, ws) -> tuple[float, float, float]:
     """(max |batched - alone|, max |alone|, max |naive zero-padded batch - alone|) over valid frames."""
-    from wav2emo.backbones import Backbone, resolve_source
-
-    bb = Backbone(model, resolve_source("unused/hub-id"), {}, True, 16000)
-    ex = HiddenStateExtractor(bb, torch.device("cpu"), "fp32")
+    ex = wrap_model(model, normalize=True)
     batched = ex.extract(ws)
     alone = [ex.extract([w])[0] for w in ws]
     gap = max(float(np.abs(a - b).max()) for a, b in zip(batched, alone, strict=True))
@@ -90,7 +89,7 @@ def test_batched_equals_one_by_one_base_sized():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_batched_equals_one_by_one_on_gpu(tiny):
     bb = load_backbone(resolve_source(tiny), device="cuda")
-    ex = HiddenStateExtractor(bb, torch.device("cuda"), "fp32")
+    ex = bb
     ws = waves(5)
     batched, alone = ex.extract(ws), [ex.extract([w])[0] for w in ws]
     assert max(float(np.abs(a - b).max()) for a, b in zip(batched, alone, strict=True)) < 1e-3
@@ -115,7 +114,7 @@ def test_ssl_cache_shapes_lengths_values_and_meta(tmp_path, tiny, toy):
     assert len(cache.meta["shards"]) > 2
 
     bb = load_backbone(resolve_source(tiny))
-    ex = HiddenStateExtractor(bb, torch.device("cpu"))
+    ex = bb
     direct = ex.extract([load_audio(c.path) for c in toy[:3]])
     for i in range(3):
         got = cache.read(i)
@@ -259,7 +258,7 @@ def test_missing_local_folder_is_not_mistaken_for_a_hub_id(tmp_path):
 
 def test_cache_reopens_without_loading_the_backbone(tmp_path, tiny, toy, monkeypatch):
     first = get_features(toy[:3], ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
-    import wav2emo.features.extraction as extraction
+    import wav2emo.features.ssl_hidden_states as extraction
 
     monkeypatch.setattr(extraction, "load_backbone", lambda *a, **k: pytest.fail("reloaded the backbone"))
     again = get_features(toy[:3], ssl_spec(tiny), tmp_path / "cache", device="cpu", progress=False)
@@ -269,7 +268,7 @@ def test_cache_reopens_without_loading_the_backbone(tmp_path, tiny, toy, monkeyp
 def test_cpu_job_reads_the_cache_the_same_spec_built_in_bf16(tmp_path, tiny, toy, monkeypatch):
     """A bf16 spec runs in fp32 on a CPU (another cache), but a finished bf16 cache of the same spec,
     built on a GPU, is what the spec asked for: a CPU training or eval job reads it, not re-extracts."""
-    import wav2emo.features.extraction as extraction
+    import wav2emo.features.ssl_hidden_states as extraction
 
     spec = ssl_spec(tiny, precision="bf16")
     real = extraction.effective_precision
@@ -292,8 +291,8 @@ def test_cpu_job_reads_the_cache_the_same_spec_built_in_bf16(tmp_path, tiny, toy
 
 # Long clips -------------------------------------------------------------------------------------------------
 def test_clip_over_max_clip_s_is_refused_before_the_backbone_loads(tmp_path, tiny, monkeypatch):
-    import wav2emo.features.extraction as extraction
-    from wav2emo.features.extraction import ClipLengthError
+    import wav2emo.features.ssl_hidden_states as extraction
+    from wav2emo.features.ssl_hidden_states import ClipLengthError
 
     m = make_manifest(tmp_path / "a", [20000, 16000 * 61, 30000])
     monkeypatch.setattr(extraction, "load_backbone", lambda *a, **k: pytest.fail("loaded the backbone"))

@@ -9,10 +9,15 @@ import torch
 
 from tests.test_backbones import FAMILIES, random_model
 from tests.test_cache import make_manifest
-from wav2emo.backbones import Backbone, BackboneError, build_tiny_wav2vec2, resolve_source
-from wav2emo.backbones.inputs import normalize_waves
+from wav2emo.backbones import (
+    Backbone,
+    BackboneError,
+    build_tiny_wav2vec2,
+    normalize_wave,
+    normalize_waves,
+    wrap_model,
+)
 from wav2emo.features import get_features
-from wav2emo.features.extractor import HiddenStateExtractor, normalize_wave
 from wav2emo.models.upstream import SSLUpstream, build_upstream, rebuild_upstream
 
 SAMPLES = [20000, 12345, 16000, 9000]
@@ -52,7 +57,7 @@ def wave_batch(ws: list[np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 def in_memory(model, normalize: bool = True) -> Backbone:
-    return Backbone(model, resolve_source("unused/hub-id"), {"source": "test"}, normalize, 16000)
+    return wrap_model(model, normalize=normalize, identity={"source": "test"})
 
 
 def assert_close_on_mask(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor, tol: float) -> None:
@@ -92,10 +97,10 @@ def test_top_k_of_a_real_size_wav2vec2_base_reproduces_layers_9_to_12():
     torch.manual_seed(0)
     model = Wav2Vec2Model(Wav2Vec2Config()).eval()  # the base architecture
     assert (model.config.num_hidden_layers, model.config.hidden_size) == (12, 768)
-    ex = HiddenStateExtractor(in_memory(model), torch.device("cpu"), "fp32")
+    ex = in_memory(model)
     ws = waves([8000, 6000])
     x, lengths = ex.pad([ex.prepare(w) for w in ws])
-    res, frames = ex.forward(x, lengths, torch.float32)  # the extractor's batch: (B, T, H, D)
+    res, frames = ex.extract_batch(x, lengths, torch.float32)  # the extractor's batch: (B, T, H, D)
     fp32 = collate([res[b, :f].numpy() for b, f in enumerate(frames)])
     up = SSLUpstream(in_memory(model), mode="top_k", k=4).eval()
     with torch.no_grad():
@@ -110,9 +115,9 @@ def test_top_k_of_a_real_size_wav2vec2_base_reproduces_layers_9_to_12():
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f != "wav2vec2"])
 def test_top_k_reproduces_the_top_layers_of_every_family(family):
     model = random_model(family)
-    ex = HiddenStateExtractor(in_memory(model, normalize=False), torch.device("cpu"), "fp32")
+    ex = in_memory(model, normalize=False)
     x, lengths = ex.pad(waves([16000, 10000]))
-    res, frames = ex.forward(x, lengths, torch.float32)
+    res, frames = ex.extract_batch(x, lengths, torch.float32)
     fp32 = collate([res[b, :f].numpy() for b, f in enumerate(frames)])
     up = SSLUpstream(in_memory(model, normalize=False), mode="top_k", k=2).eval()
     with torch.no_grad():
@@ -160,7 +165,7 @@ def test_full_mode_trains_the_transformer_not_the_frozen_cnn(tiny):
 def test_wave_modes_give_extractions_hidden_states_for_a_padded_batch(tiny, mode):
     ws = waves()
     bb = build_upstream(str(tiny), mode="frozen")
-    ex = HiddenStateExtractor(Backbone(bb.model, resolve_source(tiny), {}, True, 16000), torch.device("cpu"), "fp32")
+    ex = wrap_model(bb.model, normalize=True)
     alone = collate([ex.extract([w])[0] for w in ws])  # each clip by itself: the batch-invariance reference
     up = build_upstream(str(tiny), mode=mode).eval()
     out = up(wave_batch(ws))

@@ -84,13 +84,28 @@ def torch_info() -> dict[str, Any]:
     return info
 
 
+def backbone_family(config_path: Any) -> str:
+    """The registered backbone family of a config.json (its model_type), or why there is none."""
+    if not isinstance(config_path, (str, Path)) or not Path(config_path).is_file():
+        return "unknown (no config.json)"
+    try:
+        import wav2emo.backbones.families  # noqa: F401 - registers the built-in families
+        from wav2emo.backbones.family import family_for
+
+        model_type = json.loads(Path(config_path).read_text()).get("model_type")
+        return family_for(model_type).family
+    except Exception as e:  # noqa: BLE001 - a report, never a crash
+        return f"not supported ({str(e).split(';')[0]})"
+
+
 def backbone_offline(ref: str) -> dict[str, Any]:
-    """Whether ``ref`` (a hub id or a folder) can be loaded with the network off."""
+    """Whether ``ref`` (a hub id or a folder) can be loaded with the network off, and its family."""
     path = Path(ref).expanduser()
     if path.is_dir():
         has_config = (path / "config.json").is_file()
         has_weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin"))
-        return {"backbone": ref, "kind": "folder", "available": has_config and has_weights}
+        return {"backbone": ref, "kind": "folder", "available": has_config and has_weights,
+                "family": backbone_family(path / "config.json")}
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError as e:
@@ -99,6 +114,8 @@ def backbone_offline(ref: str) -> dict[str, Any]:
     weights = [try_to_load_from_cache(ref, name) for name in ("model.safetensors", "pytorch_model.bin")]
     available = isinstance(config, str) and any(isinstance(w, str) for w in weights)
     out: dict[str, Any] = {"backbone": ref, "kind": "hub", "available": available}
+    if isinstance(config, str):
+        out["family"] = backbone_family(config)
     if not available:
         out["how"] = "run once with internet access (e.g. python -m wav2emo.extract features=...), or point " \
                      "`features.ssl.backbone` at a folder written by save_pretrained"
@@ -141,7 +158,8 @@ def render(info: dict[str, Any]) -> str:
         lines.append(f"  {k}: {f['path']} " + (f"({f['size_mb']} MB)" if f["exists"] else "(does not exist yet)"))
     lines += ["", "Backbones without the network:"]
     for b in info["backbones"]:
-        lines.append(f"  {b['backbone']} ({b['kind']}): {'available' if b['available'] else 'NOT available'}"
+        family = f", family {b['family']}" if b.get("family") else ""
+        lines.append(f"  {b['backbone']} ({b['kind']}{family}): {'available' if b['available'] else 'NOT available'}"
                      + (f"; {b['how']}" if b.get("how") else ""))
     if info["environment"]:
         lines += ["", "Environment:"] + [f"  {k}={v}" for k, v in info["environment"].items()]

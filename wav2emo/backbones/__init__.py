@@ -1,10 +1,13 @@
 """Self-supervised speech backbones, shared by extraction (``features/``) and fine-tuning (``models/``).
 
-One job per module: :mod:`.source` (hub id or folder, and the identity naming its weights),
-:mod:`.loading` (``AutoModel``, frozen or trainable, train-mode switches), :mod:`.invariance` (the
-batch-invariance patch), :mod:`.encoder` (running transformer layers i..j on a hidden state),
-:mod:`.inputs` (per-clip wave normalisation and frame counts on a padded batch), :mod:`.tiny` (tiny random
-backbones for offline tests).
+The contract is :class:`~wav2emo.backbones.family.Backbone`: one subclass per family (one module each under
+:mod:`.families`, registered with :func:`register_family`); an instance is the ONE object that extraction,
+fine-tuning, evaluation and prediction run.  Floors, bottom up (each imports only those below it):
+:mod:`.source` (hub id or folder, identity, config and preprocessor JSON), :mod:`.switches` (train-mode
+regularisers), :mod:`.running` (device, precision, padding), :mod:`.invariance` and :mod:`.encoder`
+(wav2vec2-style masked group norm and layer ranges), :mod:`.family` (the contract and the registry),
+:mod:`.families` (the built-in families), :mod:`.tiny` (tiny random models of every family),
+:mod:`.loading` (``load_backbone``: the family from config.json's model_type).
 """
 
 from wav2emo.backbones.encoder import (
@@ -15,22 +18,39 @@ from wav2emo.backbones.encoder import (
     run_layers,
     uses_position_bias,
 )
+from wav2emo.backbones.family import (
+    Backbone,
+    family_for,
+    normalize_wave,
+    normalize_waves,
+    register_family,
+    registered_families,
+)
 from wav2emo.backbones.invariance import (
     BatchInvariance,
     MaskedGroupNorm,
     conv_output_length,
     conv_receptive_field,
 )
-from wav2emo.backbones.loading import TRAIN_SWITCH_DEFAULTS, Backbone, load_backbone, train_switches
+from wav2emo.backbones.loading import family_of, load_backbone, source_of, wrap_model
+from wav2emo.backbones.running import ExtractionError, effective_precision, resolve_device
 from wav2emo.backbones.source import (
     DEFAULT_BACKBONE,
     BackboneError,
     BackboneSource,
     backbone_identity,
+    config_json,
     preprocessor_settings,
     resolve_source,
 )
-from wav2emo.backbones.tiny import TINY_MARKER, build_tiny_wav2vec2, tiny_config, tiny_wav2vec2_config
+from wav2emo.backbones.switches import TRAIN_SWITCH_DEFAULTS, train_switches
+from wav2emo.backbones.tiny import (
+    TINY_MARKER,
+    build_tiny,
+    build_tiny_wav2vec2,
+    tiny_config,
+    tiny_wav2vec2_config,
+)
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -40,19 +60,32 @@ __all__ = [
     "BackboneError",
     "BackboneSource",
     "BatchInvariance",
+    "ExtractionError",
     "MaskedGroupNorm",
     "backbone_identity",
+    "build_tiny",
     "build_tiny_wav2vec2",
+    "config_json",
     "conv_output_length",
     "conv_receptive_field",
+    "effective_precision",
     "encoder_layers",
+    "family_for",
+    "family_of",
     "final_layer_norm",
     "is_stable_layer_norm",
     "load_backbone",
+    "wrap_model",
+    "normalize_wave",
+    "normalize_waves",
     "num_layers",
     "preprocessor_settings",
+    "register_family",
+    "registered_families",
+    "resolve_device",
     "resolve_source",
     "run_layers",
+    "source_of",
     "tiny_config",
     "tiny_wav2vec2_config",
     "train_switches",

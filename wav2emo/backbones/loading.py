@@ -1,106 +1,49 @@
-"""Loading a backbone with ``AutoModel``: frozen for extraction, or trainable for fine-tuning.
+"""Loading a backbone: its family from config.json's ``model_type``, frozen for extraction or trainable for
+fine-tuning, with the train-mode switches set explicitly (:mod:`wav2emo.backbones.switches`).
 
-Hugging Face's pretraining configs switch on regularisers that act in train mode only: ``layerdrop``
-(0.1 in wav2vec2-base), ``mask_time_prob`` (0.05) with ``apply_spec_augment``.  A fine-tuning run that
-inherits them silently does something its config does not say, so every load sets them explicitly
-(off by default, see :data:`TRAIN_SWITCH_DEFAULTS`); the caller turns them on from our own config.
+``import wav2emo.backbones.families`` here registers the built-in families; a plugin family registers
+itself when its module is imported (before loading).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import wav2emo.backbones.families  # noqa: F401 - registers the built-in families
+from wav2emo.backbones.family import Backbone, family_for
 from wav2emo.backbones.source import (
     BackboneError,
     BackboneSource,
     backbone_identity,
+    config_json,
     hub_weights_sha256,
     offline_help,
     preprocessor_settings,
+    resolve_source,
 )
-
-# Train-mode regularisers of the HF audio backbones, all off unless our config turns them on.
-TRAIN_SWITCH_DEFAULTS: dict[str, Any] = {
-    "layerdrop": 0.0,
-    "mask_time_prob": 0.0,
-    "mask_feature_prob": 0.0,
-    "apply_spec_augment": False,
-}
+from wav2emo.backbones.switches import quiet_transformers, train_switches
+from wav2emo.backbones.tiny import build_tiny
 
 
-def train_switches(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The defaults with ``overrides`` applied, validated (unknown names and out-of-range values refused)."""
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(TRAIN_SWITCH_DEFAULTS))
-    if unknown:
-        raise BackboneError(f"backbone train switches {unknown}: unknown; expected some of {sorted(TRAIN_SWITCH_DEFAULTS)}")
-    out = {**TRAIN_SWITCH_DEFAULTS, **overrides}
-    for name in ("layerdrop", "mask_time_prob", "mask_feature_prob"):
-        value = out[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) < 1.0:
-            raise BackboneError(f"backbone switch {name}={value!r}: expected a probability in [0, 1)")
-        out[name] = float(value)
-    if not isinstance(out["apply_spec_augment"], bool):
-        raise BackboneError(f"backbone switch apply_spec_augment={out['apply_spec_augment']!r}: expected true or false")
-    return out
+def source_of(
+    backbone: str | os.PathLike, *, revision: str | None = "main", build_tiny_model: bool = False,
+    tiny_seed: int = 0, tiny_family: str = "wav2vec2",
+) -> BackboneSource:
+    """A feature spec's backbone as a source; with ``build_tiny_model`` the tiny random model is built there first."""
+    if build_tiny_model:
+        return BackboneSource(os.fspath(backbone), None, build_tiny(Path(backbone).expanduser(), seed=tiny_seed,
+                                                                   family=tiny_family).resolve())
+    return resolve_source(backbone, revision=revision)
 
 
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No weight-loading progress bars inside our own progress bar."""
-    import transformers.utils.logging as tlog
-
-    enabled = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            tlog.enable_progress_bar()
-
-
-@dataclass
-class Backbone:
-    """A loaded backbone with what extraction and fine-tuning need to know about it."""
-
-    model: torch.nn.Module
-    source: BackboneSource
-    identity: dict[str, Any]
-    do_normalize: bool
-    sampling_rate: int
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-
-def _from_pretrained(source: BackboneSource, identity: Mapping[str, Any], switches: Mapping[str, Any]):
-    from transformers import AutoConfig, AutoModel
-
-    where = str(source.folder) if source.folder is not None else source.ref
-    common: dict[str, Any] = {}
-    if source.folder is not None:
-        common["local_files_only"] = True
-    else:
-        common["revision"] = identity["commit"]
-    with quiet_transformers():
-        # trust_remote_code=False, explicitly: a backbone folder or hub repo never runs its own Python.
-        config = AutoConfig.from_pretrained(where, **common, trust_remote_code=False)
-        missing = [name for name in switches if not hasattr(config, name)]
-        if missing:
-            raise BackboneError(
-                f"{source.describe()}: its config ({type(config).__name__}) has no {missing}; expected an audio "
-                "backbone with wav2vec2's train-mode switches (wav2vec2, HuBERT, WavLM, data2vec-audio)"
-            )
-        for name, value in switches.items():
-            setattr(config, name, value)
-        return AutoModel.from_pretrained(where, config=config, dtype=torch.float32, **common, trust_remote_code=False)
+def family_of(source: BackboneSource, commit: str | None = None) -> type[Backbone]:
+    """The registered family of ``source`` (from its config.json; nothing is loaded)."""
+    return family_for(config_json(source, commit).get("model_type"), source.describe())
 
 
 def load_backbone(
@@ -110,19 +53,27 @@ def load_backbone(
     normalize: bool | None = None,
     trainable: bool = False,
     switches: Mapping[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> Backbone:
-    """Load ``source`` with AutoModel as float32 on ``device``.
+    """Load ``source`` as float32 on ``device``, as an instance of its family's :class:`Backbone`.
 
     ``trainable=False`` (extraction): eval mode and no gradients anywhere.  ``trainable=True``
     (fine-tuning): gradients kept; the caller decides which parts train and sets train/eval mode.
     ``switches`` are the train-mode regularisers (:func:`train_switches`), off unless given.
     ``normalize=None`` follows the preprocessor's ``do_normalize`` (zero mean, unit variance per clip);
     a backbone without preprocessor_config.json then needs ``normalize`` set explicitly, because
-    guessing wrong silently changes every feature.
+    guessing wrong silently changes every feature.  ``precision`` is what :meth:`Backbone.extract_batch` runs in.
     """
     identity = backbone_identity(source)
+    commit = identity.get("commit")
+    family = family_of(source, commit)
     # Read the preprocessor of exactly the commit whose weights are loaded.
-    settings = preprocessor_settings(source, commit=identity.get("commit"))
+    settings = preprocessor_settings(source, commit=commit)
+    if settings is None and family.needs_preprocessor:
+        raise BackboneError(
+            f"{source.describe()}: no preprocessor_config.json, but the {family.family} family's front end is defined "
+            "by it (its feature extractor's settings); copy it from the checkpoint's hub repo into the folder"
+        )
     if normalize is None:
         if settings is None:
             raise BackboneError(
@@ -132,8 +83,13 @@ def load_backbone(
         normalize = settings["do_normalize"]
     sampling_rate = settings["sampling_rate"] if settings else 16000
     resolved = train_switches(switches)
+    where = str(source.folder) if source.folder is not None else source.ref
+    common: dict[str, Any] = {"local_files_only": True} if source.folder is not None else {"revision": commit}
     try:
-        model = _from_pretrained(source, identity, resolved)
+        with quiet_transformers():
+            config = family.load_config(where, **common)
+            family.configure(config, resolved, source.describe())
+            model = family.load_model(where, config, **common)
     except BackboneError:
         raise
     except OSError as e:
@@ -155,4 +111,16 @@ def load_backbone(
     }
     if source.folder is None:
         info["weights_sha256"] = hub_weights_sha256(source, identity["commit"])
-    return Backbone(model, source, identity, bool(normalize), int(sampling_rate), info)
+    return family(model, source, identity, bool(normalize), int(sampling_rate), info,
+                  (settings or {}).get("fields"), device=device, precision=precision)
+
+
+def wrap_model(
+    model: torch.nn.Module, *, normalize: bool = False, device: str | torch.device = "cpu", precision: str = "fp32",
+    preprocessor: Mapping[str, Any] | None = None, identity: Mapping[str, Any] | None = None,
+) -> Backbone:
+    """An in-memory model (tests, benchmarks: built from a config, never saved) as its family's Backbone."""
+    family = family_for(getattr(model.config, "model_type", None), type(model).__name__)
+    source = BackboneSource(f"in-memory {type(model).__name__}")
+    return family(model.to(device), source, identity or {"source": "memory"}, normalize, 16000,
+                  {"model_class": type(model).__name__}, preprocessor, device=device, precision=precision)

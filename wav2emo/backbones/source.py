@@ -50,16 +50,10 @@ def resolve_source(
     backbone: str | os.PathLike = DEFAULT_BACKBONE,
     *,
     revision: str | None = "main",
-    build_tiny: bool = False,
-    tiny_seed: int = 0,
 ) -> BackboneSource:
-    """Decide whether ``backbone`` is a folder or a hub id; with ``build_tiny`` create the tiny model there first."""
+    """Decide whether ``backbone`` is a folder or a hub id (tiny test models: :func:`wav2emo.backbones.loading.source_of`)."""
     ref = os.fspath(backbone)
     path = Path(ref).expanduser()
-    if build_tiny:
-        from wav2emo.backbones.tiny import build_tiny_wav2vec2
-
-        return BackboneSource(ref, None, build_tiny_wav2vec2(path, seed=tiny_seed).resolve())
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BackboneError(f"{path}: a backbone folder needs config.json (as written by save_pretrained)")
@@ -169,6 +163,27 @@ def preprocessor_settings(source: BackboneSource, commit: str | None = None) -> 
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BackboneError(f"{path}: unreadable ({e}); expected the feature extractor's JSON settings") from e
-    return {"do_normalize": bool(raw.get("do_normalize", False)), "sampling_rate": int(raw.get("sampling_rate", 16000))}
+    return {"do_normalize": bool(raw.get("do_normalize", False)), "sampling_rate": int(raw.get("sampling_rate", 16000)),
+            "fields": raw}
+
+
+def config_json(source: BackboneSource, commit: str | None = None) -> dict[str, Any]:
+    """The backbone's config.json as plain JSON (its ``model_type`` names the family), without transformers."""
+    if source.folder is not None:
+        path = source.folder / "config.json"
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = Path(hf_hub_download(source.ref, "config.json", revision=commit or source.revision))
+        except Exception as e:
+            raise offline_help(source, e) from e
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BackboneError(f"{path}: unreadable ({e}); expected the model's JSON config") from e
+    if not isinstance(raw, dict):
+        raise BackboneError(f"{path}: holds {type(raw).__name__}; expected a JSON object with a model_type")
+    return raw
 
 

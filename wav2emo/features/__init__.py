@@ -65,7 +65,7 @@ KindFactory = Callable[[Mapping[str, Any], Any], FeatureKind]
 # in a module of yours, passed as ``plugins=[that.module]`` (wav2emo/registry.py); built-ins import on first use
 # (opensmile / transformers only when needed).
 FEATURE_KINDS: Registry[KindFactory] = Registry("feature kind", {
-    "ssl_hidden_states": "wav2emo.features.extraction:SSLHiddenStates",
+    "ssl_hidden_states": "wav2emo.features.ssl_hidden_states:SSLHiddenStates",
     "egemaps_functionals": "wav2emo.features.egemaps:EgemapsFunctionals",
     "egemaps_lld": "wav2emo.features.egemaps:EgemapsLLD",
     "logmel": "wav2emo.features.logmel:LogMel",

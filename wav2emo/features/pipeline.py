@@ -1,4 +1,4 @@
-"""The extraction pipeline around the extractor: background audio loading, pinned host buffers, writer threads.
+"""The extraction pipeline around a frozen backbone: background audio loading, pinned host buffers, writer threads.
 
 It keeps the GPU busy: a thread pool decodes and resamples audio ahead of it, a copy stream brings float16
 results back into pinned memory while the next batch runs, and writer threads put each clip's exact frames
@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from wav2emo.backbones import Backbone, ExtractionError
 from wav2emo.data.audio import load_audio
 from wav2emo.features.batching import plan_batches
 from wav2emo.features.cache import CacheBuilder
-from wav2emo.features.extractor import ExtractionError, HiddenStateExtractor
 
 
 def _in_background(items: Iterator[Any], maxsize: int, stop: threading.Event) -> Iterator[Any]:
@@ -174,7 +174,7 @@ class _Writers:
 
 
 def extract_to_builder(
-    extractor: HiddenStateExtractor,
+    backbone: Backbone,
     builder: CacheBuilder,
     paths: Sequence[str],
     samples: Sequence[int],
@@ -191,7 +191,7 @@ def extract_to_builder(
 
     ``paths[i]`` / ``samples[i]`` are clip ``i``'s audio file and its expected sample count at the
     backbone's rate; a file that decodes to another length is an error (the plan would not fit).
-    Batches are padded to a multiple of ``length_bucket_s`` seconds (see :meth:`HiddenStateExtractor.pad`)
+    Batches are padded to a multiple of ``length_bucket_s`` seconds (see :meth:`Backbone.pad`)
     and hold at most ``max_batch_s`` seconds of padded audio (see :func:`plan_batches`).
     Returns timings: ``wait_input_s`` (GPU starved of audio), ``wait_writer_s`` / ``wait_buffer_s``
     (writers behind, or host buffers still being pinned), ``pin_s`` (background pinning),
@@ -200,15 +200,15 @@ def extract_to_builder(
     from tqdm.auto import tqdm
 
     pending = builder.pending
-    sr = extractor.backbone.sampling_rate
+    sr = backbone.sampling_rate
     budget = int(max_batch_s * sr) if max_batch_s else None
     batches = plan_batches(pending, samples, max(1, batch_size), budget)
     stop = threading.Event()
-    cuda = extractor.device.type == "cuda"
-    row = extractor.num_hidden_states * extractor.hidden_size
+    cuda = backbone.device.type == "cuda"
+    row = backbone.num_hidden_states * backbone.hidden_size
     multiple = max(1, round(length_bucket_s * sr))
     largest = max(
-        (len(b) * extractor.num_frames(-(-max(samples[i] for i in b) // multiple) * multiple) * row for b in batches),
+        (len(b) * backbone.num_frames(-(-max(samples[i] for i in b) // multiple) * multiple) * row for b in batches),
         default=0,
     )
 
@@ -219,7 +219,7 @@ def extract_to_builder(
                 f"{paths[i]}: decoded to {len(wave)} samples at {sr} Hz, but the manifest implies {samples[i]}; "
                 "the manifest does not describe this file (prepare the corpus again)"
             )
-        return extractor.prepare(wave)
+        return backbone.prepare(wave)
 
     def assemble(pool: ThreadPoolExecutor) -> Iterator[tuple[list[int], torch.Tensor, list[int]]]:
         ahead: deque[list[Future]] = deque()
@@ -230,14 +230,14 @@ def extract_to_builder(
                 ahead.append([pool.submit(load_one, i) for i in batches[submitted]])
                 submitted += 1
             waves = [f.result() for f in ahead.popleft()]
-            x, lengths = extractor.pad(waves, multiple)
+            x, lengths = backbone.pad(waves, multiple)
             yield batch, x, lengths
 
     buffers = _HostBuffers(writer_threads + 1, largest, torch.float16) if cuda else None
     writers = _Writers(
         builder, writer_threads, release=buffers.put if buffers else (lambda _: None), depth=writer_threads + 2
     )
-    copy_stream = torch.cuda.Stream(extractor.device) if cuda else None
+    copy_stream = torch.cuda.Stream(backbone.device) if cuda else None
     timings: dict[str, Any] = {"wait_input_s": 0.0, "wait_writer_s": 0.0, "wait_buffer_s": 0.0, "batch_s": []}
     bar = tqdm(total=len(pending), unit="clip", desc="hidden states", disable=not progress, leave=False)
     start = time.perf_counter()
@@ -251,7 +251,7 @@ def extract_to_builder(
                 except StopIteration:
                     break
                 timings["wait_input_s"] += time.perf_counter() - t0
-                res, frames = extractor.forward(x, lengths, torch.float16)
+                res, frames = backbone.extract_batch(x, lengths, torch.float16)
                 bad = ~torch.isfinite(res).all()
                 if cuda:
                     assert buffers is not None and copy_stream is not None
@@ -260,7 +260,7 @@ def extract_to_builder(
                     timings["wait_buffer_s"] += time.perf_counter() - t0
                     host = buf[: res.numel()].view(res.shape)
                     flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-                    copy_stream.wait_stream(torch.cuda.current_stream(extractor.device))
+                    copy_stream.wait_stream(torch.cuda.current_stream(backbone.device))
                     with torch.cuda.stream(copy_stream):
                         host.copy_(res, non_blocking=True)
                         flag.copy_(bad, non_blocking=True)

@@ -141,43 +141,54 @@ def _resolve_inputs(cfg: DictConfig) -> Feed:
     return Feed(model_inputs, (), None)
 
 
+def _ssl_stage(cfg: DictConfig, stage: str, ft: dict[str, Any]):
+    """An SSL upstream stage (frozen, top_k, full) of the backbone named by ``features.ssl``."""
+    from wav2emo.models.upstream import build_upstream
+
+    spec = cfg.features.get("ssl")
+    if spec is None:
+        raise ConfigError(f"the model needs an SSL backbone (upstream {stage}) but the features config "
+                          f"defines only {sorted(cfg.features)}: use features with an `ssl` entry")
+    trained = stage != "frozen"
+    switches = {s: ft[s] for s in ("layerdrop", "mask_time_prob", "mask_feature_prob", "apply_spec_augment")
+                if trained and s in ft}
+    try:
+        return build_upstream(
+            str(spec.backbone), mode=stage, k=ft.get("k") if stage == "top_k" else None,
+            revision=spec.get("revision", "main"), build_tiny=bool(spec.get("build_tiny", False)),
+            tiny_seed=int(spec.get("tiny_seed", 0)), tiny_family=str(spec.get("tiny_family", "wav2vec2")),
+            normalize=spec.get("normalize"),
+            freeze_feature_encoder=bool(ft.get("freeze_feature_encoder", True)),
+            gradient_checkpointing=bool(ft.get("gradient_checkpointing", False)) and trained,
+            switches=switches,
+        )
+    except BackboneError as e:
+        raise ConfigError(f"finetune={ft['mode']} on features.ssl ({spec.backbone}): {e}") from e
+
+
+def _logmel_stage(cfg: DictConfig, stage: str, ft: dict[str, Any]):
+    from wav2emo.models.frontends import LogMelUpstream
+
+    return LogMelUpstream(to_container(cfg.features.logmel))
+
+
+# Upstream stage name (Feed.upstream) -> its builder; a new kind of stage is one entry here.
+STAGE_BUILDERS = {"frozen": _ssl_stage, "top_k": _ssl_stage, "full": _ssl_stage, "logmel": _logmel_stage}
+
+
 def build_upstream_for(cfg: DictConfig, feed: Feed):
     """The upstream module of ``feed`` (None without one), from the features' specs and ``cfg.finetune``."""
     if not feed.upstream:
         return None
-    from wav2emo.models.frontends import FixFrames, LogMelUpstream, UpstreamChain
-    from wav2emo.models.upstream import build_upstream
+    from wav2emo.models.frontends import FixFrames, UpstreamChain
 
     ft = finetune_cfg(cfg)
-    stages = []
-    for stage in feed.upstream:
-        if stage == "logmel":
-            stages.append(LogMelUpstream(to_container(cfg.features.logmel)))
-            continue
-        spec = cfg.features.get("ssl")
-        if spec is None:
-            raise ConfigError(f"the model needs an SSL backbone (upstream {stage}) but the features config "
-                              f"defines only {sorted(cfg.features)}: use features with an `ssl` entry")
-        trained = stage != "frozen"
-        switches = {s: ft[s] for s in ("layerdrop", "mask_time_prob", "mask_feature_prob", "apply_spec_augment")
-                    if trained and s in ft}
-        try:
-            up = build_upstream(
-                str(spec.backbone), mode=stage, k=ft.get("k") if stage == "top_k" else None,
-                revision=spec.get("revision", "main"), build_tiny=bool(spec.get("build_tiny", False)),
-                tiny_seed=int(spec.get("tiny_seed", 0)), normalize=spec.get("normalize"),
-                freeze_feature_encoder=bool(ft.get("freeze_feature_encoder", True)),
-                gradient_checkpointing=bool(ft.get("gradient_checkpointing", False)) and trained,
-                switches=switches,
-            )
-        except BackboneError as e:
-            raise ConfigError(f"finetune={ft['mode']} on features.ssl ({spec.backbone}): {e}") from e
-        stages.append(up)
+    stages = [STAGE_BUILDERS[stage](cfg, stage, ft) for stage in feed.upstream]
     if feed.ssl_from_upstream and cfg.model.get("frames") is not None:
         stages.append(FixFrames(int(cfg.model.frames)))  # the fixed length the cache path cuts to
     if "full" in feed.upstream:
-        log.info("finetune=full: length-bucketed training batches; batch invariance by the masked GroupNorm patch "
-                 "plus the attention mask (as extraction), so padding never changes a clip's hidden states")
+        log.info("finetune=full: length-bucketed training batches; batch invariance by the backbone family's own "
+                 "rule (as extraction), so padding never changes a clip's hidden states")
     return stages[0] if len(stages) == 1 else UpstreamChain(stages)
 
 

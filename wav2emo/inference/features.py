@@ -1,6 +1,6 @@
 """Features of new audio computed in memory by the code that fills the caches (never writing a cache).
 
-SSL hidden states come from :class:`~wav2emo.features.extractor.HiddenStateExtractor` (the extraction path:
+SSL hidden states come from :class:`~wav2emo.backbones.family.Backbone` (the extraction path:
 same backbone, normalisation, precision and batch-invariance patch, stored as float16 like the cache), log-mel
 from the ``logmel`` kind's ``compute`` (its LogMelFrontend), eGeMAPS functionals from openSMILE through
 :func:`~wav2emo.features.egemaps.make_smile`.  ``wave`` is the audio itself, as ``Waveforms`` serves it.
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from wav2emo.backbones.running import resolve_device
 from wav2emo.data.audio import TARGET_SAMPLE_RATE, resample
 from wav2emo.errors import ConfigError
 from wav2emo.features import make_kind
-from wav2emo.features.extractor import resolve_device
 
 CACHED = ("ssl", "egemaps", "logmel")
 
@@ -67,16 +67,14 @@ class InMemoryFeatures:
             self._load_smile(features["egemaps"])
 
     def _load_ssl(self, spec: Mapping[str, Any]) -> None:
-        from wav2emo.backbones import load_backbone
-        from wav2emo.features.extractor import HiddenStateExtractor
-
         kind = make_kind(spec, self.device)  # resolves the backbone (builds the tiny one; says how to get others)
-        backbone = load_backbone(kind.source, device=self.device, normalize=kind._normalize())
-        self.extractor = HiddenStateExtractor(backbone, self.device, kind.precision)
+        self.extractor = kind.load()  # the frozen Backbone extraction runs
         # What the cache's meta.json would say (top_k upstreams check that they continue this backbone).
         self.ssl_meta = {"name": kind.spec["name"], "key": "", "key_fields": kind.key_fields()}
-        if kind.spec.get("max_clip_s") is not None:
-            self.max_samples = round(float(kind.spec["max_clip_s"]) * TARGET_SAMPLE_RATE)
+        limits = [round(float(kind.spec["max_clip_s"]) * TARGET_SAMPLE_RATE)] if kind.spec.get("max_clip_s") else []
+        if self.extractor.max_clip_s is not None:  # the family's own window (Whisper: 30 s)
+            limits.append(round(self.extractor.max_clip_s * TARGET_SAMPLE_RATE))
+        self.max_samples = min(limits) if limits else None
 
     def _load_smile(self, spec: Mapping[str, Any]) -> None:
         from wav2emo.features.egemaps import MIN_CLIP_S, make_smile
@@ -110,7 +108,7 @@ class InMemoryFeatures:
         items: list[dict[str, Any]] = [{} for _ in waves]
         if self.extractor is not None:
             x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
-            res, frames = self.extractor.forward(x, lengths, torch.float16)  # float16: what the cache stores
+            res, frames = self.extractor.extract_batch(x, lengths, torch.float16)  # float16: what the cache stores
             if not torch.isfinite(res).all():
                 raise ValueError("the backbone gave NaN/inf hidden states")
             res = res.cpu()

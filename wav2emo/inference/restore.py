@@ -100,12 +100,10 @@ def _train_config(ckpt: dict[str, Any], path: Path) -> DictConfig:
 
 
 def _upstream_min_samples(upstream: Any) -> int:
-    from wav2emo.backbones import conv_receptive_field
     from wav2emo.models.upstream import SSLUpstream
 
     stages = list(getattr(upstream, "stages", [upstream])) if upstream is not None else []
-    fields = [conv_receptive_field(s.model.config.conv_kernel, s.model.config.conv_stride)
-              for s in stages if isinstance(s, SSLUpstream) and s.mode != "top_k"]
+    fields = [s.backbone.receptive_field for s in stages if isinstance(s, SSLUpstream) and s.mode != "top_k"]
     return max(fields, default=1)
 
 

@@ -7,9 +7,13 @@ cache or from the waveform:
 - ``frozen``: from ``wave``/``wave_lengths``, eval mode, no gradients (online augmentation with a frozen backbone).
 - ``top_k``: from the cached ``ssl``; reruns the top k transformer layers on hidden state N-k with trainable
   weights and replaces hidden states N-k+1..N.  The lower layers and the CNN are never run, no audio is read.
-- ``full``: from ``wave``; every transformer layer trains, the CNN feature encoder stays frozen unless
-  ``freeze_feature_encoder=False``.  Batch invariance as in extraction: the masked GroupNorm patch plus the
-  attention mask, so any padding gives each clip the hidden states extraction stores (no length buckets needed).
+- ``full``: from ``wave``; every transformer layer trains, the front end (wav2vec2's CNN, Whisper's convs)
+  stays frozen unless ``freeze_feature_encoder=False``.  Batch invariance as in extraction: the family's own
+  rule (:meth:`wav2emo.backbones.family.Backbone.hidden_states`), so any padding gives each clip the hidden
+  states extraction stores (no length buckets needed).
+
+Every family runs through its :class:`~wav2emo.backbones.family.Backbone` (the object extraction uses too):
+what trains, the layer ranges of top_k and the front end all come from it.
 
 Checkpoints: the module's ``state_dict`` holds only the trained part (top_k: the top k layers) and the
 backbone's identity (``_extra_state``); loading checks that identity against the backbone it was built from,
@@ -29,15 +33,13 @@ from wav2emo.backbones import (
     DEFAULT_BACKBONE,
     Backbone,
     BackboneError,
-    BatchInvariance,
-    is_stable_layer_norm,
+    ExtractionError,
     load_backbone,
-    num_layers,
-    resolve_source,
-    run_layers,
+    source_of,
     train_switches,
 )
-from wav2emo.backbones.inputs import frame_lengths, normalize_waves
+from wav2emo.backbones.family import frame_mask
+from wav2emo.backbones.switches import masking as asks_masking
 
 MODES = ("frozen", "top_k", "full")
 
@@ -72,22 +74,20 @@ class SSLUpstream(nn.Module):
         if mode not in MODES:
             raise BackboneError(f"finetune mode {mode!r}: expected one of {MODES}")
         self.model = backbone.model
-        self.num_layers = num_layers(self.model)
+        self.backbone = backbone
+        self.num_layers = backbone.num_layers
         self.mode = mode
         self.k = _check_k(mode, k, self.num_layers, backbone.source.describe())
         self.do_normalize = backbone.do_normalize
         self.switches = train_switches(switches)
-        masking = self.switches["apply_spec_augment"] and (
-            self.switches["mask_time_prob"] > 0 or self.switches["mask_feature_prob"] > 0
-        )
+        masking = asks_masking(self.switches)
         if mode == "top_k" and masking:
             raise BackboneError(
                 "finetune top_k with apply_spec_augment and mask_time_prob/mask_feature_prob > 0: Hugging Face masks "
                 "the CNN features, which top_k never computes (it starts from a cached hidden state); use augment=spec "
                 "or finetune=full"
             )
-        for name, value in self.switches.items():
-            setattr(self.model.config, name, value)
+        backbone.set_switches(self.switches)
         self.freeze_feature_encoder = bool(freeze_feature_encoder)
         self.gradient_checkpointing = bool(gradient_checkpointing)
         self._identity = {
@@ -96,17 +96,16 @@ class SSLUpstream(nn.Module):
             "normalize": self.do_normalize,
             "model_type": getattr(self.model.config, "model_type", None),
             "num_layers": self.num_layers,
-            "hidden_size": int(self.model.config.hidden_size),
+            "hidden_size": backbone.hidden_size,
             "mode": mode,
             "k": self.k,
             "freeze_feature_encoder": self.freeze_feature_encoder,
             "switches": dict(self.switches),
         }
-        self._prefixes = self._trained_prefixes(masking)
+        self._prefixes = backbone.trained_prefixes(mode, self.k, self.freeze_feature_encoder, masking)
         self.model.requires_grad_(False)
         for name, p in self.model.named_parameters():
             p.requires_grad_(self.is_trained(name))
-        self.invariance = BatchInvariance(self.model) if mode != "top_k" else None
         if self.gradient_checkpointing and mode != "frozen":
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.register_state_dict_post_hook(_drop_untrained)
@@ -114,33 +113,9 @@ class SSLUpstream(nn.Module):
         self.train(self.training)
 
     # What trains --------------------------------------------------------------------------------------
-    def _trained_prefixes(self, masking: bool) -> tuple[str, ...]:
-        n = self.num_layers
-        if self.mode == "frozen":
-            return ()
-        if self.mode == "top_k":
-            return tuple(f"encoder.layers.{i}." for i in range(n - self.k, n))
-        prefixes = ["feature_projection.", "encoder.pos_conv_embed.", "encoder.layers."]
-        if not is_stable_layer_norm(self.model):  # pre-norm layouts norm last_hidden_state only: unused here
-            prefixes.append("encoder.layer_norm.")
-        if masking:
-            prefixes.append("masked_spec_embed")
-        if not self.freeze_feature_encoder:
-            prefixes.append("feature_extractor.")
-        return tuple(prefixes)
-
     def is_trained(self, name: str) -> bool:
         """Whether backbone parameter ``name`` (relative to the HF model) is trained in this mode."""
         return name.startswith(self._prefixes) if self._prefixes else False
-
-    def _depth(self, name: str) -> tuple[int, str]:
-        n = self.num_layers
-        if name.startswith("encoder.layers."):
-            i = int(name.split(".")[2])
-            return n - 1 - i, f"backbone.layer_{i + 1:02d}"
-        if name.startswith("feature_extractor."):
-            return n + 1, "backbone.feature_encoder"
-        return n, "backbone.embeddings"
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trained parameters by depth (0 = top layer) for layer-wise lr decay; frozen ones never appear."""
@@ -148,7 +123,7 @@ class SSLUpstream(nn.Module):
         for name, p in self.model.named_parameters():
             if not self.is_trained(name):
                 continue
-            depth, group = self._depth(name)
+            depth, group = self.backbone.depth(name)
             g = groups.setdefault(depth, {"name": group, "depth": depth, "params": [], "param_names": []})
             g["params"].append(p)
             g["param_names"].append(name)
@@ -159,13 +134,13 @@ class SSLUpstream(nn.Module):
         super().train(mode)
         if self.mode == "top_k":
             self.model.eval()
-            layers = self.model.encoder.layers
+            layers = self.backbone.layers()
             for i in range(self.num_layers - self.k, self.num_layers):
                 layers[i].train(mode)
         elif self.mode == "frozen":
             self.model.eval()
-        elif self.freeze_feature_encoder:
-            self.model.feature_extractor.eval()
+        elif self.freeze_feature_encoder and self.backbone.front_end() is not None:
+            self.backbone.front_end().eval()
         return self
 
     # Checkpoints ------------------------------------------------------------------------------------
@@ -227,14 +202,15 @@ class SSLUpstream(nn.Module):
             raise BackboneError(f"finetune top_k reads the cached `ssl` and `ssl_mask`; the batch has {sorted(batch)}")
         ssl, mask = batch["ssl"], batch["ssl_mask"].bool()
         n = self.num_layers
-        if ssl.dim() != 4 or ssl.shape[1] != n + 1 or ssl.shape[-1] != self.model.config.hidden_size:
+        width = self.backbone.hidden_size
+        if ssl.dim() != 4 or ssl.shape[1] != n + 1 or ssl.shape[-1] != width:
             raise BackboneError(
                 f"finetune top_k: cached ssl of shape {tuple(ssl.shape)}; expected (B, {n + 1}, T, "
-                f"{self.model.config.hidden_size}): every hidden state of this backbone (is the cache from another one?)"
+                f"{width}): every hidden state of this backbone (is the cache from another one?)"
             )
         start = n - self.k
-        dtype = next(self.model.encoder.layers[start].parameters()).dtype
-        tops = run_layers(self.model, ssl[:, start].to(dtype), mask, start, n)
+        dtype = next(self.backbone.layers()[start].parameters()).dtype
+        tops = self.backbone.run_layers(ssl[:, start].to(dtype), mask, start, n)
         top = torch.stack(tops, dim=1) * mask[:, None, :, None].to(dtype)
         return torch.cat([ssl[:, : start + 1].to(dtype), top], dim=1), mask
 
@@ -244,16 +220,13 @@ class SSLUpstream(nn.Module):
         wave, lengths = batch["wave"], batch["wave_lengths"].to(batch["wave"].device)
         if wave.dim() != 2 or lengths.shape != wave.shape[:1] or int(lengths.max()) > wave.shape[1]:
             raise BackboneError(f"wave {tuple(wave.shape)} with lengths {tuple(lengths.shape)}: expected (B, S) and (B,)")
-        valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
-        x = normalize_waves(wave, lengths) if self.do_normalize else wave.float() * valid
-        frames = frame_lengths(self.model.config, lengths)
-        if min(frames) < 1:
-            raise BackboneError(f"a clip of {int(lengths.min())} samples is shorter than the backbone's receptive field")
-        assert self.invariance is not None
-        with self.invariance.lengths(lengths.tolist()):
-            out = self.model(x, attention_mask=valid.long(), output_hidden_states=True)
-        hidden = torch.stack(out.hidden_states, dim=1)
-        mask = torch.arange(hidden.shape[2], device=wave.device)[None, :] < torch.as_tensor(frames, device=wave.device)[:, None]
+        x = self.backbone.prepare_batch(wave, lengths)
+        try:
+            frames = self.backbone.check_lengths(lengths.tolist())
+        except ExtractionError as e:  # the same one line, as a backbone error here
+            raise BackboneError(str(e)) from None
+        hidden = torch.stack(self.backbone.hidden_states(x, lengths.tolist()), dim=1)
+        mask = frame_mask(frames, hidden.shape[2], wave.device)
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
 
 
@@ -298,6 +271,7 @@ def build_upstream(
     revision: str | None = "main",
     build_tiny: bool = False,
     tiny_seed: int = 0,
+    tiny_family: str = "wav2vec2",
     normalize: bool | None = None,
     freeze_feature_encoder: bool = True,
     gradient_checkpointing: bool = False,
@@ -305,9 +279,12 @@ def build_upstream(
     device: str | torch.device = "cpu",
 ) -> SSLUpstream:
     """Load the backbone (hub id or folder, as in a ``conf/features`` ssl spec) and wrap it in ``mode``."""
-    source = resolve_source(backbone, revision=revision, build_tiny=build_tiny, tiny_seed=tiny_seed)
+    source = source_of(backbone, revision=revision, build_tiny_model=build_tiny, tiny_seed=tiny_seed,
+                       tiny_family=tiny_family)
     loaded = load_backbone(source, device=device, normalize=normalize, trainable=mode != "frozen", switches=switches)
     settings = {"ref": source.ref, "revision": revision, "build_tiny": bool(build_tiny), "tiny_seed": int(tiny_seed)}
+    if tiny_family != "wav2vec2":  # only then: identities of checkpoints written before stay as they were
+        settings["tiny_family"] = tiny_family
     return SSLUpstream(
         loaded, mode=mode, k=k, freeze_feature_encoder=freeze_feature_encoder,
         gradient_checkpointing=gradient_checkpointing, switches=switches, settings=settings,
@@ -330,6 +307,7 @@ def rebuild_upstream(
     up = build_upstream(
         identity["ref"], mode=identity["mode"], k=identity["k"], revision=revision,
         build_tiny=bool(identity.get("build_tiny")), tiny_seed=int(identity.get("tiny_seed", 0)),
+        tiny_family=str(identity.get("tiny_family", "wav2vec2")),
         normalize=identity["normalize"], freeze_feature_encoder=identity["freeze_feature_encoder"],
         gradient_checkpointing=gradient_checkpointing, switches=identity.get("switches"), device=device,
     )

@@ -67,7 +67,7 @@ def _ssl_shape(dm: EmotionDataModule, upstream: torch.nn.Module | None) -> tuple
     if ssl_up is None:
         raise ConfigError(f"the model reads 'ssl' but the data module serves {list(dm.inputs)} and no SSL upstream "
                           "computes it")
-    return ssl_up.num_layers + 1, int(ssl_up.model.config.hidden_size)
+    return ssl_up.num_layers + 1, int(ssl_up.backbone.hidden_size)
 
 
 def _last_ssl_stage(upstream: torch.nn.Module | None):

@@ -1,9 +1,10 @@
-"""The feature kind ``ssl_hidden_states``: every hidden state of a frozen SSL backbone, float16, per frame.
+"""The feature kind ``ssl_hidden_states``: the hidden states of a frozen backbone of any registered family, float16,
+per frame.
 
 It checks the clips, names the cache (backbone identity, normalisation, precision), and builds it with
-:func:`wav2emo.features.pipeline.extract_to_builder` around a
-:class:`wav2emo.features.extractor.HiddenStateExtractor`.  Batch planning lives in
-:mod:`wav2emo.features.batching`, the backbone itself in :mod:`wav2emo.backbones`.
+:func:`wav2emo.features.pipeline.extract_to_builder` around the loaded
+:class:`wav2emo.backbones.family.Backbone` (the same object fine-tuning runs).  Batch planning lives in
+:mod:`wav2emo.features.batching`.
 """
 
 from __future__ import annotations
@@ -17,22 +18,20 @@ import torch
 
 from wav2emo.backbones import (
     DEFAULT_BACKBONE,
+    Backbone,
     BackboneError,
+    ExtractionError,
     backbone_identity,
+    effective_precision,
     load_backbone,
     preprocessor_settings,
-    resolve_source,
+    resolve_device,
+    source_of,
 )
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.features.batching import expected_samples
 from wav2emo.features.cache import DEFAULT_SHARD_BYTES, CacheBuilder
-from wav2emo.features.extractor import (
-    ExtractionError,
-    HiddenStateExtractor,
-    effective_precision,
-    resolve_device,
-)
 from wav2emo.features.limits import ClipDurationError, check_durations
 from wav2emo.features.pipeline import extract_to_builder
 
@@ -51,6 +50,7 @@ SSL_DEFAULTS: dict[str, Any] = {
     "revision": "main",
     "build_tiny": False,
     "tiny_seed": 0,
+    "tiny_family": "wav2vec2",  # the family of the tiny random model build_tiny writes
     "normalize": None,  # None = the backbone's preprocessor_config.json decides
     "precision": "bf16",
     "batch_size": 32,
@@ -76,22 +76,31 @@ class SSLHiddenStates:
         self.spec = {**SSL_DEFAULTS, **spec}
         self.device = resolve_device(device)
         self.precision = effective_precision(str(self.spec["precision"]), self.device)
-        self.source = resolve_source(
+        self.source = source_of(
             self.spec["backbone"],
             revision=self.spec["revision"],
-            build_tiny=bool(self.spec["build_tiny"]),
+            build_tiny_model=bool(self.spec["build_tiny"]),
             tiny_seed=int(self.spec["tiny_seed"]),
+            tiny_family=str(self.spec["tiny_family"]),
         )
 
-    def check_clips(self, manifest: Manifest) -> None:
-        """Refuse, before the backbone is even loaded, clips shorter than wav2vec2's 400-sample receptive
-        field or longer than ``max_clip_s`` (the build checks the exact receptive field of the model too)."""
+    def check_clips(self, manifest: Manifest, backbone: Backbone | None = None) -> None:
+        """Refuse clips shorter than the receptive field or longer than ``max_clip_s`` (and than the family's
+        own window, Whisper's 30 s, once the ``backbone`` is known), before anything is computed."""
         max_s = self.spec["max_clip_s"]
+        key = "features.ssl.max_clip_s"
+        what = f"the hidden states of feature spec {self.spec['name']!r}"
+        if backbone is not None and backbone.max_clip_s is not None and (max_s is None or max_s > backbone.max_clip_s):
+            max_s, key = backbone.max_clip_s, None
+            what += f" (the {backbone.family} backbone's window)"
+        field = 400 if backbone is None else backbone.receptive_field
+        sr = 16000 if backbone is None else backbone.sampling_rate
+        front = "the backbone's front end" if backbone is None else f"the {backbone.family} backbone"
         check_durations(
-            manifest, what=f"the hidden states of feature spec {self.spec['name']!r}", min_s=400 / 16000,
-            min_reason="the receptive field (400 samples at 16 kHz) of wav2vec2's convolutional front end",
+            manifest, what=what, min_s=field / sr,
+            min_reason=f"the receptive field ({field} samples at {sr} Hz) of {front}",
             error=ClipLengthError,
-            max_s=None if max_s is None else float(max_s), max_key="features.ssl.max_clip_s",
+            max_s=None if max_s is None else float(max_s), max_key=key,
         )
 
     def _normalize(self) -> bool:
@@ -127,22 +136,26 @@ class SSLHiddenStates:
             return []
         return [{**self.key_fields(), "precision": requested}]
 
+    def load(self) -> Backbone:
+        """The frozen backbone this spec extracts with (also what predict runs)."""
+        return load_backbone(self.source, device=self.device, normalize=self._normalize(), precision=self.precision)
+
     def build(self, manifest: Manifest, path: Path, base_meta: Mapping[str, Any], *, progress: bool = True) -> dict:
         self.check_clips(manifest)
         t0 = time.perf_counter()
         import transformers.modeling_utils  # noqa: F401 - timed apart: importing it dominates a cold load
 
         import_s = time.perf_counter() - t0
-        backbone = load_backbone(self.source, device=self.device, normalize=self._normalize())
-        extractor = HiddenStateExtractor(backbone, self.device, self.precision)
+        backbone = self.load()
+        self.check_clips(manifest, backbone)
         load_s = time.perf_counter() - t0
         sr = backbone.sampling_rate
         samples = [expected_samples(c, sr) for c in manifest]
-        frames = [extractor.num_frames(n) for n in samples]
+        frames = [backbone.num_frames(n) for n in samples]
         short = [manifest[i].clip_id for i, f in enumerate(frames) if f < 1]
         if short:
             raise ExtractionError(
-                f"clips {short[:5]} are shorter than the backbone's receptive field ({extractor.receptive_field} "
+                f"clips {short[:5]} are shorter than the backbone's receptive field ({backbone.receptive_field} "
                 f"samples at {sr} Hz); expected longer audio"
             )
         order = sorted(range(len(manifest)), key=lambda i: (-samples[i], i))  # long first: least padding
@@ -151,7 +164,7 @@ class SSLHiddenStates:
             clip_ids=manifest.clip_ids,
             sha1s=[c.sha1 for c in manifest],
             lengths=frames,
-            feature_shape=extractor.feature_shape,
+            feature_shape=backbone.feature_shape,
             dtype=self.storage_dtype,
             order=order,
             shard_bytes=int(float(self.spec["shard_mb"]) * 2**20),
@@ -159,7 +172,7 @@ class SSLHiddenStates:
         )
         builder.check_free_space()
         timings = extract_to_builder(
-            extractor,
+            backbone,
             builder,
             [c.path for c in manifest],
             samples,
@@ -171,21 +184,20 @@ class SSLHiddenStates:
             progress=progress,
             load=load_audio,
         )
-        config = backbone.config
         meta = {
             **base_meta,
-            "frame_rate": sr / extractor.hop,
-            "frame_shift_s": extractor.hop / sr,
-            "receptive_field_samples": extractor.receptive_field,
+            "frame_rate": backbone.frame_rate,
+            "frame_shift_s": backbone.hop / sr,
+            "receptive_field_samples": backbone.receptive_field,
             "sample_rate": sr,
-            "layer_names": extractor.layer_names,
+            "layer_names": backbone.layer_names,
             "backbone": {
                 **backbone.info,
                 "normalize": backbone.do_normalize,
-                "hidden_size": extractor.hidden_size,
-                "num_hidden_states": extractor.num_hidden_states,
-                "feat_extract_norm": getattr(config, "feat_extract_norm", None),
-                "batch_invariant_norms": [i for i, _ in extractor.invariance.norms],
+                "hidden_size": backbone.hidden_size,
+                "num_hidden_states": backbone.num_hidden_states,
+                "feat_extract_norm": getattr(backbone.config, "feat_extract_norm", None),
+                "batch_invariant_norms": [i for i, _ in getattr(getattr(backbone, "invariance", None), "norms", [])],
             },
         }
         meta["build"] = {
