@@ -86,7 +86,8 @@ def test_speaker_dependent_emobox_folds_say_so(emodb, tmp_path):
      "listed more than once"),
 ])
 def test_damaged_fold_lists_are_named(emodb, tmp_path, damage, message):
-    from wav2emo.data.folds import FoldError, build_folds
+    from wav2emo.data.errors import FoldError
+    from wav2emo.data.folds import build_folds
 
     path = write_lists(tmp_path / "emodb", by_speaker(emodb))
     damage(path)
@@ -100,7 +101,8 @@ def _append(base: Path, line: str) -> None:
 
 
 def test_a_clip_in_train_and_test_or_in_two_test_folds_is_refused(emodb, tmp_path):
-    from wav2emo.data.folds import FoldError, build_folds
+    from wav2emo.data.errors import FoldError
+    from wav2emo.data.folds import build_folds
 
     folds = by_speaker(emodb)
     overlap = write_lists(tmp_path / "a", [(folds[0][0] + folds[0][1][:1], folds[0][1])])

@@ -7,15 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wav2emo.data.folds import (
-    LUNA_JIMENEZ_FOLDS,
-    FoldError,
-    SpeakerFolds,
-    Split,
-    build_folds,
-    luna_jimenez_folds,
-    speaker_kfold,
-)
+from wav2emo.data.errors import FoldError
+from wav2emo.data.folds import build_folds
+from wav2emo.data.protocols import LUNA_JIMENEZ_FOLDS, luna_jimenez_folds, speaker_kfold
+from wav2emo.data.splits import SpeakerFolds, Split
 from wav2emo.data.manifest import Clip, Manifest
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "folds"

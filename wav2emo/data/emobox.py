@@ -33,9 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from .folds import SPEAKER_DEPENDENT, SPEAKER_INDEPENDENT, FoldError, Split, choose_dev_actors
+from .errors import FoldError
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
+from .registry import FoldProtocol
+from .splits import SPEAKER_DEPENDENT, SPEAKER_INDEPENDENT, Split, choose_dev_actors
 
 EMOBOX_NAMES = {"boredem": "boredom"}  # spellings in EmoBox's lists the vocabulary does not know
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -200,3 +202,6 @@ class EmoBoxFolds:
 
     def splits(self) -> list[Split]:
         return [self.split(k) for k in range(self.num_folds)]
+
+
+PROTOCOL = FoldProtocol("emobox", lambda cfg, manifest: EmoBoxFolds(manifest, cfg), by_clip=True)
