@@ -19,14 +19,13 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from tests.helpers import complete_corpus_of_links, compose_cfg
-from wav2emo.data import corpora
+from wav2emo.data import ravdess
 from wav2emo.data.checks import CorpusReport, scan_audio, silence_reason
 from wav2emo.data.corpora import load_corpus
-from wav2emo.data.folds import build_folds
-from wav2emo.data.manifest import Clip, Manifest, check_clip_id
-from wav2emo.data import ravdess
 from wav2emo.data.errors import CorpusError
 from wav2emo.data.files import find_audio_files
+from wav2emo.data.folds import build_folds
+from wav2emo.data.manifest import Clip, Manifest, check_clip_id
 from wav2emo.data.ravdess import prepare_ravdess
 
 

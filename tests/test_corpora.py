@@ -12,9 +12,9 @@ import yaml
 from tests.corpus_trees import crema_d_tree, emodb_tree, emovo_tree, iemocap_tree, savee_tree, tess_tree, tone
 from wav2emo.data import crema_d, emodb, emovo, iemocap, savee, tess
 from wav2emo.data.corpora import load_corpus
+from wav2emo.data.errors import CorpusError
 from wav2emo.data.labels import CANONICAL_EMOTIONS
 from wav2emo.data.manifest import Manifest
-from wav2emo.data.errors import CorpusError
 from wav2emo.data.registry import Totals
 
 EMODB_DIR = Path(os.environ.get("WAV2EMO_TEST_EMODB", Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))

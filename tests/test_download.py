@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wav2emo.data import corpora
-from wav2emo.data.corpora import load_corpus
 from wav2emo.data import ravdess
+from wav2emo.data.corpora import load_corpus
 from wav2emo.data.errors import CorpusError
 from wav2emo.data.ravdess import RAVDESS_URL, download_ravdess
 

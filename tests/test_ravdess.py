@@ -12,13 +12,12 @@ import pytest
 import soundfile as sf
 
 from tests.helpers import complete_corpus_of_links
-from wav2emo.data import corpora
+from wav2emo.data import ravdess
 from wav2emo.data.audio import load_audio
 from wav2emo.data.corpora import load_corpus
-from wav2emo.data.manifest import EMOTIONS, Manifest, sha1_of_file
-from wav2emo.data import ravdess
 from wav2emo.data.errors import CorpusError
 from wav2emo.data.fetching import EXTRACT_MARKER
+from wav2emo.data.manifest import EMOTIONS, Manifest, sha1_of_file
 from wav2emo.data.ravdess import (
     expected_combinations,
     parse_ravdess_name,

@@ -32,11 +32,11 @@ import soundfile as sf
 
 from wav2emo.errors import UserError
 
+from . import ravdess
 from .corpus_options import actor_list, bool_option, check_options_of, corpus_root, may_create
 from .errors import CorpusError
 from .manifest import Manifest
 from .manifest_cache import cached_manifest
-from . import ravdess
 from .registry import Recipe
 from .synthetic_voice import synthesize_clip
 
