@@ -186,10 +186,12 @@ def count_folds(cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | None:
 
 
 def folds_config(name_or_cfg: Any, where: str) -> dict[str, Any]:
-    """A folds config: a ``conf/folds`` name (``loso``) or a mapping, as a plain dict."""
+    """A folds config: a ``conf/folds`` name (``loso``), a registered protocol's name, or a mapping, as a dict."""
     if isinstance(name_or_cfg, Mapping):
         return dict(name_or_cfg)
     path = CONF_DIR / "folds" / f"{name_or_cfg}.yaml"
+    if isinstance(name_or_cfg, str) and not path.is_file() and name_or_cfg in PROTOCOLS:
+        return {"name": name_or_cfg}  # a registered protocol without a config here: its own defaults
     if not isinstance(name_or_cfg, str) or not path.is_file() or name_or_cfg in ("emobox", "default"):
         known = sorted(p.stem for p in (CONF_DIR / "folds").glob("*.yaml") if p.stem not in ("emobox", "default"))
         raise FoldError(f"{where}={name_or_cfg!r}; expected a folds config name from {known} or a mapping")
