@@ -19,16 +19,14 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from tests.helpers import complete_corpus_of_links, compose_cfg
-from wav2emo.data import corpora
+from wav2emo.data import ravdess
 from wav2emo.data.checks import CorpusReport, scan_audio, silence_reason
 from wav2emo.data.corpora import load_corpus
+from wav2emo.data.errors import CorpusError
+from wav2emo.data.files import find_audio_files
 from wav2emo.data.folds import build_folds
 from wav2emo.data.manifest import Clip, Manifest, check_clip_id
-from wav2emo.data.ravdess import (
-    CorpusError,
-    find_audio_files,
-    prepare_ravdess,
-)
+from wav2emo.data.ravdess import prepare_ravdess
 
 
 def _copy(src_root: Path, dst_root: Path, n: int | None = None) -> list[Path]:
@@ -314,7 +312,7 @@ def test_ravdess_root_typed_by_hand_is_not_downloaded_into(tmp_path, monkeypatch
     def no_download(*a, **k):
         raise AssertionError("must not download into a root the user typed")
 
-    monkeypatch.setattr(corpora, "download_ravdess", no_download)
+    monkeypatch.setattr(ravdess, "download_ravdess", no_download)
     cfg = compose_cfg(
         ["data=ravdess", f"data.corpus.root={tmp_path / 'nope' / 'ravdess'}"],
         tmp_path,

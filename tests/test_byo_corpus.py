@@ -7,8 +7,8 @@ import pytest
 from tests.corpus_trees import tone
 from wav2emo.data.byo import prepare_csv, prepare_folder
 from wav2emo.data.corpora import load_corpus
+from wav2emo.data.errors import CorpusError
 from wav2emo.data.manifest import UNLABELLED, UnlabelledError
-from wav2emo.data.ravdess import CorpusError
 
 
 def folder_tree(root, emotions=("anger", "happiness", "neutral"), speakers=("spk1", "spk2", "spk3")):

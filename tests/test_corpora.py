@@ -12,10 +12,10 @@ import yaml
 from tests.corpus_trees import crema_d_tree, emodb_tree, emovo_tree, iemocap_tree, savee_tree, tess_tree, tone
 from wav2emo.data import crema_d, emodb, emovo, iemocap, savee, tess
 from wav2emo.data.corpora import load_corpus
+from wav2emo.data.errors import CorpusError
 from wav2emo.data.labels import CANONICAL_EMOTIONS
 from wav2emo.data.manifest import Manifest
-from wav2emo.data.ravdess import CorpusError
-from wav2emo.data.recipe import Totals
+from wav2emo.data.registry import Totals
 
 EMODB_DIR = Path(os.environ.get("WAV2EMO_TEST_EMODB", Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -62,10 +62,16 @@ def test_emodb_totals_check_names_missing_speakers_and_counts(tmp_path):
     ],
 )
 def test_emodb_unparseable_names_are_named(tmp_path, name, expected):
+    """Refused by default, naming the file; require_complete=false sets it aside and lists it (issue 20)."""
     emodb_tree(tmp_path / "emodb")
     tone(tmp_path / "emodb" / "wav" / name)
     with pytest.raises(CorpusError, match=r"file names that do not parse[\s\S]*" + expected):
-        emodb.prepare_emodb(tmp_path / "emodb", require_complete=False)
+        emodb.prepare_emodb(tmp_path / "emodb")
+    m = emodb.prepare_emodb(tmp_path / "emodb", require_complete=False)
+    assert len(m) == 70 and [a["what"] for a in m.report.set_aside] == [pytest.approx(a["what"]) for a in
+                                                                        m.report.set_aside]
+    assert len(m.report.set_aside) == 1 and name in m.report.set_aside[0]["what"]
+    assert expected in m.report.set_aside[0]["what"] and "set aside" in "\n".join(m.report.lines())
 
 
 def test_any_container_and_rate_whatever_the_extension(tmp_path, monkeypatch):
@@ -80,7 +86,7 @@ def test_broken_audio_is_a_problem_naming_the_file(tmp_path):
     root = emodb_tree(tmp_path / "emodb", speakers=("03",))
     (root / "wav" / "03a01Wa.wav").write_bytes(b"not audio at all")
     with pytest.raises(CorpusError, match=r"unreadable files[\s\S]*03a01Wa\.wav"):
-        emodb.prepare_emodb(root, require_complete=False)
+        emodb.prepare_emodb(root, require_complete=False)  # broken audio is repaired, never hidden
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +135,11 @@ def test_crema_d_bad_input(tmp_path):
     tone(root / "AudioWAV" / "1001_DFA_XYZ_XX.wav")
     tone(root / "AudioWAV" / "1005_DFA_ANG_XX.wav")  # not in VideoDemographics.csv
     with pytest.raises(CorpusError) as e:
-        crema_d.prepare_crema_d(root, require_complete=False)
+        crema_d.prepare_crema_d(root)
     assert "emotion code XYZ" in str(e.value) and "actor 1005" in str(e.value)
+    m = crema_d.prepare_crema_d(root, require_complete=False)  # both set aside, listed
+    assert len(m) == 12 and sorted(a["problem"] for a in m.report.set_aside) == [
+        "actors missing from VideoDemographics.csv", "file names that do not parse"]
     with pytest.raises(CorpusError, match="missing speakers"):
         crema_d.prepare_crema_d(crema_d_tree(tmp_path / "d", actors=(1001,)))
     (root / "VideoDemographics.csv").write_text("ActorID,Age,Sex\n1001,30,Other\n")

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wav2emo.data import corpora
+from wav2emo.data import ravdess
 from wav2emo.data.corpora import load_corpus
-from wav2emo.data.ravdess import RAVDESS_URL, CorpusError, download_ravdess
+from wav2emo.data.errors import CorpusError
+from wav2emo.data.ravdess import RAVDESS_URL, download_ravdess
 
 ZIP_NAME = "Audio_Speech_Actors_01-24.zip"
 
@@ -162,7 +163,7 @@ def test_load_corpus_downloads_beside_root_and_extracts_into_it(synthetic_corpus
     payload = make_zip({c.relative_to(synthetic_corpus).as_posix(): c.read_bytes() for c in clips})
     srv = Server(payload)
     try:
-        monkeypatch.setattr(corpora, "RAVDESS_URL", srv.url)
+        monkeypatch.setattr(ravdess, "RAVDESS_URL", srv.url)
         root = tmp_path / "data" / "ravdess"
         cfg = {"name": "ravdess", "root": str(root), "download": True, "require_complete": False}
         m = load_corpus(cfg, cache_dir=tmp_path / "cache")
@@ -209,7 +210,7 @@ def test_load_corpus_download_failure_leaves_the_data_folder_as_it_was(tmp_path,
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    monkeypatch.setattr(corpora, "RAVDESS_URL", f"http://127.0.0.1:{port}/{ZIP_NAME}")
+    monkeypatch.setattr(ravdess, "RAVDESS_URL", f"http://127.0.0.1:{port}/{ZIP_NAME}")
     root = tmp_path / "data" / "ravdess"
     cfg = {"name": "ravdess", "root": str(root), "default_root": str(root), "download": "auto"}
     with pytest.raises(CorpusError, match="cannot reach the server"):

@@ -7,16 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wav2emo.data.folds import (
-    LUNA_JIMENEZ_FOLDS,
-    FoldError,
-    SpeakerFolds,
-    Split,
-    build_folds,
-    luna_jimenez_folds,
-    speaker_kfold,
-)
+from wav2emo.data.errors import FoldError
+from wav2emo.data.folds import build_folds
 from wav2emo.data.manifest import Clip, Manifest
+from wav2emo.data.protocols import LUNA_JIMENEZ_FOLDS, luna_jimenez_folds, speaker_kfold
+from wav2emo.data.splits import SpeakerFolds, Split
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "folds"
 RAVDESS_GENDERS = {a: "male" if a % 2 else "female" for a in range(1, 25)}

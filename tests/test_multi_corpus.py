@@ -101,7 +101,7 @@ def test_a_neural_fold_trains_on_two_corpora_from_their_own_caches(dirs, tmp_pat
 ])
 def test_bad_corpus_lists_are_named(dirs, tmp_path, override, message):
     from wav2emo.data.corpora import load_corpus
-    from wav2emo.data.ravdess import CorpusError
+    from wav2emo.data.errors import CorpusError
 
     cfg = compose_cfg(["data=multi", override], tmp_path, dirs[0], dirs[1])
     with pytest.raises(CorpusError, match=message):
@@ -109,7 +109,8 @@ def test_bad_corpus_lists_are_named(dirs, tmp_path, override, message):
 
 
 def test_combined_folds_need_several_corpora(dirs, tmp_path):
-    from wav2emo.data.folds import FoldError, build_folds
+    from wav2emo.data.errors import FoldError
+    from wav2emo.data.folds import build_folds
     from wav2emo.data.manifest import Manifest
 
     with pytest.raises(FoldError, match="combines the folds of several corpora"):

@@ -8,14 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wav2emo.data.folds import (
-    SPEAKER_DEPENDENT,
-    FoldError,
-    assemble_fold,
-    build_folds,
-    fold_count,
-)
+from wav2emo.data.errors import FoldError
+from wav2emo.data.folds import assemble_fold, build_folds, fold_count
 from wav2emo.data.manifest import UNLABELLED, Clip, Manifest, UnlabelledError
+from wav2emo.data.splits import SPEAKER_DEPENDENT
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 
 from tests.helpers import complete_corpus_of_links
-from wav2emo.data import corpora
+from wav2emo.data import ravdess
 from wav2emo.data.audio import load_audio
 from wav2emo.data.corpora import load_corpus
+from wav2emo.data.errors import CorpusError
+from wav2emo.data.fetching import EXTRACT_MARKER
 from wav2emo.data.manifest import EMOTIONS, Manifest, sha1_of_file
 from wav2emo.data.ravdess import (
-    EXTRACT_MARKER,
-    CorpusError,
     expected_combinations,
     parse_ravdess_name,
     prepare_ravdess,
@@ -151,13 +151,21 @@ def test_problems_are_collected_and_reported_together(synthetic_corpus, tmp_path
     shutil.copyfile(good[1], root / "elsewhere" / good[1].name)  # the same clip twice
     (root / "Actor_01" / "03-01-06-01-01-01-01.flac").write_text("I am text, not FLAC\n")  # unreadable
     with pytest.raises(CorpusError) as err:
-        prepare_ravdess(root, require_complete=False)
+        prepare_ravdess(root)
     msg = str(err.value)
     assert "bad file names (2)" in msg
     assert "03-01-05-02-01-01.flac" in msg and "no strong neutral" in msg
     assert "actor field disagrees with the Actor_XX folder (1)" in msg and "folder says 01" in msg
     assert "the same clip id more than once (1)" in msg and good[1].stem in msg
     assert "unreadable files (1)" in msg and "03-01-06-01-01-01-01.flac" in msg
+    with pytest.raises(CorpusError, match=r"unreadable files \(1\)"):  # broken audio: repaired, not hidden
+        prepare_ravdess(root, require_complete=False)
+    (root / "Actor_01" / "03-01-06-01-01-01-01.flac").unlink()
+    m = prepare_ravdess(root, require_complete=False)  # names and layout set aside and listed, the rest used
+    assert sorted(m.clip_ids) == sorted(p.stem for p in good if p.stem != good[1].stem)
+    kinds = sorted(a["problem"] for a in m.report.set_aside)
+    assert kinds == ["actor field disagrees with the Actor_XX folder", "bad file names", "bad file names",
+                     "the same clip id more than once"]
 
 
 def test_many_problems_are_listed_up_to_ten(synthetic_corpus, tmp_path):
@@ -166,6 +174,8 @@ def test_many_problems_are_listed_up_to_ten(synthetic_corpus, tmp_path):
     for i in range(15):
         (root / "x" / f"clip{i:02d}.flac").write_text("text")
     with pytest.raises(CorpusError, match=r"bad file names \(15\)[\s\S]*and 5 more"):
+        prepare_ravdess(root)
+    with pytest.raises(CorpusError, match="no usable RAVDESS clips"):
         prepare_ravdess(root, require_complete=False)
 
 
@@ -257,7 +267,7 @@ def test_load_corpus_synthetic_generates_and_caches(tmp_path, monkeypatch):
     def no_prepare(*a, **k):
         raise AssertionError("the cached manifest should have been used")
 
-    monkeypatch.setattr(corpora, "prepare_ravdess", no_prepare)
+    monkeypatch.setattr(ravdess, "prepare_ravdess", no_prepare)
     again = load_corpus(cfg["corpus"], cache_dir=cache)
     assert again.content_hash() == m.content_hash() and [c.path for c in again] == [c.path for c in m]
     # a changed file gives a new key (and so a fresh prepare)

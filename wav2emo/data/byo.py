@@ -13,10 +13,19 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from .errors import CorpusError
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
-from .ravdess import CorpusError
-from .recipe import Entry, Problems, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .manifest_builder import (
+    Entry,
+    Problems,
+    audio_files,
+    build_manifest,
+    check_options_from,
+    rel,
+    resolve_source,
+)
+from .registry import Recipe, folds_by_speaker_count
 
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "": "unknown", "unknown": "unknown"}
 CSV_COLUMNS = ("path", "emotion", "speaker")
@@ -156,3 +165,13 @@ def prepare_csv(
     if not entries and not problems:
         raise CorpusError(f"{csv_path}: no rows; expected one row per clip")
     return build_manifest(base, corpus_name, entries, problems, opts)
+
+
+FOLDER_RECIPE = Recipe(
+    "folder", prepare_folder, "a folder with one sub-folder per emotion", "Point root at your own folder.",
+    options=("speaker_regex", "emotion_map"), default_folds=folds_by_speaker_count,
+)
+CSV_RECIPE = Recipe(
+    "csv", prepare_csv, "a CSV with columns path, emotion, speaker[, gender]", "Point root at your own CSV.",
+    options=("emotion_map", "require_labels"), default_folds=folds_by_speaker_count,
+)

@@ -125,13 +125,15 @@ class CorpusReport:
     class_names: list[str] = field(default_factory=list)  # the manifest's ordered label set
     notes: list[str] = field(default_factory=list)  # what the recipe decided: totals, clips left out by rule
     durations: dict = field(default_factory=dict)  # seconds: min, mean, max, total
+    set_aside: list[dict] = field(default_factory=list)  # require_complete=false: files left out (problem, what)
+    defects: list[dict] = field(default_factory=list)  # known release defects handled (file, problem, action)
 
     def add(self, kind: str, clip_id: str, path: str | Path, reason: str, **extra) -> None:
         getattr(self, kind).append({"clip_id": clip_id, "path": str(path), "reason": reason, **extra})
 
     @property
     def clean(self) -> bool:
-        return not (self.skipped or self.warnings or self.long_clips)
+        return not (self.skipped or self.warnings or self.long_clips or self.set_aside or self.defects)
 
     def lines(self, limit: int = 10) -> list[str]:
         """The report as log lines: a summary, then up to ``limit`` clips per kind."""
@@ -150,6 +152,12 @@ class CorpusReport:
         if self.class_names:
             out.append(f"  classes: {', '.join(self.class_names)}")
         out.extend(f"  {note}" for note in self.notes)
+        for d in self.defects:
+            out.append(f"  known defect of the release: {d['file']}: {d['problem']} -> {d['action']}")
+        for item in self.set_aside[:limit]:
+            out.append(f"  set aside (require_complete=false): {item['problem']}: {item['what']}")
+        if len(self.set_aside) > limit:
+            out.append(f"  ... and {len(self.set_aside) - limit} more set aside")
         for kind, title in (
             ("skipped", "skipped (not in the manifest)"),
             ("warnings", "warning (kept in the manifest)"),

@@ -10,41 +10,28 @@ of :class:`~wav2emo.data.folds.SpeakerFolds`), so every clip is tested exactly o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from .folds import SPEAKER_INDEPENDENT, FoldError, SpeakerFolds, Split, build_folds, fold_count
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-DEFAULT_FOLDS = {"ravdess": "luna_jimenez", "synthetic": "luna_jimenez", "emodb": "loso", "savee": "loso",
-                 "emovo": "loso", "tess": "loso", "folder": "loso", "csv": "loso", "crema_d": "speaker_kfold",
-                 "iemocap": "sessions"}
+from .errors import FoldError
+from .multi import sub_corpus_configs
+from .protocols import usual_folds_config
+from .registry import FoldProtocol, count_folds, folds_config, make_folds
+from .splits import SPEAKER_INDEPENDENT, SpeakerFolds, Split
 
 
-def folds_config(name_or_cfg: Any, corpus: str) -> dict[str, Any]:
-    """A corpus's folds config: a conf/folds name (``loso``) or a mapping, checked."""
-    if isinstance(name_or_cfg, Mapping):
-        return dict(name_or_cfg)
-    path = CONF_DIR / "folds" / f"{name_or_cfg}.yaml"
-    if not isinstance(name_or_cfg, str) or not path.is_file() or name_or_cfg in ("combined", "emobox"):
-        known = sorted(p.stem for p in (CONF_DIR / "folds").glob("*.yaml") if p.stem not in ("combined", "emobox"))
-        raise FoldError(f"folds.per_corpus.{corpus}={name_or_cfg!r}; expected a folds config name from {known} "
-                        "or a mapping")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
-
-
-def per_corpus_configs(cfg: Mapping, corpora: list[str]) -> dict[str, dict[str, Any]]:
+def per_corpus_configs(cfg: Mapping, corpora: Mapping[str, int | None]) -> dict[str, dict[str, Any] | None]:
+    """Each corpus's folds config: ``folds.per_corpus.<corpus>``, else its recipe's usual protocol (None when
+    that depends on a speaker count not known yet).  ``corpora``: name -> number of speakers (or None)."""
     given = dict(cfg.get("per_corpus") or {})
     unknown = sorted(set(given) - set(corpora))
     if unknown:
-        raise FoldError(f"folds.per_corpus names {unknown}, which are not among the corpora {corpora}")
-    out = {}
-    for c in corpora:
-        if c not in given and c not in DEFAULT_FOLDS:
-            raise FoldError(f"folds=combined: corpus {c!r} has no usual folds; set folds.per_corpus.{c}=<folds name>")
-        out[c] = folds_config(given.get(c, DEFAULT_FOLDS.get(c)), c)
+        raise FoldError(f"folds.per_corpus names {unknown}, which are not among the corpora {list(corpora)}")
+    out: dict[str, dict[str, Any] | None] = {}
+    for c, n in corpora.items():
+        if c in given:
+            out[c] = folds_config(given[c], f"folds.per_corpus.{c}")
+        else:
+            out[c] = usual_folds_config({}, c, n)
     return out
 
 
@@ -60,8 +47,9 @@ class CombinedFolds:
                             "one corpus (use it with data=multi data.corpora=[...])")
         self.manifest = manifest
         own: dict[str, SpeakerFolds] = {}
-        for corpus, fcfg in per_corpus_configs(cfg, list(parts)).items():
-            folds = build_folds(fcfg, parts[corpus], clip_splits=True)
+        sizes = {c: len(m.actors) for c, m in parts.items()}
+        for corpus, fcfg in per_corpus_configs(cfg, sizes).items():
+            folds = make_folds(fcfg, parts[corpus], clip_splits=True)  # type: ignore[arg-type]
             if not isinstance(folds, SpeakerFolds):
                 raise FoldError(f"folds=combined: corpus {corpus!r} uses clip-level folds ({fcfg.get('name')}); "
                                 "only speaker folds can be combined")
@@ -103,11 +91,13 @@ class CombinedFolds:
 
 def combined_fold_count(cfg: Mapping, data_cfg: Mapping | None) -> int | None:
     """The number of combined folds from the configs alone (None when a corpus's count needs its manifest)."""
-    from .multi import sub_corpus_configs
-
     corpus = (data_cfg or {}).get("corpus", data_cfg) if isinstance(data_cfg, Mapping) else None
     if not isinstance(corpus, Mapping) or corpus.get("name") != "multi":
         return None
     subs = sub_corpus_configs(corpus)
-    counts = [fold_count(fcfg, {"corpus": subs[c]}) for c, fcfg in per_corpus_configs(cfg, list(subs)).items()]
+    counts = [None if fcfg is None else count_folds(fcfg, {"corpus": subs[c]})
+              for c, fcfg in per_corpus_configs(cfg, dict.fromkeys(subs)).items()]
     return None if any(n is None for n in counts) else min(counts)  # type: ignore[type-var]
+
+
+PROTOCOL = FoldProtocol("combined", lambda cfg, manifest: CombinedFolds(manifest, cfg), combined_fold_count)

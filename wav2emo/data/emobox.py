@@ -2,24 +2,29 @@
 
 EmoBox (Ma et al., Interspeech 2024, https://github.com/emo-box/EmoBox) publishes, per corpus, the clips of
 every fold.  wav2emo cannot download them; point ``folds.path`` at the folder of one corpus in your copy of
-EmoBox's ``data/`` (e.g. ``EmoBox/data/emodb``).  Expected layout, read strictly::
+EmoBox's ``data/`` (e.g. ``EmoBox/data/emodb``), as the repository ships it::
 
-    <path>/fold_1/<corpus>_train_fold_1.jsonl      (``..._fold1.jsonl`` is accepted too, not both)
+    <path>/label_map.json                           EmoBox's emotion codes -> its classes (label_dict.json: EMOVO)
+    <path>/fold_1/<corpus>_train_fold_1.jsonl      the documented lists: fields key, wav, emo
     <path>/fold_1/<corpus>_test_fold_1.jsonl
     <path>/fold_2/...                               folds numbered 1..K without gaps
 
-Each non-empty line is a JSON object with at least ``key`` (``emodb-03a02Wb``), ``wav`` (the audio path in
-EmoBox's tree) and ``emo`` (its emotion name).  A listed clip is found in the corpus by the end of its ``wav``
-path without the extension (the file name, or as many trailing folders as make it unique), so any copy of the
-corpus and any container match; its ``emo`` must agree with wav2emo's label.  Fold ``i`` here is EmoBox's
-``fold_<i+1>``.  Refused, naming the file and line: a missing or duplicated list, a line that is not such an
-object, a clip the corpus lacks or that matches several, an emotion that disagrees, a clip in train and test
-of one fold or in the test lists of two folds.  Clips in neither list of a fold are not used there (counted in
-the protocol).
+EmoBox's README and its loader (``EmoBox/EmoDataset.py``) read ``<corpus>_{train,test}_fold_<k>.jsonl`` with
+the fields ``wav`` and ``emo``; ``data/emodb`` also ships an older second set, ``emodb_{train,test}_fold<k>.jsonl``
+(fields ``audio`` and ``label``, the same clips).  Where both exist the documented set is read and the protocol
+says so; the older set is read only where it is the only one.  Each line is a JSON object; a listed clip is found
+in the corpus by its file name (a clip id of the recipe: ``JE_n23`` is SAVEE's ``AudioData/JE/n23.wav``), else
+by the end of its path without the extension (any copy of the corpus and any container match); its emotion,
+through EmoBox's ``label_map.json``, must agree with wav2emo's label.  A listed clip that the corpus check set
+aside (a known defect of the release, e.g. CREMA-D's silent ``1076_MTI_SAD_XX``) is left out and counted.  Fold
+``i`` here is EmoBox's ``fold_<i+1>``.  Refused, naming the file and line: a missing list, a line that is not
+such an object, a clip the corpus lacks or that matches several, an emotion that disagrees, a clip in train and
+test of one fold or in the test lists of two folds.
 
 EmoBox has no dev set: the dev part is drawn from each fold's training part - ``n_dev_actors`` training
-speakers when the fold is speaker-independent, else ``dev_fraction`` of the training clips - and the protocol
-says "speaker-dependent" when a fold's test speakers also have training clips.
+speakers when the fold is speaker-independent, else ``dev_fraction`` of the training clips.  The speaker overlap
+between EmoBox's training and test lists is measured over all folds and stated once, in the protocol every fold
+shares (the report prints it once).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from .folds import SPEAKER_DEPENDENT, SPEAKER_INDEPENDENT, FoldError, Split, choose_dev_actors
+from .errors import FoldError
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
+from .registry import FoldProtocol
+from .splits import SPEAKER_DEPENDENT, SPEAKER_INDEPENDENT, Split, choose_dev_actors
 
 EMOBOX_NAMES = {"boredem": "boredom"}  # spellings in EmoBox's lists the vocabulary does not know
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
@@ -47,16 +54,27 @@ def _key(path: str, n: int) -> tuple[str, ...]:
     return tuple(parts[-n:])
 
 
-def _list_file(fold_dir: Path, part: str, k: int) -> Path:
-    found = sorted(set(fold_dir.glob(f"*_{part}_fold_{k}.jsonl")) | set(fold_dir.glob(f"*_{part}_fold{k}.jsonl")))
-    if len(found) != 1:
-        raise FoldError(f"folds=emobox: {fold_dir} holds {[p.name for p in found] or 'no'} {part} list(s); expected "
-                        f"exactly one <corpus>_{part}_fold_{k}.jsonl")
-    return found[0]
+DOCUMENTED = "<corpus>_{train,test}_fold_<k>.jsonl (fields wav, emo; EmoBox's README and EmoDataset.py)"
+OLDER = "<corpus>_{train,test}_fold<k>.jsonl (fields audio, label)"
+FIELDS = {"documented": ("wav", "emo"), "older": ("audio", "label")}
 
 
-def read_list(path: Path) -> list[tuple[int, str, str]]:
+def _list_file(fold_dir: Path, part: str, k: int) -> tuple[Path, str]:
+    """The list of ``part`` in ``fold_dir`` and its variant: the documented one where it exists."""
+    for variant, pattern in (("documented", f"*_{part}_fold_{k}.jsonl"), ("older", f"*_{part}_fold{k}.jsonl")):
+        found = sorted(fold_dir.glob(pattern))
+        if len(found) > 1:
+            raise FoldError(f"folds=emobox: {fold_dir} holds {[p.name for p in found]}: {len(found)} {part} lists of "
+                            f"one kind; expected exactly one <corpus>_{part}_fold_{k}.jsonl")
+        if found:
+            return found[0], variant
+    raise FoldError(f"folds=emobox: {fold_dir} holds no {part} list; expected <corpus>_{part}_fold_{k}.jsonl "
+                    f"(or EmoBox's older <corpus>_{part}_fold{k}.jsonl)")
+
+
+def read_list(path: Path, variant: str = "documented") -> list[tuple[int, str, str]]:
     """``(line, wav, emo)`` of every entry of an EmoBox ``.jsonl`` list; FoldError naming a bad line."""
+    wav_key, emo_key = FIELDS[variant]
     out = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -65,13 +83,40 @@ def read_list(path: Path) -> list[tuple[int, str, str]]:
             entry = json.loads(line)
         except json.JSONDecodeError as e:
             raise FoldError(f"{path} line {n}: not JSON ({e.msg}); expected one JSON object per line") from None
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry[k] for k in ("key", "wav",
-                                                                                                        "emo")):
-            raise FoldError(f"{path} line {n}: expected an object with string fields key, wav and emo")
-        out.append((n, entry["wav"], entry["emo"]))
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry[k]
+                                                  for k in ("key", wav_key, emo_key)):
+            raise FoldError(f"{path} line {n}: expected an object with string fields key, {wav_key} and {emo_key}")
+        out.append((n, entry[wav_key], entry[emo_key]))
     if not out:
         raise FoldError(f"{path}: no entries; expected one JSON object per clip")
     return out
+
+
+def read_label_map(root: Path) -> dict[str, str]:
+    """EmoBox's code -> class map of this corpus (``label_map.json`` or ``label_dict.json``), keys lower-cased;
+    empty when the folder has none."""
+    for name in ("label_map.json", "label_dict.json"):
+        path = root / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise FoldError(f"{path}: not JSON ({e.msg}); expected EmoBox's map of emotion codes") from None
+            if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+                raise FoldError(f"{path}: expected a JSON object of emotion code -> class name")
+            return {str(k).strip().lower(): v for k, v in data.items()}
+    return {}
+
+
+def set_aside_stems(manifest: Manifest) -> set[str]:
+    """File stems the corpus check left out of ``manifest`` (known defects, skipped, set aside)."""
+    report = getattr(manifest, "report", None)
+    if report is None:
+        return set()
+    paths = [d["file"] for d in report.defects if d["action"].startswith("set aside")]
+    paths += [d["path"] for d in report.skipped]
+    paths += [d["what"].split(":", 1)[0] for d in report.set_aside]
+    return {Path(p.replace("\\", "/")).stem for p in paths}
 
 
 class _Matcher:
@@ -80,6 +125,8 @@ class _Matcher:
     def __init__(self, manifest: Manifest) -> None:
         self.clips = list(manifest)
         self.by_n: dict[int, dict[tuple[str, ...], list[int]]] = {}
+        self.by_id = {c.clip_id: i for i, c in enumerate(self.clips)}
+        self.left_out = set_aside_stems(manifest)
 
     def _index(self, n: int) -> dict[tuple[str, ...], list[int]]:
         if n not in self.by_n:
@@ -89,7 +136,11 @@ class _Matcher:
             self.by_n[n] = idx
         return self.by_n[n]
 
-    def find(self, wav: str, where: str) -> int:
+    def find(self, wav: str, where: str) -> int | None:
+        """The clip's row; None for a clip the corpus check set aside; FoldError when not found."""
+        stem = Path(wav.replace("\\", "/")).stem
+        if stem in self.by_id:
+            return self.by_id[stem]
         depth = len(Path(wav.replace("\\", "/")).parts)
         for n in range(1, depth + 1):
             hits = self._index(n).get(_key(wav, n), [])
@@ -97,6 +148,8 @@ class _Matcher:
                 return hits[0]
             if not hits:
                 break
+        if not hits and stem in self.left_out:
+            return None
         raise FoldError(f"{where}: clip {wav!r} is "
                         + ("not in the corpus" if not hits else f"ambiguous ({len(hits)} clips end like it)")
                         + "; expected EmoBox's list of this corpus")
@@ -121,16 +174,23 @@ class EmoBoxFolds:
         self.n_dev, self.dev_seed = int(cfg.get("n_dev_actors", 2)), int(cfg.get("dev_seed", 0))
         self.dev_fraction = float(cfg.get("dev_fraction", 0.1))
         matcher = _Matcher(manifest)
+        self.label_map = read_label_map(root)
         self.lists: list[dict[str, list[int]]] = []
+        self.variants: set[str] = set()
+        self.left_out: set[str] = set()  # listed clips the corpus check set aside
         tested: dict[int, int] = {}
         for k in ks:
             parts = {}
             for part in ("train", "test"):
-                path = _list_file(root / f"fold_{k}", part, k)
+                path, variant = _list_file(root / f"fold_{k}", part, k)
+                self.variants.add(variant)
                 rows = []
-                for line, wav, emo in read_list(path):
+                for line, wav, emo in read_list(path, variant):
                     where = f"{path} line {line}"
                     i = matcher.find(wav, where)
+                    if i is None:
+                        self.left_out.add(Path(wav.replace("\\", "/")).stem)
+                        continue
                     self._check_emotion(emo, manifest[i].emotion, where)
                     rows.append(i)
                 dupes = sorted(manifest[i].clip_id for i, n in Counter(rows).items() if n > 1)
@@ -147,11 +207,12 @@ class EmoBoxFolds:
                                     f"and fold_{k}; expected disjoint test folds")
                 tested[i] = k
             self.lists.append(parts)
+        self.protocol = self._protocol()
 
-    @staticmethod
-    def _check_emotion(emo: str, ours: str, where: str) -> None:
+    def _check_emotion(self, emo: str, ours: str, where: str) -> None:
+        name = self.label_map.get(emo.strip().lower(), emo)
         try:
-            theirs = canonical_emotion(EMOBOX_NAMES.get(emo.strip().lower(), emo))
+            theirs = canonical_emotion(EMOBOX_NAMES.get(name.strip().lower(), name))
         except LabelError as e:
             raise FoldError(f"{where}: {e}") from None
         if theirs != ours:
@@ -165,6 +226,43 @@ class EmoBoxFolds:
     def __len__(self) -> int:
         return self.num_folds
 
+    def overlap(self) -> list[tuple[int, float]]:
+        """Per fold: (test speakers with training clips, share of test clips from such speakers)."""
+        m, out = self.manifest, []
+        for parts in self.lists:
+            train = {m[i].actor for i in parts["train"]}
+            test = [m[i].actor for i in parts["test"]]
+            seen = {a for a in test if a in train}
+            out.append((len(seen), sum(a in seen for a in test) / max(len(test), 1)))
+        return out
+
+    def _protocol(self) -> str:
+        """One sentence for every fold (so a report states the overlap once, not once per fold)."""
+        overlap = self.overlap()
+        dependent = [k for k, (n, _) in enumerate(overlap) if n]
+        lists = ("EmoBox's documented lists " + DOCUMENTED if self.variants == {"documented"} else
+                 "EmoBox's older lists " + OLDER if self.variants == {"older"} else "both list variants")
+        if dependent:
+            share = sum(overlap[k][1] for k in dependent) / len(dependent)
+            kind = (f"{SPEAKER_DEPENDENT}: in {len(dependent)} of {self.num_folds} folds the test speakers also have "
+                    f"training clips ({share:.0%} of those folds' test clips come from speakers trained on); dev: "
+                    f"{self.dev_fraction:g} of the training clips there")
+            if len(dependent) < self.num_folds:
+                kind += f", {self.n_dev} training speakers elsewhere"
+        else:
+            kind = (f"{SPEAKER_INDEPENDENT}: no test speaker has training clips in any fold; dev: {self.n_dev} "
+                    "training speakers")
+        m = self.manifest
+        unused = [len(m) - len(p["train"]) - len(p["test"]) for p in self.lists]
+        text = (f"EmoBox folds ({self.root}, {self.num_folds} folds; fold i = EmoBox fold_<i+1>; read from {lists}), "
+                f"{kind}")
+        if any(unused):
+            text += f"; clips of the corpus in neither list of a fold (not used there): {unused}"
+        if self.left_out:
+            text += (f"; {len(self.left_out)} listed clips the corpus check set aside (not used): "
+                     f"{', '.join(sorted(self.left_out)[:5])}")
+        return text
+
     def split(self, fold: int) -> Split:
         if not isinstance(fold, (int, np.integer)) or not 0 <= fold < self.num_folds:
             raise FoldError(f"fold={fold!r}; expected an integer 0..{self.num_folds - 1} (EmoBox fold_1..fold_"
@@ -172,31 +270,26 @@ class EmoBoxFolds:
         fold = int(fold)
         m, parts = self.manifest, self.lists[fold]
         train, test = [m[i] for i in sorted(parts["train"])], [m[i] for i in sorted(parts["test"])]
-        test_actors = {c.actor for c in test}
-        train_actors = {c.actor for c in train}
-        unused = len(m) - len(train) - len(test)
-        if train_actors & test_actors:
+        if {c.actor for c in train} & {c.actor for c in test}:
             rng = np.random.default_rng([self.dev_seed, fold, 1019])
             n_dev = int(round(self.dev_fraction * len(train)))
             dev_ids = {train[i].clip_id for i in rng.permutation(len(train))[:n_dev]}
-            kind = (f"{SPEAKER_DEPENDENT} (EmoBox's fold puts test speakers in training); dev: "
-                    f"{self.dev_fraction:g} of the training clips")
         else:
             genders = {c.actor: c.gender for c in train}
             dev_actors = set(choose_dev_actors(genders, min(self.n_dev, max(len(genders) - 1, 0)), self.dev_seed, fold))
             dev_ids = {c.clip_id for c in train if c.actor in dev_actors}
-            kind = f"{SPEAKER_INDEPENDENT}; dev: {len(dev_actors)} training speakers"
-        protocol = (f"EmoBox folds ({self.root}), fold {fold} = EmoBox fold_{fold + 1}, {kind}"
-                    + (f"; {unused} clips of the corpus in neither list (not used)" if unused else ""))
         dev = [c for c in train if c.clip_id in dev_ids]
         train = [c for c in train if c.clip_id not in dev_ids]
 
         def actors(clips) -> tuple[int, ...]:
             return tuple(sorted({c.actor for c in clips}))
 
-        return Split(fold=fold, train=actors(train), dev=actors(dev), test=actors(test), protocol=protocol,
+        return Split(fold=fold, train=actors(train), dev=actors(dev), test=actors(test), protocol=self.protocol,
                      train_clips=tuple(c.clip_id for c in train), dev_clips=tuple(c.clip_id for c in dev),
                      test_clips=tuple(c.clip_id for c in test))
 
     def splits(self) -> list[Split]:
         return [self.split(k) for k in range(self.num_folds)]
+
+
+PROTOCOL = FoldProtocol("emobox", lambda cfg, manifest: EmoBoxFolds(manifest, cfg), by_clip=True)

@@ -10,18 +10,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .fetching import download_archive, extract_zip
 from .manifest import Manifest
-from .ravdess import download_ravdess, extract_zip
-from .recipe import (
+from .manifest_builder import (
     Entry,
     Problems,
-    Totals,
     audio_files,
     build_manifest,
     check_options_from,
     rel,
     resolve_source,
 )
+from .registry import Recipe, Totals
 
 EMODB_PAGE = "http://emodb.bilderbar.info/docu/"
 EMODB_URL = "http://emodb.bilderbar.info/download/download.zip"
@@ -84,8 +84,14 @@ def prepare_emodb(source: str | Path, *, corpus_name: str = "emodb", **options) 
 def download_emodb(dest: str | Path) -> Path:
     """Fetch the authors' zip (``download.zip``) beside ``dest`` and extract it into ``dest``."""
     dest = Path(dest)
-    zip_path = download_ravdess(
+    zip_path = download_archive(
         dest.parent, url=EMODB_URL,
         by_hand=f"download it by hand from {EMODB_PAGE} ({EMODB_URL}) and set data.corpus.root to the zip or folder",
     )
     return extract_zip(zip_path, extract_dir=dest)
+
+
+RECIPE = Recipe(
+    "emodb", prepare_emodb, "an EmoDB folder (wav/03a01Fa.wav ...) or download.zip",
+    f"Download it from {EMODB_PAGE} ({EMODB_URL}).", download_emodb, totals=EMODB_TOTALS, default_folds="loso",
+)

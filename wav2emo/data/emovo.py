@@ -12,16 +12,17 @@ import re
 from pathlib import Path
 
 from .manifest import Manifest
-from .recipe import (
+from .manifest_builder import (
+    Defects,
     Entry,
     Problems,
-    Totals,
     audio_files,
     build_manifest,
     check_options_from,
     rel,
     resolve_source,
 )
+from .registry import Recipe, Totals
 
 EMOVO_PAGE = "http://voice.fub.it/activities/corpora/emovo/index.html"
 EMOVO_CODES = {
@@ -48,19 +49,43 @@ def parse_emovo_name(stem: str) -> dict:
     return {"code": code, "speaker": speaker, "sentence": sentence, "emotion": EMOVO_CODES[code]}
 
 
+def salvage_emovo_name(stem: str, folder: str | None) -> dict | None:
+    """The clip a misnamed file in speaker folder ``folder`` is, when its name holds exactly one emotion code
+    and one sentence code (and no speaker but the folder's): ``dis_f1_b1``, ``Dis-b1``, ``dis-f1-b1 (1)``; else None."""
+    if folder not in EMOVO_SPEAKERS:
+        return None
+    tokens = [t for t in re.split(r"[^a-z0-9]+", stem.lower()) if t]
+    codes = [t for t in tokens if t in EMOVO_CODES]
+    sentences = [t for t in tokens if t in EMOVO_SENTENCES]
+    speakers = {t for t in tokens if re.fullmatch(r"[fm]\d", t)}
+    if len(codes) != 1 or len(sentences) != 1 or speakers - {folder}:
+        return None
+    return {"code": codes[0], "speaker": folder, "sentence": sentences[0], "emotion": EMOVO_CODES[codes[0]]}
+
+
 def prepare_emovo(source: str | Path, *, corpus_name: str = "emovo", **options) -> Manifest:
     opts = check_options_from(options)
     root = resolve_source(source, f"an EMOVO folder (f1/dis-f1-b1.wav ...; from {EMOVO_PAGE})")
-    problems, entries = Problems(), []
+    problems, entries, defects = Problems(), [], Defects()
     for path in audio_files(root, "EMOVO's <emotion>-<speaker>-<sentence>.wav files"):
         try:
             meta = parse_emovo_name(path.stem)
         except ValueError as e:
-            problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
-            continue
+            folder = path.parent.name.lower()
+            meta = salvage_emovo_name(path.stem, folder)
+            if meta is None:
+                problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
+                continue
+            defects.read_by_folder(path, f"{meta['code']}-{meta['speaker']}-{meta['sentence']}", folder)
         entries.append(
             Entry(path=path, clip_id=f"{meta['code']}-{meta['speaker']}-{meta['sentence']}", speaker=meta["speaker"],
                   gender="female" if meta["speaker"][0] == "f" else "male", emotion=meta["emotion"],
                   code=meta["code"])
         )
-    return build_manifest(root, corpus_name, entries, problems, opts, totals=EMOVO_TOTALS)
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=EMOVO_TOTALS, defects=defects)
+
+
+RECIPE = Recipe(
+    "emovo", prepare_emovo, "an EMOVO folder (f1/dis-f1-b1.wav ...)", f"Download it from {EMOVO_PAGE}.",
+    totals=EMOVO_TOTALS, default_folds="loso",
+)

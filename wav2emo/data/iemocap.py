@@ -15,9 +15,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from .errors import CorpusError
 from .manifest import Manifest
-from .ravdess import CorpusError
-from .recipe import Entry, Problems, Totals, build_manifest, check_options_from, rel, resolve_source
+from .manifest_builder import Entry, Problems, build_manifest, check_options_from, rel, resolve_source
+from .registry import Recipe, Totals
 
 IEMOCAP_PAGE = "https://sail.usc.edu/iemocap/"
 IEMOCAP_CODES = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
@@ -102,3 +103,12 @@ def prepare_iemocap(
                     classes=IEMOCAP_CLASSES)
     return build_manifest(root, corpus_name, entries, problems, opts, totals=totals, class_names=IEMOCAP_CLASSES,
                           notes=notes)
+
+
+RECIPE = Recipe(
+    "iemocap", prepare_iemocap, "IEMOCAP_full_release (Session1..Session5)",
+    f"IEMOCAP is licensed: request it at {IEMOCAP_PAGE} and point root at your copy.",
+    options=("dialogues",), label_files=("Session*/dialog/EmoEvaluation/*.txt",),
+    totals=Totals(files=IEMOCAP_TOTAL_4CLASS, speakers=IEMOCAP_SPEAKERS, classes=IEMOCAP_CLASSES), sessions=5,
+    default_folds="sessions",
+)

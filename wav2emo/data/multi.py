@@ -17,17 +17,17 @@ cache (:mod:`wav2emo.features.multi`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from .errors import CorpusError
 from .labels import ordered_classes
 from .manifest import Manifest
-from .ravdess import CorpusError
+from .registry import CONF_DIR, Recipe
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ACTOR_STRIDE = 100_000
 
 
@@ -109,10 +109,9 @@ def combine(manifests: Mapping[str, Manifest], name: str = "multi") -> MultiMani
     return MultiManifest(clips, parts, offsets, name=name, class_names=classes)
 
 
-def load_multi(c: Mapping, cache_dir: str | Path | None = None) -> MultiManifest:
-    """The combined manifest of the corpora ``data.corpus`` (name multi) lists, each loaded and checked as itself."""
-    from .corpora import load_corpus
-
+def load_multi(c: Mapping, cache_dir: str | Path | None = None, *, load_corpus: Callable) -> MultiManifest:
+    """The combined manifest of the corpora ``data.corpus`` (name multi) lists, each loaded and checked as itself
+    by ``load_corpus`` (:func:`wav2emo.data.corpora.load_corpus`)."""
     manifests = {}
     for name, sub in sub_corpus_configs(c).items():
         m = load_corpus(sub, cache_dir=cache_dir)
@@ -121,3 +120,7 @@ def load_multi(c: Mapping, cache_dir: str | Path | None = None) -> MultiManifest
             raise CorpusError(f"data.corpora: corpus {name!r} has clips of corpora {sorted(corpus)}")
         manifests[corpus.pop()] = m
     return combine(manifests)
+
+
+RECIPE = Recipe("multi", None, "several corpora (data.corpora=[...])", "List them in data.corpora.",
+                default_folds="combined", load=load_multi)

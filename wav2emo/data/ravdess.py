@@ -1,4 +1,4 @@
-"""The RAVDESS speech corpus: download, file-name parsing, checks, and the manifest (lhotse-style recipe).
+"""The RAVDESS speech corpus: file-name parsing, checks, the manifest and the download (lhotse-style recipe).
 
 Everything else in wav2emo sees RAVDESS only through the :class:`~wav2emo.data.manifest.Manifest` built
 here, so every check that can catch a broken copy (a renamed file, a missing clip, a file that is not
@@ -8,24 +8,14 @@ audio) runs here, once, and reports all problems together.
 from __future__ import annotations
 
 import hashlib
-import http.client
-import json
 import os
 import re
-import shutil
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import soundfile as sf
-
-from wav2emo.errors import UserError
 
 from .audio import AudioError, audio_info
 from .checks import (
@@ -38,7 +28,14 @@ from .checks import (
     scan_audio,
     silence_reason,
 )
+from .corpus_options import actor_list, check_options_of, corpus_root, may_create, only_actors
+from .errors import CorpusError, listing
+from .fetching import download_archive, extract_zip
+from .files import find_audio_files
 from .manifest import EMOTIONS, Clip, Manifest
+from .manifest_builder import AUDIO_PROBLEMS
+from .manifest_cache import cached_manifest
+from .registry import Recipe, Totals
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
 RAVDESS_ZIP_NAME = "Audio_Speech_Actors_01-24.zip"
@@ -46,17 +43,9 @@ RAVDESS_URL = f"{RAVDESS_RECORD_URL}/files/{RAVDESS_ZIP_NAME}?download=1"
 
 NUM_ACTORS = 24
 CLIPS_PER_ACTOR = 60
-MAX_LISTED = 10  # offending files named in one error message
-
-# Marker written into a folder that prepare_ravdess extracted from a zip, so it is reused only for that zip.
-EXTRACT_MARKER = ".wav2emo-extracted.json"
 
 _NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _ACTOR_DIR_RE = re.compile(r"^Actor_(\d+)$")
-
-
-class CorpusError(UserError, ValueError):
-    """A corpus copy that cannot be used as it is; the message names the files and what was expected."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,172 +108,6 @@ def expected_combinations() -> list[tuple[int, int, int, int]]:
         for s in (1, 2)
         for r in (1, 2)
     ]
-
-
-# ------------------------------------------------------------------------------------------------
-# Finding audio
-# ------------------------------------------------------------------------------------------------
-def audio_extensions() -> frozenset[str]:
-    """Lower-case suffixes that libsndfile can decode (``.wav``, ``.flac``, ``.ogg``, ...)."""
-    exts = {f".{k.lower()}" for k in sf.available_formats()}
-    exts |= {
-        ".wav",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".opus",
-        ".aif",
-        ".aiff",
-        ".aifc",
-        ".mp3",
-        ".au",
-        ".snd",
-        ".w64",
-    }
-    return frozenset(exts)
-
-
-def find_audio_files(root: str | Path) -> list[Path]:
-    """Audio files under ``root`` (recursively, sorted); hidden files and ``__MACOSX`` folders are skipped.
-
-    Symlinked files and folders are followed (each real folder is visited once, so a link loop ends).
-    A dangling symlink that looks like audio or a folder is a :class:`CorpusError` naming the link and
-    its target: skipping it would silently drop clips, and stat-ing it later gives a bare traceback.
-    """
-    root = Path(root)
-    exts = audio_extensions()
-    found: list[Path] = []
-    dangling: list[str] = []
-    visited: set[str] = {os.path.realpath(root)}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        keep = []
-        for d in sorted(dirnames):
-            if d.startswith(".") or d == "__MACOSX":
-                continue
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if real not in visited:  # a folder reached twice (links) is listed once
-                visited.add(real)
-                keep.append(d)
-        dirnames[:] = keep
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            suffix = path.suffix.lower()
-            if suffix in exts or not suffix:
-                if path.is_symlink() and not path.exists():
-                    dangling.append(f"{path} -> {os.readlink(path)}")
-                    continue
-            if suffix in exts:
-                found.append(path)
-    if dangling:
-        raise CorpusError(
-            f"{root}: {len(dangling)} dangling symlinks (the target does not exist; expected a link to an "
-            f"existing file or folder - restore the target or remove the link):\n{_listing(dangling)}"
-        )
-    return found
-
-
-def _listing(items: Iterable[str], total: int | None = None) -> str:
-    items = list(items)
-    total = len(items) if total is None else total
-    head = "\n  ".join(items[:MAX_LISTED])
-    more = f"\n  ... and {total - MAX_LISTED} more" if total > MAX_LISTED else ""
-    return f"  {head}{more}"
-
-
-# ------------------------------------------------------------------------------------------------
-# Zip input
-# ------------------------------------------------------------------------------------------------
-def _zip_identity(zip_path: Path) -> dict:
-    st = zip_path.stat()
-    return {"zip": zip_path.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def extract_zip(zip_path: str | Path, extract_dir: str | Path | None = None) -> Path:
-    """Extract ``zip_path`` into ``extract_dir`` (default: ``<zip stem>`` beside the zip), atomically.
-
-    The archive is unpacked into a temporary sibling folder and renamed into place when complete, so an
-    interrupted extraction never looks like a corpus.  A folder this function extracted earlier from the
-    same zip (same size and mtime) is reused; any other existing folder is refused, never overwritten.
-    """
-    zip_path = Path(zip_path).resolve()
-    target = Path(extract_dir).resolve() if extract_dir is not None else zip_path.with_suffix("")
-    identity = _zip_identity(zip_path)
-    if target.exists():
-        return _reuse_extracted(zip_path, target, identity)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    except OSError as e:
-        raise CorpusError(
-            f"{zip_path}: cannot extract into {target} ({e}); pass extract_dir= a writable folder "
-            "or extract the zip yourself and give the folder"
-        ) from e
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            _check_members(zip_path, zf.infolist())
-            zf.extractall(tmp)
-        (tmp / EXTRACT_MARKER).write_text(json.dumps(identity))
-        try:
-            tmp.rename(target)
-        except OSError:
-            if target.exists():  # another process finished the same extraction first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return _reuse_extracted(zip_path, target, identity)
-            raise
-    except zipfile.BadZipFile as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CorpusError(f"{zip_path}: not a readable zip archive ({e}); download it again") from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
-def _check_members(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
-    """Refuse members that would land outside the folder, and two members that land on one file.
-
-    ``extractall`` writes a repeated name twice and the later entry wins, so a clip named neutral could
-    silently hold another recording; ``a/x.wav`` and ``a/./x.wav`` land on the same file as well.
-    """
-    seen: dict[str, str] = {}
-    repeated: list[str] = []
-    for info in infos:
-        member = Path(info.filename)
-        if member.is_absolute() or ".." in member.parts:
-            raise CorpusError(
-                f"{zip_path}: member {info.filename!r} points outside the archive (expected relative paths "
-                "without '..'); refusing to extract it"
-            )
-        if info.is_dir():
-            continue
-        where = os.path.normpath(info.filename)
-        if where in seen:
-            repeated.append(f"{info.filename!r} (also stored as {seen[where]!r})")
-        else:
-            seen[where] = info.filename
-    if repeated:
-        raise CorpusError(
-            f"{zip_path}: the archive holds {len(repeated)} member names more than once, so extracting it "
-            "would let a later entry silently replace an earlier one (expected each file once; download "
-            f"the archive again or repack it):\n{_listing(repeated)}"
-        )
-
-
-def _reuse_extracted(zip_path: Path, target: Path, identity: dict) -> Path:
-    marker = target / EXTRACT_MARKER
-    if not marker.is_file():
-        raise CorpusError(
-            f"{target} exists but was not extracted by wav2emo from {zip_path}; pass that folder as the "
-            "source itself, or remove it, or choose another extract_dir"
-        )
-    if json.loads(marker.read_text()) != identity:
-        raise CorpusError(
-            f"{target} was extracted from a different version of {zip_path} (size or modification time "
-            "changed); remove the folder to extract again"
-        )
-    return target
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,12 +247,19 @@ def prepare_ravdess(
 
         if require_complete:
             _check_complete(present, problems)
-        if problems:
+        audio = [k for k in problems if k.startswith(AUDIO_PROBLEMS)]
+        if problems and (require_complete or audio):
             lines = [f"{root}: the corpus copy has problems ({sum(map(len, problems.values()))} in all):"]
             for kind, items in problems.items():
                 lines.append(f"{kind} ({len(items)}):")
-                lines.append(_listing(items))
+                lines.append(listing(items))
+            lines.append("Set data.corpus.require_complete=false to set these files aside (listed in the corpus "
+                         "report) and use the rest.")
             raise CorpusError("\n".join(lines))
+        for kind, items in problems.items():  # require_complete=false: names and layout set aside, listed
+            report.set_aside.extend({"problem": kind, "what": line} for line in items)
+        if not stems:
+            raise CorpusError(f"{root}: no usable RAVDESS clips (expected Actor_XX/03-01-...wav files)")
 
         if hash_files:
             hashes = dict(zip(stems, pool.map(lambda s: _sha1(parsed[s][0]), stems), strict=True))
@@ -494,6 +324,7 @@ def _check_complete(present: dict[str, dict], problems: dict[str, list[str]]) ->
         problems["missing clips (expected 60 per actor)"].extend(missing)
 
 
+
 # ------------------------------------------------------------------------------------------------
 # Download
 # ------------------------------------------------------------------------------------------------
@@ -504,139 +335,62 @@ def _by_hand(url: str) -> str:
     )
 
 
-def download_ravdess(
-    dest_dir: str | Path,
-    *,
-    url: str = RAVDESS_URL,
-    force: bool = False,
-    timeout: float = 60,
-    by_hand: str | None = None,
-    filename: str | None = None,
-) -> Path:
-    """Download the RAVDESS speech zip into ``dest_dir`` and return its path.
+def download_ravdess(dest_dir: str | Path, *, url: str = RAVDESS_URL, force: bool = False, timeout: float = 60) -> Path:
+    """Download the RAVDESS speech zip into ``dest_dir`` (resumable; see :func:`download_archive`)."""
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    return download_archive(dest_dir, url=url, by_hand=_by_hand(url), force=force, timeout=timeout,
+                            filename=RAVDESS_ZIP_NAME if name in ("", ".", "..") else name)
 
-    Streams to ``<zip>.part`` and resumes it with an HTTP Range request when it exists, so a broken
-    200 MB download is not started over; the file is renamed into place only when its length matches
-    Content-Length and :mod:`zipfile` can open it.  An existing complete zip is returned at once
-    unless ``force``.  Other corpora's zips use it too (``by_hand``: what the user can do instead, for
-    the error messages).  The server is asked before anything is created: a missing ``dest_dir`` is made
-    only once the server answers, and the folders this call made are removed again if it fails and
-    leaves them empty (a partial download worth resuming keeps them).
+
+# ------------------------------------------------------------------------------------------------
+# Loading (data=ravdess): the folder or zip at root, downloaded there when allowed
+# ------------------------------------------------------------------------------------------------
+def load_ravdess(c: Mapping, cache_dir: str | Path | None = None, **_) -> Manifest:
+    """The RAVDESS manifest ``data.corpus`` names (a folder or the release zip; fetched when allowed)."""
+    root = corpus_root(c, "ravdess")
+    actors = actor_list(c.get("actors"))
+    options = check_options_of(c)
+    folder = ravdess_folder(root, download=may_create(root, c, "download"))
+    manifest = cached_manifest(folder, "ravdess", bool(c.get("require_complete", True)), cache_dir, options,
+                               prepare=lambda *a, **k: prepare_ravdess(*a, **k))  # looked up at call time
+    return only_actors(manifest, actors, folder)
+
+
+def ravdess_folder(root: Path, *, download: bool) -> Path:
+    """The extracted RAVDESS folder for ``root`` (a folder or a zip), downloading it if allowed.
+
+    Download scheme: the zip goes beside ``root`` (``<root parent>/Audio_Speech_Actors_01-24.zip``)
+    and is extracted to ``root`` itself, so the config's path is where the audio ends up.
     """
-    dest_dir = Path(dest_dir)
-    hint = by_hand or _by_hand(url)
-    name = filename or Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    if name in ("", ".", ".."):
-        name = RAVDESS_ZIP_NAME
-    target = dest_dir / name
-    part = target.with_name(target.name + ".part")
-    if target.exists() and not force:
-        if _zip_ok(target):
-            return target
-        raise CorpusError(f"{target}: exists but is not a readable zip; remove it or pass force=True")
-    if force:
-        part.unlink(missing_ok=True)
-
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": "wav2emo"})
-    if have:
-        request.add_header("Range", f"bytes={have}-")
-    try:  # nothing is created before the server has answered
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing left to send: the .part is complete, or not this file
-            if _zip_ok(part):
-                os.replace(part, target)
-                return target
-            part.unlink()
-            return download_ravdess(
-                dest_dir, url=url, force=False, timeout=timeout, by_hand=by_hand, filename=filename
-            )
-        raise CorpusError(f"{url}: the server answered HTTP {e.code} {e.reason}; {hint}") from e
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise CorpusError(f"{url}: cannot reach the server ({reason}); {hint}") from e
-
-    created: list[Path] = []
-    try:
-        with response:
-            created = make_dirs(dest_dir)
-            _receive(response, url, part, have)
-        if not _zip_ok(part):
-            part.unlink()
-            raise CorpusError(
-                f"{url}: the downloaded file is not a readable zip archive (removed); {hint}"
-            )
-        os.replace(part, target)
-    except BaseException:
-        if part.exists() and part.stat().st_size == 0:
-            part.unlink()  # nothing worth resuming
-        remove_empty_dirs(created)
-        raise
-    return target
-
-
-def _receive(response, url: str, part: Path, have: int) -> None:
-    """Append the response body to ``part`` (or write it afresh if the server ignored the Range)."""
-    if have and response.status == 206:
-        start = _range_start(response.headers.get("Content-Range", ""))
-        if start != have:
-            raise CorpusError(
-                f"{url}: asked to resume at byte {have}, the server sent bytes from {start}; "
-                f"remove {part} and try again"
-            )
-        mode = "ab"
-    else:  # the server ignored the Range header: take the whole body
-        have, mode = 0, "wb"
-    length = response.headers.get("Content-Length")
-    expected = have + int(length) if length is not None else None
-    written = have
-    try:
-        with open(part, mode) as f:
-            while block := response.read(1 << 20):
-                f.write(block)
-                written += len(block)
-    except (OSError, http.client.HTTPException) as e:
+    is_zip = root.suffix.lower() == ".zip"
+    if root.is_dir():
+        return root
+    if root.is_file():
+        if not is_zip:
+            raise CorpusError(f"{root}: expected a RAVDESS folder or {RAVDESS_ZIP_NAME}, found another file")
+        return extract_zip(root)
+    if not download:
         raise CorpusError(
-            f"{url}: download interrupted after {written} bytes ({e}); run again to resume from {part}"
-        ) from e
-    if expected is not None and written != expected:
-        raise CorpusError(
-            f"{url}: download incomplete, {written} of {expected} bytes; run again to resume from {part}"
+            f"{root}: RAVDESS not found. Download {RAVDESS_ZIP_NAME} from {RAVDESS_RECORD_URL} and set "
+            f"data.corpus.root to the zip or its extracted folder, or set data.corpus.download=true to "
+            "fetch it automatically into this path (about 200 MB; download=auto fetches only into the "
+            "default place under paths.data_dir)"
         )
+    if is_zip:
+        zip_path = download_ravdess(root.parent, url=RAVDESS_URL)
+        if zip_path != root:
+            zip_path.replace(root)
+        return extract_zip(root)
+    zip_path = download_ravdess(root.parent, url=RAVDESS_URL)
+    return extract_zip(zip_path, extract_dir=root)
 
 
-def make_dirs(path: Path) -> list[Path]:
-    """``mkdir -p path``; returns the folders it created, outermost first (for :func:`remove_empty_dirs`)."""
-    missing: list[Path] = []
-    p = Path(path)
-    while not p.exists():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    path.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
 
 
-def remove_empty_dirs(created: list[Path]) -> None:
-    """Undo :func:`make_dirs` as far as the folders are still empty (innermost first)."""
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except OSError:
-            break  # not empty (or gone): keep it and everything above it
-
-
-def _zip_ok(path: Path) -> bool:
-    """True when ``path`` opens as a zip and every member's CRC checks out."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return zf.testzip() is None
-    except (zipfile.BadZipFile, OSError, EOFError):
-        return False
-
-
-def _range_start(content_range: str) -> int | None:
-    m = re.match(r"bytes\s+(\d+)-", content_range)
-    return int(m.group(1)) if m else None
+RECIPE = Recipe(
+    "ravdess", prepare_ravdess, f"a RAVDESS folder (Actor_01 ... Actor_24) or {RAVDESS_ZIP_NAME}",
+    f"Download {RAVDESS_ZIP_NAME} from {RAVDESS_RECORD_URL} (or set data.corpus.download=true).",
+    totals=Totals(files=NUM_ACTORS * CLIPS_PER_ACTOR, speakers=tuple(f"Actor_{a:02d}" for a in range(1, 25)),
+                  classes=tuple(EMOTIONS)),
+    default_folds="luna_jimenez", load=load_ravdess,
+)

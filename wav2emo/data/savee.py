@@ -12,16 +12,17 @@ import re
 from pathlib import Path
 
 from .manifest import Manifest
-from .recipe import (
+from .manifest_builder import (
+    Defects,
     Entry,
     Problems,
-    Totals,
     audio_files,
     build_manifest,
     check_options_from,
     rel,
     resolve_source,
 )
+from .registry import Recipe, Totals
 
 SAVEE_PAGE = "http://kahlan.eps.surrey.ac.uk/savee/"
 SAVEE_CODES = {
@@ -47,20 +48,44 @@ def parse_savee_name(stem: str, folder_speaker: str | None = None) -> dict:
     return {"speaker": speaker, "code": code, "emotion": SAVEE_CODES[code], "num": num}
 
 
+_LOOSE = re.compile(r"^(sa|su|a|d|f|h|n)[ _-]?0*(\d{1,2})(?:\s*\(\d+\))?$")
+
+
+def salvage_savee_name(stem: str, folder: str | None) -> dict | None:
+    """The clip a misnamed file in speaker folder ``folder`` is, when its name is a code and a sentence number
+    in another spelling (``Sa03``, ``sa3``, ``sa_03``, ``sa03 (1)``); else None."""
+    m = _LOOSE.match(stem.strip().lower())
+    if folder not in SAVEE_SPEAKERS or not m:
+        return None
+    try:
+        return parse_savee_name(f"{m.group(1)}{int(m.group(2)):02d}", folder)
+    except ValueError:
+        return None
+
+
 def prepare_savee(source: str | Path, *, corpus_name: str = "savee", **options) -> Manifest:
     opts = check_options_from(options)
     root = resolve_source(source, f"a SAVEE folder (AudioData/DC/a01.wav ...; register at {SAVEE_PAGE})")
-    problems, entries = Problems(), []
+    problems, entries, defects = Problems(), [], Defects()
     for path in audio_files(root, "SAVEE's AudioData/<speaker>/<code><nn>.wav files"):
         folder = next((p.upper() for p in reversed(path.relative_to(root).parts[:-1]) if p.upper() in SAVEE_SPEAKERS),
                       None)
         try:
             meta = parse_savee_name(path.stem, folder)
         except ValueError as e:
-            problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
-            continue
+            meta = salvage_savee_name(path.stem, folder)
+            if meta is None:
+                problems.add("file names that do not parse", f"{rel(path, root)}: {e}")
+                continue
+            defects.read_by_folder(path, f"{meta['speaker']}_{meta['code']}{meta['num']:02d}", str(folder))
         entries.append(
             Entry(path=path, clip_id=f"{meta['speaker']}_{meta['code']}{meta['num']:02d}", speaker=meta["speaker"],
                   gender="male", emotion=meta["emotion"], code=meta["code"])
         )
-    return build_manifest(root, corpus_name, entries, problems, opts, totals=SAVEE_TOTALS)
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=SAVEE_TOTALS, defects=defects)
+
+
+RECIPE = Recipe(
+    "savee", prepare_savee, "a SAVEE folder (AudioData/DC/a01.wav ...)",
+    f"Register and download it at {SAVEE_PAGE}.", totals=SAVEE_TOTALS, default_folds="loso",
+)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .fetching import download_archive, extract_zip
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
-from .ravdess import download_ravdess, extract_zip
-from .recipe import (
+from .manifest_builder import (
     Entry,
     Problems,
-    Totals,
     audio_files,
     build_manifest,
     check_options_from,
     rel,
     resolve_source,
 )
+from .registry import Recipe, Totals
 
 TESS_PAGE = "https://doi.org/10.5683/SP2/E8H2MF"
 TESS_URL = "https://borealisdata.ca/api/access/dataset/:persistentId/?persistentId=doi:10.5683/SP2/E8H2MF"
@@ -80,8 +80,14 @@ def prepare_tess(source: str | Path, *, corpus_name: str = "tess", **options) ->
 def download_tess(dest: str | Path) -> Path:
     """Fetch the dataset zip from the University of Toronto's Borealis dataverse and extract it into ``dest``."""
     dest = Path(dest)
-    zip_path = download_ravdess(
+    zip_path = download_archive(
         dest.parent, url=TESS_URL, filename="TESS.zip",
         by_hand=f"download it by hand from {TESS_PAGE} and set data.corpus.root to the zip or folder",
     )
     return extract_zip(zip_path, extract_dir=dest)
+
+
+RECIPE = Recipe(
+    "tess", prepare_tess, "a TESS folder (OAF_back_angry.wav ...) or its zip", f"Download it from {TESS_PAGE}.",
+    download_tess, totals=TESS_TOTALS, default_folds="loso",
+)

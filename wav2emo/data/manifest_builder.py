@@ -31,9 +31,12 @@ from .checks import (
     scan_audio,
     silence_reason,
 )
+from .errors import CorpusError, listing
+from .fetching import extract_zip
+from .files import find_audio_files
 from .labels import ordered_classes
 from .manifest import UNLABELLED, Clip, Manifest
-from .ravdess import CorpusError, _listing, extract_zip, find_audio_files
+from .registry import KnownDefect, Totals
 
 
 @dataclass
@@ -48,15 +51,6 @@ class Entry:
     code: str = ""  # the corpus's own code for the emotion
     session: int = 0
     actor: int | None = None  # the corpus's numeric speaker id, where it has one (EmoDB 03, CREMA-D 1001)
-
-
-@dataclass(frozen=True)
-class Totals:
-    """What a complete copy holds, from the corpus's documentation."""
-
-    files: int | None = None
-    speakers: tuple[str, ...] = ()  # expected speaker names (missing ones are named)
-    classes: tuple[str, ...] = ()  # expected canonical emotions
 
 
 @dataclass
@@ -77,9 +71,15 @@ class CheckOptions:
             raise CorpusError(str(e)) from None
 
 
+# problems of the audio itself: refused even with require_complete=false (a file that is not audio, or holds
+# NaN, is a broken copy to repair; silent clips follow on_silent)
+AUDIO_PROBLEMS = ("unreadable files", "audio that does not decode", "silent clips")
+
+
 @dataclass
 class Problems:
-    """Problems by kind (each a line naming a file or value), raised together."""
+    """Problems by kind (each a line naming a file or value): raised together when a complete, sound copy
+    is required, else set aside and listed in the corpus report (:meth:`settle`)."""
 
     items: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
@@ -96,8 +96,55 @@ class Problems:
         for kind, items in self.items.items():
             if items:
                 lines.append(f"{kind} ({len(items)}):")
-                lines.append(_listing(items))
+                lines.append(listing(items))
+        lines.append("Set data.corpus.require_complete=false to set these files aside (listed in the corpus "
+                     "report) and use the rest.")
         raise CorpusError("\n".join(lines))
+
+    def settle(self, root: Path | str, report: CorpusReport, require_complete: bool) -> None:
+        """Raise every problem (``require_complete``); else move the problems of names and layout into
+        ``report.set_aside`` and raise only those of the audio itself (undecodable, NaN; silent clips as
+        ``on_silent`` says), which no flag should hide."""
+        if not require_complete:
+            for kind in [k for k in self.items if not k.startswith(AUDIO_PROBLEMS)]:
+                report.set_aside.extend({"problem": kind, "what": line} for line in self.items.pop(kind))
+        self.raise_if_any(root)
+
+
+class Defects:
+    """A recipe's known release defects (:class:`~wav2emo.data.registry.KnownDefect`), applied as files are
+    read; what was done lands in the corpus report."""
+
+    def __init__(self, known: Sequence[KnownDefect] = ()) -> None:
+        self.by_file = {d.file: d for d in known}
+        self.applied: list[dict] = []
+
+    def stem(self, path: Path) -> str:
+        """The stem ``path`` should have had (a known misnamed file gets its true name)."""
+        d = self.by_file.get(path.stem)
+        if d is None or d.action != "rename":
+            return path.stem
+        self.applied.append({"file": str(path), "problem": d.problem, "action": f"read as {d.becomes}"})
+        return d.becomes
+
+    def read_by_folder(self, path: Path, becomes: str, folder: str) -> None:
+        """Record a misnamed file read from its fields and its speaker folder (unambiguous, so not set aside)."""
+        self.applied.append({"file": str(path), "problem": f"name breaks the naming scheme; its folder {folder}/ "
+                             "and its fields say which clip it is", "action": f"read as {becomes}"})
+
+    def set_aside_always(self, clip_id: str, path: Path) -> bool:
+        d = self.by_file.get(clip_id)
+        if d is None or d.action != "set_aside":
+            return False
+        self.applied.append({"file": str(path), "problem": d.problem, "action": "set aside"})
+        return True
+
+    def set_aside_if_silent(self, clip_id: str, path: Path, reason: str) -> bool:
+        d = self.by_file.get(clip_id)
+        if d is None or d.action != "set_aside_if_silent":
+            return False
+        self.applied.append({"file": str(path), "problem": d.problem, "action": f"set aside ({reason})"})
+        return True
 
 
 def resolve_source(source: str | Path, what: str, extract_dir: str | Path | None = None) -> Path:
@@ -202,13 +249,23 @@ def build_manifest(
     totals: Totals | None = None,
     class_names: Sequence[str] | None = None,
     notes: Sequence[str] = (),
+    defects: Defects | None = None,
 ) -> Manifest:
-    """Check ``entries`` (see the module docstring) and return their manifest, or raise every problem."""
+    """Check ``entries`` (see the module docstring) and return their manifest, or raise every problem.
+
+    ``defects``: the recipe's known release defects (renamed files were renamed while parsing; a known
+    silent clip is set aside whatever ``on_silent`` says).  With ``options.require_complete`` false,
+    problems of single files (names that do not parse, duplicates, unreadable or silent audio) set those
+    files aside, listed in the report, instead of stopping.
+    """
+    defects = defects or Defects()
     by_id: dict[str, list[Entry]] = defaultdict(list)
     for e in entries:
         by_id[e.clip_id].append(e)
     unique: list[Entry] = []
     for cid, group in by_id.items():
+        if len(group) == 1 and defects.set_aside_always(cid, group[0].path):
+            continue
         if len(group) > 1:
             problems.add("the same clip id more than once", f"{cid}: " + ", ".join(rel(e.path, root) for e in group))
         else:
@@ -230,10 +287,12 @@ def build_manifest(
         try:
             sr, ch, n = audio_info(e.path)
         except AudioError as err:
-            problems.add("unreadable files", str(err))
+            if not defects.set_aside_if_silent(e.clip_id, e.path, "unreadable"):
+                problems.add("unreadable files", str(err))
             continue
         if n <= 0 or sr <= 0:
-            problems.add("unreadable files", f"{e.path}: holds no samples (expected a non-empty recording)")
+            if not defects.set_aside_if_silent(e.clip_id, e.path, "no samples"):
+                problems.add("unreadable files", f"{e.path}: holds no samples (expected a non-empty recording)")
             continue
         infos[e.clip_id] = (sr, ch, n)
     kept = [e for e in unique if e.clip_id in infos]
@@ -252,6 +311,9 @@ def build_manifest(
                 reason = silence_reason(scan, options.silence_dbfs)
                 if reason is None:
                     continue
+                if defects.set_aside_if_silent(e.clip_id, e.path, reason):
+                    bad.add(e.clip_id)
+                    continue
                 if options.on_silent == "error":
                     problems.add(
                         "silent clips (set data.corpus.on_silent=skip to leave them out, or =warn to keep them)",
@@ -263,7 +325,8 @@ def build_manifest(
                 else:
                     report.add("warnings", e.clip_id, e.path, reason)
             kept = [e for e in kept if e.clip_id not in bad]
-        problems.raise_if_any(root)
+        problems.settle(root, report, options.require_complete)
+        report.defects = list(defects.applied)
         if not kept:
             raise CorpusError(f"{root}: no usable clips of corpus {corpus!r} (expected at least one)")
         hashes = dict(zip([e.clip_id for e in kept], pool.map(lambda e: _sha1(e.path), kept), strict=True)) if options.hash_files else {}
