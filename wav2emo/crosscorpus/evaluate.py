@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from wav2emo.crosscorpus.matrix import write_pair_report
+from wav2emo.crosscorpus.pair_report import write_pair_report
 from wav2emo.crosscorpus.trained_models import TrainedModel, find_models, neural_scores, sklearn_scores
 from wav2emo.data.label_map import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
