@@ -41,13 +41,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wav2emo.features.extractor import HiddenStateExtractor  # noqa: E402
+
 from wav2emo.backbones import load_backbone, resolve_source  # noqa: E402
 from wav2emo.data.audio import load_audio  # noqa: E402
 from wav2emo.data.manifest import Clip, Manifest, sha1_of_file  # noqa: E402
 from wav2emo.features import get_features  # noqa: E402
 from wav2emo.features.batching import expected_samples  # noqa: E402
-from wav2emo.features.cache import CacheBuilder, FeatureCache  # noqa: E402
-from wav2emo.features.extractor import HiddenStateExtractor  # noqa: E402
+from wav2emo.features.cache.reader import FeatureCache  # noqa: E402
+from wav2emo.features.cache.writer import CacheBuilder  # noqa: E402
 
 
 def log(msg: str) -> None:

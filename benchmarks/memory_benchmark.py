@@ -29,7 +29,7 @@ FRAMES, LAYERS, DIM = 185, 13, 768  # a mean RAVDESS clip at 50 frames/s, wav2ve
 
 
 def build_cache(path: Path, size_gb: float) -> int:
-    from wav2emo.features.cache import CacheBuilder
+    from wav2emo.features.cache.writer import CacheBuilder
 
     clip_bytes = FRAMES * LAYERS * DIM * 2
     n = max(1, int(size_gb * 2**30 / clip_bytes))
@@ -51,7 +51,7 @@ import numpy as np, torch
 sys.path.insert(0, {repo!r})
 from torch.utils.data import DataLoader
 from wav2emo.data.manifest import Clip, Manifest
-from wav2emo.features.cache import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.feeding.input_strategies import CachedFeatures, ClipDataset, Collate
 cache = FeatureCache.open({path!r})
 clips = [Clip(c, "", "x", 1, "male", "neutral", i % 8, 1, 1, 1, 3.7, 16000, 1, 59200, "0" * 40)

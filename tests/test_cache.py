@@ -15,16 +15,9 @@ import soundfile as sf
 
 from wav2emo.data.manifest import Clip, Manifest, sha1_of_file
 from wav2emo.features import FEATURE_KINDS, feature_cache_path, get_features
-from wav2emo.features.cache import (
-    INDEX_FILE,
-    META_FILE,
-    PLAN_FILE,
-    CacheBuilder,
-    CacheError,
-    FeatureCache,
-    cache_key,
-    cache_path,
-)
+from wav2emo.features.cache.format import INDEX_FILE, META_FILE, PLAN_FILE, CacheError, cache_key, cache_path
+from wav2emo.features.cache.reader import FeatureCache
+from wav2emo.features.cache.writer import CacheBuilder
 
 
 # Shared helpers (imported by the other feature test files) -------------------------------------------------
@@ -324,7 +317,8 @@ def test_concurrent_processes_extract_once(tmp_path):
 
 
 def test_read_copy_equals_read_and_maps_nothing(tmp_path):
-    from wav2emo.features.cache import FeatureCache, build_from_arrays
+    from wav2emo.features.cache.reader import FeatureCache
+    from wav2emo.features.cache.writer import build_from_arrays
 
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((int(t), 3, 8)).astype(np.float16) for t in (5, 9, 2, 7)]

@@ -17,15 +17,9 @@ import pytest
 
 from tests.test_cache import build, make_manifest, random_arrays
 from wav2emo.features import get_features
-from wav2emo.features.cache import (
-    LOCK_FILE,
-    META_FILE,
-    STAMP_FILE,
-    CacheError,
-    DiskFullError,
-    FeatureCache,
-    clean_stale_partials,
-)
+from wav2emo.features.cache.format import LOCK_FILE, META_FILE, STAMP_FILE, CacheError, DiskFullError
+from wav2emo.features.cache.maintenance import clean_stale_partials
+from wav2emo.features.cache.reader import FeatureCache
 
 REPO = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and signals process groups")
@@ -41,7 +35,7 @@ def flip_byte(path: Path, position: int) -> None:
 
 
 def data_offset(path: Path) -> int:
-    from wav2emo.features.cache import _read_npy_header
+    from wav2emo.features.cache.format import _read_npy_header
 
     return _read_npy_header(path)[3]
 
@@ -70,7 +64,7 @@ def test_same_size_bit_flip_is_detected_on_open_and_names_the_shard(built):
 
 
 def test_opening_hashes_only_shards_changed_since_their_last_verification(built, monkeypatch):
-    import wav2emo.features.cache as cache_mod
+    import wav2emo.features.cache.reader as cache_mod
 
     path, meta, arrays = built
     assert (path / STAMP_FILE).is_file()  # written by the builder: the first open hashes nothing
@@ -139,7 +133,7 @@ def test_extract_cli_rebuild_switch(tmp_path):
 
 # A full disk ----------------------------------------------------------------------------------------------
 def test_full_disk_leaves_the_previous_cache_usable_and_says_what_happened(tmp_path, monkeypatch):
-    import wav2emo.features.cache as cache_mod
+    import wav2emo.features.cache.writer as cache_mod
 
     m = make_manifest(tmp_path / "a", [6000, 9000, 4000, 7000])
     spec = {"kind": "logmel", "name": "lm", "n_mels": 16, "num_workers": 1, "shard_mb": 0.005, "durable": False}

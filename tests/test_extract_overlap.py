@@ -18,7 +18,7 @@ from tests.test_cache import make_manifest
 from tests.test_cache_faults import _children_of, _group_members, linux_only
 from wav2emo.backbones import build_tiny_wav2vec2
 from wav2emo.data.audio import load_audio
-from wav2emo.features.cache import META_FILE
+from wav2emo.features.cache.format import META_FILE
 from wav2emo.features.overlap import get_features_many
 
 pytest.importorskip("opensmile")

@@ -24,7 +24,8 @@ from wav2emo.backbones import (
 from wav2emo.data.audio import load_audio
 from wav2emo.features import get_features
 from wav2emo.features.batching import expected_samples, resampled_length
-from wav2emo.features.cache import CacheBuilder, FeatureCache
+from wav2emo.features.cache.reader import FeatureCache
+from wav2emo.features.cache.writer import CacheBuilder
 
 # RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
 SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
@@ -338,7 +339,7 @@ def test_batch_budget_changes_batches_not_features(tmp_path, tiny):
 
 
 def test_rebuild_recomputes_only_the_damaged_shard_of_hidden_states(tmp_path, tiny, toy):
-    from wav2emo.features.cache import CacheError
+    from wav2emo.features.cache.format import CacheError
 
     spec = ssl_spec(tiny)
     first = get_features(toy, spec, tmp_path / "cache", device="cpu", progress=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import threading
 from pathlib import Path
 
 
@@ -31,18 +31,40 @@ def atomic_write_text(path: str | Path, text: str, *, durable: bool = False) -> 
     """Write ``text`` to a temporary sibling of ``path`` (its folder created), then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(temporary_name(path.name))
     try:
-        with os.fdopen(fd, "w") as f:
+        with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     if durable:
         fsync_dir(path.parent)
+
+
+def temporary_name(name: str) -> str:
+    """``.<name>.<pid>.<thread>.tmp``: the writer's process is in the name, so a temporary whose writer died can
+    be told from one being written (:func:`writer_gone`)."""
+    return f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+
+
+def writer_gone(path: Path) -> bool:
+    """A :func:`temporary_name` file whose writing process no longer exists."""
+    parts = path.name.split(".")
+    try:
+        pid = int(parts[-3])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def file_digest(path: str | Path, algorithm: str = "sha1", block: int = 1 << 20) -> str:

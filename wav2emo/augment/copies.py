@@ -30,7 +30,7 @@ from wav2emo.augment.compose import Augmenter
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest, sha1_of_file
 from wav2emo.errors import ConfigError
-from wav2emo.features.cache import CacheError, cache_key
+from wav2emo.features.cache.format import CacheError, cache_key
 from wav2emo.features.lock import build_lock
 
 log = logging.getLogger(__name__)

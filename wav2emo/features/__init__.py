@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wav2emo.data.manifest import Manifest
-from wav2emo.features.cache import (
+from wav2emo.features.cache.format import (
     FORMAT_VERSION,
     LOCK_FILE,
     META_FILE,
     CacheError,
-    FeatureCache,
     cache_key,
     cache_path,
-    clean_stale_partials,
-    prepare_rebuild,
 )
+from wav2emo.features.cache.maintenance import clean_stale_partials, prepare_rebuild
+from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.lock import build_lock
 from wav2emo.registry import Registry
 

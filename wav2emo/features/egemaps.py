@@ -31,7 +31,7 @@ import numpy as np
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import UserError
-from wav2emo.features.cache import CacheBuilder
+from wav2emo.features.cache.writer import CacheBuilder
 from wav2emo.features.limits import check_durations
 from wav2emo.features.overlap import check_stop, current_background
 

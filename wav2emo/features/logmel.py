@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wav2emo.features.cache import DEFAULT_SHARD_BYTES
+from wav2emo.features.cache.format import DEFAULT_SHARD_BYTES
 from wav2emo.features.per_clip import WindowedKind
 
 LOGMEL_DEFAULTS: dict[str, Any] = {

@@ -18,7 +18,7 @@ import numpy as np
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
-from wav2emo.features.cache import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.overlap import get_features_many
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
-from wav2emo.features.cache import build_from_arrays
+from wav2emo.features.cache.writer import build_from_arrays
 from wav2emo.features.limits import check_durations
 
 

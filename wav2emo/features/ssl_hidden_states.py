@@ -31,7 +31,8 @@ from wav2emo.backbones import (
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.features.batching import expected_samples
-from wav2emo.features.cache import DEFAULT_SHARD_BYTES, CacheBuilder
+from wav2emo.features.cache.format import DEFAULT_SHARD_BYTES
+from wav2emo.features.cache.writer import CacheBuilder
 from wav2emo.features.limits import ClipDurationError, check_durations
 from wav2emo.features.pipeline import extract_to_builder
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from wav2emo.data.audio import TARGET_SAMPLE_RATE, load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
-from wav2emo.features.cache import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache
 
 # Frame-level keys: (time axis in the item, name of the entry that says which frames are real).
 # Masks are (B, T) bool; ``wave`` carries its lengths instead (a sample mask would be as big as the audio).

@@ -18,7 +18,7 @@ from collections.abc import Hashable, Sequence
 import numpy as np
 import torch
 
-from wav2emo.features.cache import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.normalize import STD_FLOOR, SpeakerStats
 
 # (cache path, rows, speakers) -> statistics: every fold of a run shares them, so a large SSL cache is
