@@ -189,7 +189,11 @@ HOW_TO_READ = (
     "resamples for both configurations (paired), and its p-value from a paired permutation test over speakers "
     "(each speaker's predictions of A and B swapped as a block). With more than two configurations the p-values "
     "are Holm-adjusted over all pairs. 'no significant difference' means the data cannot tell the two apart at "
-    "this level, not that they are equal; an interval that includes 0 says the same thing. Seeds are repeats of "
+    "this level, not that they are equal. The intervals of differences are not adjusted for the number of pairs: "
+    "with several pairs the verdict follows the Holm-adjusted p-value, and with few speakers (EmoDB's 10) a "
+    "percentile interval tends to be narrower than its level promises, so read an interval that barely excludes "
+    "0 with a large p as inconclusive. With 5 speakers the exact permutation test cannot go below p = 0.0625. "
+    "Seeds are repeats of "
     "one configuration: their predictions are pooled per speaker, and the spread over seeds is given beside the "
     "interval over speakers.")
 

@@ -248,8 +248,6 @@ def aggregate_sweep(
         comparison["statistics"] = configuration_statistics(confs, bootstrap or _settings_of(confs))
         if write:
             write_comparison(sweep_dir, comparison)
-    elif len(confs[0].repeats) <= 1:
-        log.info("%s holds one configuration: no comparison written (nothing to compare it with)", sweep_dir)
     return {"configurations": rows, "comparison": comparison, "reports": reports}
 
 
