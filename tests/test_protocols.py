@@ -64,11 +64,16 @@ def test_loso_tests_every_speaker_once_with_dev_speakers_from_training():
 
 def test_tess_two_speakers_train_on_one_test_on_the_other_and_say_so():
     m = manifest({1: ("OAF", "female", 0), 2: ("YAF", "female", 0)})
-    folds = build_folds(_folds("loso"), m)
+    folds = build_folds({**_folds("loso"), "dev": "speakers"}, m)  # no dev speaker can be spared: no dev set
     s0, s1 = folds.splits()
     assert (s0.train, s0.test, s0.dev) == ((2,), (1,), ())
     assert (s1.train, s1.test, s1.dev) == ((1,), (2,), ())
     assert "trains on YAF and tests on OAF" in s0.protocol and "no dev speaker" in s0.protocol
+    s0, s1 = build_folds(_folds("loso"), m).splits()  # dev=auto: a share of the training speaker's clips
+    assert (s0.train, s0.test, s0.dev) == ((2,), (1,), (2,)) and s0.by_clip and not s0.speaker_dependent
+    assert s0.dev_clips and not set(s0.dev_clips) & set(s0.train_clips) and not set(s0.dev_clips) & set(s0.test_clips)
+    assert "15% of each training speaker's clips" in s0.protocol and "dev set of training speakers' utterances" in (
+        s0.protocol)
     assert fold_count(_folds("loso"), {"corpus": {"name": "tess"}}) == 2
 
 

@@ -49,7 +49,8 @@ class CombinedFolds:
         own: dict[str, SpeakerFolds] = {}
         sizes = {c: len(m.actors) for c, m in parts.items()}
         for corpus, fcfg in per_corpus_configs(cfg, sizes).items():
-            folds = make_folds(fcfg, parts[corpus], clip_splits=True)  # type: ignore[arg-type]
+            # speaker dev sets only: fold i of each corpus is combined by speakers
+            folds = make_folds({**fcfg, "dev": "speakers"}, parts[corpus], clip_splits=True)  # type: ignore[arg-type]
             if not isinstance(folds, SpeakerFolds):
                 raise FoldError(f"folds=combined: corpus {corpus!r} uses clip-level folds ({fcfg.get('name')}); "
                                 "only speaker folds can be combined")

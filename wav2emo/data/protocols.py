@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .dev_sets import DevRule, clips_by_actor
 from .errors import FoldError
 from .manifest import Manifest
 from .registry import RECIPES, FoldProtocol, count_folds, folds_config, make_folds
@@ -33,7 +34,7 @@ def luna_jimenez_folds(genders: Mapping[int, str], n_dev_actors: int = 2, dev_se
 
 
 def speaker_kfold(
-    genders: Mapping[int, str], k: int = 5, *, seed: int = 0, n_dev_actors: int = 2, dev_seed: int = 0
+    genders: Mapping[int, str], k: int = 5, *, seed: int = 0, n_dev_actors: int = 2, dev_seed: int = 0, **dev
 ) -> SpeakerFolds:
     """Generic gender-stratified k-fold over speakers, for corpora without published folds.
 
@@ -50,14 +51,16 @@ def speaker_kfold(
         for i in rng.permutation(len(members)):
             folds[pos % k].append(members[i])
             pos += 1
-    return SpeakerFolds(folds, genders, n_dev_actors=n_dev_actors, dev_seed=dev_seed, name="speaker_kfold")
+    return SpeakerFolds(folds, genders, n_dev_actors=n_dev_actors, dev_seed=dev_seed, name="speaker_kfold", **dev)
 
 
 def leave_one_speaker_out(
-    genders: Mapping[int, str], *, n_dev_actors: int = 2, dev_seed: int = 0, speakers: Mapping[int, str] | None = None
+    genders: Mapping[int, str], *, n_dev_actors: int = 2, dev_seed: int = 0, speakers: Mapping[int, str] | None = None,
+    **dev,
 ) -> SpeakerFolds:
     """One fold per speaker.  With two speakers (TESS) it is "train on one, test on the other": no
-    speaker is left for a dev set, so none is drawn, and the protocol says so."""
+    speaker is left for a dev speaker; with a dev rule (``folds.dev`` auto or clips) the dev set is then a share
+    of the training speaker's clips, else there is none, and the protocol says which."""
     actors = sorted(genders)
     if len(actors) < 2:
         raise FoldError(f"leave-one-speaker-out needs at least 2 speakers; the corpus has {actors}")
@@ -68,16 +71,17 @@ def leave_one_speaker_out(
             f"two speakers, {SPEAKER_INDEPENDENT}: fold 0 trains on {name_of(b)} and tests on {name_of(a)}, "
             f"fold 1 trains on {name_of(a)} and tests on {name_of(b)}; no dev speaker (one training speaker)"
         )
-        return SpeakerFolds([[a], [b]], genders, n_dev_actors=0, dev_seed=dev_seed, name="loso", protocol=protocol)
+        return SpeakerFolds([[a], [b]], genders, n_dev_actors=0, dev_seed=dev_seed, name="loso", protocol=protocol,
+                            dev_wanted=int(n_dev_actors) > 0, **dev)
     n_dev = min(int(n_dev_actors), len(actors) - 2)
     return SpeakerFolds(
         [[a] for a in actors], genders, n_dev_actors=n_dev, dev_seed=dev_seed, name="loso",
         protocol=f"leave-one-speaker-out ({len(actors)} folds), {SPEAKER_INDEPENDENT}, {n_dev} dev speakers "
-        "from the training speakers",
+        "from the training speakers", **dev,
     )
 
 
-def session_folds(manifest: Manifest, *, n_dev_actors: int = 2, dev_seed: int = 0) -> SpeakerFolds:
+def session_folds(manifest: Manifest, *, n_dev_actors: int = 2, dev_seed: int = 0, **dev) -> SpeakerFolds:
     """One fold per recording session (IEMOCAP: 5 sessions of two speakers each)."""
     sessions: dict[int, set[int]] = {}
     for c in manifest:
@@ -94,7 +98,7 @@ def session_folds(manifest: Manifest, *, n_dev_actors: int = 2, dev_seed: int = 
         [sorted(sessions[s]) for s in sorted(sessions)], manifest.genders(), n_dev_actors=n_dev_actors,
         dev_seed=dev_seed, name="sessions",
         protocol=f"leave-one-session-out ({len(sessions)} folds), {SPEAKER_INDEPENDENT}, dev speakers from "
-        "the training sessions",
+        "the training sessions", **dev,
     )
 
 
@@ -166,8 +170,13 @@ class SpeakerDependentFolds:
 # ------------------------------------------------------------------------------------------------
 # Registration: config + manifest -> folds, and the fold count from the configs alone
 # ------------------------------------------------------------------------------------------------
-def _dev(cfg: Mapping) -> dict:
-    return {"n_dev_actors": int(cfg.get("n_dev_actors", 2)), "dev_seed": int(cfg.get("dev_seed", 0))}
+def _dev(cfg: Mapping, manifest: Manifest | None = None) -> dict:
+    """The dev keys of a folds config as SpeakerFolds arguments (the dev rule needs the manifest's clips)."""
+    out: dict = {"n_dev_actors": int(cfg.get("n_dev_actors", 2)), "dev_seed": int(cfg.get("dev_seed", 0))}
+    if manifest is not None:
+        out.update(dev_rule=DevRule(str(cfg.get("dev", "auto")), float(cfg.get("dev_fraction", 0.15))),
+                   clips=clips_by_actor(manifest), class_names=list(manifest.class_names))
+    return out
 
 
 def _corpus_facts(corpus: Mapping) -> tuple[int | None, int | None]:
@@ -197,7 +206,7 @@ def _build_explicit(cfg: Mapping, manifest: Manifest) -> SpeakerFolds:
             f"folds {name!r} need actors {missing}, which manifest {manifest.name!r} lacks (it has "
             f"{manifest.actors}); use the full corpus, or folds=default (the corpus's usual protocol)"
         )
-    return SpeakerFolds(folds, genders, name=name, **_dev(cfg))
+    return SpeakerFolds(folds, genders, name=name, **_dev(cfg, manifest))
 
 
 def _count_explicit(cfg: Mapping, corpus: Mapping) -> int:
@@ -206,11 +215,12 @@ def _count_explicit(cfg: Mapping, corpus: Mapping) -> int:
 
 def _build_loso(cfg: Mapping, manifest: Manifest) -> SpeakerFolds:
     speakers = {c.actor: c.speaker for c in manifest if c.speaker}
-    return leave_one_speaker_out(manifest.genders(), speakers=speakers, **_dev(cfg))
+    return leave_one_speaker_out(manifest.genders(), speakers=speakers, **_dev(cfg, manifest))
 
 
 def _build_kfold(cfg: Mapping, manifest: Manifest) -> SpeakerFolds:
-    return speaker_kfold(manifest.genders(), int(cfg.get("k", 5)), seed=int(cfg.get("seed", 0)), **_dev(cfg))
+    return speaker_kfold(manifest.genders(), int(cfg.get("k", 5)), seed=int(cfg.get("seed", 0)),
+                         **_dev(cfg, manifest))
 
 
 def _build_speaker_dependent(cfg: Mapping, manifest: Manifest) -> SpeakerDependentFolds:
@@ -219,7 +229,7 @@ def _build_speaker_dependent(cfg: Mapping, manifest: Manifest) -> SpeakerDepende
 
 
 # keys of a folds config that say how dev sets are drawn: carried over from folds=default to the usual protocol
-DEV_KEYS = ("n_dev_actors", "dev_seed", "dev_fraction")
+DEV_KEYS = ("n_dev_actors", "dev_seed", "dev", "dev_fraction")
 
 
 def usual_folds_config(cfg: Mapping, corpus: str, n_speakers: int | None) -> dict | None:
@@ -256,7 +266,7 @@ PROTOCOLS = (
     FoldProtocol("explicit", _build_explicit, _count_explicit),
     FoldProtocol("loso", _build_loso, lambda cfg, corpus: _corpus_facts(corpus)[0]),
     FoldProtocol("speaker_kfold", _build_kfold, lambda cfg, corpus: int(cfg.get("k", 5))),
-    FoldProtocol("sessions", lambda cfg, m: session_folds(m, **_dev(cfg)),
+    FoldProtocol("sessions", lambda cfg, m: session_folds(m, **_dev(cfg, m)),
                  lambda cfg, corpus: _corpus_facts(corpus)[1]),
     FoldProtocol("speaker_dependent", _build_speaker_dependent, lambda cfg, corpus: int(cfg.get("k", 5)),
                  by_clip=True),

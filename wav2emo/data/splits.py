@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dev_sets import Clips, DevChoice, DevRule, choose_dev, describe
 from .errors import FoldError
 
 _GENDER_ORDER = ("male", "female")
@@ -68,7 +69,15 @@ class SpeakerFolds:
         dev_seed: int = 0,
         name: str = "",
         protocol: str = "",
+        dev_rule: DevRule | None = None,
+        clips: Clips | None = None,
+        class_names: Sequence[str] = (),
+        dev_wanted: bool | None = None,
     ) -> None:
+        """``dev_rule`` and ``clips`` (actor -> (clip id, label), :func:`~wav2emo.data.dev_sets.clips_by_actor`)
+        choose dev sets by class coverage or from clips (:mod:`wav2emo.data.dev_sets`); without them the dev set
+        is ``n_dev_actors`` gender-balanced training speakers.  ``dev_wanted=False`` means no dev set at all
+        (default: ``n_dev_actors > 0``)."""
         self.protocol = protocol or f"{name or 'speaker folds'}: {SPEAKER_INDEPENDENT}"
         self.test_folds: tuple[tuple[int, ...], ...] = tuple(
             tuple(sorted(int(a) for a in f)) for f in test_folds
@@ -78,6 +87,18 @@ class SpeakerFolds:
         self.dev_seed = int(dev_seed)
         self.name = name
         self._validate()
+        self.dev_rule, self.clips = dev_rule, clips
+        wanted = self.n_dev_actors > 0 if dev_wanted is None else bool(dev_wanted)
+        self.dev_choices: list[DevChoice] | None = None
+        if dev_rule is not None and clips is not None and wanted:
+            self.dev_choices = [self._choose(k) for k in range(self.num_folds)]
+            if any(c.mode != "speakers" or c.uncovered for c in self.dev_choices):
+                self.protocol += "; " + describe(self.dev_choices, dev_rule, list(class_names), self.n_dev_actors)
+
+    def _choose(self, fold: int) -> DevChoice:
+        rest = sorted(set(self.genders) - set(self.test_folds[fold]))
+        by_gender = choose_dev_actors({a: self.genders[a] for a in rest}, self.n_dev_actors, self.dev_seed, fold)
+        return choose_dev(self.dev_rule, self.clips, rest, by_gender, self.dev_seed, fold)  # type: ignore[arg-type]
 
     def _validate(self) -> None:
         label = f"folds {self.name!r}" if self.name else "folds"
@@ -132,9 +153,25 @@ class SpeakerFolds:
         fold = int(fold)
         test = self.test_folds[fold]
         rest = sorted(set(self.genders) - set(test))
-        dev = choose_dev_actors({a: self.genders[a] for a in rest}, self.n_dev_actors, self.dev_seed, fold)
+        if self.dev_choices is not None and self.dev_choices[fold].clip_ids is not None:
+            return self._clip_split(fold, rest, self.dev_choices[fold].clip_ids)
+        if self.dev_choices is not None:
+            dev = self.dev_choices[fold].actors
+        else:
+            dev = choose_dev_actors({a: self.genders[a] for a in rest}, self.n_dev_actors, self.dev_seed, fold)
         train = tuple(a for a in rest if a not in dev)
         return Split(fold=fold, train=train, dev=dev, test=test, protocol=self.protocol)
+
+    def _clip_split(self, fold: int, rest: list[int], dev_ids: tuple[str, ...]) -> Split:
+        """A split whose dev set is clips of the training speakers (few training speakers)."""
+        clips = self.clips or {}
+        dev = set(dev_ids)
+        train_ids = tuple(cid for a in rest for cid, _ in clips.get(a, ()) if cid not in dev)
+        test = self.test_folds[fold]
+        test_ids = tuple(cid for a in test for cid, _ in clips.get(a, ()))
+        return Split(fold=fold, train=tuple(rest), dev=tuple(sorted({a for a in rest for cid, _ in clips.get(a, ())
+                                                                     if cid in dev})), test=test,
+                     protocol=self.protocol, train_clips=train_ids, dev_clips=tuple(dev_ids), test_clips=test_ids)
 
     def splits(self) -> list[Split]:
         return [self.split(k) for k in range(self.num_folds)]
