@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wav2emo.hpsearch.study import best_trial, default_storage, final_dir_name, final_overrides, open_study
+    from wav2emo.hpsearch.study import (
+        best_trial,
+        default_storage,
+        final_dir_name,
+        final_overrides,
+        open_study,
+    )
     from wav2emo.hpsearch.summary import write_summary
 
     sweep_dir = args.dir.resolve()
