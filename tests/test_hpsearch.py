@@ -130,6 +130,17 @@ def test_study_storages_resume_across_processes_and_name_a_missing_file(tmp_path
         open_study(storage.replace("optuna", "missing"), "s")
 
 
+def test_a_study_of_an_older_optuna_says_how_to_upgrade_it(tmp_path):
+    import sqlite3
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=make_storage(storage))
+    with sqlite3.connect(tmp_path / "optuna.db") as db:  # the schema revision Optuna 2.10 left
+        db.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    with pytest.raises(ConfigError, match=r"optuna storage upgrade --storage sqlite:///"):
+        open_study(storage, "s")
+
+
 def test_search_fe_vgg_egemaps_searches_that_models_parameters(tmp_path):
     cfg = compose_cfg(["hparams_search=fe_vgg_egemaps"], tmp_path, tmp_path / "data", tmp_path / "cache")
     assert cfg.model.name == "fe_vgg_egemaps"

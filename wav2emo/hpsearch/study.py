@@ -78,7 +78,13 @@ def make_storage(storage: str | None, *, create: bool = True) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     kwargs = {"connect_args": {"timeout": 60}} if sqlite_file(storage) is not None else None
-    return optuna.storages.RDBStorage(str(storage), engine_kwargs=kwargs)
+    try:
+        return optuna.storages.RDBStorage(str(storage), engine_kwargs=kwargs)
+    except RuntimeError as e:  # a study database of an older Optuna (wav2emo used 2.10 before)
+        if "optuna storage upgrade" not in str(e):
+            raise
+        raise ConfigError(f"{storage}: written by an older Optuna than {optuna.__version__}; upgrade it once "
+                          f"(keeps every trial): optuna storage upgrade --storage {storage}") from None
 
 
 def default_storage(sweep_dir: Path) -> str:
