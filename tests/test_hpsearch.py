@@ -17,8 +17,17 @@ from optuna.trial import TrialState
 
 from tests.helpers import compose_cfg
 from wav2emo.errors import ConfigError
-from wav2emo.hpsearch.study import check_same_search, final_overrides, search_identity
-from wav2emo.hpsearch.sweeper import check_search, tell
+from wav2emo.hpsearch.space import grid_choices, parse_space
+from wav2emo.hpsearch.study import (
+    check_same_search,
+    default_storage,
+    fail_interrupted,
+    final_overrides,
+    make_storage,
+    open_study,
+    search_identity,
+)
+from wav2emo.hpsearch.sweeper import check_search, configure_trial, tell
 from wav2emo.hpsearch.trial import SearchTrial, make_pruner
 from wav2emo.reports.fold_results import read_fold_result
 
@@ -36,7 +45,8 @@ def shared(tmp_path_factory) -> Path:
 
 
 def _search(tmp: Path, shared: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "WANDB_MODE": "disabled", "WAV2EMO_DATA_DIR": str(shared / "data"), "WAV2EMO_CACHE_DIR": str(shared / "cache"),
            "WAV2EMO_LOG_DIR": str(tmp / "logs")}
     cmd = [sys.executable, "-m", "wav2emo.train", "-m", "hparams_search=demo", *TINY, *overrides]
@@ -53,7 +63,6 @@ def _study(sweep: Path, name: str) -> optuna.Study:
 
 @pytest.mark.parametrize("search", ["demo", "fe_vgg_egemaps"])
 def test_search_config_composes_a_persistent_study_over_every_fold(tmp_path, search):
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
     from omegaconf import OmegaConf
 
     cfg = compose_cfg([f"hparams_search={search}"], tmp_path, tmp_path / "data", tmp_path / "cache")
@@ -66,14 +75,70 @@ def test_search_config_composes_a_persistent_study_over_every_fold(tmp_path, sea
     assert "${now" not in OmegaConf.to_yaml(cfg.hydra.sweep, resolve=False)
     assert sweeper.storage == f"sqlite:///{cfg.hydra.sweep.dir}/optuna.db"
     assert cfg.hydra.sweep.dir.endswith(f"hpsearch/{search}")
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    space, fixed = parse_space([f"{k}={v}" for k, v in sweeper.params.items()])
     assert not fixed and "fold" not in space
     for key in space:  # every searched key exists in the model's config (a typo would fail every trial)
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
     lr = space["model.module.optimizer.lr"]
-    assert isinstance(lr, optuna.distributions.LogUniformDistribution)
+    assert isinstance(lr, optuna.distributions.FloatDistribution) and lr.log
     assert isinstance(space["loader.batch_size"], optuna.distributions.CategoricalDistribution)
     check_search(cfg, space, fixed)  # the sweeper's own checks pass
+
+
+def test_hydra_sweep_syntax_becomes_optuna_4_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space, fixed = parse_space(["a=tag(log, interval(1e-5, 1e-3))", "b=interval(0.0, 0.5)", "c=choice(16, 25)",
+                                "d=range(1, 5)", "e=range(0.0, 1.0, 0.25)", "f=interval(2, 8)", "model=fe_vgg",
+                                "g=choice(adam, sgd)"])
+    assert fixed == {"model": "fe_vgg"}
+    assert space["a"] == FloatDistribution(1e-5, 1e-3, log=True)
+    assert space["b"] == FloatDistribution(0.0, 0.5)
+    assert space["c"] == CategoricalDistribution([16, 25]) and space["g"] == CategoricalDistribution(["adam", "sgd"])
+    assert space["d"] == IntDistribution(1, 4)  # Hydra's range excludes its stop
+    assert space["e"] == FloatDistribution(0.0, 0.75, step=0.25)
+    assert space["f"] == FloatDistribution(2.0, 8.0)  # Hydra's intervals are floats
+    assert grid_choices("d", space["d"]) == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="grid sampler"):
+        grid_choices("a", space["a"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trial = study.ask()
+    over = configure_trial(trial, space, {"+x": "1"})
+    values = dict(o.split("=", 1) for o in over)
+    assert 1e-5 <= float(values["a"]) <= 1e-3 and values["c"] in ("16", "25") and values["+x"] == "1"
+    assert 1 <= int(values["d"]) <= 4 and trial.user_attrs == {"+x": "1"}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_study_storages_resume_across_processes_and_name_a_missing_file(tmp_path, kind):
+    """The default SQLite study (RDB storage on SQLAlchemy 2) and the journal file: a trial left running by a
+    dead process is failed on resume, and a later process finds the same study."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "sqlite" else str(tmp_path / "optuna.journal")
+    study = optuna.create_study(study_name="s", storage=make_storage(storage), direction="maximize")
+    study.tell(study.ask(), 0.5)
+    study.ask()  # left running
+    code = ("import sys; from wav2emo.hpsearch.study import open_study, fail_interrupted; "
+            f"s = open_study({storage!r}, 's'); print(fail_interrupted(s)); s.tell(s.ask(), 0.75)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[1]"
+    again = open_study(storage, "s")
+    assert [t.state for t in again.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert again.best_value == 0.75 and fail_interrupted(again) == []
+    assert default_storage(tmp_path) == storage
+    with pytest.raises(Exception, match="no study storage"):
+        open_study(storage.replace("optuna", "missing"), "s")
+
+
+def test_a_study_of_an_older_optuna_says_how_to_upgrade_it(tmp_path):
+    import sqlite3
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="s", storage=make_storage(storage))
+    with sqlite3.connect(tmp_path / "optuna.db") as db:  # the schema revision Optuna 2.10 left
+        db.execute("UPDATE alembic_version SET version_num = 'v2.6.0.a'")
+    with pytest.raises(ConfigError, match=r"optuna storage upgrade --storage sqlite:///"):
+        open_study(storage, "s")
 
 
 def test_search_fe_vgg_egemaps_searches_that_models_parameters(tmp_path):
@@ -84,16 +149,14 @@ def test_search_fe_vgg_egemaps_searches_that_models_parameters(tmp_path):
 
 
 def test_sweeper_refuses_a_searched_fold_test_metrics_and_unknown_keys(tmp_path):
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
     cfg = compose_cfg(["hparams_search=demo"], tmp_path, tmp_path / "data", tmp_path / "cache")
-    space, fixed = create_params_from_overrides(["fold=0,1", "model.module.optimizer.lr=interval(1e-4,1e-3)"])
+    space, fixed = parse_space(["fold=0,1", "model.module.optimizer.lr=interval(1e-4,1e-3)"])
     with pytest.raises(ConfigError, match="fold is swept"):
         check_search(cfg, space, fixed)
-    space, fixed = create_params_from_overrides(["test=true", "model.module.optimizer.lr=interval(1e-4,1e-3)"])
+    space, fixed = parse_space(["test=true", "model.module.optimizer.lr=interval(1e-4,1e-3)"])
     with pytest.raises(ConfigError, match="trials never test"):
         check_search(cfg, space, fixed)
-    space, fixed = create_params_from_overrides(["model.module.optimiser.lr=interval(1e-4,1e-3)"])
+    space, fixed = parse_space(["model.module.optimiser.lr=interval(1e-4,1e-3)"])
     with pytest.raises(ConfigError, match="model.module.optimiser.lr"):
         check_search(cfg, space, fixed)
 

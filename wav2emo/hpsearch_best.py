@@ -36,7 +36,9 @@ def search_metric(sweep_dir: Path) -> str:
 def only_study(storage: str) -> str:
     import optuna
 
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    from wav2emo.hpsearch.study import make_storage
+
+    names = optuna.study.get_all_study_names(make_storage(storage, create=False))
     if len(names) != 1:
         raise ConfigError(f"{storage} holds the studies {names}: name one with --study")
     return names[0]
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m wav2emo.hpsearch_best", description=__doc__.split("\n\n")[0])
     ap.add_argument("dir", type=Path, help="the search's sweep directory (holding optuna.db and trial_<n>/)")
     ap.add_argument("--study", default=None, help="study name (default: the only study in the database)")
-    ap.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///<dir>/optuna.db)")
+    ap.add_argument("--storage", default=None, help="Optuna storage: a database URL or a journal file (default: "
+                    "sqlite:///<dir>/optuna.db, else <dir>/optuna.journal)")
     ap.add_argument("--summary-only", action="store_true", help="only write hpsearch.{json,md} again")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -55,13 +58,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wav2emo.hpsearch.study import STUDY_DB, best_trial, final_dir_name, final_overrides, open_study
+    from wav2emo.hpsearch.study import (
+        best_trial,
+        default_storage,
+        final_dir_name,
+        final_overrides,
+        open_study,
+    )
     from wav2emo.hpsearch.summary import write_summary
 
     sweep_dir = args.dir.resolve()
     if not sweep_dir.is_dir():
         raise MissingFileError(f"{args.dir}: no such search directory")
-    storage = args.storage or f"sqlite:///{sweep_dir / STUDY_DB}"
+    storage = args.storage or default_storage(sweep_dir)
     study = open_study(storage, args.study or only_study(storage))
     metric = search_metric(sweep_dir)
     trial = best_trial(study)

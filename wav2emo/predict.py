@@ -1,5 +1,8 @@
 """``python -m wav2emo.predict ckpt_path=<ckpt|run dir> inputs=[a.wav,folder/,list.csv] [output=preds.csv]``.
 
+``backend=onnx ckpt_path=<file.onnx | folder of .onnx>`` runs files of ``python -m wav2emo.export`` instead
+(onnxruntime, CPU).
+
 Exit status: 0 when every file was predicted, 1 when any file could not be (its row says why), 2 for a user
 error that stopped everything (a missing checkpoint or input, a bad setting).
 """
@@ -94,16 +97,35 @@ def run(cfg: DictConfig) -> int:
     batch_size = cfg.get("batch_size")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size={batch_size}: expected a positive number of windows or null")
-    device = _device(cfg.get("device"))
-    files = collect_inputs(inputs)
-    ckpts = checkpoints_of(cfg.ckpt_path)
-    shared: dict = {}
-    models = [restore(p, device=device, features_cache=shared) for p in ckpts]
-    predictor = Predictor(models, batch_size=batch_size)
+    backend = str(cfg.get("backend") or "torch")
+    if backend not in ("torch", "onnx"):
+        raise ConfigError(f"backend={backend}: expected torch (the checkpoints) or onnx (files of wav2emo.export)")
+    ckpt_path = str(cfg.ckpt_path)
+    if backend == "torch" and ckpt_path.endswith(".onnx"):
+        raise ConfigError(f"ckpt_path={ckpt_path}: an ONNX file; run it with backend=onnx")
+    if backend == "onnx":
+        from wav2emo.inference.onnx_model import OnnxPredictor, load_onnx, onnx_files
+
+        if str(cfg.get("device") or "auto") not in ("auto", "cpu"):
+            raise ConfigError(f"device={cfg.device}: backend=onnx runs on the CPU; use device=auto or cpu")
+        if ckpt_path.endswith(".ckpt"):
+            raise ConfigError(f"ckpt_path={ckpt_path}: a checkpoint; backend=onnx runs exported files, make one "
+                              f"with python -m wav2emo.export ckpt_path={ckpt_path} output=<file.onnx>")
+        ckpts = onnx_files(ckpt_path)
+        files = collect_inputs(inputs)
+        predictor = OnnxPredictor([load_onnx(p) for p in ckpts], batch_size=batch_size)
+        described = f"{len(ckpts)} ONNX file(s) on the CPU (onnxruntime)"
+    else:
+        device = _device(cfg.get("device"))
+        files = collect_inputs(inputs)
+        ckpts = checkpoints_of(cfg.ckpt_path)
+        shared: dict = {}
+        models = [restore(p, device=device, features_cache=shared) for p in ckpts]
+        predictor = Predictor(models, batch_size=batch_size)
+        described = "{} model(s) ({}) on {}".format(
+            len(models), ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device)
     _check_window_fits(settings, predictor)
-    log.info("predicting %d file(s) with %d model(s) (%s) on %s, %d windows a batch", len(files), len(models),
-             ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device,
-             predictor.batch_size)
+    log.info("predicting %d file(s) with %s, %d windows a batch", len(files), described, predictor.batch_size)
     window_rows = bool(cfg.get("window_rows", True))
     out, js = cfg.get("output"), cfg.get("json")
     failed = 0

@@ -1,5 +1,6 @@
-"""The sweeper behind ``hparams_search=``: hydra-optuna-sweeper's, with a resumable budget, pruned trials and
-the final test of the best configuration (the work is in :mod:`wav2emo.hpsearch.sweeper`).
+"""The sweeper behind ``hparams_search=``: Optuna 4 trials over whole cross-validations, with a resumable
+budget, pruned trials and the final test of the best configuration (the work is in
+:mod:`wav2emo.hpsearch.sweeper`).
 
 Hydra imports every module of ``hydra_plugins`` at start-up, so this one imports nothing heavy: optuna and
 wav2emo are imported when a search runs.
@@ -10,17 +11,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from hydra.plugins.sweeper import Sweeper
 
-# Hydra builds the sampler (importing optuna, which imports alembic) before the sweeper: alembic would log one
-# INFO line per migration plugin it sets up.
+# Building the sampler imports optuna, which imports alembic: it would log one INFO line per migration plugin.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-class Wav2emoOptunaSweeper(OptunaSweeper):
-    """Same config keys as the plugin's ``hydra/sweeper=optuna`` (conf/hydra/sweeper/wav2emo_optuna.yaml)."""
+class Wav2emoOptunaSweeper(Sweeper):
+    """Config keys: conf/hydra/sweeper/wav2emo_optuna.yaml (sampler, direction, storage, study_name, n_trials,
+    n_jobs, max_failure_rate, params)."""
 
     def __init__(self, **kwargs: Any) -> None:
         from wav2emo.hpsearch.sweeper import SearchSweeperImpl
 
         self.sweeper = SearchSweeperImpl(**kwargs)
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        return self.sweeper.sweep(arguments)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its migration plugins log each set-up at INFO, every open
 
 STUDY_DB = "optuna.db"            # conf/hydra/sweeper/wav2emo_optuna.yaml: sqlite:///<sweep dir>/optuna.db
+STUDY_JOURNAL = "optuna.journal"  # hydra.sweeper.storage=<sweep dir>/optuna.journal: the journal file storage
 SEARCH_ATTR = "wav2emo_search"    # study user attribute: the overrides and search space the study was made with
 TRIAL_KEY = "hpsearch.trial"      # the override that tells a job which trial it is
 TEST_KEY = "test"
@@ -44,11 +45,54 @@ def sqlite_file(storage: str | None) -> Path | None:
     return Path(str(storage)[len("sqlite:///"):])
 
 
-def prepare_storage(storage: str | None) -> None:
-    """Create the folder of a SQLite study database (SQLite creates the file, not its folder)."""
-    path = sqlite_file(storage)
+def journal_file(storage: str | None) -> Path | None:
+    """The file of a journal storage: a storage given as a plain path, not a URL (None otherwise)."""
+    if not storage or "://" in str(storage):
+        return None
+    return Path(str(storage))
+
+
+def make_storage(storage: str | None, *, create: bool = True) -> Any:
+    """The Optuna storage of ``hydra.sweeper.storage``, safe for several processes at once:
+
+    - a database URL (``sqlite:///<dir>/optuna.db``, the default; ``postgresql://...``, ``mysql://...``):
+      Optuna's RDB storage on SQLAlchemy 2. SQLite writers wait up to 60 s for each other's locks instead of
+      failing with "database is locked" (trials of a parallel search report to the study when pruning);
+    - a plain file path (``<dir>/optuna.journal``): Optuna's journal file storage, an append-only log with a
+      file lock, recommended for parallel trials through the joblib launcher or on a shared file system.
+
+    ``create=False`` refuses a missing file instead of creating an empty study database.
+    """
+    import optuna
+
+    if not storage:
+        return None
+    path = sqlite_file(storage) or journal_file(storage)
+    if path is not None and not create and not path.is_file():
+        raise MissingFileError(f"{path}: no study storage (expected the {STUDY_DB} or {STUDY_JOURNAL} a search "
+                               "writes into its sweep directory)")
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+    if journal_file(storage) is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite_file(storage) is not None else None
+    try:
+        return optuna.storages.RDBStorage(str(storage), engine_kwargs=kwargs)
+    except RuntimeError as e:  # a study database of an older Optuna (wav2emo used 2.10 before)
+        if "optuna storage upgrade" not in str(e):
+            raise
+        raise ConfigError(f"{storage}: written by an older Optuna than {optuna.__version__}; upgrade it once "
+                          f"(keeps every trial): optuna storage upgrade --storage {storage}") from None
+
+
+def default_storage(sweep_dir: Path) -> str:
+    """The storage a search wrote into its sweep directory: ``optuna.db`` (SQLite), else ``optuna.journal``."""
+    journal = sweep_dir / STUDY_JOURNAL
+    if not (sweep_dir / STUDY_DB).is_file() and journal.is_file():
+        return str(journal)
+    return f"sqlite:///{sweep_dir / STUDY_DB}"
 
 
 def open_study(storage: str | None, study_name: str | None, pruner: Any = None) -> optuna.Study:
@@ -58,14 +102,11 @@ def open_study(storage: str | None, study_name: str | None, pruner: Any = None) 
     if not storage:
         raise ConfigError("the search has no storage (hydra.sweeper.storage=null): trials cannot open the study; "
                           "keep the default sqlite:///<sweep dir>/optuna.db")
-    path = sqlite_file(storage)
-    if path is not None and not path.is_file():
-        raise MissingFileError(f"{path}: no study database (expected the {STUDY_DB} a search writes into its "
-                               "sweep directory)")
+    backend = make_storage(storage, create=False)
     try:
-        return optuna.load_study(study_name=study_name, storage=storage, pruner=pruner)
+        return optuna.load_study(study_name=study_name, storage=backend, pruner=pruner)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        names = optuna.study.get_all_study_names(backend)
         raise ConfigError(f"no study named {study_name!r} in {storage}; it holds {names}") from None
 
 
@@ -83,7 +124,7 @@ def fail_interrupted(study: optuna.Study) -> list[int]:
 
     numbers = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state(t._trial_id, TrialState.FAIL)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         numbers.append(t.number)
     if numbers:
         log.warning("trials %s of study %r were left running by an interrupted search: marked failed, new trials "
@@ -101,12 +142,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def override(name: str, value: Any) -> str:
-    """``name=value`` as hydra-optuna-sweeper writes a trial's overrides (so a trial is rebuilt exactly)."""
+    """``name=value``, a trial's override (so a trial is rebuilt exactly)."""
     return f"{name}={value}"
 
 
 def trial_overrides(trial: optuna.trial.FrozenTrial) -> list[str]:
-    """The overrides a trial ran with: the command line's fixed ones (the plugin keeps them as the trial's
+    """The overrides a trial ran with: the command line's fixed ones (the sweeper keeps them as the trial's
     user attributes) and the sampled values."""
     fixed = [override(k, v) for k, v in trial.user_attrs.items()]
     return fixed + [override(k, v) for k, v in trial.params.items()]

@@ -1,15 +1,13 @@
-"""The search loop of ``hparams_search=``: hydra-optuna-sweeper's sweeper with what a long search needs.
+"""The search loop of ``hparams_search=``: Optuna 4 trials over whole cross-validations, as a Hydra sweeper.
 
-The plugin's config, search-space syntax (``tag(log, interval(1e-5, 1e-3))``, ``choice(16, 32)``), samplers and
-launcher handling are kept; its ``sweep`` is replaced because it
+Hydra's sweep syntax (``tag(log, interval(1e-5, 1e-3))``, ``choice(16, 32)``; :mod:`wav2emo.hpsearch.space`) and
+the keys of the former hydra-optuna-sweeper plugin (``sampler``, ``direction``, ``storage``, ``study_name``,
+``n_trials``, ``n_jobs``, ``max_failure_rate``, ``params``) are kept; the loop is wav2emo's own:
 
-- runs ``n_trials`` *more* trials on every invocation and restarts its job numbering at 0, so re-running an
-  interrupted search wrote new trials into the old trials' folders (whose finished folds ``train`` would have
-  reported instead of training the new configuration). Here ``n_trials`` is the size of the study: a re-run
-  runs only the trials still missing, each in ``trial_<number>``;
-- records a pruned trial as failed (and stops the search, ``max_failure_rate`` being 0 by default);
-- ends without testing anything. Here the best configuration is trained again on every fold with
-  ``test=true`` (``hpsearch.final_test``) through the same launcher, into ``best_trial_<number>/``.
+- ``n_trials`` is the size of the study: a re-run runs only the trials still missing, each in ``trial_<number>``;
+- a pruned trial is recorded as pruned (not failed);
+- the best configuration is trained again on every fold with ``test=true`` (``hpsearch.final_test``) through
+  the same launcher, into ``best_trial_<number>/``.
 """
 
 from __future__ import annotations
@@ -20,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from wav2emo.errors import ConfigError
+from wav2emo.hpsearch.space import grid_choices, parse_space, suggest
 from wav2emo.hpsearch.study import (
     TEST_KEY,
     TRIAL_KEY,
@@ -35,37 +34,65 @@ from wav2emo.hpsearch.study import (
     final_dir_name,
     final_overrides,
     finished,
-    prepare_storage,
+    make_storage,
+    override,
     search_identity,
 )
 
 log = logging.getLogger(__name__)
 
 
-class SearchSweeperImpl(OptunaSweeperImpl):
+class SearchSweeperImpl:
     """Trials of one study until it holds ``n_trials`` finished ones, then the final test of the best."""
+
+    def __init__(self, sampler: Any, direction: Any, storage: str | None, study_name: str | None, n_trials: int,
+                 n_jobs: int = 1, max_failure_rate: float = 0.0, params: Any = None) -> None:
+        if not 0.0 <= float(max_failure_rate) <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={max_failure_rate}: expected a rate in [0, 1]")
+        if int(n_jobs) < 1 or int(n_trials) < 0:
+            raise ConfigError(f"hydra.sweeper.n_jobs={n_jobs}, n_trials={n_trials}: expected n_jobs >= 1 and "
+                              "n_trials >= 0")
+        self.sampler = sampler
+        self.direction = direction
+        self.storage = storage
+        self.study_name = study_name
+        self.n_trials = int(n_trials)
+        self.n_jobs = int(n_jobs)
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = params
+        self.job_idx = 0
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(config=config, hydra_context=hydra_context,
+                                                                task_function=task_function)
+
+    def directions(self) -> list[str]:
+        d = self.direction
+        names = [str(x) for x in d] if isinstance(d, (list, tuple)) or OmegaConf.is_list(d) else [str(d)]
+        if len(names) != 1 or names[0] not in ("maximize", "minimize"):
+            raise ConfigError(f"hydra.sweeper.direction={names}: a wav2emo search has one objective, the mean "
+                              "dev metric over folds (optimized_metric): maximize or minimize")
+        return names
 
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
-        self._process_searchspace_config()
-        space, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        space = {**(self.search_space_distributions or {}), **space}
+        params = [f"{k}={v}" for k, v in (self.params or {}).items()]
+        space, fixed = parse_space(params + list(arguments))
         for name in fixed:  # a value given on the command line is fixed, not searched
             space.pop(name, None)
         check_search(self.config, space, fixed)
-        directions = self._get_directions()
-        if len(directions) != 1:
-            raise ConfigError(f"hydra.sweeper.direction={directions}: a wav2emo search has one objective, the mean "
-                              "dev metric over folds (optimized_metric)")
+        direction = self.directions()[0]
         n_trials = self.n_trials
         if isinstance(self.sampler, functools.partial) and self.sampler.func == optuna.samplers.GridSampler:
-            grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
+            grid = {k: grid_choices(k, d) for k, d in space.items()}
             self.sampler = self.sampler(grid)
             n_trials = min(n_trials, _grid_size(grid))
 
-        prepare_storage(self.storage)
-        study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
-                                    direction=directions[0], load_if_exists=True)
+        study = optuna.create_study(study_name=self.study_name, storage=make_storage(self.storage),
+                                    sampler=self.sampler, direction=direction, load_if_exists=True)
         search = self.config.hpsearch
         check_same_search(study, search_identity(fixed, space), strict=bool(search.get("resume_check", True)))
         fail_interrupted(study)
@@ -81,8 +108,8 @@ class SearchSweeperImpl(OptunaSweeperImpl):
         while to_go > 0:
             batch = min(to_go, self.n_jobs)
             trials = [study.ask() for _ in range(batch)]
-            overrides = [(*o, f"{TEST_KEY}=false", f"{TRIAL_KEY}={t.number}")
-                         for o, t in zip(self._configure_trials(trials, space, fixed), trials, strict=True)]
+            overrides = [(*configure_trial(t, space, fixed), f"{TEST_KEY}=false", f"{TRIAL_KEY}={t.number}")
+                         for t in trials]
             returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             failed = [r for t, r in zip(trials, returns, strict=True) if not tell(study, t, r)]
@@ -123,6 +150,15 @@ class SearchSweeperImpl(OptunaSweeperImpl):
         self.job_idx += 1
         if ret.status != JobStatus.COMPLETED:
             reraise(ret)
+
+
+def configure_trial(trial: optuna.Trial, space: dict[str, Any], fixed: dict[str, str]) -> list[str]:
+    """Draw a trial's values and return its overrides; the fixed ones are kept as its user attributes (so
+    :func:`wav2emo.hpsearch.study.trial_overrides` rebuilds the trial exactly)."""
+    for name, value in fixed.items():
+        trial.set_user_attr(name, value)
+    drawn = {name: suggest(trial, name, dist) for name, dist in space.items()}
+    return [override(k, v) for k, v in {**drawn, **fixed}.items()]
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> bool:
