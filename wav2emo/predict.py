@@ -79,12 +79,22 @@ def _device(value: Any) -> str:
     return device
 
 
+def _egemaps_workers(value: Any) -> int:
+    """``egemaps_workers``: auto = one openSMILE worker process per usable core; 0 = in this process."""
+    if value in (None, "auto"):
+        from wav2emo.features.smile_waves import usable_cores
+
+        return usable_cores()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"egemaps_workers={value}: expected auto, 0 (in this process) or a number of worker processes")
+    return value
+
+
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
     from wav2emo.inference.inputs import collect_inputs
-    from wav2emo.inference.output import CsvWriter, JsonWriter
     from wav2emo.inference.restore import checkpoints_of, restore
-    from wav2emo.inference.runner import Predictor, predict_files
+    from wav2emo.inference.runner import Predictor
 
     if cfg.get("ckpt_path") in (None, "", "???"):
         raise ConfigError("ckpt_path=<checkpoint.ckpt | fold/run/sweep directory> is required")
@@ -99,8 +109,20 @@ def run(cfg: DictConfig) -> int:
     files = collect_inputs(inputs)
     ckpts = checkpoints_of(cfg.ckpt_path)
     shared: dict = {}
-    models = [restore(p, device=device, features_cache=shared) for p in ckpts]
+    workers = _egemaps_workers(cfg.get("egemaps_workers", "auto"))
+    models = [restore(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
     predictor = Predictor(models, batch_size=batch_size)
+    try:
+        return _predict_all(cfg, files, ckpts, predictor, settings)
+    finally:
+        predictor.close()
+
+
+def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings) -> int:
+    from wav2emo.inference.output import CsvWriter, JsonWriter
+    from wav2emo.inference.runner import predict_files
+
+    models = predictor.models
     _check_window_fits(settings, predictor)
     log.info("predicting %d file(s) with %d model(s) (%s) on %s, %d windows a batch", len(files), len(models),
              ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device,
