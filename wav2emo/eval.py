@@ -12,8 +12,10 @@ from omegaconf import DictConfig
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 from wav2emo.registry import import_plugins
+from wav2emo.startup import leave_out_unused_backends
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
+leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

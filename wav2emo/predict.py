@@ -22,8 +22,10 @@ from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
 from wav2emo.errors import ConfigError
 from wav2emo.registry import import_plugins
+from wav2emo.startup import leave_out_unused_backends
 
 require_compatible()
+leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
 
 log = logging.getLogger("wav2emo.predict")
 
@@ -81,12 +83,22 @@ def _device(value: Any) -> str:
     return device
 
 
+def _egemaps_workers(value: Any) -> int:
+    """``egemaps_workers``: auto = one openSMILE worker process per usable core; 0 = in this process."""
+    if value in (None, "auto"):
+        from wav2emo.features.smile_waves import usable_cores
+
+        return usable_cores()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"egemaps_workers={value}: expected auto, 0 (in this process) or a number of worker processes")
+    return value
+
+
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
     from wav2emo.inference.inputs import collect_inputs
-    from wav2emo.inference.output import CsvWriter, JsonWriter
     from wav2emo.inference.restore import checkpoints_of, restore
-    from wav2emo.inference.runner import Predictor, predict_files
+    from wav2emo.inference.runner import Predictor
 
     if cfg.get("ckpt_path") in (None, "", "???"):
         raise ConfigError("ckpt_path=<checkpoint.ckpt | fold/run/sweep directory> is required")
@@ -120,10 +132,21 @@ def run(cfg: DictConfig) -> int:
         files = collect_inputs(inputs)
         ckpts = checkpoints_of(cfg.ckpt_path)
         shared: dict = {}
-        models = [restore(p, device=device, features_cache=shared) for p in ckpts]
+        workers = _egemaps_workers(cfg.get("egemaps_workers", "auto"))
+        models = [restore(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
         predictor = Predictor(models, batch_size=batch_size)
         described = "{} model(s) ({}) on {}".format(
             len(models), ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device)
+    try:
+        return _predict_all(cfg, files, ckpts, predictor, settings, described)
+    finally:
+        predictor.close()
+
+
+def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings, described: str) -> int:
+    from wav2emo.inference.output import CsvWriter, JsonWriter
+    from wav2emo.inference.runner import predict_files
+
     _check_window_fits(settings, predictor)
     log.info("predicting %d file(s) with %s, %d windows a batch", len(files), described, predictor.batch_size)
     window_rows = bool(cfg.get("window_rows", True))

@@ -11,7 +11,8 @@ the GPU keeps its cores).
 
 Protocol on stdin/stdout (stdout is kept for it; anything a library prints goes to stderr).  First, one
 reply with no request: the feature names (``{"names": [...]}``) or ``{"error": "..."}``.  Then one JSON
-line per request, the audio path; one reply per request, in order.  A reply is an 8-byte little-endian
+line per request, the audio path (or ``{"wave": N, "sample_rate": SR}`` followed by N little-endian float32
+samples: a waveform already in memory); one reply per request, in order.  A reply is an 8-byte little-endian
 header length, a JSON header (``{"shape": [...]}`` or ``{"error": "..."}``), then the float32 values.
 """
 
@@ -39,6 +40,15 @@ def _reply(out, header: dict, data: bytes = b"") -> None:
     out.flush()
 
 
+def _read_wave(f, n: int):
+    import numpy as np
+
+    data = f.read(4 * n)
+    if data is None or len(data) != 4 * n:
+        raise EOFError(f"expected {4 * n} bytes of samples, got {0 if data is None else len(data)}")
+    return np.frombuffer(data, dtype="<f4")
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
@@ -55,10 +65,14 @@ def main(argv: list[str]) -> int:
         _reply(out, {"error": f"{type(e).__name__}: {e}"})
         return 1
     _reply(out, {"names": names})
-    for line in sys.stdin.buffer:
-        path = json.loads(line)
+    stdin = sys.stdin.buffer
+    for line in stdin:
+        request = json.loads(line)
         try:
-            arr = egemaps._process_path(path)
+            if isinstance(request, dict):  # a waveform in memory (wav2emo.features.smile_waves)
+                arr = egemaps.smile_features(_read_wave(stdin, int(request["wave"])), int(request["sample_rate"]))
+            else:
+                arr = egemaps._process_path(request)
             header, data = {"shape": list(arr.shape)}, arr.astype("<f4", copy=False).tobytes()
         except Exception as e:  # noqa: BLE001 - reported to the parent, which names the clip
             header, data = {"error": f"{type(e).__name__}: {e}"}, b""

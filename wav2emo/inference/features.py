@@ -3,7 +3,10 @@
 SSL hidden states come from :class:`~wav2emo.backbones.family.Backbone` (the extraction path:
 same backbone, normalisation, precision and batch-invariance patch, stored as float16 like the cache), log-mel
 from the ``logmel`` kind's ``compute`` (its LogMelFrontend), eGeMAPS functionals from openSMILE through
-:func:`~wav2emo.features.egemaps.make_smile`.  ``wave`` is the audio itself, as ``Waveforms`` serves it.
+:func:`~wav2emo.features.egemaps.make_smile` in this process, or with ``egemaps_workers`` >= 1 in worker processes
+(:class:`~wav2emo.features.smile_waves.SmileWavePool`, same values) that compute a window's functionals while the
+backbone runs (:meth:`InMemoryFeatures.submit_egemaps` queues them as soon as the window is read).
+``wave`` is the audio itself, as ``Waveforms`` serves it.
 Each item is what :class:`~wav2emo.feeding.input_strategies.ClipDataset` would give for a clip of that audio.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -45,7 +49,8 @@ class InMemoryFeatures:
     ``wave``) that a model's data module would serve from its caches (or its audio)."""
 
     def __init__(self, features: Mapping[str, Any], inputs: Sequence[str], *, device: str | torch.device = "auto",
-                 ssl_layer_index: int | None = None, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
+                 ssl_layer_index: int | None = None, sample_rate: int = TARGET_SAMPLE_RATE,
+                 egemaps_workers: int = 0) -> None:
         self.inputs = tuple(inputs)
         self.device = resolve_device(device)
         self.ssl_layer_index = ssl_layer_index
@@ -55,7 +60,8 @@ class InMemoryFeatures:
             spec_name = "ssl" if name == "ssl_layer" else name
             if spec_name in CACHED and not isinstance(features.get(spec_name), Mapping):
                 raise ConfigError(f"the model reads {name!r} but its config's features define only {sorted(features)}")
-        self.extractor = self.logmel = self.smile = None
+        self.extractor = self.logmel = self.smile = self.smile_pool = None
+        self.egemaps_workers = int(egemaps_workers)
         self.ssl_meta: dict[str, Any] = {}
         self.max_samples: int | None = None
         self._smile_min = 1
@@ -81,7 +87,12 @@ class InMemoryFeatures:
 
         if spec.get("kind") != "egemaps_functionals":
             raise ConfigError(f"predict computes eGeMAPS functionals only; the checkpoint's egemaps spec is {spec}")
-        self.smile = make_smile(spec.get("feature_set", "eGeMAPSv02"), "functionals")
+        if self.egemaps_workers >= 1:  # started now: the workers load openSMILE while the backbone loads
+            from wav2emo.features.smile_waves import SmileWavePool
+
+            self.smile_pool = SmileWavePool(self.egemaps_workers, spec.get("feature_set", "eGeMAPSv02"), "functionals")
+        else:
+            self.smile = make_smile(spec.get("feature_set", "eGeMAPSv02"), "functionals")
         self._smile_min = round(float(spec.get("min_clip_s", MIN_CLIP_S)) * TARGET_SAMPLE_RATE)
 
     def input_shape(self, name: str) -> tuple[int, ...]:
@@ -92,6 +103,8 @@ class InMemoryFeatures:
             return (int(self.logmel.spec["n_mels"]),)
         if name == "egemaps" and self.smile is not None:
             return (len(self.smile.feature_names),)
+        if name == "egemaps" and self.smile_pool is not None:
+            return (len(self.smile_pool.feature_names()),)
         raise ConfigError(f"no {name!r} features for inputs {list(self.inputs)}")
 
     def min_length(self) -> int:
@@ -103,9 +116,25 @@ class InMemoryFeatures:
             n = max(n, round(self.logmel.n_fft * TARGET_SAMPLE_RATE / int(self.logmel.spec["sample_rate"])))
         return n
 
-    def items(self, waves: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """One batch-dict item per waveform (mono float32 at 16 kHz): what ``ClipDataset`` would give."""
+    def submit_egemaps(self, wave: np.ndarray) -> Future | None:
+        """Queue one waveform's eGeMAPS on the worker pool (None without a pool); pass it on to :meth:`items`."""
+        if self.smile_pool is None:
+            return None
+        return self.smile_pool.submit(wave, TARGET_SAMPLE_RATE)
+
+    def close(self) -> None:
+        """Stop the eGeMAPS workers, if any."""
+        if self.smile_pool is not None:
+            self.smile_pool.close()
+
+    def items(self, waves: Sequence[np.ndarray], egemaps: Sequence[Future | None] | None = None) -> list[dict[str, Any]]:
+        """One batch-dict item per waveform (mono float32 at 16 kHz): what ``ClipDataset`` would give.
+
+        ``egemaps``: the futures :meth:`submit_egemaps` gave for these waves (else they are queued here, before
+        the backbone runs, and collected after it)."""
         items: list[dict[str, Any]] = [{} for _ in waves]
+        if self.smile_pool is not None and (egemaps is None or any(f is None for f in egemaps)):
+            egemaps = [self.submit_egemaps(w) for w in waves]
         if self.extractor is not None:
             x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
             res, frames = self.extractor.extract_batch(x, lengths, torch.float16)  # float16: what the cache stores
@@ -125,10 +154,17 @@ class InMemoryFeatures:
                 it["logmel"] = torch.from_numpy(self.logmel.compute(resample(w, TARGET_SAMPLE_RATE, sr)))
             if self.smile is not None:
                 values = self.smile.process_signal(w, TARGET_SAMPLE_RATE).to_numpy(dtype=np.float64)[0]
-                if not np.isfinite(values).all():
-                    raise ValueError("openSMILE gave NaN/inf eGeMAPS functionals (too short or unusual audio?)")
-                it["egemaps"] = torch.from_numpy(np.asarray(values, dtype=np.float32))
+                it["egemaps"] = finite_egemaps(values)
             if "wave" in self.inputs:
                 wave = w if self.sample_rate == TARGET_SAMPLE_RATE else resample(w, TARGET_SAMPLE_RATE, self.sample_rate)
                 it["wave"] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+        if self.smile_pool is not None:
+            for it, future in zip(items, egemaps, strict=True):
+                it["egemaps"] = finite_egemaps(future.result()[0])
         return items
+
+
+def finite_egemaps(values: np.ndarray) -> torch.Tensor:
+    if not np.isfinite(values).all():
+        raise ValueError("openSMILE gave NaN/inf eGeMAPS functionals (too short or unusual audio?)")
+    return torch.from_numpy(np.array(values, dtype=np.float32))  # a copy: the pool's arrays are read-only

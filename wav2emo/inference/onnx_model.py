@@ -139,6 +139,9 @@ class OnnxPredictor:
 
             self.smile = make_smile(sorted(sets)[0], "functionals")
 
+    def close(self) -> None:
+        """The same interface as the PyTorch Predictor's: onnxruntime sessions hold no workers to stop."""
+
     def egemaps(self, wave: np.ndarray) -> np.ndarray:
         assert self.smile is not None
         values = self.smile.process_signal(wave, TARGET_SAMPLE_RATE).to_numpy(dtype=np.float64)[0]

@@ -108,11 +108,12 @@ def _upstream_min_samples(upstream: Any) -> int:
 
 
 def restore(path: str | Path, *, device: str | torch.device = "auto",
-            features_cache: dict[str, InMemoryFeatures] | None = None) -> Restored:
+            features_cache: dict[str, InMemoryFeatures] | None = None, egemaps_workers: int = 0) -> Restored:
     """Rebuild the model of the checkpoint at ``path`` in eval mode on ``device``.
 
     ``features_cache`` shares one :class:`InMemoryFeatures` (one frozen backbone) among checkpoints that need
-    the same features, e.g. the five folds of a run.
+    the same features, e.g. the five folds of a run.  ``egemaps_workers`` >= 1 computes eGeMAPS in that many
+    worker processes (same values; :class:`~wav2emo.features.smile_waves.SmileWavePool`), 0 in this process.
     """
     from wav2emo.backbones import BackboneError
     from wav2emo.feeding.feed import resolve_inputs
@@ -130,7 +131,7 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     cache = {} if features_cache is None else features_cache
     try:
         if key not in cache:
-            cache[key] = InMemoryFeatures(cfg.features, served, device=device, **extra)
+            cache[key] = InMemoryFeatures(cfg.features, served, device=device, egemaps_workers=egemaps_workers, **extra)
         feats = cache[key]
         upstream = rebuild_checkpoint_upstream(cfg, ckpt["state_dict"])
         module = build_module(cfg, CheckpointShapes(served, names, feats), upstream=upstream)

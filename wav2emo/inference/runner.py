@@ -65,15 +65,30 @@ class Predictor:
         limits = [m.features.max_samples for m in models if m.features.max_samples is not None]
         self.max_samples = min(limits) if limits else None
 
+    def prefetch(self, wave: np.ndarray) -> dict[int, Any]:
+        """Start what can run ahead for one window (its eGeMAPS on the worker pool), per distinct feature set."""
+        started: dict[int, Any] = {}
+        for m in self.models:
+            if id(m.features) not in started:
+                started[id(m.features)] = m.features.submit_egemaps(wave)
+        return started
+
+    def close(self) -> None:
+        """Stop the feature sets' worker processes, if any."""
+        for m in self.models:
+            m.features.close()
+
     @torch.inference_mode()
-    def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves, as one batch."""
+    def probabilities(self, waves: Sequence[np.ndarray], prefetched: Sequence[dict[int, Any]] | None = None) -> np.ndarray:
+        """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves, as one batch
+        (``prefetched``: what :meth:`prefetch` started for each wave)."""
         items_by_features: dict[int, list[dict[str, Any]]] = {}
         total = np.zeros((len(waves), len(self.class_names)))
         for m in self.models:
             key = id(m.features)
             if key not in items_by_features:  # one backbone pass per distinct feature set
-                items = m.features.items(waves)
+                early = None if prefetched is None else [p.get(key) if p else None for p in prefetched]
+                items = m.features.items(waves, egemaps=early)
                 for i, it in enumerate(items):
                     it.update(label=-1, actor=-1, clip_id=str(i), index=i)
                 items_by_features[key] = items
@@ -146,12 +161,13 @@ class _Batcher:
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.items: list[tuple[FileResult, int, np.ndarray]] = []
+        self.items: list[tuple[FileResult, int, np.ndarray, dict[int, Any] | None]] = []
         self._warned: set[str] = set()
 
     def add(self, result: FileResult, index: int, wave: np.ndarray) -> bool:
-        """Queue one window; True when the batch is full (call :meth:`run`)."""
-        self.items.append((result, index, wave))
+        """Queue one window (its eGeMAPS starts on the worker pool now); True when the batch is full (call
+        :meth:`run`)."""
+        self.items.append((result, index, wave, self.predictor.prefetch(wave)))
         return len(self.items) >= self.predictor.batch_size
 
     def run(self) -> None:
@@ -160,16 +176,16 @@ class _Batcher:
         if not live:
             return
         try:
-            probs = self.predictor.probabilities([w for _, _, w in live])
+            probs = self.predictor.probabilities([it[2] for it in live], [it[3] for it in live])
         except Exception as e:  # noqa: BLE001 - find the window(s) at fault, one at a time
             if len(live) == 1:
                 self._fail(live[0][0], e)
                 return
             for it in live:
-                self.items = [it]
+                self.items = [it[:3] + (None,)]  # computed again, alone
                 self.run()
             return
-        for (result, index, _), p in zip(live, probs, strict=True):
+        for (result, index, _, _), p in zip(live, probs, strict=True):
             result.probs[index] = p
 
     def _fail(self, result: FileResult, e: Exception) -> None:

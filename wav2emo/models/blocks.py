@@ -50,6 +50,19 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
         self.pool = pool
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv -> BN -> ReLU ... -> conv -> BN -> pool -> ReLU: the last ReLU runs after the pooling.
+
+        Max-pooling and ReLU commute (ReLU is monotone, and a window whose maximum is <= 0 passes no gradient
+        either way), so values and gradients are exactly those of the layers in their listed order, while the
+        last ReLU and its backward touch a ninth of the elements (the first block's full-resolution activations
+        are the step's main memory traffic; tests/test_models.py checks the equality).
+        """
+        *body, relu, pool = self
+        for layer in body:
+            x = layer(x)
+        return relu(pool(x))
+
 
 def module_dtype(module: nn.Module) -> torch.dtype:
     """The floating dtype of a module's parameters (inputs are cast to it: caches hold float16)."""

@@ -18,7 +18,6 @@ import numpy as np
 
 from wav2emo.errors import UserError
 
-
 FORMAT = "wav2emo-feature-cache"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"

@@ -1,0 +1,182 @@
+"""Prediction speed (not a test; issue 25): ``python -m wav2emo.predict`` on one 30-minute recording, start-up included.
+
+Trains a checkpoint of fe_vgg_egemaps and of fe_vgg (one short epoch each: speed does not depend on the weights),
+writes a 30-minute 16 kHz recording made of the synthetic corpus's clips one after another, and times the whole
+command (process start to the CSV written; 4 s windows every 2 s, 899 windows) for each way side by side:
+
+  * ``egemaps_workers=0``: eGeMAPS one window after another in the predicting process (the previous way);
+  * ``egemaps_workers=auto``: one openSMILE worker process per usable core, each window queued when it is read,
+    computed while the backbone runs (wav2emo/features/smile_waves.py).
+
+``--backbone base``: a randomly initialised wav2vec2-base (the real compute; what train_benchmark uses), the
+device the machine has; ``--backbone tiny``: the offline tiny random wav2vec2 (features=tiny).  ``--cpus 0,1``
+pins the predicting commands to those cores and hides the GPU (the "2 CPU cores without a GPU" case).
+Writes <out>/predict_<machine>_<backbone>.json and .md.
+
+    python benchmarks/predict_benchmark.py --work /tmp/pb --backbone tiny --cpus 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RECORDING_S = 1800.0
+SR = 16_000
+TARGETS = {"gpu": 200.0, "cpu": 20.0}  # times real time, start-up included (issue 25)
+
+
+def env_for(work: Path) -> dict:
+    return dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
+                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+                WAV2EMO_DATA_DIR=str(work / "data"), WAV2EMO_CACHE_DIR=str(work / "cache"),
+                WAV2EMO_LOG_DIR=str(work / "outputs"))
+
+
+def train_checkpoint(work: Path, model: str, backbone: str, gpu: bool) -> Path:
+    """One short epoch of fold 0; its fold directory (predict takes the dev-chosen checkpoint from it)."""
+    out = work / f"run_{model}_{backbone}"
+    found = sorted(out.rglob("fold_result.json")) if out.exists() else []
+    if found:
+        return found[0].parent
+    if backbone == "base":
+        from benchmarks.train_benchmark import random_base_backbone
+
+        path = random_base_backbone(work / "wav2vec2-base-random")
+        feats = ["features=wav2vec2_base", f"features.ssl.backbone={path}"]
+    else:
+        feats = ["features=tiny"]
+    args = ["data=synthetic", *feats, f"model={model}", "fold=0", "trainer.max_epochs=1", "test=false",
+            "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false", "logger=none",
+            f"trainer={'gpu' if gpu else 'cpu'}", f"hydra.run.dir={out}"]
+    if backbone == "tiny":
+        args.append("model.module.net.widths=[8,16,32,64]")  # the demo's width for the tiny features
+    subprocess.run([sys.executable, "-m", "wav2emo.train", *args], check=True, cwd=REPO, env=env_for(work))
+    return sorted(out.rglob("fold_result.json"))[0].parent
+
+
+def recording(work: Path) -> Path:
+    """30 minutes of the synthetic corpus's clips one after another (speech-like, voiced and silent parts)."""
+    import soundfile as sf
+
+    path = work / "recording_30min.wav"
+    if path.exists():
+        return path
+    clips = sorted((work / "data").rglob("*.wav"))[:200] or sorted((work / "data").rglob("*.flac"))[:200]
+    if not clips:
+        raise SystemExit(f"no clips under {work / 'data'} (train a checkpoint first)")
+    parts, total = [], 0
+    while total < RECORDING_S * SR:
+        for c in clips:
+            x, sr = sf.read(c, dtype="float32", always_2d=True)
+            if sr != SR:
+                raise SystemExit(f"{c}: {sr} Hz, expected {SR}")
+            parts.append(x.mean(axis=1))
+            total += len(parts[-1])
+            if total >= RECORDING_S * SR:
+                break
+    sf.write(path, np.concatenate(parts)[: int(RECORDING_S * SR)], SR, subtype="PCM_16")
+    return path
+
+
+def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str) -> dict:
+    out = work / f"pred_{ckpt.parent.name}_{workers}.csv"
+    cmd = [sys.executable, "-m", "wav2emo.predict", f"ckpt_path={ckpt}", f"inputs=[{rec}]", f"output={out}",
+           f"egemaps_workers={workers}", f"device={device}", "progress=false"]
+    env = env_for(work)
+    if cpus:
+        cmd = ["taskset", "-c", cpus, *cmd]
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["OMP_NUM_THREADS"] = str(len(cpus.split(",")))
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    import pandas as pd
+
+    rows = pd.read_csv(out, keep_default_na=False)
+    windows = int((rows["segment"] != "file").sum())
+    return {"seconds": round(wall, 2), "x_real_time": round(RECORDING_S / wall, 1), "windows": windows,
+            "csv_sha_prefix": __import__("hashlib").sha1(out.read_bytes()).hexdigest()[:12]}
+
+
+def machine_name(cpus: str | None) -> str:
+    import torch
+
+    if cpus:
+        return f"cpu cores {cpus} of a {os.cpu_count()}-core machine, no GPU"
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("/tmp/wav2emo-predict"))
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports")
+    ap.add_argument("--backbone", choices=["tiny", "base"], default="tiny")
+    ap.add_argument("--cpus", default=None, help="e.g. 0,1: pin to these cores, no GPU")
+    a = ap.parse_args()
+    import torch
+
+    gpu = torch.cuda.is_available() and not a.cpus
+    device = "cuda" if gpu else "cpu"
+    a.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ckpts = {m: train_checkpoint(a.work, m, a.backbone, torch.cuda.is_available()) for m in ("fe_vgg_egemaps", "fe_vgg")}
+    rec = recording(a.work)
+    result: dict = {"machine": machine_name(a.cpus), "backbone": a.backbone, "device": device,
+                    "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {}}
+    ways = [("fe_vgg_egemaps", "0"), ("fe_vgg_egemaps", "auto"), ("fe_vgg", "auto")]
+    for model, workers in ways:
+        result["runs"][f"{model} egemaps_workers={workers}"] = time_predict(a.work, ckpts[model], rec, workers, a.cpus,
+                                                                          device)
+    serial, pooled = result["runs"]["fe_vgg_egemaps egemaps_workers=0"], result["runs"]["fe_vgg_egemaps egemaps_workers=auto"]
+    result["same_csv"] = serial["csv_sha_prefix"] == pooled["csv_sha_prefix"]
+    slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")[:40]
+    a.out.mkdir(parents=True, exist_ok=True)
+    name = f"predict_{slug}_{a.backbone}"
+    (a.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (a.out / f"{name}.md").write_text(render(result))
+    print(render(result))
+
+
+def render(r: dict) -> str:
+    target = TARGETS["gpu" if r["device"] == "cuda" else "cpu"]
+    backbone = ("a randomly initialised wav2vec2-base (real compute)" if r["backbone"] == "base"
+                else "the tiny random wav2vec2 (features=tiny; toy compute)")
+    lines = [
+        f"# Prediction of one 30-minute recording: {r['machine']}",
+        "",
+        f"`python -m wav2emo.predict` on a {r['recording_s'] / 60:.0f}-minute 16 kHz recording (synthetic corpus clips "
+        f"one after another), 4 s windows every 2 s, device {r['device']}, checkpoints on {backbone}. "
+        "Seconds are the whole command: process start, model restore, reading, features, network, CSV.",
+        "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"] + "`"
+        + (" --cpus ..." if "no GPU" in r["machine"] else "") + ".",
+        "",
+        "| model, way | seconds | times real time | windows |",
+        "| --- | --- | --- | --- |",
+    ]
+    for way, v in r["runs"].items():
+        note = " (previous way: eGeMAPS in the process, serial)" if way.endswith("=0") else ""
+        lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} |")
+    best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto"]["x_real_time"]
+    lines += ["", f"Same CSV from both eGeMAPS ways: {r['same_csv']}.",
+              f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
+              f"{'**met**' if best >= target else '**missed**'} ({best}x)."]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
