@@ -68,7 +68,7 @@ def base(backbone: Path, epochs: int) -> list[str]:
 
 def run_config(overrides: list[str], out: Path, work: Path) -> dict:
     from wav2emo.runs.build import build_datamodule
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = compose(overrides, out, work)
     prepare = None

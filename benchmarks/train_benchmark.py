@@ -184,7 +184,7 @@ def time_reference_way(n_train: int, n_eval: int, egemaps: bool, strict_fp32: bo
 
 
 def run(cfg_overrides, out: Path, work: Path, fold: int = 0) -> dict:
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = compose(cfg_overrides, out, work)
     t0 = time.perf_counter()
@@ -220,7 +220,7 @@ import resource, sys, json, os
 sys.path.insert(0, {str(REPO)!r})
 sys.argv = ['x']
 from benchmarks.train_benchmark import compose, base_overrides
-from wav2emo.runs.experiment import run_fold
+from wav2emo.runs.fold_runner import run_fold
 ov = [o for o in base_overrides({str(backbone)!r}, 'fe_vgg', 1, 'loader.resident=false', 'loader.num_workers=2') if not o.startswith('trainer=')]
 ov += ['trainer=cpu', 'trainer.limit_train_batches={batches}', 'trainer.limit_val_batches=4', 'trainer.limit_test_batches=4', 'loader.eval_batch_size=25']
 cfg = compose(ov, __import__('pathlib').Path({str(out / 'cpu')!r}), __import__('pathlib').Path({str(work)!r}))

@@ -16,8 +16,9 @@ from wav2emo.augment.copies import COPY_SEP, META, copies_dir, make_copies, sour
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache.format import CacheError
+from wav2emo.feeding.feed import resolve_inputs
 from wav2emo.models.frontends import LogMelUpstream
-from wav2emo.runs.build import build_datamodule, build_module, resolve_inputs
+from wav2emo.runs.build import build_datamodule, build_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

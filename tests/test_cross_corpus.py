@@ -187,7 +187,7 @@ def test_eval_cli_error_for_too_few_shared_emotions_is_one_line(synthetic_run, d
 
 def test_neural_checkpoint_and_run_directory_are_cross_evaluated(dirs, tmp_path):
     from wav2emo.crosscorpus.evaluate import cross_evaluate
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     data_dir, cache_dir, _ = dirs
     run = tmp_path / "run"

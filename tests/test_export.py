@@ -39,7 +39,7 @@ def root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(root):
     """One fold of each model, trained for two batches on the synthetic corpus with the tiny backbone."""
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     data_dir, cache_dir = root / "data", root / "cache"
     out = {}
@@ -176,7 +176,7 @@ def test_an_existing_output_is_refused_unless_overwrite(trained, tmp_path):
 
 def test_a_checkpoint_that_cannot_be_exported_says_which_part_and_why(tmp_path, root, trained):
     from wav2emo.errors import ConfigError
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = compose_cfg([*FAST, "model=egemaps_mlp"], root / "mlp", root / "data", root / "cache")
     ckpt = run_fold(cfg, 0, root / "mlp" / "fold_0")["best_checkpoint"]

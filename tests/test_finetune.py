@@ -59,7 +59,7 @@ def test_one_rule_decides_inputs_and_upstream(tmp_path, dirs, overrides, inputs,
 def test_old_config_without_finetune_or_augment_is_fed_the_caches(tmp_path, dirs):
     from omegaconf import open_dict
 
-    from wav2emo.runs.build import resolve_inputs
+    from wav2emo.feeding.feed import resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=fe_vgg_egemaps")
     with open_dict(cfg):
@@ -136,7 +136,7 @@ def test_k_below_one_is_refused_before_any_data(tmp_path, dirs, k):
 
 
 def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
-    from wav2emo.runs.build import build_upstream_for, resolve_inputs
+    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=4")  # tiny: 3 layers
     with pytest.raises(ConfigError, match=r"finetune.k=4.*1..N, N=3"):
@@ -144,7 +144,7 @@ def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
 
 
 def test_online_wave_augmentation_of_offline_only_inputs_is_refused(tmp_path, dirs):
-    from wav2emo.runs.build import resolve_inputs
+    from wav2emo.feeding.feed import resolve_inputs
 
     cfg = cfg_of(tmp_path, dirs, "model=egemaps_mlp", "features=egemaps", "augment=standard")
     with pytest.raises(ConfigError, match="use augment.mode=cached"):
@@ -218,7 +218,8 @@ def test_finetune_optimisation_defaults_apply_only_when_finetuning(tmp_path, dir
 )
 def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetune):
     from wav2emo.runs.common import CKPT_KEY
-    from wav2emo.runs.experiment import evaluate, run_fold
+    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.fold_runner import run_fold
 
     run = tmp_path / "run"
     cfg = cfg_of(run, dirs, f"model={model}", *finetune, "trainer.max_epochs=2")

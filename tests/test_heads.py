@@ -202,7 +202,7 @@ def test_a_single_layer_probe_reads_one_hidden_state(tmp_path, shared_dirs):
 @pytest.mark.learning
 def test_attentive_head_learns_synthetic_emotions_on_held_out_actors(tmp_path, shared_dirs):
     from tests.test_training import chance_ua_quantile
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = compose_cfg(
         [*SMALL, "model=attentive_logmel", "features=logmel", "model.module.optimizer.lr=3e-3",

@@ -83,7 +83,7 @@ def test_baselines_on_two_corpora_report_each_corpus(dirs, tmp_path):
 
 def test_a_neural_fold_trains_on_two_corpora_from_their_own_caches(dirs, tmp_path):
     from tests.helpers import SMALL
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     small = [o for o in SMALL if not o.startswith("data")]
     cfg = compose_cfg([*small, *multi(dirs), "model=egemaps_mlp", "trainer.max_epochs=1", "logger=none"], tmp_path,

@@ -26,7 +26,7 @@ FINETUNE = ["finetune.optim.warmup_steps=0", "finetune.optim.lr_backbone=1e-3"]
 
 
 def _train(root, plans, dirs):
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     data_dir, cache_dir = dirs
     out = {}
@@ -81,7 +81,7 @@ def _classes(df):
 
 @pytest.mark.parametrize("fold", [0, 1, 2, 3])
 def test_predict_gives_the_probabilities_eval_gives(request, tmp_path, fold):
-    from wav2emo.runs.experiment import evaluate
+    from wav2emo.runs.evaluate import evaluate
 
     trained = request.getfixturevalue("trained" if fold < 2 else "finetuned")
     ckpt = trained["results"][fold]["best_checkpoint"]

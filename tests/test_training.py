@@ -33,7 +33,7 @@ def small_cfg(tmp_path, shared_dirs, *extra: str):
 @pytest.fixture(scope="session")
 def trained_fold(tmp_path_factory, shared_dirs):
     """fe_vgg_egemaps trained on fold 0 for a few epochs; reused by several tests."""
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     out = tmp_path_factory.mktemp("run")
     cfg = small_cfg(out, shared_dirs, "model=fe_vgg_egemaps", "model.module.optimizer.lr=1e-3", "trainer.max_epochs=12")
@@ -115,7 +115,7 @@ def test_no_test_actor_in_train_or_dev(trained_fold):
 
 
 def test_egemaps_scaler_is_fitted_on_training_actors_only(trained_fold):
-    from wav2emo.runs.experiment import build_datamodule
+    from wav2emo.runs.build import build_datamodule
 
     cfg, result, _ = trained_fold
     dm = build_datamodule(cfg, 0)
@@ -148,7 +148,7 @@ def test_checkpoint_is_chosen_by_dev_ua(trained_fold):
 
 
 def test_eval_of_saved_checkpoint_reproduces_test_metrics(trained_fold, tmp_path, shared_dirs):
-    from wav2emo.runs.experiment import evaluate
+    from wav2emo.runs.evaluate import evaluate
 
     _, result, _ = trained_fold
     data_dir, cache_dir = shared_dirs
@@ -177,7 +177,7 @@ RESUME = ["model=fe_vgg_egemaps", "model.module.optimizer.lr=1e-3", "model.modul
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, shared_dirs):
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     out = tmp_path_factory.mktemp("uninterrupted")
     result = run_fold(small_cfg(out, shared_dirs, *RESUME, "trainer.max_epochs=4"), 0, out / "fold_0")
@@ -186,7 +186,7 @@ def uninterrupted(tmp_path_factory, shared_dirs):
 
 @pytest.fixture(scope="module")
 def first_half(tmp_path_factory, shared_dirs):
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     out = tmp_path_factory.mktemp("first_half")
     result = run_fold(small_cfg(out, shared_dirs, *RESUME, "trainer.max_epochs=2"), 0, out / "fold_0")
@@ -219,7 +219,7 @@ def test_last_checkpoint_is_the_last_epoch_whatever_dev_ua_did(first_half):
 @pytest.mark.learning
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(uninterrupted, first_half, tmp_path, shared_dirs):
     """A finished 2-epoch fold continued to 4 epochs (ckpt_path=) equals the 4-epoch run, in a new directory."""
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     full, full_dir = uninterrupted
     _, half_dir = first_half
@@ -237,7 +237,8 @@ def test_interrupted_fold_continues_in_place(uninterrupted, first_half, tmp_path
     """A fold directory with checkpoints but no fold_result.json was interrupted: running it again continues it."""
     import shutil
 
-    from wav2emo.runs.experiment import FOLD_RESULT, run_fold
+    from wav2emo.reports.fold_results import FOLD_RESULT
+    from wav2emo.runs.fold_runner import run_fold
 
     full, full_dir = uninterrupted
     fold_dir = tmp_path / "fold_0"
@@ -280,7 +281,8 @@ def test_finished_fold_is_reported_not_retrained(trained_fold, shared_dirs, capl
 
 
 def test_ckpt_path_of_another_fold_or_for_several_folds_is_refused(trained_fold, tmp_path, shared_dirs):
-    from wav2emo.runs.experiment import run_fold, train
+    from wav2emo.runs.experiment import train
+    from wav2emo.runs.fold_runner import run_fold
 
     _, result, fold_dir = trained_fold
     last = fold_dir / "checkpoints" / "last.ckpt"
@@ -304,7 +306,7 @@ def test_ckpt_path_of_another_fold_or_for_several_folds_is_refused(trained_fold,
     ],
 )
 def test_bad_fold_values_are_refused_with_a_clear_message(fold, message):
-    from wav2emo.runs.experiment import folds_to_run
+    from wav2emo.runs.common import folds_to_run
 
     with pytest.raises(ValueError, match=message):
         folds_to_run(fold, 5)
@@ -313,7 +315,7 @@ def test_bad_fold_values_are_refused_with_a_clear_message(fold, message):
 def test_good_fold_values():
     from omegaconf import OmegaConf
 
-    from wav2emo.runs.experiment import folds_to_run
+    from wav2emo.runs.common import folds_to_run
 
     assert folds_to_run("all", 5) == folds_to_run(None, 5) == [0, 1, 2, 3, 4]
     assert folds_to_run(3, 5) == folds_to_run("3", 5) == [3]
@@ -321,7 +323,7 @@ def test_good_fold_values():
 
 
 def test_eval_of_a_fold_that_does_not_exist_says_so(trained_fold, tmp_path, shared_dirs):
-    from wav2emo.runs.experiment import evaluate
+    from wav2emo.runs.evaluate import evaluate
 
     _, result, _ = trained_fold
     data_dir, cache_dir = shared_dirs
@@ -337,7 +339,7 @@ def test_same_seed_same_metrics_with_a_fresh_and_a_warm_cache(tmp_path, shared_d
     Building the tiny backbone reseeds the global RNG; the fold used to be seeded before that, so a
     fresh-cache run initialised its model from other random numbers than a warm-cache run.
     """
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     data_dir, _ = shared_dirs
     fresh_cache = tmp_path / "cache"
@@ -382,7 +384,7 @@ def test_wandb_offline_one_closed_run_per_fold(tmp_path, shared_dirs, monkeypatc
     """logger=wandb: without an API key the run is offline, named per fold, grouped, and closed at the end."""
     import wandb
 
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -422,8 +424,8 @@ def test_readme_demo_end_to_end(tmp_path):
 
 def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
     """The GPU-resident fast path (here on the CPU) feeds exactly what the memory-mapped loader feeds."""
-    from wav2emo.feeding.datamodule import ResidentSplit
-    from wav2emo.runs.experiment import build_datamodule
+    from wav2emo.feeding.batches import ResidentSplit
+    from wav2emo.runs.build import build_datamodule
 
     cfg, _, _ = trained_fold
     dm = build_datamodule(cfg, 0)
@@ -453,7 +455,7 @@ def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
 
 
 def test_collate_pads_frames_up_to_a_multiple():
-    from wav2emo.feeding.datamodule import collate, padded_frames
+    from wav2emo.feeding.input_strategies import collate, padded_frames
 
     assert [padded_frames(n, 16) for n in (1, 16, 17, 263)] == [16, 16, 32, 272]
     assert padded_frames(263, None) == padded_frames(263, 1) == 263
@@ -466,7 +468,7 @@ def test_collate_pads_frames_up_to_a_multiple():
 
 def test_without_dev_actors_the_last_epoch_is_tested(tmp_path, shared_dirs):
     """folds.n_dev_actors=0: nothing to choose on, so the last epoch is kept; the test actors choose nothing."""
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = small_cfg(tmp_path, shared_dirs, "model=egemaps_mlp", "trainer.max_epochs=3", "folds.n_dev_actors=0")
     result = run_fold(cfg, 1, tmp_path / "fold_1")
@@ -476,7 +478,7 @@ def test_without_dev_actors_the_last_epoch_is_tested(tmp_path, shared_dirs):
 
 
 def test_length_buckets_cover_every_clip_once_with_less_padding():
-    from wav2emo.feeding.datamodule import LengthBucketBatchSampler
+    from wav2emo.feeding.batches import LengthBucketBatchSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(140, 264, size=1020)
@@ -496,7 +498,7 @@ def test_length_buckets_cover_every_clip_once_with_less_padding():
 
 
 def test_bucketed_resident_training_runs(tmp_path, shared_dirs):
-    from wav2emo.runs.experiment import run_fold
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = small_cfg(tmp_path, shared_dirs, "model=fe_vgg", "trainer.max_epochs=2", "loader.resident=true",
                     "loader.bucket_by_length=true", "model.module.net.widths=[8,16,32,64]")
@@ -507,7 +509,8 @@ def test_bucketed_resident_training_runs(tmp_path, shared_dirs):
 def test_ckpt_path_decides_where_a_fold_continues(tmp_path, shared_dirs):
     """An interrupted fold continues in its own directory; a finished one in the new run's; a run directory
     continues every requested fold there."""
-    from wav2emo.runs.experiment import FOLD_RESULT, plan_folds
+    from wav2emo.reports.fold_results import FOLD_RESULT
+    from wav2emo.runs.experiment import plan_folds
 
     run = tmp_path / "old_run"
     (run / "fold_2" / "checkpoints").mkdir(parents=True)
@@ -529,7 +532,8 @@ def test_ckpt_path_decides_where_a_fold_continues(tmp_path, shared_dirs):
 @pytest.mark.parametrize("model", ["fe_vgg_logmel", "egemaps_mlp"])
 def test_logmel_features_train_a_spectrogram_cnn_and_the_egemaps_mlp(tmp_path, shared_dirs, model):
     """features=logmel: the CNN reads log-mel as a 1-channel image; the eGeMAPS MLP reads only egemaps."""
-    from wav2emo.runs.experiment import build_datamodule, build_module, run_fold
+    from wav2emo.runs.build import build_datamodule, build_module
+    from wav2emo.runs.fold_runner import run_fold
 
     cfg = small_cfg(tmp_path, shared_dirs, "features=logmel", f"model={model}", "trainer.max_epochs=1",
                     "model.module.net.widths=[4,4,4,4]" if model == "fe_vgg_logmel" else "model.module.net.hidden=[8]")

@@ -73,7 +73,10 @@ def _build_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_
 
 
 def build_augment(cfg: Mapping[str, Any] | None) -> Augmenter:
-    """Check every value of an augment config and build its :class:`Augmenter` (``None`` = no augmentation)."""
+    """Check every value of an augment config and build its :class:`Augmenter` (``None`` = no augmentation);
+    an :class:`Augmenter` already built is handed back as it is."""
+    if isinstance(cfg, Augmenter):
+        return cfg
     cfg = _plain(cfg) or {}
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"augment: expected a mapping (conf/augment/<name>.yaml), got {cfg!r}")

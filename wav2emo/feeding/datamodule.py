@@ -47,16 +47,15 @@ from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.multi import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.features.overlap import get_features_many
-from wav2emo.feeding.batches import (  # noqa: F401  (re-exported: tests and callers import them from here)
+from wav2emo.feeding.batches import (
     ClassBalancedBatchSampler,
     CopyBatchSampler,
-    EpochSeeded,
     EpochShuffleSampler,
     LengthBucketBatchSampler,
     ResidentSplit,
     eval_shard,
 )
-from wav2emo.feeding.input_strategies import (  # noqa: F401
+from wav2emo.feeding.input_strategies import (
     INPUT_KINDS,
     CachedFeatures,
     CachedLayer,
@@ -66,8 +65,6 @@ from wav2emo.feeding.input_strategies import (  # noqa: F401
     CopiesDataset,
     InputStrategy,
     Waveforms,
-    collate,
-    padded_frames,
 )
 from wav2emo.feeding.placement import Placement, decide, parse_auto_bool
 from wav2emo.feeding.speaker_norm import SpeakerNormalized, cache_speaker_stats

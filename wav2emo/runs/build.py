@@ -14,14 +14,14 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from wav2emo.augment.compose import Augmenter
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.datamodule import EmotionDataModule
-from wav2emo.feeding.feed import (  # noqa: F401  (the rule lives in feed.py; importable from here)
+from wav2emo.feeding.feed import (
     Feed,
     build_upstream_for,
     optim_config,
-    protocol_entry,
     resolve_inputs,
     run_tags,
 )
@@ -35,15 +35,21 @@ log = logging.getLogger(__name__)
 register_precision_resolver()  # ${wav2emo_precision:...} of conf/trainer/default.yaml, before any trainer config resolves
 
 
-def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
-    """``hydra.utils.instantiate(cfg.datamodule)`` for ``fold`` (conf/datamodule/default.yaml)."""
+def build_datamodule(cfg: DictConfig, fold: int, feed: Feed | None = None, augmenter: Augmenter | None = None
+                     ) -> EmotionDataModule:
+    """``hydra.utils.instantiate(cfg.datamodule)`` for ``fold`` (conf/datamodule/default.yaml).
+
+    ``feed`` (:func:`resolve_inputs`) and ``augmenter`` (``build_augment(cfg.augment)``): a fold's run resolves them
+    once and hands the same objects to the data module and to :func:`build_module`; left out, they are built here.
+    """
     if cfg.get("datamodule") is None or cfg.model.get("inputs") is None:
         raise ConfigError(
             "the config has no `datamodule` group or no `model.inputs`: it predates the data module built by "
             "hydra (conf/datamodule/default.yaml); a checkpoint of that layout cannot be rebuilt by this "
             "version - retrain it, or evaluate it with the wav2emo version that trained it"
         )
-    feed = resolve_inputs(cfg)  # refuses bad finetune/augment combinations before any data is built
+    if feed is None:
+        feed = resolve_inputs(cfg)  # refuses bad finetune/augment combinations before any data is built
     dm_cfg = OmegaConf.create(to_container(cfg.datamodule))  # resolved against the whole config
     with open_dict(dm_cfg):
         dm_cfg.fold = int(fold)
@@ -51,7 +57,7 @@ def build_datamodule(cfg: DictConfig, fold: int) -> EmotionDataModule:
         if feed.bucket_by_length is not None and dm_cfg.get("frames") is None:
             dm_cfg.bucket_by_length = feed.bucket_by_length
     try:
-        return instantiate(dm_cfg, _convert_="all")
+        return instantiate(dm_cfg, _convert_="all", **({} if augmenter is None else {"augment": augmenter}))
     except InstantiationException as e:  # hydra wraps the data module's own checks: show the person those
         if isinstance(e.__cause__, (ConfigError, ValueError)):
             raise e.__cause__ from None
@@ -96,16 +102,17 @@ def build_featurizer(
 _BUILD = object()
 
 
-def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD) -> L.LightningModule:
+def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD, feed: Feed | None = None,
+                 augmenter: Augmenter | None = None) -> L.LightningModule:
     """Instantiate the LightningModule, filling what only the data know: the featurizer's layer count
     (the net's ``in_channels``), the feature width (``feature_dim``), the class names, and the
     eGeMAPS statistics of the training actors.
 
-    ``upstream``: by default built from the config (:func:`resolve_inputs`); ``wav2emo.eval`` passes the one
-    it rebuilt from a checkpoint.
+    ``upstream``: by default built from ``feed`` (:func:`resolve_inputs`); ``wav2emo.eval`` passes the one it
+    rebuilt from a checkpoint. ``augmenter``: the one the data module was given (by default the data module's).
     """
     if upstream is _BUILD:
-        upstream = build_upstream_for(cfg, resolve_inputs(cfg))
+        upstream = build_upstream_for(cfg, feed if feed is not None else resolve_inputs(cfg))
     ssl_up = _last_ssl_stage(upstream)
     if ssl_up is not None and ssl_up.mode == "top_k" and "ssl" in dm.inputs:
         ssl_up.check_cache(dm.caches["ssl"].meta)  # top_k continues the cache's hidden states: same backbone
@@ -137,7 +144,9 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD)
         module_cfg.seed = int(cfg.seed)
     module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
     # Augmentation (conf/augment, checked when the data module was built): training batches only.
-    train_tf, feature_tf = training_transforms(getattr(dm, "augmenter", None), has_upstream=module.upstream is not None)
+    if augmenter is None:
+        augmenter = getattr(dm, "augmenter", None)
+    train_tf, feature_tf = training_transforms(augmenter, has_upstream=module.upstream is not None)
     module.train_transform = train_tf or module.train_transform
     module.feature_transform = feature_tf or module.feature_transform
     if "egemaps" in module.standardized_inputs:

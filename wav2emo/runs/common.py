@@ -10,7 +10,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.errors import ConfigError
-from wav2emo.reports.fold_results import FOLD_RESULT, PREDICTIONS, jsonable  # noqa: F401  (the one definition)
 
 CKPT_KEY = "wav2emo"
 
@@ -61,9 +60,6 @@ def num_folds_of(cfg: DictConfig) -> int:
     folds = OmegaConf.to_container(cfg.folds, resolve=True)
     data = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") is not None else {}
     return num_folds(folds, data, cache_dir=cfg.paths.cache_dir)
-
-
-_jsonable = jsonable  # the name other modules imported
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -90,9 +90,9 @@ def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any
     """The fine-tuned (or frozen) upstream exactly as trained, from the checkpoint's state alone: each SSL
     stage from its recorded identity (backbone id/commit or folder hash, mode, k) and its trained weights
     (:func:`~wav2emo.models.upstream.rebuild_upstream`); None for a model without an upstream."""
+    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
     from wav2emo.models.frontends import UpstreamChain
     from wav2emo.models.upstream import rebuild_upstream
-    from wav2emo.runs.build import build_upstream_for, resolve_inputs
 
     built = build_upstream_for(train_cfg, resolve_inputs(train_cfg))  # the layout (stages, log-mel, frames)
     if built is None:

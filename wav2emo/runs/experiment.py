@@ -17,27 +17,16 @@ import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.reports.fold_results import FOLD_RESULT
 from wav2emo.reports.run_report import declare_protocol, finish_run
-from wav2emo.runs.build import (  # noqa: F401  (public names, importable from here as before)
-    StoreRunInfo,
-    build_callbacks,
-    build_datamodule,
-    build_loggers,
-    build_module,
-)
-from wav2emo.runs.common import (  # noqa: F401
-    CKPT_KEY,
-    FOLD_RESULT,
-    PREDICTIONS,
-    _jsonable,
+from wav2emo.runs.build import build_datamodule
+from wav2emo.runs.common import (
     folds_to_run,
-    jsonable,
     num_folds_of,
     output_dir,
     quiet_duplicate_log_handlers,
 )
-from wav2emo.runs.evaluate import evaluate, test_checkpoint  # noqa: F401
-from wav2emo.runs.fold_runner import _fold_dir_of, checkpoint_fold, run_fold  # noqa: F401
+from wav2emo.runs.fold_runner import _fold_dir_of, run_fold
 from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from wav2emo.augment.config import build_augment
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.feeding.feed import protocol_entry, resolve_inputs
 from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
 from wav2emo.runs.build import (
@@ -27,7 +29,6 @@ from wav2emo.runs.build import (
     build_datamodule,
     build_loggers,
     build_module,
-    protocol_entry,
 )
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
 from wav2emo.runs.evaluate import test_checkpoint
@@ -70,7 +71,9 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     if is_rank_zero():
         save_run_info(cfg, fold_dir)
 
-    dm = build_datamodule(cfg, fold)
+    feed = resolve_inputs(cfg)  # once a fold: what the data module serves, what the model's upstream runs
+    augmenter = build_augment(cfg.get("augment"))  # once a fold: the data module's copies, the module's transforms
+    dm = build_datamodule(cfg, fold, feed=feed, augmenter=augmenter)
     dm.setup("fit")
     split = dm.describe()
     log.info("fold %d: train actors %s, dev %s, test %s", fold, split["train_actors"], split["dev_actors"],
@@ -80,7 +83,7 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     # numbers (or reseeds), so seeding before them made a fresh-cache run initialise its model
     # differently from a warm-cache run of the same seed.
     L.seed_everything(cfg.seed + fold, workers=True)
-    model = build_module(cfg, dm)
+    model = build_module(cfg, dm, feed=feed, augmenter=augmenter)
     if getattr(model, "featurizer", None) is not None:  # the hidden states the net reads, as before the move
         split["layers"] = list(model.featurizer.layers)
 

@@ -17,7 +17,7 @@ from wav2emo.data.manifest import EMOTIONS, NUM_CLASSES
 from wav2emo.errors import ConfigError
 from wav2emo.models.standardizer import Standardizer
 from wav2emo.training.distributed import gather_rows
-from wav2emo.training.epoch_outputs import EpochOutputs, EpochResult  # noqa: F401  (importable from here)
+from wav2emo.training.epoch_outputs import EpochOutputs, EpochResult
 from wav2emo.training.optim import OptimSettings, parameter_groups, set_trainable, warmup_decay_scheduler
 from wav2emo.training.tracked_metrics import build_metrics, build_per_class_metrics, per_class_table
 
