@@ -126,7 +126,7 @@ def test_layer_weights_start_equal_and_normalise():
     net = LayerWeighted(in_channels=L_, feature_dim=D_)
     torch.testing.assert_close(net.layer_weights, torch.full((L_,), 1 / L_))
     with torch.no_grad():
-        net.layer_logits.copy_(torch.tensor([1.0, -3.0, 0.0, 0.0]))
+        net.mix.layer_logits.copy_(torch.tensor([1.0, -3.0, 0.0, 0.0]))
     torch.testing.assert_close(net.layer_weights, torch.tensor([0.25, 0.75, 0.0, 0.0]))
     assert math.isclose(float(net.layer_weights.sum()), 1.0, rel_tol=1e-6)
 
@@ -135,7 +135,7 @@ def test_layer_weighted_ignores_layers_with_zero_weight():
     torch.manual_seed(0)
     net = LayerWeighted(in_channels=L_, feature_dim=D_).eval()
     with torch.no_grad():
-        net.layer_logits.copy_(torch.tensor([0.0, 0.0, 2.0, 0.0]))
+        net.mix.layer_logits.copy_(torch.tensor([0.0, 0.0, 2.0, 0.0]))
     batch = ssl_batch()
     other = batch["ssl"].clone()
     other[:, [0, 1, 3]] = torch.randn_like(other[:, [0, 1, 3]])
@@ -290,7 +290,7 @@ def test_gradient_steps_reduce_the_loss(kind):
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.1, losses
     if kind == "layer_weighted":
-        assert net.layer_logits.grad is not None and net.layer_logits.grad.abs().sum() > 0
+        assert net.mix.layer_logits.grad is not None and net.mix.layer_logits.grad.abs().sum() > 0
 
 
 def test_channel_padded_conv_is_a_plain_conv_on_cpu():
@@ -332,3 +332,17 @@ def test_channel_padded_conv_matches_plain_conv_on_gpu():
             assert conv.weight.grad.shape == (24, 12, 3, 3)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
+
+
+def test_layer_weighted_loads_a_state_dict_of_before_the_shared_layer_mix():
+    torch.manual_seed(0)
+    new = LayerWeighted(in_channels=L_, feature_dim=D_).eval()
+    with torch.no_grad():
+        new.mix.layer_logits.copy_(torch.tensor([0.5, 1.0, 0.0, 2.0]))
+    old_layout = {("layer_logits" if k == "mix.layer_logits" else k): v for k, v in new.state_dict().items()}
+    assert "layer_logits" in old_layout and "mix.layer_logits" not in old_layout
+    again = LayerWeighted(in_channels=L_, feature_dim=D_).eval()
+    again.load_state_dict(old_layout)
+    with torch.no_grad():
+        batch = ssl_batch()
+        torch.testing.assert_close(again(batch), new(batch))

@@ -1,7 +1,8 @@
 """A learned weighted average of all hidden states, after Pepino et al. (2021).
 
 Unlike the CNN, every operation before pooling is per frame and the pooling averages real frames only,
-so the output does not depend on how a clip was padded inside its batch.
+so the output does not depend on how a clip was padded inside its batch. Built from the frame-level heads'
+pieces (:mod:`wav2emo.models.pooling`): an ``abs`` layer mix, a per-frame MLP, the masked mean.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from wav2emo.models.blocks import module_dtype, ssl_inputs
+from wav2emo.models.pooling import LayerMix, masked_mean, mlp, real_frame_mask
 
 
 class LayerWeighted(nn.Module):
@@ -31,37 +33,28 @@ class LayerWeighted(nn.Module):
     ) -> None:
         super().__init__()
         self.in_channels, self.feature_dim = int(in_channels), int(feature_dim)
-        # Equal initial weights: the start is the plain average of all hidden states.
-        self.layer_logits = nn.Parameter(torch.ones(self.in_channels))
-        layers: list[nn.Module] = []
-        width = self.feature_dim
-        for _ in range(num_hidden_layers):
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
-            width = hidden
-        self.frame_mlp = nn.Sequential(*layers)
-        self.classifier = nn.Linear(width, num_classes)
+        self.mix = LayerMix(self.in_channels, "abs")  # equal initial weights: the plain average of all states
+        layers = mlp(self.feature_dim, [int(hidden)] * int(num_hidden_layers), num_classes, dropout)
+        self.frame_mlp = nn.Sequential(*list(layers)[:-1])  # per frame, before pooling
+        self.classifier = layers[-1]  # after pooling
 
     def normalized_weights(self) -> torch.Tensor:
-        """|w| / sum |w| (differentiable); the eps guards the all-zero case."""
-        w = self.layer_logits.abs()
-        return w / w.sum().clamp_min(1e-12)
+        """|w| / sum |w| (differentiable)."""
+        return self.mix.normalized_weights()
 
     @property
     def layer_weights(self) -> torch.Tensor:
         """The normalised per-layer weights (detached, on CPU, float32) for reports."""
-        return self.normalized_weights().detach().float().cpu()
+        return self.mix.layer_weights
 
     def forward(self, batch: Mapping[str, Any]) -> torch.Tensor:
         x, mask = ssl_inputs(batch, self.in_channels, self.feature_dim, module_dtype(self))
-        w = self.normalized_weights().to(x.dtype)
-        h = self.frame_mlp(torch.einsum("l,bltd->btd", w, x))  # (B, T, hidden)
-        if mask is None:
-            return self.classifier(h.mean(dim=1))
-        m = mask.to(h.dtype).unsqueeze(-1)
-        counts = m.sum(dim=1)
-        if (counts == 0).any():
-            empty = torch.nonzero(counts.squeeze(-1) == 0).flatten().tolist()
-            raise ValueError(f"ssl_mask has no real frame for batch rows {empty}")
-        # masked_fill rather than multiplication: NaN/inf in padding must not leak into the sum.
-        pooled = h.masked_fill(~mask.unsqueeze(-1), 0).sum(dim=1) / counts
-        return self.classifier(pooled)
+        mask = real_frame_mask(mask, x.shape[0], x.shape[2], x.device)
+        return self.classifier(masked_mean(self.frame_mlp(self.mix(x)), mask))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the layer mix was shared hold the weights as `layer_logits`.
+        old = prefix + "layer_logits"
+        if old in state_dict:
+            state_dict[prefix + "mix.layer_logits"] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
