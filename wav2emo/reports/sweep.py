@@ -284,7 +284,8 @@ def render_comparison(comparison: dict[str, Any]) -> str:
     n_expected = len(comparison["expected_folds"])
     lines = [
         "# Comparison of configurations\n",
-        f"Sweep: `{comparison['sweep_dir']}`; configurations differ in: "
+        (f"Directories: {', '.join(f'`{d}`' for d in comparison['dirs'])}" if comparison.get("dirs")
+         else f"Sweep: `{comparison['sweep_dir']}`") + "; configurations differ in: "
         f"{', '.join(comparison['varying']) or '(nothing)'}. Mean ± sample std over folds; test on test actors, "
         "checkpoint (and baselines' hyper-parameters) chosen on dev actors.\n",
         "| configuration | folds | test UA | test WA | test macro F1 | dev UA | report |",
