@@ -193,3 +193,16 @@ def test_a_fold_without_test_speakers_is_named(tmp_path):
                           "test_clips": 0, "test": {"wa": None, "ua": None, "f1": None}})
     with pytest.raises(FoldResultError, match=r"fold_3/predictions.csv: no test clips \(a fold without test speakers"):
         load_run("m", {"": {f: tmp_path / f"fold_{f}" for f in (0, 1, 2, 3)}})
+
+
+def test_a_cv_report_names_a_fold_without_test_clips_and_pools_the_others(tmp_path, caplog):
+    from wav2emo.reports.aggregate import aggregate_folds
+
+    write_run(tmp_path, predictions(0.6, 0))
+    d = tmp_path / "fold_3"
+    write_predictions(d, pd.DataFrame({"clip_id": [], "actor": [], "label": [], "pred": []}))
+    write_fold_result(d, {"fold": 3, "model": "m", "split": {"test_actors": []}, "class_names": NAMES,
+                          "test_clips": 0, "test": {"wa": None, "ua": None, "f1": None}})
+    report = aggregate_folds(tmp_path, write=False)
+    assert "fold 3: " in caplog.text and "holds no test clips (a fold without test speakers?)" in caplog.text
+    assert report["intervals"]["speakers"] == 12 and report["pooled"]["folds"] == [0, 1, 2]

@@ -79,6 +79,9 @@ def test_baselines_on_two_corpora_report_each_corpus(dirs, tmp_path):
     fold = json.loads((tmp_path / "fold_0" / "fold_result.json").read_text())
     assert set(fold["test_per_corpus"]) == {"synthetic", "emodb"}
     assert "## Per corpus" in (tmp_path / "cv_report.md").read_text()
+    # issue 21: each corpus's interval over its own test speakers (2 folds x 2 EmoDB speakers) and own classes
+    iv = report["per_corpus_intervals"]["emodb"]
+    assert iv["speakers"] == 4 and not iv["reliable"] and iv["ua"]["estimate"] == pytest.approx(emodb["ua"])
 
 
 def test_a_neural_fold_trains_on_two_corpora_from_their_own_caches(dirs, tmp_path):

@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wav2emo.report: {len(args.dirs)} directories given but no --out: name the folder the comparison "
               "of their configurations goes to", file=sys.stderr)
         return 2
+    from wav2emo.reports.directories import compare_directories
     from wav2emo.reports.intervals import BootstrapSettings
-    from wav2emo.reports.sweep import aggregate_sweep, compare_directories
+    from wav2emo.reports.sweep import aggregate_sweep
 
     given = {"bootstrap_resamples": args.resamples, "bootstrap_seed": args.seed, "confidence": args.confidence,
              "bootstrap_method": args.method}

@@ -236,6 +236,10 @@ def _pooled_predictions(dirs: dict[int, Path], tested: dict[int, Any]) -> pd.Dat
         except FoldResultError as e:
             log.warning("fold %d: no usable predictions, left out of the pooled metrics: %s", f, e)
             continue
+        if not len(df):
+            log.warning("fold %d: %s holds no test clips (a fold without test speakers?): nothing of it is pooled",
+                        f, dirs[f] / "predictions.csv")
+            continue
         try:
             df = with_speakers(df, tested[f], dirs[f] / "predictions.csv")
         except FoldResultError as e:

@@ -182,6 +182,20 @@ def compare_runs(runs: Sequence[RunPredictions], settings: BootstrapSettings | N
             "how_to_read": HOW_TO_READ, "configurations": configs, "pairs": pairs, "refused": refused}
 
 
+def configuration_statistics(confs: Sequence[Any], settings: BootstrapSettings) -> dict[str, Any]:
+    """Intervals and paired tests of configurations (``name``, ``repeats``: seed -> fold -> directory) whose
+    predictions can be read; the others are listed with why not."""
+    runs, unusable = [], []
+    for c in confs:
+        try:
+            runs.append(load_run(c.name, c.repeats))
+        except FoldResultError as e:
+            unusable.append({"name": c.name, "reason": str(e)})
+    stats = compare_runs(runs, settings)
+    stats["unusable"] = unusable
+    return stats
+
+
 HOW_TO_READ = (
     "Intervals are over test speakers: each bootstrap resample draws speakers with replacement, with all their "
     "clips, and recomputes the metric on the pooled predictions, so they show how much a figure could move with "

@@ -29,7 +29,7 @@ from wav2emo.reports.aggregate import (
     bootstrap_settings_of,
     find_fold_results,
 )
-from wav2emo.reports.comparison import compare_runs, load_run, plot_intervals, render_statistics
+from wav2emo.reports.comparison import configuration_statistics, plot_intervals, render_statistics
 from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable, read_fold_result
 from wav2emo.reports.formatting import fmt
 from wav2emo.reports.intervals import BootstrapSettings
@@ -255,19 +255,6 @@ def _settings_of(confs: list[Configuration]) -> BootstrapSettings:
     return bootstrap_settings_of(next((c.fold_dirs for c in confs if c.fold_dirs), {}))
 
 
-def configuration_statistics(confs: list[Configuration], settings: BootstrapSettings) -> dict[str, Any]:
-    """Intervals and paired tests of the configurations whose predictions can be read (the others: why not)."""
-    runs, unusable = [], []
-    for c in confs:
-        try:
-            runs.append(load_run(c.name, c.repeats))
-        except FoldResultError as e:
-            unusable.append({"name": c.name, "reason": str(e)})
-    stats = compare_runs(runs, settings)
-    stats["unusable"] = unusable
-    return stats
-
-
 def comparison_row(c: Configuration, report: dict[str, Any], sweep_dir: Path, out: Path) -> dict[str, Any]:
     """One configuration's line of the comparison: mean and std over folds of test UA/WA/F1 and dev UA."""
     summary = report.get("summary") or {}
@@ -297,7 +284,8 @@ def render_comparison(comparison: dict[str, Any]) -> str:
     n_expected = len(comparison["expected_folds"])
     lines = [
         "# Comparison of configurations\n",
-        f"Sweep: `{comparison['sweep_dir']}`; configurations differ in: "
+        (f"Directories: {', '.join(f'`{d}`' for d in comparison['dirs'])}" if comparison.get("dirs")
+         else f"Sweep: `{comparison['sweep_dir']}`") + "; configurations differ in: "
         f"{', '.join(comparison['varying']) or '(nothing)'}. Mean ± sample std over folds; test on test actors, "
         "checkpoint (and baselines' hyper-parameters) chosen on dev actors.\n",
         "| configuration | folds | test UA | test WA | test macro F1 | dev UA | report |",
@@ -360,45 +348,3 @@ def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     plt.close(fig)
     return path
 
-
-def compare_directories(dirs: Iterable[str | Path], out: str | Path, expected_folds: Iterable[int] | None = None,
-                        *, bootstrap: BootstrapSettings | None = None) -> dict[str, Any]:
-    """Each directory's reports as :func:`aggregate_sweep` writes them, then one comparison of every
-    configuration of every directory, written to ``out`` (``python -m wav2emo.report DIR DIR ... --out OUT``)."""
-    import os
-
-    out = Path(out)
-    dirs = [Path(d) for d in dirs]
-    confs: list[Configuration] = []
-    rows: list[dict[str, Any]] = []
-    for d in dirs:
-        result = aggregate_sweep(d, expected_folds, bootstrap=bootstrap)
-        label = d.name or str(d)
-        if not result["configurations"]:  # a plain folder of fold results: one configuration named after it
-            c = Configuration(overrides={}, name=label, fold_dirs=find_fold_results(d))
-            c.repeats = {"": c.fold_dirs}
-            report, where = result["single"], d
-            confs.append(c)
-            rows.append(comparison_row(c, report, d, d) | {"report": os.path.relpath(where, out)})
-            continue
-        grouped = {c.name: c for c in group_jobs(d)}
-        for row in result["configurations"]:
-            c = grouped[row["name"]]
-            c.name = label if len(grouped) == 1 else f"{label}/{c.name}"
-            confs.append(c)
-            rows.append(row | {"name": c.name, "report": os.path.relpath(d / row["report"], out)})
-    names = [c.name for c in confs]
-    for c in confs:  # two directories of the same name: tell them apart by their paths
-        if names.count(c.name) > 1:
-            c.name = _safe(str(next(iter(c.fold_dirs.values()), Path(c.name)).parent))[-MAX_NAME:]
-    for c, row in zip(confs, rows, strict=True):
-        row["name"] = c.name
-    comparison = {"sweep_dir": ", ".join(map(str, dirs)), "dirs": [str(d) for d in dirs],
-                  "varying": varying_keys(confs) or ["directory"],
-                  "expected_folds": sorted(set().union(*(r["folds"] for r in rows))), "configurations": rows}
-    if len(confs) < 2:
-        log.info("the directories hold %d configuration(s): no comparison written", len(confs))
-        return comparison
-    comparison["statistics"] = configuration_statistics(confs, bootstrap or _settings_of(confs))
-    write_comparison(out, comparison)
-    return comparison
