@@ -63,16 +63,19 @@ def clips(n: int, work: Path) -> list[Path]:
     return [found[i] for i in np.linspace(0, len(found) - 1, n).astype(int)]
 
 
-def timed(predictor, files, settings, repeats: int) -> tuple[list[float], list]:
+def timed(predictors: dict, files, settings, repeats: int) -> dict[str, tuple[list[float], list]]:
+    """Each predictor warmed up once, then ``repeats`` rounds that time every predictor in turn (on a shared
+    machine, the load then falls on all of them alike)."""
     from wav2emo.inference.runner import predict_files
 
-    results = list(predict_files(files, predictor, settings))  # warm-up (first-call allocations)
-    times = []
+    out = {name: ([], list(predict_files(files, p, settings))) for name, p in predictors.items()}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        results = list(predict_files(files, predictor, settings))
-        times.append(time.perf_counter() - t0)
-    return times, results
+        for name, p in predictors.items():
+            t0 = time.perf_counter()
+            results = list(predict_files(files, p, settings))
+            out[name][0].append(time.perf_counter() - t0)
+            out[name] = (out[name][0], results)
+    return out
 
 
 def main() -> None:
@@ -113,8 +116,8 @@ def main() -> None:
             "onnxruntime (batch 1)": OnnxPredictor([load_onnx(onnx_path, threads=args.threads)]),
         }
         reference = None
-        for name, predictor in variants.items():
-            times, results = timed(predictor, files, settings, args.repeats)
+        for name, (times, results) in timed(variants, files, settings, args.repeats).items():
+            predictor = variants[name]
             probs = np.stack([r.mean for r in results])
             if reference is None:
                 reference = probs
@@ -141,7 +144,7 @@ def main() -> None:
              f"Load average at the end {tuple(round(x, 1) for x in os.getloadavg())} (the machine is shared).",
              f"Backbone: wav2vec2-BASE shape (12 layers x 768, random weights), one fold. {len(files)} "
              f"{machine['clips_from']} clips, {audio_s:.1f} s of audio, each one window; eGeMAPS by openSMILE in both "
-             f"backends; times exclude loading, median of {args.repeats} passes after a warm-up.",
+             f"backends; times exclude loading, median of {args.repeats} rounds after a warm-up, the backends taking turns within each round.",
              "Regenerate: `python benchmarks/onnx_benchmark.py --threads 2`.", "",
              "| model | backend | s for all clips | ms per clip | real-time factor | max abs prob diff vs torch |",
              "| --- | --- | --- | --- | --- | --- |"]
