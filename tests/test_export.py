@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 FAST = [*SMALL, "data.corpus.clips_per_actor=3", "debug=fast", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "model.module.optimizer.lr=1e-3"]
-FINETUNE = ["finetune=top_k", "finetune.k=1", "finetune.optim.warmup_steps=0", "finetune.optim.lr_backbone=1e-3"]
+FINETUNE = ["finetune.optim.warmup_steps=0", "finetune.optim.lr_backbone=1e-3"]
 MODELS = {
     "fe_vgg": (0, ["model=fe_vgg"]),
     "fe_vgg_egemaps": (1, ["model=fe_vgg_egemaps"]),
     "layer_weighted": (2, ["model=layer_weighted"]),
-    "fe_vgg_top_k": (3, ["model=fe_vgg", *FINETUNE]),
+    "fe_vgg_top_k": (3, ["model=fe_vgg", "finetune=top_k", "finetune.k=1", *FINETUNE]),
+    "layer_weighted_full": (4, ["model=layer_weighted", "finetune=full", *FINETUNE]),  # the backbone on the wave
 }
 PARITY = 1e-3
 
