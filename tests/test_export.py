@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 FAST = [*SMALL, "data.corpus.clips_per_actor=3", "debug=fast", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "model.module.optimizer.lr=1e-3"]
-FINETUNE = ["finetune=top_k", "finetune.k=1", "finetune.optim.warmup_steps=0", "finetune.optim.lr_backbone=1e-3"]
+FINETUNE = ["finetune.optim.warmup_steps=0", "finetune.optim.lr_backbone=1e-3"]
 MODELS = {
     "fe_vgg": (0, ["model=fe_vgg"]),
     "fe_vgg_egemaps": (1, ["model=fe_vgg_egemaps"]),
     "layer_weighted": (2, ["model=layer_weighted"]),
-    "fe_vgg_top_k": (3, ["model=fe_vgg", *FINETUNE]),
+    "fe_vgg_top_k": (3, ["model=fe_vgg", "finetune=top_k", "finetune.k=1", *FINETUNE]),
+    "layer_weighted_full": (4, ["model=layer_weighted", "finetune=full", *FINETUNE]),  # the backbone on the wave
 }
 PARITY = 1e-3
 
@@ -209,3 +210,47 @@ def test_predict_refuses_an_onnx_file_that_is_not_wav2emos(trained, tmp_path):
         _predict(trained["fe_vgg"], [wav], tmp_path / "x.csv", backend="onnx")
     with pytest.raises(ConfigError, match="run it with backend=onnx"):
         _predict(foreign, [wav], tmp_path / "x.csv", backend="torch")
+
+
+# The graph's pieces that replace what the tracer would freeze ---------------------------------------------
+
+def test_adaptive_pool_replacement_matches_pytorch_at_any_size():
+    import torch
+
+    from wav2emo.export.graph import AdaptiveAvgPool2dExport
+
+    torch.manual_seed(0)
+    for t, d in [(3, 9), (7, 10), (81, 81), (100, 13), (263, 40)]:
+        x = torch.randn(1, 4, t, d)
+        np.testing.assert_allclose(AdaptiveAvgPool2dExport((3, 9))(x).numpy(),
+                                   torch.nn.AdaptiveAvgPool2d((3, 9))(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(("frames", "multiple"), [(263, None), (None, 8), (None, None)])
+def test_collate_padding_inside_the_graph_follows_the_clip_length_at_run_time(tmp_path, frames, multiple):
+    """``_fit_frames`` exported once (traced on 120 frames) gives collate's padding and mask at other lengths."""
+    import onnxruntime as ort
+    import torch
+
+    from wav2emo.export.graph import _at_least, _fit_frames
+    from wav2emo.training.inputs import collate
+
+    class Fit(torch.nn.Module):
+        def forward(self, x):
+            y, mask = _fit_frames(x, frames, multiple)
+            mask = torch.ones_like(y[:, 0, :, 0]) > 0 if mask is None else mask
+            return _at_least(y, 2, 81), _at_least(mask, 1, 81).float()
+
+    torch.onnx.export(Fit(), (torch.randn(1, 2, 120, 3),), str(tmp_path / "fit.onnx"), dynamo=False,
+                      input_names=["x"], output_names=["y", "mask"], dynamic_axes={"x": {2: "t"}}, opset_version=17)
+    session = ort.InferenceSession(str(tmp_path / "fit.onnx"), providers=["CPUExecutionProvider"])
+    for t in (5, 50, 121, 300):
+        x = torch.randn(2, t, 3)  # (H, T, D), as a cache item holds it
+        ref = collate([{"ssl": x, "label": 0, "actor": 0, "clip_id": "c"}], frames, multiple)
+        y, mask = session.run(None, {"x": x[None].numpy()})
+        want, want_mask = ref["ssl"], ref["ssl_mask"].float()
+        pad = max(0, 81 - want.shape[2])  # the adaptive head's own zero padding of short clips
+        want = torch.nn.functional.pad(want, (0, 0, 0, pad))
+        want_mask = torch.nn.functional.pad(want_mask, (0, pad))
+        np.testing.assert_array_equal(y, want.numpy())
+        np.testing.assert_array_equal(mask, want_mask.numpy())

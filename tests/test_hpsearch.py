@@ -305,3 +305,23 @@ def test_pruned_trials_stop_after_a_fold_and_are_recorded_pruned(tmp_path, share
     assert "no complete trial: nothing to test" in proc.stdout + proc.stderr
     assert "Error executing job" not in proc.stderr  # a pruned trial is not reported as a failure
     assert not list(sweep.glob("best_trial_*"))
+
+
+@pytest.mark.slow  # about 75 s on a shared 2-core machine
+def test_parallel_trials_through_joblib_share_a_journal_file_study(tmp_path, shared):
+    """Two trials at once in joblib worker processes, pruning on (so each worker reports to the study after
+    every fold): both trials complete in the journal file with their running means, and the final step by hand
+    finds the journal without being told."""
+    _search(tmp_path, shared, "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "fold=[0,1]", "hpsearch.pruner=median", "hpsearch.final_test=false",
+            "hydra.sweeper.storage=${hydra.sweep.dir}/optuna.journal")
+    sweep = tmp_path / "logs" / "train" / "hpsearch" / "demo"
+    assert (sweep / "optuna.journal").is_file() and not (sweep / "optuna.db").exists()
+    trials = open_study(str(sweep / "optuna.journal"), "demo").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(sorted(t.intermediate_values) == [0, 1] for t in trials)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "wav2emo.hpsearch_best", str(sweep), "--summary-only"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((sweep / "hpsearch.json").read_text())["states"] == {"COMPLETE": 2}

@@ -45,6 +45,9 @@ def check_exportable(r: Restored) -> None:
     if "wave" in inputs and (up is None or getattr(up, "mode", None) not in ("frozen", "full")):
         raise ConfigError(f"{r.path}: cannot export: the model reads the waveform without an SSL upstream "
                           f"({type(up).__name__ if up is not None else 'none'})")
+    if "wave" in inputs and r.features.sample_rate != 16000:
+        raise ConfigError(f"{r.path}: cannot export: the upstream reads audio resampled to "
+                          f"{r.features.sample_rate} Hz (datamodule.sample_rate); the graph's input is 16 kHz")
     if up is not None and getattr(up, "mode", None) == "top_k" and "ssl" not in inputs:
         raise ConfigError(f"{r.path}: cannot export: a top_k upstream without the cached hidden states")
 

@@ -99,7 +99,7 @@ def write_onnx(restored: Sequence[Restored], output: Path, *, opset: int = 17, c
     egemaps = None
     if fmt.EGEMAPS_INPUT in names:  # any functionals do for tracing; the check uses openSMILE's real ones
         egemaps = np.random.default_rng(1).standard_normal((1, 88)).astype(np.float32)
-    tmp = output.with_name(f".{output.name}.partial")
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.partial")  # two exports to one output never mix
     axes = {fmt.WAVE_INPUT: {1: "samples"}}
     try:
         with torch.no_grad(), warnings.catch_warnings():

@@ -2,12 +2,13 @@
 
 Each Optuna trial trains every fold of one configuration with ``test=false``; its objective is the mean over
 folds of the dev actors' metric (``optimized_metric``, ``val/ua_best``), so the test actors never enter the
-search. The study lives in SQLite in the search's directory, so the same command resumes an interrupted
-search. At the end the best configuration is trained again on every fold with ``test=true``: its
+search. The study (Optuna 4) lives in the search's directory, in SQLite or a journal file, so the same command
+resumes an interrupted search. At the end the best configuration is trained again on every fold with ``test=true``: its
 cross-validation report is the one test of the search.
 
 - :mod:`~wav2emo.hpsearch.sweeper`: the Hydra sweeper (trials, resume, pruned trials, the final run);
+- :mod:`~wav2emo.hpsearch.space`: Hydra's sweep syntax as Optuna distributions;
 - :mod:`~wav2emo.hpsearch.trial`: what a trial does inside ``train()`` (checks, pruning after each fold);
-- :mod:`~wav2emo.hpsearch.study`: opening the study, counting and choosing trials, the final run's overrides;
+- :mod:`~wav2emo.hpsearch.study`: the storage, opening the study, counting and choosing trials, the final run's overrides;
 - :mod:`~wav2emo.hpsearch.summary`: ``hpsearch.{json,md}`` in the search directory.
 """
