@@ -98,9 +98,14 @@ def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | No
         cmd = ["taskset", "-c", cpus, *cmd]
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["OMP_NUM_THREADS"] = str(len(cpus.split(",")))
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its worker processes, all waited for
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
     import pandas as pd
@@ -108,6 +113,7 @@ def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | No
     rows = pd.read_csv(out, keep_default_na=False)
     windows = int((rows["segment"] != "file").sum())
     return {"seconds": round(wall, 2), "x_real_time": round(RECORDING_S / wall, 1), "windows": windows,
+            "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 1),
             "csv_sha_prefix": __import__("hashlib").sha1(out.read_bytes()).hexdigest()[:12]}
 
 
@@ -165,12 +171,13 @@ def render(r: dict) -> str:
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"] + "`"
         + (" --cpus ..." if "no GPU" in r["machine"] else "") + ".",
         "",
-        "| model, way | seconds | times real time | windows |",
-        "| --- | --- | --- | --- |",
+        "| model, way | seconds | times real time | windows | CPU seconds (all processes) | load average after |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for way, v in r["runs"].items():
         note = " (previous way: eGeMAPS in the process, serial)" if way.endswith("=0") else ""
-        lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} |")
+        lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
+                     f"| {v.get('load_average_1min')} |")
     best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto"]["x_real_time"]
     lines += ["", f"Same CSV from both eGeMAPS ways: {r['same_csv']}.",
               f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
