@@ -33,8 +33,8 @@ from .errors import CorpusError, listing
 from .fetching import download_archive, extract_zip
 from .files import find_audio_files
 from .manifest import EMOTIONS, Clip, Manifest
-from .manifest_builder import AUDIO_PROBLEMS
 from .manifest_cache import cached_manifest
+from .problems import AUDIO_PROBLEMS
 from .registry import Recipe, Totals
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
