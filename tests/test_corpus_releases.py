@@ -138,3 +138,47 @@ def test_folder_corpus_folds_follow_the_speaker_count(tmp_path, n_speakers, n_fo
             tone(tmp_path / "mine" / e / f"spk{s:02d}_take1.wav", seed=s)
     m = load_corpus({"name": "folder", "root": str(tmp_path / "mine")})
     assert build_folds({"name": "default"}, m).num_folds == n_folds
+
+
+# ------------------------------------------------------------------------------------------------
+# The real copies beside the project, with the plain command (skipped when absent)
+# ------------------------------------------------------------------------------------------------
+SHARED = [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+
+
+def _real(name: str, marker: str) -> Path:
+    for base in SHARED:
+        if (base / name / marker).exists():
+            return base / name
+    pytest.skip(f"real {name} copy not found under {[str(b) for b in SHARED]}")
+
+
+@pytest.mark.parametrize("corpus, folder, marker, clips, n_folds", [
+    ("emodb", "emodb", "wav", 535, 10), ("ravdess", "ravdess16k", "Actor_01", 1440, 5)])
+def test_real_copies_load_with_their_usual_folds(tmp_path, corpus, folder, marker, clips, n_folds):
+    root = _real(folder, marker)
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=[f"data={corpus}", f"data.corpus.root={root}", f"paths.data_dir={tmp_path}"])
+    m = load_corpus(cfg.data.corpus, cache_dir=tmp_path / "cache")
+    folds = build_folds(cfg.folds, m)
+    assert len(m) == clips and folds.num_folds == n_folds == fold_count(cfg.folds, cfg.data)
+    assert not m.report.set_aside and not m.report.defects
+    assert all(c.mode == "speakers" for c in folds.dev_choices)  # acted corpora: the dev rule is unchanged
+
+
+@pytest.mark.slow
+def test_real_emodb_plain_command_runs_every_fold(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = _real("emodb", "wav")
+    env = {**os.environ, "WAV2EMO_CACHE_DIR": str(tmp_path / "cache"), "WAV2EMO_LOG_DIR": str(tmp_path / "logs"),
+           "WAV2EMO_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-m", "wav2emo.train", "model=sklearn_logreg", "data=emodb",
+                           f"data.corpus.root={root}", "fold=all"], cwd=CONF.parent, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next((tmp_path / "logs").rglob("cv_report.json")).read_text())
+    assert report["folds"] == list(range(10)) and report["summary"]["ua"]["mean"] > 0.45  # chance: 1/7
