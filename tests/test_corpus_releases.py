@@ -3,6 +3,7 @@ require_complete=false sets aside instead of stopping, and every recipe carries 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,35 @@ def test_real_emodb_plain_command_runs_every_fold(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(next((tmp_path / "logs").rglob("cv_report.json")).read_text())
     assert report["folds"] == list(range(10)) and report["summary"]["ua"]["mean"] > 0.45  # chance: 1/7
+
+
+# ------------------------------------------------------------------------------------------------
+# Copies that hold the corpus twice (Kaggle's RAVDESS and TESS uploads nest a second full copy)
+# ------------------------------------------------------------------------------------------------
+def test_a_copy_holding_the_corpus_twice_keeps_one_of_each_identical_file(synthetic_corpus, tmp_path):
+    from wav2emo.data.ravdess import prepare_ravdess
+
+    root = tmp_path / "ravdess-emotional-speech-audio"
+    files = sorted(synthetic_corpus.rglob("*.flac"))[:16]
+    for f in files:  # Actor_XX/ and audio_speech_actors_01-24/Actor_XX/, byte-identical
+        for base in (root, root / "audio_speech_actors_01-24"):
+            (base / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, base / f.parent.name / f.name)
+    m = prepare_ravdess(root, require_complete=False)
+    assert len(m) == 16 and all("audio_speech_actors" not in c.path for c in m)
+    assert len(m.report.defects) == 16 and m.report.defects[0]["action"].startswith("one kept: Actor_")
+
+
+def test_tess_nested_twice_keeps_one_copy_and_differing_duplicates_still_stop(tmp_path, monkeypatch):
+    from tests.corpus_trees import tess_tree
+    from wav2emo.data import tess
+
+    root = tmp_path / "TESS"
+    tess_tree(root / "TESS Toronto emotional speech set data")
+    tess_tree(root / "tess toronto emotional speech set data" / "TESS Toronto emotional speech set data")
+    monkeypatch.setattr(tess, "TESS_TOTALS", _partial(tess.TESS_TOTALS, 28))
+    m = tess.prepare_tess(root)
+    assert len(m) == 28 and len(m.report.defects) == 28
+    tone(root / "other" / "OAF_back_angry.wav", seed=99)  # the same name, other audio: not a copy
+    with pytest.raises(CorpusError, match="the same clip id more than once"):
+        tess.prepare_tess(root)

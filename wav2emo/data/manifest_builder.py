@@ -36,7 +36,7 @@ from .fetching import extract_zip
 from .files import find_audio_files
 from .labels import ordered_classes
 from .manifest import UNLABELLED, Clip, Manifest
-from .problems import Defects, Problems
+from .problems import Defects, Problems, identical_files
 from .registry import Totals
 
 
@@ -191,7 +191,11 @@ def build_manifest(
     for cid, group in by_id.items():
         if len(group) == 1 and defects.set_aside_always(cid, group[0].path):
             continue
-        if len(group) > 1:
+        if len(group) > 1 and identical_files([e.path for e in sorted(group, key=lambda e: str(e.path))]):
+            group = sorted(group, key=lambda e: (len(e.path.parts), str(e.path)))  # the shallowest copy is kept
+            defects.identical_copies([e.path for e in group], root)
+            unique.append(group[0])
+        elif len(group) > 1:
             problems.add("the same clip id more than once", f"{cid}: " + ", ".join(rel(e.path, root) for e in group))
         else:
             unique.append(group[0])

@@ -8,6 +8,7 @@ recipe's :class:`~wav2emo.data.registry.KnownDefect` list as files are read.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ class Defects:
         self.applied.append({"file": str(path), "problem": f"name breaks the naming scheme; its folder {folder}/ "
                              "and its fields say which clip it is", "action": f"read as {becomes}"})
 
+    def identical_copies(self, paths: Sequence[Path], root: Path) -> None:
+        self.applied.append(twice_in_the_copy(paths, root))
+
     def set_aside_always(self, clip_id: str, path: Path) -> bool:
         d = self.by_file.get(clip_id)
         if d is None or d.action != "set_aside":
@@ -93,3 +97,22 @@ class Defects:
         return True
 
 
+def identical_files(paths: Sequence[Path]) -> bool:
+    """Whether every file of ``paths`` has the same bytes (sizes first, then SHA-1)."""
+    if len({Path(p).stat().st_size for p in paths}) != 1:
+        return False
+    digests = set()
+    for p in paths:
+        h = hashlib.sha1()
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        digests.add(h.hexdigest())
+    return len(digests) == 1
+
+
+def twice_in_the_copy(paths: Sequence[Path], root: Path) -> dict:
+    """The report entry of a clip the copy holds more than once, byte-identical (one kept)."""
+    shown = [str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths]
+    return {"file": ", ".join(shown[1:]), "problem": f"the same file {len(paths)} times in the copy, byte-identical "
+            "(copies such as Kaggle's hold a corpus twice, in nested folders)", "action": f"one kept: {shown[0]}"}
