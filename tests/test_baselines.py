@@ -179,6 +179,11 @@ def test_bad_model_config_is_named(tmp_path, baseline_dirs):
     cfg = baseline_cfg(tmp_path, baseline_dirs, "model=svm", "fold=0", "model.grid.C=[]")
     with pytest.raises(ConfigError, match=r"model=svm: model.grid.C is an empty list"):
         run_baselines(cfg)
-    cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "fold=0", "folds.n_dev_actors=0")
+    cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "fold=0", "folds.n_dev_actors=0",
+                       "model.selection=dev")
     with pytest.raises(ConfigError, match="no dev actors"):
         run_baselines(cfg)
+    cfg = baseline_cfg(tmp_path, baseline_dirs, "model=logreg", "fold=0", "folds.n_dev_actors=0")
+    run_baselines(cfg)  # selection=auto: no dev set, so a grouped inner cross-validation chooses
+    result = json.loads(next(tmp_path.rglob("fold_0/fold_result.json")).read_text())
+    assert result["selection"]["method"] == "inner_cv" and "no dev clips" in result["selection"]["why"]

@@ -3,6 +3,7 @@ require_complete=false sets aside instead of stopping, and every recipe carries 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,79 @@ def test_folder_corpus_folds_follow_the_speaker_count(tmp_path, n_speakers, n_fo
             tone(tmp_path / "mine" / e / f"spk{s:02d}_take1.wav", seed=s)
     m = load_corpus({"name": "folder", "root": str(tmp_path / "mine")})
     assert build_folds({"name": "default"}, m).num_folds == n_folds
+
+
+# ------------------------------------------------------------------------------------------------
+# The real copies beside the project, with the plain command (skipped when absent)
+# ------------------------------------------------------------------------------------------------
+SHARED = [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+
+
+def _real(name: str, marker: str) -> Path:
+    for base in SHARED:
+        if (base / name / marker).exists():
+            return base / name
+    pytest.skip(f"real {name} copy not found under {[str(b) for b in SHARED]}")
+
+
+@pytest.mark.parametrize("corpus, folder, marker, clips, n_folds", [
+    ("emodb", "emodb", "wav", 535, 10), ("ravdess", "ravdess16k", "Actor_01", 1440, 5)])
+def test_real_copies_load_with_their_usual_folds(tmp_path, corpus, folder, marker, clips, n_folds):
+    root = _real(folder, marker)
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=[f"data={corpus}", f"data.corpus.root={root}", f"paths.data_dir={tmp_path}"])
+    m = load_corpus(cfg.data.corpus, cache_dir=tmp_path / "cache")
+    folds = build_folds(cfg.folds, m)
+    assert len(m) == clips and folds.num_folds == n_folds == fold_count(cfg.folds, cfg.data)
+    assert not m.report.set_aside and not m.report.defects
+    assert all(c.mode == "speakers" for c in folds.dev_choices)  # acted corpora: the dev rule is unchanged
+
+
+@pytest.mark.slow
+def test_real_emodb_plain_command_runs_every_fold(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = _real("emodb", "wav")
+    env = {**os.environ, "WAV2EMO_CACHE_DIR": str(tmp_path / "cache"), "WAV2EMO_LOG_DIR": str(tmp_path / "logs"),
+           "WAV2EMO_DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, "-m", "wav2emo.train", "model=sklearn_logreg", "data=emodb",
+                           f"data.corpus.root={root}", "fold=all"], cwd=CONF.parent, env=env, capture_output=True,
+                          text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(next((tmp_path / "logs").rglob("cv_report.json")).read_text())
+    assert report["folds"] == list(range(10)) and report["summary"]["ua"]["mean"] > 0.45  # chance: 1/7
+
+
+# ------------------------------------------------------------------------------------------------
+# Copies that hold the corpus twice (Kaggle's RAVDESS and TESS uploads nest a second full copy)
+# ------------------------------------------------------------------------------------------------
+def test_a_copy_holding_the_corpus_twice_keeps_one_of_each_identical_file(synthetic_corpus, tmp_path):
+    from wav2emo.data.ravdess import prepare_ravdess
+
+    root = tmp_path / "ravdess-emotional-speech-audio"
+    files = sorted(synthetic_corpus.rglob("*.flac"))[:16]
+    for f in files:  # Actor_XX/ and audio_speech_actors_01-24/Actor_XX/, byte-identical
+        for base in (root, root / "audio_speech_actors_01-24"):
+            (base / f.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, base / f.parent.name / f.name)
+    m = prepare_ravdess(root, require_complete=False)
+    assert len(m) == 16 and all("audio_speech_actors" not in c.path for c in m)
+    assert len(m.report.defects) == 16 and m.report.defects[0]["action"].startswith("one kept: Actor_")
+
+
+def test_tess_nested_twice_keeps_one_copy_and_differing_duplicates_still_stop(tmp_path, monkeypatch):
+    from tests.corpus_trees import tess_tree
+    from wav2emo.data import tess
+
+    root = tmp_path / "TESS"
+    tess_tree(root / "TESS Toronto emotional speech set data")
+    tess_tree(root / "tess toronto emotional speech set data" / "TESS Toronto emotional speech set data")
+    monkeypatch.setattr(tess, "TESS_TOTALS", _partial(tess.TESS_TOTALS, 28))
+    m = tess.prepare_tess(root)
+    assert len(m) == 28 and len(m.report.defects) == 28
+    tone(root / "other" / "OAF_back_angry.wav", seed=99)  # the same name, other audio: not a copy
+    with pytest.raises(CorpusError, match="the same clip id more than once"):
+        tess.prepare_tess(root)

@@ -233,7 +233,7 @@ def test_collate_padding_inside_the_graph_follows_the_clip_length_at_run_time(tm
     import torch
 
     from wav2emo.export.graph import _at_least, _fit_frames
-    from wav2emo.training.inputs import collate
+    from wav2emo.feeding.input_strategies import collate
 
     class Fit(torch.nn.Module):
         def forward(self, x):

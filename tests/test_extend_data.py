@@ -14,13 +14,15 @@ from wav2emo.data import registry
 from wav2emo.data.corpora import load_corpus
 from wav2emo.data.errors import CorpusError, FoldError
 from wav2emo.data.folds import assemble_fold, build_folds, fold_count
-from wav2emo.data.manifest_builder import Entry, Problems, audio_files, build_manifest, check_options_from
+from wav2emo.data.manifest_builder import Entry, audio_files, build_manifest, check_options_from
+from wav2emo.data.problems import Problems
 from wav2emo.data.registry import FoldProtocol, Recipe, Totals
 from wav2emo.data.splits import SpeakerFolds
 
 TOY_MODULE = '''
 """A corpus of one's own: <root>/<speaker>/<emotion>_<n>.wav, and a protocol that tests odd against even speakers."""
-from wav2emo.data.manifest_builder import Entry, Problems, audio_files, build_manifest, check_options_from
+from wav2emo.data.manifest_builder import Entry, audio_files, build_manifest, check_options_from
+from wav2emo.data.problems import Problems
 from wav2emo.data.registry import FoldProtocol, Recipe, Totals, register_protocol, register_recipe
 from wav2emo.data.splits import SpeakerFolds
 

@@ -148,7 +148,7 @@ def test_problems_are_collected_and_reported_together(synthetic_corpus, tmp_path
         good[0].read_bytes()
     )  # actor 02 in Actor_01
     (root / "elsewhere").mkdir()
-    shutil.copyfile(good[1], root / "elsewhere" / good[1].name)  # the same clip twice
+    (root / "elsewhere" / good[1].name).write_bytes(good[2].read_bytes())  # the same clip id twice, other audio
     (root / "Actor_01" / "03-01-06-01-01-01-01.flac").write_text("I am text, not FLAC\n")  # unreadable
     with pytest.raises(CorpusError) as err:
         prepare_ravdess(root)

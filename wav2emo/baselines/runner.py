@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from wav2emo.baselines.inner_cv import inner_cv_scores, selection_method
 from wav2emo.baselines.store import save_model
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
@@ -214,10 +215,20 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
              list(split.dev), list(split.test), len(candidates))
 
     dev_scores = []
-    if len(dev["y"]) == 0:
+    method, why = selection_method(str(cfg.model.get("selection", "dev")), tr["y"], tr["actor"], dev["y"])
+    if method == "inner_cv":  # grouped by speaker over all training speakers, then refit on all of them
+        tr = {k: (v + dev[k] if isinstance(v, list) else np.concatenate([v, dev[k]])) for k, v in tr.items()}
+        dev = {k: v[:0] for k, v in dev.items()}
+        best_i, scores, n_inner = inner_cv_scores(make_pipeline(est_cfg, {}, seed), candidates, tr["x"], tr["y"],
+                                                  tr["actor"])
+        dev_scores = [{"params": p, "ua": u, "inner_cv_ua": u} for p, u in zip(candidates, scores, strict=True)]
+        best_score = scores[best_i]
+        why += f"; {n_inner}-fold GroupKFold over {len(set(tr['actor'].tolist()))} training speakers"
+    elif len(dev["y"]) == 0:
         if len(candidates) > 1:
             raise ConfigError(f"fold {fold} has no dev actors (folds.n_dev_actors=0) but model.grid has "
-                             f"{len(candidates)} candidates: nothing to choose them on (test actors never are)")
+                             f"{len(candidates)} candidates: nothing to choose them on (test actors never are; "
+                             "model.selection=inner_cv chooses by a grouped inner cross-validation)")
         best_i, best_score = 0, None
     else:
         for params in candidates:
@@ -268,7 +279,8 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
             "clips": {k: len(v["y"]) for k, v in parts.items()},
             "caches": {data["feature"]: str(data["cache"].path)},
         },
-        "protocol": data["protocol"],
+        "protocol": {**data["protocol"], "hyperparameter_selection": f"{method} ({why})"},
+        "selection": {"method": method, "why": why},
         "best_dev": {"monitor": MONITOR, "best_score": best_score, "params": chosen,
                      **({f"val/{k}": v for k, v in dev_scores[best_i].items() if k != "params"}
                         if dev_scores else {})},
@@ -303,6 +315,8 @@ def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     metrics["val/ua_best"] = metrics[MONITOR]  # the name python -m wav2emo.train optimises by default
     summary = finish_run(out, folds, results)
     if summary is not None:
-        declare_protocol(out, results[folds[0]]["protocol"])
+        methods = sorted({r["selection"]["method"] for r in results.values()})
+        declare_protocol(out, {**results[folds[0]]["protocol"], "hyperparameter_selection": " / ".join(
+            f"{m} in folds {[f for f, r in results.items() if r['selection']['method'] == m]}" for m in methods)})
         metrics["cv"] = summary
     return metrics

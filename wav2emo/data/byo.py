@@ -16,15 +16,8 @@ from pathlib import Path
 from .errors import CorpusError
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
-from .manifest_builder import (
-    Entry,
-    Problems,
-    audio_files,
-    build_manifest,
-    check_options_from,
-    rel,
-    resolve_source,
-)
+from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .problems import Problems
 from .registry import Recipe, folds_by_speaker_count
 
 GENDERS = {"m": "male", "male": "male", "f": "female", "female": "female", "": "unknown", "unknown": "unknown"}

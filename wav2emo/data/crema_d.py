@@ -16,16 +16,8 @@ from pathlib import Path
 
 from .errors import CorpusError
 from .manifest import Manifest
-from .manifest_builder import (
-    Defects,
-    Entry,
-    Problems,
-    audio_files,
-    build_manifest,
-    check_options_from,
-    rel,
-    resolve_source,
-)
+from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .problems import Defects, Problems
 from .registry import KnownDefect, Recipe, Totals
 
 CREMA_D_REPO = "https://github.com/CheyneyComputerScience/CREMA-D"

@@ -254,7 +254,8 @@ class EmoBoxFolds:
                     "training speakers")
         m = self.manifest
         unused = [len(m) - len(p["train"]) - len(p["test"]) for p in self.lists]
-        text = (f"EmoBox folds ({self.root}, {self.num_folds} folds; fold i = EmoBox fold_<i+1>; read from {lists}), "
+        plural = "s" if self.num_folds != 1 else ""
+        text = (f"EmoBox folds ({self.root}, {self.num_folds} fold{plural}; fold i = EmoBox fold_<i+1>; read from {lists}), "
                 f"{kind}")
         if any(unused):
             text += f"; clips of the corpus in neither list of a fold (not used there): {unused}"

@@ -12,15 +12,8 @@ from pathlib import Path
 
 from .fetching import download_archive, extract_zip
 from .manifest import Manifest
-from .manifest_builder import (
-    Entry,
-    Problems,
-    audio_files,
-    build_manifest,
-    check_options_from,
-    rel,
-    resolve_source,
-)
+from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .problems import Problems
 from .registry import Recipe, Totals
 
 EMODB_PAGE = "http://emodb.bilderbar.info/docu/"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from .errors import CorpusError
 from .manifest import Manifest
-from .manifest_builder import Entry, Problems, build_manifest, check_options_from, rel, resolve_source
+from .manifest_builder import Entry, build_manifest, check_options_from, rel, resolve_source
+from .problems import Problems
 from .registry import Recipe, Totals
 
 IEMOCAP_PAGE = "https://sail.usc.edu/iemocap/"

@@ -17,7 +17,7 @@ import zipfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .audio import AudioError, audio_info
@@ -31,12 +31,13 @@ from .checks import (
     scan_audio,
     silence_reason,
 )
-from .errors import CorpusError, listing
+from .errors import CorpusError
 from .fetching import extract_zip
 from .files import find_audio_files
 from .labels import ordered_classes
 from .manifest import UNLABELLED, Clip, Manifest
-from .registry import KnownDefect, Totals
+from .problems import Defects, Problems, identical_files
+from .registry import Totals
 
 
 @dataclass
@@ -69,82 +70,6 @@ class CheckOptions:
             check_options(self.on_silent, self.silence_dbfs, self.max_duration_s)
         except ValueError as e:
             raise CorpusError(str(e)) from None
-
-
-# problems of the audio itself: refused even with require_complete=false (a file that is not audio, or holds
-# NaN, is a broken copy to repair; silent clips follow on_silent)
-AUDIO_PROBLEMS = ("unreadable files", "audio that does not decode", "silent clips")
-
-
-@dataclass
-class Problems:
-    """Problems by kind (each a line naming a file or value): raised together when a complete, sound copy
-    is required, else set aside and listed in the corpus report (:meth:`settle`)."""
-
-    items: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    def add(self, kind: str, line: str) -> None:
-        self.items[kind].append(line)
-
-    def __bool__(self) -> bool:
-        return any(self.items.values())
-
-    def raise_if_any(self, root: Path | str) -> None:
-        if not self:
-            return
-        lines = [f"{root}: the corpus copy has problems ({sum(map(len, self.items.values()))} in all):"]
-        for kind, items in self.items.items():
-            if items:
-                lines.append(f"{kind} ({len(items)}):")
-                lines.append(listing(items))
-        lines.append("Set data.corpus.require_complete=false to set these files aside (listed in the corpus "
-                     "report) and use the rest.")
-        raise CorpusError("\n".join(lines))
-
-    def settle(self, root: Path | str, report: CorpusReport, require_complete: bool) -> None:
-        """Raise every problem (``require_complete``); else move the problems of names and layout into
-        ``report.set_aside`` and raise only those of the audio itself (undecodable, NaN; silent clips as
-        ``on_silent`` says), which no flag should hide."""
-        if not require_complete:
-            for kind in [k for k in self.items if not k.startswith(AUDIO_PROBLEMS)]:
-                report.set_aside.extend({"problem": kind, "what": line} for line in self.items.pop(kind))
-        self.raise_if_any(root)
-
-
-class Defects:
-    """A recipe's known release defects (:class:`~wav2emo.data.registry.KnownDefect`), applied as files are
-    read; what was done lands in the corpus report."""
-
-    def __init__(self, known: Sequence[KnownDefect] = ()) -> None:
-        self.by_file = {d.file: d for d in known}
-        self.applied: list[dict] = []
-
-    def stem(self, path: Path) -> str:
-        """The stem ``path`` should have had (a known misnamed file gets its true name)."""
-        d = self.by_file.get(path.stem)
-        if d is None or d.action != "rename":
-            return path.stem
-        self.applied.append({"file": str(path), "problem": d.problem, "action": f"read as {d.becomes}"})
-        return d.becomes
-
-    def read_by_folder(self, path: Path, becomes: str, folder: str) -> None:
-        """Record a misnamed file read from its fields and its speaker folder (unambiguous, so not set aside)."""
-        self.applied.append({"file": str(path), "problem": f"name breaks the naming scheme; its folder {folder}/ "
-                             "and its fields say which clip it is", "action": f"read as {becomes}"})
-
-    def set_aside_always(self, clip_id: str, path: Path) -> bool:
-        d = self.by_file.get(clip_id)
-        if d is None or d.action != "set_aside":
-            return False
-        self.applied.append({"file": str(path), "problem": d.problem, "action": "set aside"})
-        return True
-
-    def set_aside_if_silent(self, clip_id: str, path: Path, reason: str) -> bool:
-        d = self.by_file.get(clip_id)
-        if d is None or d.action != "set_aside_if_silent":
-            return False
-        self.applied.append({"file": str(path), "problem": d.problem, "action": f"set aside ({reason})"})
-        return True
 
 
 def resolve_source(source: str | Path, what: str, extract_dir: str | Path | None = None) -> Path:
@@ -266,7 +191,11 @@ def build_manifest(
     for cid, group in by_id.items():
         if len(group) == 1 and defects.set_aside_always(cid, group[0].path):
             continue
-        if len(group) > 1:
+        if len(group) > 1 and identical_files([e.path for e in sorted(group, key=lambda e: str(e.path))]):
+            group = sorted(group, key=lambda e: (len(e.path.parts), str(e.path)))  # the shallowest copy is kept
+            defects.identical_copies([e.path for e in group], root)
+            unique.append(group[0])
+        elif len(group) > 1:
             problems.add("the same clip id more than once", f"{cid}: " + ", ".join(rel(e.path, root) for e in group))
         else:
             unique.append(group[0])

@@ -33,8 +33,8 @@ from .errors import CorpusError, listing
 from .fetching import download_archive, extract_zip
 from .files import find_audio_files
 from .manifest import EMOTIONS, Clip, Manifest
-from .manifest_builder import AUDIO_PROBLEMS
 from .manifest_cache import cached_manifest
+from .problems import AUDIO_PROBLEMS, identical_files, twice_in_the_copy
 from .registry import Recipe, Totals
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
@@ -183,6 +183,7 @@ def prepare_ravdess(
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for path in files:
         by_stem[path.stem].append(path)
+    twice: list[dict] = []
     for stem, paths in by_stem.items():
         try:
             meta = parse_ravdess_name(stem)
@@ -190,6 +191,10 @@ def prepare_ravdess(
             problems["bad file names"].extend(f"{p.relative_to(root)}: {e}" for p in paths)
             continue
         present[stem] = meta
+        if len(paths) > 1 and identical_files(paths):  # a copy holding the corpus twice (Kaggle's): keep one
+            paths = sorted(paths, key=lambda p: (len(p.parts), str(p)))
+            twice.append(twice_in_the_copy(paths, root))
+            paths = paths[:1]
         if len(paths) > 1:
             problems["the same clip id more than once"].append(
                 f"{stem}: " + ", ".join(str(p.relative_to(root)) for p in paths)
@@ -220,6 +225,7 @@ def prepare_ravdess(
         root=str(root),
         options={"on_silent": on_silent, "silence_dbfs": silence_dbfs, "max_duration_s": max_duration_s},
     )
+    report.defects = twice
     stems = sorted(infos, key=lambda s: (parsed[s][1]["actor"], s))
     hashes: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -12,16 +12,8 @@ import re
 from pathlib import Path
 
 from .manifest import Manifest
-from .manifest_builder import (
-    Defects,
-    Entry,
-    Problems,
-    audio_files,
-    build_manifest,
-    check_options_from,
-    rel,
-    resolve_source,
-)
+from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .problems import Defects, Problems
 from .registry import Recipe, Totals
 
 SAVEE_PAGE = "http://kahlan.eps.surrey.ac.uk/savee/"

@@ -15,15 +15,8 @@ from pathlib import Path
 from .fetching import download_archive, extract_zip
 from .labels import LabelError, canonical_emotion
 from .manifest import Manifest
-from .manifest_builder import (
-    Entry,
-    Problems,
-    audio_files,
-    build_manifest,
-    check_options_from,
-    rel,
-    resolve_source,
-)
+from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
+from .problems import Problems
 from .registry import Recipe, Totals
 
 TESS_PAGE = "https://doi.org/10.5683/SP2/E8H2MF"
