@@ -12,17 +12,19 @@ import torch
 from tests.test_cache import make_manifest
 from wav2emo.backbones import (
     BackboneError,
+    ExtractionError,
     backbone_identity,
     build_tiny_wav2vec2,
     load_backbone,
+    normalize_wave,
     resolve_source,
     tiny_wav2vec2_config,
+    wrap_model,
 )
 from wav2emo.data.audio import load_audio
 from wav2emo.features import get_features
 from wav2emo.features.batching import expected_samples, resampled_length
 from wav2emo.features.cache import CacheBuilder, FeatureCache
-from wav2emo.backbones import ExtractionError, normalize_wave, wrap_model
 
 # RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
 SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]

@@ -9,9 +9,15 @@ import torch
 
 from tests.test_backbones import FAMILIES, random_model
 from tests.test_cache import make_manifest
-from wav2emo.backbones import Backbone, BackboneError, build_tiny_wav2vec2, resolve_source
+from wav2emo.backbones import (
+    Backbone,
+    BackboneError,
+    build_tiny_wav2vec2,
+    normalize_wave,
+    normalize_waves,
+    wrap_model,
+)
 from wav2emo.features import get_features
-from wav2emo.backbones import normalize_wave, normalize_waves, wrap_model
 from wav2emo.models.upstream import SSLUpstream, build_upstream, rebuild_upstream
 
 SAMPLES = [20000, 12345, 16000, 9000]

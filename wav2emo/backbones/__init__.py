@@ -44,7 +44,13 @@ from wav2emo.backbones.source import (
     resolve_source,
 )
 from wav2emo.backbones.switches import TRAIN_SWITCH_DEFAULTS, train_switches
-from wav2emo.backbones.tiny import TINY_MARKER, build_tiny, build_tiny_wav2vec2, tiny_config, tiny_wav2vec2_config
+from wav2emo.backbones.tiny import (
+    TINY_MARKER,
+    build_tiny,
+    build_tiny_wav2vec2,
+    tiny_config,
+    tiny_wav2vec2_config,
+)
 
 __all__ = [
     "DEFAULT_BACKBONE",

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from wav2emo.backbones import Backbone, ExtractionError
 from wav2emo.data.audio import load_audio
 from wav2emo.features.batching import plan_batches
 from wav2emo.features.cache import CacheBuilder
-from wav2emo.backbones import Backbone, ExtractionError
 
 
 def _in_background(items: Iterator[Any], maxsize: int, stop: threading.Event) -> Iterator[Any]:

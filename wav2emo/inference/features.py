@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from wav2emo.backbones.running import resolve_device
 from wav2emo.data.audio import TARGET_SAMPLE_RATE, resample
 from wav2emo.errors import ConfigError
 from wav2emo.features import make_kind
-from wav2emo.backbones.running import resolve_device
 
 CACHED = ("ssl", "egemaps", "logmel")
 
