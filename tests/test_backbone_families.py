@@ -348,3 +348,27 @@ def test_a_frame_reading_head_on_a_time_pooled_cache_is_refused(tmp_path_factory
     dm.setup("fit")
     with pytest.raises(ConfigError, match="model=fe_vgg reads frames, but the feature cache .* time-pooled"):
         build_module(cfg, dm)
+
+
+# One config per hub id ----------------------------------------------------------------------------------------------
+HUB_CONFIGS = {  # features=<name> -> (hub id, hidden states of the real model)
+    "wav2vec2-large": ("facebook/wav2vec2-large", 25), "wav2vec2-xls-r-300m": ("facebook/wav2vec2-xls-r-300m", 25),
+    "hubert-base-ls960": ("facebook/hubert-base-ls960", 13), "hubert-large-ll60k": ("facebook/hubert-large-ll60k", 25),
+    "wavlm-base": ("microsoft/wavlm-base", 13), "wavlm-base-plus": ("microsoft/wavlm-base-plus", 13),
+    "wavlm-large": ("microsoft/wavlm-large", 25), "data2vec-audio-base": ("facebook/data2vec-audio-base", 13),
+    "data2vec-audio-large": ("facebook/data2vec-audio-large", 25), "whisper-tiny": ("openai/whisper-tiny", 5),
+    "whisper-base": ("openai/whisper-base", 7), "whisper-small": ("openai/whisper-small", 13),
+    "whisper-medium": ("openai/whisper-medium", 25), "whisper-large-v3": ("openai/whisper-large-v3", 33),
+}
+
+
+@pytest.mark.parametrize("name", HUB_CONFIGS)
+def test_each_hub_id_has_its_features_config(tmp_path, name):
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg([f"features={name}"], tmp_path, tmp_path / "data", tmp_path / "cache", config_name="extract")
+    ssl = cfg.features.ssl
+    hub, states = HUB_CONFIGS[name]
+    assert ssl.name == name and ssl.backbone == hub and ssl.kind == "ssl_hidden_states" and "egemaps" in cfg.features
+    assert ssl.layers is None or (ssl.layers[0] == 0 and ssl.layers[-1] == states - 1)  # a subset: from 0 to N
+    assert (ssl.max_clip_s == 30.0) == name.startswith("whisper")
