@@ -41,7 +41,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from wav2emo.features.extractor import HiddenStateExtractor  # noqa: E402
 
 from wav2emo.backbones import load_backbone, resolve_source  # noqa: E402
 from wav2emo.data.audio import load_audio  # noqa: E402
@@ -161,8 +160,8 @@ def run_get_features(manifest, spec, cache_dir: Path, device: str) -> dict:
 def time_backbone(manifest, folder: Path, device: str, batch_size: int, precision: str, workers: int) -> dict:
     """The backbone alone on pre-decoded, pre-padded batches: no decoding, no D2H copy, no writing."""
     dev = torch.device(device)
-    bb = load_backbone(resolve_source(folder), device=dev)
-    ex = HiddenStateExtractor(bb, dev, precision)
+    bb = load_backbone(resolve_source(folder), device=dev, precision=precision if dev.type == "cuda" else "fp32")
+    ex = bb  # the Backbone runs extraction itself
     samples = [expected_samples(c, 16000) for c in manifest]
     order = sorted(range(len(manifest)), key=lambda i: -samples[i])
     with ThreadPoolExecutor(workers) as pool:
@@ -174,7 +173,7 @@ def time_backbone(manifest, folder: Path, device: str, batch_size: int, precisio
         sync()
         t0 = time.perf_counter()
         for x, lengths in batches:
-            ex.forward(x, lengths, torch.float16)
+            ex.extract_batch(x, lengths, torch.float16)
         sync()
         return time.perf_counter() - t0
 
@@ -227,8 +226,8 @@ def time_write(path: Path, lengths: list[int], shape: tuple[int, int], threads: 
 def check_numbers(manifest, folder: Path, device: str, bf16_cache_path: str | None) -> dict:
     """Batched == one-by-one (fp32 on this device) and the bf16 cache's error against fp32 per clip."""
     dev = torch.device(device)
-    bb = load_backbone(resolve_source(folder), device=dev)
-    ex = HiddenStateExtractor(bb, dev, "fp32")
+    bb = load_backbone(resolve_source(folder), device=dev, precision="fp32")
+    ex = bb
     picks = [i for i in (0, 7, 300, 901) if i < len(manifest)]
     waves = [load_audio(manifest[i].path) for i in picks]
     batched = ex.extract(waves)

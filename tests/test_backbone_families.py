@@ -247,6 +247,8 @@ E2E = [
     ("wavlm", ["model=layer_weighted", "finetune=full"]),
     ("data2vec-audio", ["model=mean_linear", "model.layers=2", "finetune=top_k", "finetune.k=1"]),
     ("wav2vec2-stable", ["model=layer_weighted", "finetune=top_k", "finetune.k=1"]),
+    ("whisper", ["model=layer_weighted", "features.ssl.time_pooled=true", "features.ssl.layers=[0,2,3]"]),
+    ("wavlm", ["model=mean_linear", "model.layers=2", "features.ssl.layers=[0,2]"]),
 ]
 
 
@@ -262,11 +264,13 @@ def test_checkpoint_is_rebuilt_by_eval_and_predict_with_the_same_predictions(tmp
     shared = tmp_path_factory.getbasetemp() / "families_e2e"
     dirs = (shared / "data", shared / "cache")
     tmp = tmp_path_factory.mktemp(f"e2e-{tiny_family}")
-    cfg = compose_cfg([*FAST, *FINETUNE, f"features.ssl.tiny_family={tiny_family}", *overrides], tmp / "run", *dirs)
+    tuned = FINETUNE if any(o.startswith("finetune=") for o in overrides) else []
+    cfg = compose_cfg([*FAST, *tuned, f"features.ssl.tiny_family={tiny_family}", *overrides], tmp / "run", *dirs)
     result = run_fold(cfg, 0, tmp / "run" / "fold_0")
     ckpt = result["best_checkpoint"]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
-    assert state["upstream._extra_state"]["identity"]["model_type"] == FAMILIES[tiny_family]
+    if tuned:
+        assert state["upstream._extra_state"]["identity"]["model_type"] == FAMILIES[tiny_family]
     evaluate(compose_cfg([f"ckpt_path={ckpt}"], tmp / "eval", *dirs, config_name="eval"))
     trained = pd.read_csv(tmp / "run" / "fold_0" / "predictions.csv")
     rebuilt = pd.read_csv(tmp / "eval" / "predictions.csv")
@@ -277,3 +281,95 @@ def test_checkpoint_is_rebuilt_by_eval_and_predict_with_the_same_predictions(tmp
     files = got[got["segment"] == "file"].set_index("file")
     assert status == 0 and list(files.index) == list(rebuilt["file"])
     np.testing.assert_allclose(files[classes].to_numpy(dtype=float), rebuilt[classes].to_numpy(), atol=1e-4, rtol=0)
+
+
+# Caches that fit large backbones: a layer subset, the time-pooled kind, the size said and checked first -------------
+def test_a_layer_subset_cache_stores_those_states_and_the_featurizer_maps_absolute_indices(tmp_path, folders, toy):
+    from wav2emo.errors import ConfigError
+    from wav2emo.models.featurizer import Featurizer
+
+    folder = folders["whisper"]
+    full = get_features(toy, spec_of(folder), tmp_path / "cache", device="cpu", progress=False)
+    part = get_features(toy, spec_of(folder, layers=[3, 0, 2]), tmp_path / "cache", device="cpu", progress=False)
+    assert part.path != full.path and part.feature_shape == (3, 32)
+    assert part.meta["layer_indices"] == [0, 2, 3] and part.meta["layer_names"] == ["encoder_input", "layer_02", "layer_03"]
+    for i in range(len(toy)):
+        np.testing.assert_array_equal(np.asarray(part.read(i)), np.asarray(full.read(i))[:, [0, 2, 3]])
+    feat = Featurizer(layers=2, num_hidden_states=3, stored_layers=[0, 2, 3])
+    assert feat.layers == [1]
+    assert Featurizer(layers=None, num_hidden_states=3, stored_layers=[0, 2, 3]).layers == [1, 2]
+    with pytest.raises(ConfigError, match=r"hidden states \[1\] are not in the feature cache, which stores only \[0, 2, 3\]"):
+        Featurizer(layers=[1, 2], num_hidden_states=3, stored_layers=[0, 2, 3])
+    up = build_upstream(str(folder), mode="top_k", k=1)
+    with pytest.raises(BackboneError, match=r"stores hidden states \[0, 2, 3\]; finetune top_k .* needs them all"):
+        up.check_cache(part.meta)
+    with pytest.raises(BackboneError, match=r"layers \[4\] out of range; this backbone has hidden states 0..3"):
+        get_features(toy, spec_of(folder, layers=[0, 4]), tmp_path / "cache", device="cpu", progress=False)
+
+
+def test_the_time_pooled_cache_holds_each_layers_mean_and_std_over_the_clips_frames(tmp_path, folders, toy):
+    folder = folders["hubert"]
+    full = get_features(toy, spec_of(folder), tmp_path / "cache", device="cpu", progress=False)
+    pooled = get_features(toy, spec_of(folder, time_pooled=True), tmp_path / "cache", device="cpu", progress=False)
+    assert pooled.path != full.path and pooled.feature_shape == (4, 64) and pooled.lengths.tolist() == [1] * len(toy)
+    assert pooled.meta["key_fields"]["time_pooled"] == "mean_std" and "time_pooled" not in full.meta["key_fields"]
+    for i in range(len(toy)):
+        frames = np.asarray(full.read(i), dtype=np.float32)
+        want = np.concatenate([frames.mean(0), frames.std(0)], axis=-1)
+        np.testing.assert_allclose(np.asarray(pooled.read(i), dtype=np.float32)[0], want, atol=4e-3, rtol=4e-3)
+
+
+def test_the_cache_size_is_said_first_and_a_too_small_disk_is_refused_with_the_numbers(tmp_path, folders, toy,
+                                                                                     monkeypatch, caplog):
+    import logging
+
+    import wav2emo.features.ssl_hidden_states as kind
+
+    monkeypatch.setattr(kind, "_free_bytes", lambda path: 10_000)
+    with pytest.raises(ExtractionError, match=r"needs [\d,]+ frames x 4 hidden states x 32 x 2 bytes = 0\.00 GB but "
+                                              r"only 0\.00 GB are free .*features\.ssl\.time_pooled=true"):
+        get_features(toy, spec_of(folders["wavlm"]), tmp_path / "cache", device="cpu", progress=False)
+    assert not any(p.suffix in (".npy", ".bin", ".f16") for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="wav2emo.features.ssl_hidden_states"):
+        get_features(toy, spec_of(folders["wavlm"]), tmp_path / "cache", device="cpu", progress=False)
+    assert "frames x 4 hidden states x 32 x 2 bytes" in caplog.text
+
+
+def test_a_frame_reading_head_on_a_time_pooled_cache_is_refused(tmp_path_factory):
+    from tests.helpers import compose_cfg
+    from tests.test_predict import FAST
+    from wav2emo.errors import ConfigError
+    from wav2emo.runs.build import build_datamodule, build_module
+
+    shared = tmp_path_factory.getbasetemp() / "families_e2e"
+    cfg = compose_cfg([*FAST, "model=fe_vgg", "features.ssl.time_pooled=true"], tmp_path_factory.mktemp("pooled"),
+                      shared / "data", shared / "cache")
+    dm = build_datamodule(cfg, 0)
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match="model=fe_vgg reads frames, but the feature cache .* time-pooled"):
+        build_module(cfg, dm)
+
+
+# One config per hub id ----------------------------------------------------------------------------------------------
+HUB_CONFIGS = {  # features=<name> -> (hub id, hidden states of the real model)
+    "wav2vec2-large": ("facebook/wav2vec2-large", 25), "wav2vec2-xls-r-300m": ("facebook/wav2vec2-xls-r-300m", 25),
+    "hubert-base-ls960": ("facebook/hubert-base-ls960", 13), "hubert-large-ll60k": ("facebook/hubert-large-ll60k", 25),
+    "wavlm-base": ("microsoft/wavlm-base", 13), "wavlm-base-plus": ("microsoft/wavlm-base-plus", 13),
+    "wavlm-large": ("microsoft/wavlm-large", 25), "data2vec-audio-base": ("facebook/data2vec-audio-base", 13),
+    "data2vec-audio-large": ("facebook/data2vec-audio-large", 25), "whisper-tiny": ("openai/whisper-tiny", 5),
+    "whisper-base": ("openai/whisper-base", 7), "whisper-small": ("openai/whisper-small", 13),
+    "whisper-medium": ("openai/whisper-medium", 25), "whisper-large-v3": ("openai/whisper-large-v3", 33),
+}
+
+
+@pytest.mark.parametrize("name", HUB_CONFIGS)
+def test_each_hub_id_has_its_features_config(tmp_path, name):
+    from tests.helpers import compose_cfg
+
+    cfg = compose_cfg([f"features={name}"], tmp_path, tmp_path / "data", tmp_path / "cache", config_name="extract")
+    ssl = cfg.features.ssl
+    hub, states = HUB_CONFIGS[name]
+    assert ssl.name == name and ssl.backbone == hub and ssl.kind == "ssl_hidden_states" and "egemaps" in cfg.features
+    assert ssl.layers is None or (ssl.layers[0] == 0 and ssl.layers[-1] == states - 1)  # a subset: from 0 to N
+    assert (ssl.max_clip_s == 30.0) == name.startswith("whisper")

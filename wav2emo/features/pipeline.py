@@ -186,6 +186,8 @@ def extract_to_builder(
     max_batch_s: float | None = None,
     progress: bool = True,
     load: Callable[[str, int], np.ndarray] = load_audio,
+    layers: Sequence[int] | None = None,
+    reduce: Callable[[torch.Tensor, list[int]], tuple[torch.Tensor, list[int]]] | None = None,
 ) -> dict[str, Any]:
     """Compute ``builder.pending`` clips in batches of ``batch_size`` (in layout order) and write them.
 
@@ -195,7 +197,8 @@ def extract_to_builder(
     and hold at most ``max_batch_s`` seconds of padded audio (see :func:`plan_batches`).
     Returns timings: ``wait_input_s`` (GPU starved of audio), ``wait_writer_s`` / ``wait_buffer_s``
     (writers behind, or host buffers still being pinned), ``pin_s`` (background pinning),
-    ``batch_s`` (wall time of each batch in the main loop).
+    ``batch_s`` (wall time of each batch in the main loop).  ``layers``: the hidden states to store (None:
+    all); ``reduce``: turns each batch's frames into what is stored (e.g. per-clip time statistics).
     """
     from tqdm.auto import tqdm
 
@@ -205,7 +208,7 @@ def extract_to_builder(
     batches = plan_batches(pending, samples, max(1, batch_size), budget)
     stop = threading.Event()
     cuda = backbone.device.type == "cuda"
-    row = backbone.num_hidden_states * backbone.hidden_size
+    row = backbone.num_hidden_states * backbone.hidden_size * (2 if reduce is not None else 1)
     multiple = max(1, round(length_bucket_s * sr))
     largest = max(
         (len(b) * backbone.num_frames(-(-max(samples[i] for i in b) // multiple) * multiple) * row for b in batches),
@@ -251,7 +254,9 @@ def extract_to_builder(
                 except StopIteration:
                     break
                 timings["wait_input_s"] += time.perf_counter() - t0
-                res, frames = backbone.extract_batch(x, lengths, torch.float16)
+                res, frames = backbone.extract_batch(x, lengths, torch.float16, layers=layers)
+                if reduce is not None:
+                    res, frames = reduce(res, frames)
                 bad = ~torch.isfinite(res).all()
                 if cuda:
                     assert buffers is not None and copy_stream is not None

@@ -9,6 +9,7 @@ It checks the clips, names the cache (backbone identity, normalisation, precisio
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,8 @@ from wav2emo.features.cache.writer import CacheBuilder
 from wav2emo.features.limits import ClipDurationError, check_durations
 from wav2emo.features.pipeline import extract_to_builder
 
-__all__ = ["SSL_DEFAULTS", "ClipLengthError", "SSLHiddenStates", "expected_samples"]
+__all__ = ["SSL_DEFAULTS", "ClipLengthError", "SSLHiddenStates", "check_layers", "expected_samples", "pool_time"]
+log = logging.getLogger(__name__)
 
 
 class ClipLengthError(ExtractionError, ClipDurationError):
@@ -62,7 +64,34 @@ SSL_DEFAULTS: dict[str, Any] = {
     "max_clip_s": 60.0,  # longer clips are refused up front: attention memory grows with the square of the length
     "shard_mb": DEFAULT_SHARD_BYTES // 2**20,
     "durable": True,
+    "layers": None,  # None = every hidden state 0..N; a list = only these (absolute indices) are stored
+    "time_pooled": False,  # true: per clip and layer the mean and std over its frames (1 row of 2 x width)
 }
+
+
+def pool_time(res: torch.Tensor, frames: list[int]) -> tuple[torch.Tensor, list[int]]:
+    """(B, T, L, D) hidden states -> (B, 1, L, 2D): per clip and layer [mean, std] over its own frames (float32
+    statistics, stored in ``res``'s dtype)."""
+    mask = torch.arange(res.shape[1], device=res.device)[None, :] < torch.as_tensor(frames, device=res.device)[:, None]
+    m = mask[:, :, None, None].float()
+    n = m.sum(1)
+    x = res.float() * m
+    mean = x.sum(1) / n
+    std = ((((res.float() - mean[:, None]) * m) ** 2).sum(1) / n).sqrt()
+    return torch.cat([mean, std], dim=-1)[:, None].to(res.dtype), [1] * len(frames)
+
+
+def check_layers(layers: Any, num_hidden_states: int, where: str) -> list[int] | None:
+    """A spec's ``layers`` as sorted absolute indices (None = all), refused with one line when out of range."""
+    if layers is None or layers == "all":
+        return None
+    values = [layers] if isinstance(layers, int) else list(layers) if isinstance(layers, (list, tuple)) else None
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values) or len(set(values)) != len(values):
+        raise BackboneError(f"{where}: layers={layers!r}; expected null (all) or distinct hidden-state indices")
+    bad = [v for v in values if not 0 <= v < num_hidden_states]
+    if bad:
+        raise BackboneError(f"{where}: layers {bad} out of range; this backbone has hidden states 0..{num_hidden_states - 1}")
+    return sorted(values)
 
 
 class SSLHiddenStates:
@@ -115,15 +144,35 @@ class SSLHiddenStates:
             )
         return bool(settings["do_normalize"])
 
+    def _layers(self) -> list[int] | None:
+        layers = self.spec["layers"]
+        if layers is None or layers == "all":
+            return None
+        return sorted([layers] if isinstance(layers, int) else [int(v) for v in layers])
+
     def key_fields(self) -> dict[str, Any]:
-        """What changes the numbers: the weights, normalisation and compute precision (not batch size)."""
-        return {
+        """What changes the numbers: the weights, normalisation, compute precision, the stored layers and the
+        pooling (not batch size)."""
+        layers = self._layers()
+        fields = {
             "backbone": backbone_identity(self.source),
             "normalize": self._normalize(),
             "precision": self.precision,
             "storage_dtype": self.storage_dtype,
-            "hidden_states": "all",
+            "hidden_states": "all" if layers is None else layers,
         }
+        if self.spec["time_pooled"]:  # absent otherwise: keys of caches written before stay as they were
+            fields["time_pooled"] = "mean_std"
+        return fields
+
+    def estimate_bytes(self, backbone: Backbone, frames: list[int]) -> tuple[int, str]:
+        """The cache's size and how it adds up, before anything is extracted."""
+        n_states = len(self._layers() or range(backbone.num_hidden_states))
+        width = backbone.hidden_size * (2 if self.spec["time_pooled"] else 1)
+        rows = len(frames) if self.spec["time_pooled"] else int(sum(frames))
+        need = rows * n_states * width * 2
+        what = "clips (time-pooled)" if self.spec["time_pooled"] else "frames"
+        return need, f"{rows:,} {what} x {n_states} hidden states x {width} x 2 bytes = {need / 1e9:.2f} GB"
 
     def accepted_key_fields(self) -> list[dict[str, Any]]:
         """Key fields of existing caches that also satisfy this spec, besides :meth:`key_fields`.
@@ -136,6 +185,17 @@ class SSLHiddenStates:
         if requested == self.precision:
             return []
         return [{**self.key_fields(), "precision": requested}]
+
+    def check_disk(self, path: Path, need: int, sizes: str) -> None:
+        """Say the cache's size before extracting; refuse with the numbers when the disk cannot hold it."""
+        free = _free_bytes(path)
+        log.info("feature cache %r: %s (%.2f GB free at %s)", self.spec["name"], sizes, free / 1e9, path)
+        if need > free:
+            raise ExtractionError(
+                f"feature cache {self.spec['name']!r} needs {sizes} but only {free / 1e9:.2f} GB are free at {path}; "
+                "store fewer hidden states (features.ssl.layers=[...]), their time statistics "
+                "(features.ssl.time_pooled=true), or point paths.cache_dir at a larger disk. Nothing was written"
+            )
 
     def load(self) -> Backbone:
         """The frozen backbone this spec extracts with (also what predict runs)."""
@@ -159,13 +219,18 @@ class SSLHiddenStates:
                 f"clips {short[:5]} are shorter than the backbone's receptive field ({backbone.receptive_field} "
                 f"samples at {sr} Hz); expected longer audio"
             )
+        layers = check_layers(self.spec["layers"], backbone.num_hidden_states, f"feature spec {self.spec['name']!r}")
+        need, sizes = self.estimate_bytes(backbone, frames)
+        self.check_disk(path, need, sizes)
+        chosen = layers or list(range(backbone.num_hidden_states))
+        pooled = bool(self.spec["time_pooled"])
         order = sorted(range(len(manifest)), key=lambda i: (-samples[i], i))  # long first: least padding
         builder = CacheBuilder(
             path,
             clip_ids=manifest.clip_ids,
             sha1s=[c.sha1 for c in manifest],
-            lengths=frames,
-            feature_shape=backbone.feature_shape,
+            lengths=[1] * len(frames) if pooled else frames,
+            feature_shape=(len(chosen), backbone.hidden_size * (2 if pooled else 1)),
             dtype=self.storage_dtype,
             order=order,
             shard_bytes=int(float(self.spec["shard_mb"]) * 2**20),
@@ -184,6 +249,8 @@ class SSLHiddenStates:
             max_batch_s=None if self.spec["max_batch_s"] is None else float(self.spec["max_batch_s"]),
             progress=progress,
             load=load_audio,
+            layers=layers,
+            reduce=pool_time if pooled else None,
         )
         meta = {
             **base_meta,
@@ -191,7 +258,10 @@ class SSLHiddenStates:
             "frame_shift_s": backbone.hop / sr,
             "receptive_field_samples": backbone.receptive_field,
             "sample_rate": sr,
-            "layer_names": backbone.layer_names,
+            "layer_names": [backbone.layer_names[i] for i in chosen],
+            "layer_indices": chosen,
+            "time_pooled": "mean_std" if pooled else None,
+            "estimated_bytes": need,
             "backbone": {
                 **backbone.info,
                 "normalize": backbone.do_normalize,
@@ -216,6 +286,15 @@ class SSLHiddenStates:
         }
         builder.finish(meta)
         return meta
+
+
+def _free_bytes(path: Path) -> int:
+    import shutil
+
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return shutil.disk_usage(existing).free
 
 
 def _device_name(device: torch.device) -> str:

@@ -75,8 +75,11 @@ class InMemoryFeatures:
     def _load_ssl(self, spec: Mapping[str, Any]) -> None:
         kind = make_kind(spec, self.device)  # resolves the backbone (builds the tiny one; says how to get others)
         self.extractor = kind.load()  # the frozen Backbone extraction runs
+        self.ssl_layers = kind._layers() or list(range(self.extractor.num_hidden_states))
+        self.ssl_pooled = bool(kind.spec.get("time_pooled"))
         # What the cache's meta.json would say (top_k upstreams check that they continue this backbone).
-        self.ssl_meta = {"name": kind.spec["name"], "key": "", "key_fields": kind.key_fields()}
+        self.ssl_meta = {"name": kind.spec["name"], "key": "", "key_fields": kind.key_fields(),
+                         "layer_indices": self.ssl_layers, "time_pooled": "mean_std" if self.ssl_pooled else None}
         limits = [round(float(kind.spec["max_clip_s"]) * TARGET_SAMPLE_RATE)] if kind.spec.get("max_clip_s") else []
         if self.extractor.max_clip_s is not None:  # the family's own window (Whisper: 30 s)
             limits.append(round(self.extractor.max_clip_s * TARGET_SAMPLE_RATE))
@@ -98,7 +101,7 @@ class InMemoryFeatures:
     def input_shape(self, name: str) -> tuple[int, ...]:
         """Per-frame shape, as :meth:`EmotionDataModule.input_shape` gives it for a cache."""
         if name == "ssl" and self.extractor is not None:
-            return tuple(self.extractor.feature_shape)
+            return (len(self.ssl_layers), self.extractor.hidden_size * (2 if self.ssl_pooled else 1))
         if name == "logmel" and self.logmel is not None:
             return (int(self.logmel.spec["n_mels"]),)
         if name == "egemaps" and self.smile is not None:
@@ -137,7 +140,11 @@ class InMemoryFeatures:
             egemaps = [self.submit_egemaps(w) for w in waves]
         if self.extractor is not None:
             x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
-            res, frames = self.extractor.extract_batch(x, lengths, torch.float16)  # float16: what the cache stores
+            res, frames = self.extractor.extract_batch(x, lengths, torch.float16, layers=self.ssl_layers)  # as cached
+            if self.ssl_pooled:
+                from wav2emo.features.ssl_hidden_states import pool_time
+
+                res, frames = pool_time(res, frames)
             if not torch.isfinite(res).all():
                 raise ValueError("the backbone gave NaN/inf hidden states")
             res = res.cpu()

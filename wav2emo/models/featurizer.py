@@ -39,13 +39,34 @@ def resolve_layers(layers: LayerSpec, num_hidden_states: int) -> list[int]:
     return [i % num_hidden_states for i in out]
 
 
+def resolve_stored_layers(layers: LayerSpec, stored: Sequence[int]) -> list[int]:
+    """:func:`resolve_layers` on a cache that stores only the hidden states ``stored`` (absolute indices):
+    null/"transformer" = the stored ones above 0, "all" = every stored one, indices must be stored ones.
+    Returns positions in the cache."""
+    stored = [int(i) for i in stored]
+    if layers is None or layers == "transformer":
+        wanted = [i for i in stored if i > 0] or stored
+    elif layers == "all":
+        wanted = stored
+    else:
+        wanted = [int(i) for i in ([layers] if isinstance(layers, int) else layers)]
+        missing = [i for i in wanted if i not in stored]
+        if missing or not wanted:
+            raise ConfigError(
+                f"layers={list(wanted)}: hidden states {missing} are not in the feature cache, which stores only "
+                f"{stored} (features.ssl.layers); choose among those, or extract with features.ssl.layers=null"
+            )
+    return [stored.index(i) for i in wanted]
+
+
 class Featurizer(nn.Module):
     """``batch['ssl']`` (B, H, T, D) -> a new batch whose ``ssl`` is (B, L, T, D), the chosen layers.
 
     ``num_hidden_states`` (H) comes from the cache (or the upstream); the module builder passes it.
     """
 
-    def __init__(self, layers: LayerSpec = None, num_hidden_states: int | None = None, key: str = "ssl") -> None:
+    def __init__(self, layers: LayerSpec = None, num_hidden_states: int | None = None, key: str = "ssl",
+                 stored_layers: Sequence[int] | None = None) -> None:
         super().__init__()
         if num_hidden_states is None or int(num_hidden_states) < 1:
             raise ConfigError(
@@ -54,7 +75,13 @@ class Featurizer(nn.Module):
             )
         self.layers_spec = layers
         self.num_hidden_states = int(num_hidden_states)
-        self.layers = resolve_layers(layers, self.num_hidden_states)
+        if stored_layers is not None and len(stored_layers) != self.num_hidden_states:
+            raise ConfigError(f"Featurizer: stored_layers {list(stored_layers)} but {self.num_hidden_states} hidden states")
+        self.stored_layers = None if stored_layers is None else [int(i) for i in stored_layers]
+        if self.stored_layers is None:
+            self.layers = resolve_layers(layers, self.num_hidden_states)
+        else:
+            self.layers = resolve_stored_layers(layers, self.stored_layers)
         self.key = key
         self._all = self.layers == list(range(self.num_hidden_states))
         self._index: torch.Tensor | None = None  # built on the batch's device on first use

@@ -174,6 +174,12 @@ class SSLUpstream(nn.Module):
         top_k would run these layers on hidden states they were never trained to follow."""
         fields = meta.get("key_fields", {})
         mine = self.identity()
+        if fields.get("hidden_states", "all") != "all" or fields.get("time_pooled"):
+            raise BackboneError(
+                f"feature cache {meta.get('name')!r} stores {'time statistics' if fields.get('time_pooled') else 'hidden states ' + str(fields.get('hidden_states'))}"
+                f"; finetune top_k continues hidden state N-k frame by frame and needs them all: extract with "
+                "features.ssl.layers=null features.ssl.time_pooled=false"
+            )
         for key in ("backbone", "normalize"):
             if key in fields and fields[key] != mine[key]:
                 raise BackboneError(

@@ -94,8 +94,18 @@ def build_featurizer(
     if "ssl" not in (cfg.model.get("inputs") or ()):
         raise ConfigError(f"model.featurizer is set but the model's inputs {list(cfg.model.inputs)} have no 'ssl'")
     feat_cfg = OmegaConf.create(to_container(feat_cfg))
+    meta = dm.caches["ssl"].meta if "ssl" in dm.inputs and "ssl" in getattr(dm, "caches", {}) else {}
+    if meta.get("time_pooled") and not cfg.model.get("reads_time_pooled", False):
+        raise ConfigError(
+            f"model={cfg.model.get('name')} reads frames, but the feature cache {meta.get('name')!r} holds time-pooled "
+            "statistics (features.ssl.time_pooled=true): use a pooling head (model=mean_linear or layer_weighted) or "
+            "features.ssl.time_pooled=false"
+        )
     with open_dict(feat_cfg):
         feat_cfg.num_hidden_states = _ssl_shape(dm, upstream)[0]
+        stored = meta.get("layer_indices")
+        if stored is not None and list(stored) != list(range(len(stored))):  # a layer subset: map the indices
+            feat_cfg.stored_layers = list(stored)
     return instantiate(feat_cfg, _convert_="all")
 
 
