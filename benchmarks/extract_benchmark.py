@@ -46,9 +46,9 @@ from wav2emo.backbones import load_backbone, resolve_source  # noqa: E402
 from wav2emo.data.audio import load_audio  # noqa: E402
 from wav2emo.data.manifest import Clip, Manifest, sha1_of_file  # noqa: E402
 from wav2emo.features import get_features  # noqa: E402
-from wav2emo.features.batching import expected_samples  # noqa: E402
 from wav2emo.features.cache.reader import FeatureCache  # noqa: E402
 from wav2emo.features.cache.writer import CacheBuilder  # noqa: E402
+from wav2emo.features.extraction_batches import expected_samples  # noqa: E402
 
 
 def log(msg: str) -> None:

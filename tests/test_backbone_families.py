@@ -258,8 +258,8 @@ def test_checkpoint_is_rebuilt_by_eval_and_predict_with_the_same_predictions(tmp
 
     from tests.helpers import compose_cfg
     from tests.test_predict import FAST, FINETUNE, _classes, _predict
-    from wav2emo.runs.evaluate import evaluate
     from wav2emo.runs.fold_runner import run_fold
+    from wav2emo.runs.testing import evaluate
 
     shared = tmp_path_factory.getbasetemp() / "families_e2e"
     dirs = (shared / "data", shared / "cache")

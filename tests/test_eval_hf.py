@@ -173,7 +173,7 @@ def test_score_mode_scores_every_clip_over_all_classes(tmp_path, dirs, hf_folder
 
 
 def test_label_mapping_rules():
-    from wav2emo.external.label_map import build_label_mapping
+    from wav2emo.external.model_labels import build_label_mapping
 
     corpus = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
     # By name (synonyms), an explicit null, two labels merged into one class, an emotion the corpus lacks.

@@ -23,9 +23,9 @@ from wav2emo.backbones import (
 )
 from wav2emo.data.audio import load_audio
 from wav2emo.features import get_features
-from wav2emo.features.batching import expected_samples, resampled_length
 from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.cache.writer import CacheBuilder
+from wav2emo.features.extraction_batches import expected_samples, resampled_length
 
 # RAVDESS-like durations (2.9 s .. 5.3 s at 16 kHz), deliberately mixed.
 SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
@@ -309,7 +309,7 @@ def test_clip_over_max_clip_s_is_refused_before_the_backbone_loads(tmp_path, tin
 
 
 def test_batches_are_bounded_by_padded_seconds():
-    from wav2emo.features.batching import plan_batches
+    from wav2emo.features.extraction_batches import plan_batches
 
     sr = 16000
     samples = [60 * sr] + [4 * sr + i for i in range(20)] + [90 * sr]

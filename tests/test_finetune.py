@@ -218,8 +218,8 @@ def test_finetune_optimisation_defaults_apply_only_when_finetuning(tmp_path, dir
 )
 def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetune):
     from wav2emo.runs.common import CKPT_KEY
-    from wav2emo.runs.evaluate import evaluate
     from wav2emo.runs.fold_runner import run_fold
+    from wav2emo.runs.testing import evaluate
 
     run = tmp_path / "run"
     cfg = cfg_of(run, dirs, f"model={model}", *finetune, "trainer.max_epochs=2")
@@ -254,7 +254,7 @@ def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetu
 def test_eval_refuses_a_checkpoint_whose_backbone_changed(tmp_path, dirs):
     from wav2emo.backbones import BackboneError
     from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
-    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
+    from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=1")
     up = build_upstream_for(cfg, resolve_inputs(cfg))

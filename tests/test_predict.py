@@ -81,7 +81,7 @@ def _classes(df):
 
 @pytest.mark.parametrize("fold", [0, 1, 2, 3])
 def test_predict_gives_the_probabilities_eval_gives(request, tmp_path, fold):
-    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.testing import evaluate
 
     trained = request.getfixturevalue("trained" if fold < 2 else "finetuned")
     ckpt = trained["results"][fold]["best_checkpoint"]

@@ -9,7 +9,7 @@ import soundfile as sf
 from wav2emo.data.audio import AudioError, load_audio
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.inference.audio import AudioStream
-from wav2emo.inference.inputs import collect_inputs
+from wav2emo.inference.input_files import collect_inputs
 from wav2emo.inference.windows import Window, active_frames, frame_levels_db, plan_windows, speech_windows
 
 

@@ -92,7 +92,7 @@ def test_training_fold_results_pass_the_schema_and_the_report_equals_them(multir
 
 
 def test_eval_result_passes_the_fold_result_schema(multirun, dirs, tmp_path):
-    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.testing import evaluate
 
     _, sweep = multirun
     result = read_fold_result(_fold_dirs(sweep)[1])

@@ -135,7 +135,7 @@ def test_trains_end_to_end_and_declares_it(tmp_path, shared_dirs):
     assert report["protocol"]["reads_test_speakers_unlabelled_audio"] is True
     assert "reads the test speakers' unlabelled audio" in (tmp_path / "cv_report.md").read_text()
     # The checkpoint carries the setting: python -m wav2emo.eval rebuilds the same normalised test inputs.
-    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.testing import evaluate
 
     r = json.loads((tmp_path / "fold_0" / "fold_result.json").read_text())
     out = tmp_path / "eval"

@@ -148,7 +148,7 @@ def test_checkpoint_is_chosen_by_dev_ua(trained_fold):
 
 
 def test_eval_of_saved_checkpoint_reproduces_test_metrics(trained_fold, tmp_path, shared_dirs):
-    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.testing import evaluate
 
     _, result, _ = trained_fold
     data_dir, cache_dir = shared_dirs
@@ -323,7 +323,7 @@ def test_good_fold_values():
 
 
 def test_eval_of_a_fold_that_does_not_exist_says_so(trained_fold, tmp_path, shared_dirs):
-    from wav2emo.runs.evaluate import evaluate
+    from wav2emo.runs.testing import evaluate
 
     _, result, _ = trained_fold
     data_dir, cache_dir = shared_dirs

@@ -26,7 +26,7 @@ def main(cfg: DictConfig) -> float:
             from wav2emo.crosscorpus.evaluate import cross_evaluate
 
             return float(cross_evaluate(cfg)["summary"]["ua"]["mean"])
-        from wav2emo.runs.evaluate import evaluate
+        from wav2emo.runs.testing import evaluate
 
         return float(evaluate(cfg)["test"]["ua"])
 

@@ -96,7 +96,7 @@ def _egemaps_workers(value: Any) -> int:
 
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
-    from wav2emo.inference.inputs import collect_inputs
+    from wav2emo.inference.input_files import collect_inputs
     from wav2emo.inference.restore import checkpoints_of, restore
     from wav2emo.inference.runner import Predictor
 

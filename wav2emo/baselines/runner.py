@@ -155,7 +155,7 @@ def load_fold_data(cfg: DictConfig, fold: int) -> dict[str, Any]:
     """Manifest, split and the features of the training, dev and test actors of ``fold``."""
     from wav2emo.data.corpora import load_corpus
     from wav2emo.data.folds import assemble_fold
-    from wav2emo.features.multi import corpus_features
+    from wav2emo.features.combined_cache import corpus_features
 
     feature = select_feature(cfg)
     mode = normalize_mode(cfg)

@@ -31,7 +31,7 @@ from wav2emo.errors import ConfigError
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.runs.common import output_dir, quiet_duplicate_log_handlers
-from wav2emo.runs.evaluate import EVAL_RESULT
+from wav2emo.runs.testing import EVAL_RESULT
 
 log = logging.getLogger(__name__)
 

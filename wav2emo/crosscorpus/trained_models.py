@@ -110,7 +110,7 @@ def sklearn_scores(model: TrainedModel, manifest, cache_dir: str | Path) -> tupl
     """Scores (clips x model classes) of a stored baseline on ``manifest``; True when they are probabilities."""
     from wav2emo.baselines.runner import clip_features
     from wav2emo.baselines.store import load_model
-    from wav2emo.features.multi import corpus_features
+    from wav2emo.features.combined_cache import corpus_features
     from wav2emo.features.normalize import normalize_by_speaker, warn_narrow_speakers
 
     stored = load_model(model.path)
@@ -144,7 +144,7 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
     import torch
 
     from wav2emo.runs.build import build_datamodule, build_module
-    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
+    from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     ckpt = load_checkpoint(model.path)
     train_cfg = OmegaConf.create(model.train_config)

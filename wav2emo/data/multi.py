@@ -3,7 +3,7 @@
 Each corpus is loaded exactly as ``data=<name>`` loads it (its own ``conf/data/<name>.yaml``, with the keys of
 ``data.options.<name>`` on top, e.g. ``+data.options.emodb.root=/path``), checked, and cached as itself.  The
 combined manifest (:class:`MultiManifest`) keeps them (``parts``), so features come from each corpus's own
-cache (:mod:`wav2emo.features.multi`).
+cache (:mod:`wav2emo.features.combined_cache`).
 
 * **One label set**: the union of the corpora's canonical classes, in canonical order; every clip is
   relabelled into it (its emotion name and code are unchanged).

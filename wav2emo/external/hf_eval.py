@@ -2,7 +2,7 @@
 
 For each requested fold the classifier predicts the test actors' clips (:func:`wav2emo.data.folds.assemble_fold`;
 nothing is trained, so the training and dev actors are unused), its labels mapped onto the corpus's emotions
-(:mod:`wav2emo.external.label_map`).  Each fold writes what a trained fold writes (``fold_result.json``,
+(:mod:`wav2emo.external.model_labels`).  Each fold writes what a trained fold writes (``fold_result.json``,
 ``predictions.csv``, ``config.yaml``, ``git.json``, ``environment.json``) plus ``unscored.csv`` (the clips of
 emotions the model cannot predict, with its own top label), and several folds end in the same
 cross-validation report (:func:`wav2emo.reports.run_report.finish_run`).  Every report warns that such
@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from wav2emo.errors import ConfigError
 from wav2emo.external.hf_classifier import HFClassifier, load_hf_classifier
 from wav2emo.external.hf_predict import predict_logits
-from wav2emo.external.label_map import LabelMapping, build_label_mapping
+from wav2emo.external.model_labels import LabelMapping, build_label_mapping
 from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics

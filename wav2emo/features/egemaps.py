@@ -205,7 +205,7 @@ class _OpenSmileKind:
     def _frames(self, clip: Any) -> int:
         if self.level == "functionals":
             return 1
-        from wav2emo.features.batching import expected_samples
+        from wav2emo.features.extraction_batches import expected_samples
 
         return max(0, (expected_samples(clip, SAMPLE_RATE) - 800) // 160 + 1)  # 60 ms windows every 10 ms
 

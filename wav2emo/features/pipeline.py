@@ -20,8 +20,8 @@ import torch
 
 from wav2emo.backbones import Backbone, ExtractionError
 from wav2emo.data.audio import load_audio
-from wav2emo.features.batching import plan_batches
 from wav2emo.features.cache.writer import CacheBuilder
+from wav2emo.features.extraction_batches import plan_batches
 
 
 def _in_background(items: Iterator[Any], maxsize: int, stop: threading.Event) -> Iterator[Any]:

@@ -4,7 +4,7 @@ per frame.
 It checks the clips, names the cache (backbone identity, normalisation, precision), and builds it with
 :func:`wav2emo.features.pipeline.extract_to_builder` around the loaded
 :class:`wav2emo.backbones.family.Backbone` (the same object fine-tuning runs).  Batch planning lives in
-:mod:`wav2emo.features.batching`.
+:mod:`wav2emo.features.extraction_batches`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from wav2emo.backbones import (
 )
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
-from wav2emo.features.batching import expected_samples
 from wav2emo.features.cache.format import DEFAULT_SHARD_BYTES
 from wav2emo.features.cache.writer import CacheBuilder
+from wav2emo.features.extraction_batches import expected_samples
 from wav2emo.features.limits import ClipDurationError, check_durations
 from wav2emo.features.pipeline import extract_to_builder
 

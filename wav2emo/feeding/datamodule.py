@@ -44,7 +44,7 @@ from wav2emo.data.folds import Split, assemble_fold
 from wav2emo.data.manifest import EMOTIONS, Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache.reader import FeatureCache
-from wav2emo.features.multi import corpus_features_many
+from wav2emo.features.combined_cache import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.features.overlap import get_features_many
 from wav2emo.feeding.batches import (

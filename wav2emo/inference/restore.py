@@ -1,9 +1,9 @@
 """A trained model back from its checkpoint alone: config, class names, scalers, fine-tuned upstream, weights.
 
-The module is rebuilt as ``python -m wav2emo.eval`` rebuilds it (:mod:`wav2emo.runs.evaluate`): the config
+The module is rebuilt as ``python -m wav2emo.eval`` rebuilds it (:mod:`wav2emo.runs.testing`): the config
 stored in the checkpoint, :func:`~wav2emo.feeding.feed.resolve_inputs` for what the data module served, the
 upstream rebuilt from the checkpoint's recorded backbone identity and trained weights
-(:func:`~wav2emo.runs.evaluate.rebuild_checkpoint_upstream`), and
+(:func:`~wav2emo.runs.testing.rebuild_checkpoint_upstream`), and
 :func:`~wav2emo.runs.build.build_module`.  Only the data module is replaced, by :class:`CheckpointShapes`,
 which answers the builder's questions from the checkpoint and the in-memory features instead of a corpus and
 its caches.  eGeMAPS scalers, class weights, the featurizer's layer weights and the fine-tuned layers are in
@@ -118,7 +118,7 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     from wav2emo.backbones import BackboneError
     from wav2emo.feeding.feed import resolve_inputs
     from wav2emo.runs.build import build_module
-    from wav2emo.runs.evaluate import rebuild_checkpoint_upstream
+    from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     path = Path(path)
     ckpt = load_checkpoint(path)

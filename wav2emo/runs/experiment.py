@@ -3,7 +3,7 @@
 ``train(cfg)`` is what ``python -m wav2emo.train`` runs: for each requested fold it builds the data
 module and model from the config (:mod:`~wav2emo.runs.build`), trains with the checkpoint chosen on
 the dev actors and tests it (:mod:`~wav2emo.runs.fold_runner`); several folds end with the
-cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.evaluate`) tests a saved checkpoint.
+cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.testing`) tests a saved checkpoint.
 """
 
 from __future__ import annotations

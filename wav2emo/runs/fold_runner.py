@@ -31,8 +31,8 @@ from wav2emo.runs.build import (
     build_module,
 )
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
-from wav2emo.runs.evaluate import test_checkpoint
 from wav2emo.runs.run_info import git_info, save_run_info
+from wav2emo.runs.testing import test_checkpoint
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.distributed import check_same_everywhere, ddp_strategy_for, is_rank_zero
