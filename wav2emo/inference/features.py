@@ -124,7 +124,7 @@ class InMemoryFeatures:
                 if "ssl" in self.inputs:
                     it["ssl"] = h.transpose(0, 1).contiguous()  # (H, T, D): the featurizer picks layers
                 if "ssl_layer" in self.inputs:
-                    it["ssl_layer"] = h[:, int(self.ssl_layer_index)].contiguous()
+                    it["ssl_layer"] = h[:, self.ssl_layers.index(int(self.ssl_layer_index))].contiguous()
             del res
         for it, w in zip(items, waves, strict=True):
             if self.logmel is not None:

@@ -304,7 +304,7 @@ class EmotionDataModule(L.LightningDataModule):
                 out.append(self._normalized(CachedFeatures(name, self.caches[name], rows[name], self.frames), name,
                                             speakers))
             elif name == "ssl_layer":
-                k = int(self.ssl_layer_index)
+                k = ssl_layer_position(self.caches["ssl"], int(self.ssl_layer_index))
                 out.append(self._normalized(CachedLayer(self.caches["ssl"], rows["ssl"], k, self.frames), "ssl",
                                             speakers, layer=k))
             else:
@@ -328,7 +328,7 @@ class EmotionDataModule(L.LightningDataModule):
                 copied.append(self._normalized(
                     CachedFeatures(name, self.copy_caches[name], self.copy_rows[name], self.frames), name, speakers))
             elif name == "ssl_layer":
-                k = int(self.ssl_layer_index)
+                k = ssl_layer_position(self.copy_caches["ssl"], int(self.ssl_layer_index))
                 copied.append(self._normalized(
                     CachedLayer(self.copy_caches["ssl"], self.copy_rows["ssl"], k, self.frames), "ssl", speakers,
                     layer=k))
@@ -448,3 +448,15 @@ class EmotionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader("test", shuffle=False)
+
+
+def ssl_layer_position(cache: Any, layer: int) -> int:
+    """Where hidden state ``layer`` (absolute index) sits in an SSL cache that may store a subset of them
+    (``features.ssl.layers``); a layer the cache does not hold is refused, never read from another row."""
+    stored = (getattr(cache, "meta", None) or {}).get("layer_indices")
+    if stored is None:
+        return layer
+    if layer not in stored:
+        raise ConfigError(f"datamodule.ssl_layer_index={layer}: the SSL cache stores only hidden states {list(stored)} "
+                          "(features.ssl.layers); choose one of those or extract with features.ssl.layers=null")
+    return list(stored).index(layer)
