@@ -113,7 +113,7 @@ class InMemoryFeatures:
             x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
             res, frames = self.extractor.extract_batch(x, lengths, torch.float16, layers=self.ssl_layers)  # as cached
             if self.ssl_pooled:
-                from wav2emo.features.ssl_hidden_states import pool_time
+                from wav2emo.features.ssl_layout import pool_time
 
                 res, frames = pool_time(res, frames)
             if not torch.isfinite(res).all():
