@@ -239,6 +239,7 @@ class SSLHiddenStates:
             "estimated_bytes": need,
             "backbone": {
                 **backbone.info,
+                **backbone.describe(),
                 "normalize": backbone.do_normalize,
                 "hidden_size": backbone.hidden_size,
                 "num_hidden_states": backbone.num_hidden_states,
