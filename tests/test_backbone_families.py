@@ -310,7 +310,7 @@ def test_one_cached_layer_input_reads_its_own_row_of_a_subset_cache():
     from types import SimpleNamespace
 
     from wav2emo.errors import ConfigError
-    from wav2emo.training.datamodule import ssl_layer_position
+    from wav2emo.features.ssl_layout import ssl_layer_position
 
     subset = SimpleNamespace(meta={"layer_indices": [0, 2, 4]})
     assert ssl_layer_position(subset, 4) == 2 and ssl_layer_position(SimpleNamespace(meta={}), 4) == 4

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from wav2emo.backbones import BackboneError
+from wav2emo.errors import ConfigError
 
 
 def pool_time(res: torch.Tensor, frames: list[int]) -> tuple[torch.Tensor, list[int]]:
@@ -35,3 +36,15 @@ def check_layers(layers: Any, num_hidden_states: int, where: str) -> list[int] |
     if bad:
         raise BackboneError(f"{where}: layers {bad} out of range; this backbone has hidden states 0..{num_hidden_states - 1}")
     return sorted(values)
+
+
+def ssl_layer_position(cache: Any, layer: int) -> int:
+    """Where hidden state ``layer`` (absolute index) sits in an SSL cache that may store a subset of them
+    (``features.ssl.layers``); a layer the cache does not hold is refused, never read from another row."""
+    stored = (getattr(cache, "meta", None) or {}).get("layer_indices")
+    if stored is None:
+        return layer
+    if layer not in stored:
+        raise ConfigError(f"datamodule.ssl_layer_index={layer}: the SSL cache stores only hidden states {list(stored)} "
+                          "(features.ssl.layers); choose one of those or extract with features.ssl.layers=null")
+    return list(stored).index(layer)

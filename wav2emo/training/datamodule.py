@@ -47,6 +47,7 @@ from wav2emo.features.cache import FeatureCache
 from wav2emo.features.multi import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.features.overlap import get_features_many
+from wav2emo.features.ssl_layout import ssl_layer_position
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
@@ -448,15 +449,3 @@ class EmotionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader("test", shuffle=False)
-
-
-def ssl_layer_position(cache: Any, layer: int) -> int:
-    """Where hidden state ``layer`` (absolute index) sits in an SSL cache that may store a subset of them
-    (``features.ssl.layers``); a layer the cache does not hold is refused, never read from another row."""
-    stored = (getattr(cache, "meta", None) or {}).get("layer_indices")
-    if stored is None:
-        return layer
-    if layer not in stored:
-        raise ConfigError(f"datamodule.ssl_layer_index={layer}: the SSL cache stores only hidden states {list(stored)} "
-                          "(features.ssl.layers); choose one of those or extract with features.ssl.layers=null")
-    return list(stored).index(layer)
