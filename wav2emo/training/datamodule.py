@@ -47,7 +47,6 @@ from wav2emo.features.cache import FeatureCache
 from wav2emo.features.multi import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
 from wav2emo.features.overlap import get_features_many
-from wav2emo.features.ssl_layout import ssl_layer_position
 from wav2emo.training.batching import (  # noqa: F401  (re-exported: tests and callers import them from here)
     ClassBalancedBatchSampler,
     CopyBatchSampler,
