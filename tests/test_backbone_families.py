@@ -307,6 +307,18 @@ def test_a_layer_subset_cache_stores_those_states_and_the_featurizer_maps_absolu
         get_features(toy, spec_of(folder, layers=[0, 4]), tmp_path / "cache", device="cpu", progress=False)
 
 
+def test_one_cached_layer_input_reads_its_own_row_of_a_subset_cache():
+    from types import SimpleNamespace
+
+    from wav2emo.errors import ConfigError
+    from wav2emo.features.ssl_layout import ssl_layer_position
+
+    subset = SimpleNamespace(meta={"layer_indices": [0, 2, 4]})
+    assert ssl_layer_position(subset, 4) == 2 and ssl_layer_position(SimpleNamespace(meta={}), 4) == 4
+    with pytest.raises(ConfigError, match=r"ssl_layer_index=3: the SSL cache stores only hidden states \[0, 2, 4\]"):
+        ssl_layer_position(subset, 3)
+
+
 def test_the_time_pooled_cache_holds_each_layers_mean_and_std_over_the_clips_frames(tmp_path, folders, toy):
     folder = folders["hubert"]
     full = get_features(toy, spec_of(folder), tmp_path / "cache", device="cpu", progress=False)

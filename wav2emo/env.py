@@ -90,7 +90,7 @@ def backbone_family(config_path: Any) -> str:
         return "unknown (no config.json)"
     try:
         import wav2emo.backbones.families  # noqa: F401 - registers the built-in families
-        from wav2emo.backbones.family import family_for
+        from wav2emo.backbones.registry import family_for
 
         model_type = json.loads(Path(config_path).read_text()).get("model_type")
         return family_for(model_type).family

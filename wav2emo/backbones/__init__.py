@@ -1,11 +1,11 @@
 """Self-supervised speech backbones, shared by extraction (``features/``) and fine-tuning (``models/``).
 
 The contract is :class:`~wav2emo.backbones.family.Backbone`: one subclass per family (one module each under
-:mod:`.families`, registered with :func:`register_family`); an instance is the ONE object that extraction,
+:mod:`.families`, registered with :func:`~wav2emo.backbones.registry.register_family`); an instance is the ONE object that extraction,
 fine-tuning, evaluation and prediction run.  Floors, bottom up (each imports only those below it):
 :mod:`.source` (hub id or folder, identity, config and preprocessor JSON), :mod:`.switches` (train-mode
 regularisers), :mod:`.running` (device, precision, padding), :mod:`.invariance` and :mod:`.encoder`
-(wav2vec2-style masked group norm and layer ranges), :mod:`.family` (the contract and the registry),
+(wav2vec2-style masked group norm and layer ranges), :mod:`.family` (the contract), :mod:`.registry` (model_type -> family),
 :mod:`.families` (the built-in families), :mod:`.tiny` (tiny random models of every family),
 :mod:`.loading` (``load_backbone``: the family from config.json's model_type).
 """
@@ -18,14 +18,7 @@ from wav2emo.backbones.encoder import (
     run_layers,
     uses_position_bias,
 )
-from wav2emo.backbones.family import (
-    Backbone,
-    family_for,
-    normalize_wave,
-    normalize_waves,
-    register_family,
-    registered_families,
-)
+from wav2emo.backbones.family import Backbone
 from wav2emo.backbones.invariance import (
     BatchInvariance,
     MaskedGroupNorm,
@@ -33,7 +26,14 @@ from wav2emo.backbones.invariance import (
     conv_receptive_field,
 )
 from wav2emo.backbones.loading import family_of, load_backbone, source_of, wrap_model
-from wav2emo.backbones.running import ExtractionError, effective_precision, resolve_device
+from wav2emo.backbones.registry import family_for, register_family, registered_families
+from wav2emo.backbones.running import (
+    ExtractionError,
+    effective_precision,
+    normalize_wave,
+    normalize_waves,
+    resolve_device,
+)
 from wav2emo.backbones.source import (
     DEFAULT_BACKBONE,
     BackboneError,

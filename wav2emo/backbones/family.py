@@ -2,7 +2,7 @@
 
 A *family* (wav2vec2, HuBERT, WavLM, data2vec-audio, Whisper's encoder, ...) is a subclass of
 :class:`Backbone` in its own module under :mod:`wav2emo.backbones.families`, registered with
-:func:`register_family` for the ``model_type`` values of its transformers configs.  An instance is one
+:func:`wav2emo.backbones.registry.register_family` for the ``model_type`` values of its transformers configs.  An instance is one
 loaded backbone, and it is the ONE object that extraction (the feature cache), fine-tuning
 (:class:`wav2emo.models.upstream.SSLUpstream`), evaluation and prediction run; so all of them compute the
 same hidden states the same way.
@@ -22,8 +22,8 @@ What a family states (class attributes) and does (methods):
   top-k fine-tuning runs from the cache), :meth:`trained_prefixes` (which parameters train in each mode),
   :meth:`front_end` (kept in eval mode while frozen).
 
-Adding a family: one module under ``wav2emo/backbones/families/`` (or anywhere, for a plugin) defining and
-registering the subclass, and one ``conf/features/<hub-id-name>.yaml`` (docs/architecture.md, how-to table).
+Adding a family: one module under ``wav2emo/backbones/families/`` (or anywhere, for a plugin) defining the
+subclass and registering it (:func:`wav2emo.backbones.registry.register_family`), and one ``conf/features/<hub-id-name>.yaml`` (docs/architecture.md, how-to table).
 """
 
 from __future__ import annotations
@@ -36,25 +36,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from wav2emo.backbones.running import ExtractionError, autocast, exact_fp32, pad_waves
+from wav2emo.backbones.running import (
+    ExtractionError,
+    autocast,
+    exact_fp32,
+    normalize_wave,
+    normalize_waves,
+    pad_waves,
+)
 from wav2emo.backbones.source import BackboneError, BackboneSource
 from wav2emo.backbones.switches import TRAIN_SWITCH_DEFAULTS
-
-
-def normalize_wave(wave: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance over the clip (HF's ``zero_mean_unit_var_norm`` on the unpadded wave)."""
-    w64 = wave.astype(np.float64)
-    return ((w64 - w64.mean()) / np.sqrt(w64.var() + 1e-7)).astype(np.float32)
-
-
-def normalize_waves(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per clip over its own samples (padding stays 0), in float64 as
-    :func:`normalize_wave` computes it on the unpadded clip."""
-    valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
-    w64, n = wave.double() * valid, lengths[:, None].double()
-    mean = w64.sum(1, keepdim=True) / n
-    var = (((w64 - mean) * valid) ** 2).sum(1, keepdim=True) / n
-    return (((w64 - mean) / torch.sqrt(var + 1e-7)) * valid).float()
 
 
 class Backbone:
@@ -303,37 +294,3 @@ def frame_mask(frames: Sequence[int], t: int, device: torch.device | str = "cpu"
 
 def hop_of(strides: Sequence[int]) -> int:
     return math.prod(int(s) for s in strides)
-
-
-# The registry ----------------------------------------------------------------------------------------
-_FAMILIES: dict[str, type[Backbone]] = {}
-
-
-def register_family(cls: type[Backbone]) -> type[Backbone]:
-    """Make ``cls`` the family of every config ``model_type`` in ``cls.model_types`` (use as a decorator)."""
-    if not (isinstance(cls, type) and issubclass(cls, Backbone)) or not cls.family or not cls.model_types:
-        raise TypeError(f"register_family({cls!r}): expected a Backbone subclass with `family` and `model_types` set")
-    for model_type in cls.model_types:
-        known = _FAMILIES.get(model_type)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise BackboneError(f"model_type {model_type!r} is already served by family {known.family!r} ({known})")
-        _FAMILIES[model_type] = cls
-    return cls
-
-
-def registered_families() -> dict[str, type[Backbone]]:
-    """model_type -> family class, of every family registered so far."""
-    return dict(_FAMILIES)
-
-
-def family_for(model_type: str | None, where: str = "") -> type[Backbone]:
-    """The family registered for ``model_type``; one line naming it and the supported ones otherwise."""
-    cls = _FAMILIES.get(str(model_type))
-    if cls is None:
-        names = sorted({f"{c.family} ({t})" for t, c in _FAMILIES.items()})
-        raise BackboneError(
-            f"{where or 'backbone'}: model_type {model_type!r} is not a supported backbone family; expected one of "
-            f"{', '.join(names)} (a new family is one module under wav2emo/backbones/families/, see "
-            "docs/architecture.md)"
-        )
-    return cls

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 import wav2emo.backbones.families  # noqa: F401 - registers the built-in families
-from wav2emo.backbones.family import Backbone, family_for
+from wav2emo.backbones.family import Backbone
+from wav2emo.backbones.registry import family_for
 from wav2emo.backbones.source import (
     BackboneError,
     BackboneSource,

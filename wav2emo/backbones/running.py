@@ -1,4 +1,4 @@
-"""Where and how exactly a backbone runs: the device, the compute precision, padded batches of waves.
+"""Where and how exactly a backbone runs: the device, the compute precision, padded and normalised batches of waves.
 
 Used by :class:`wav2emo.backbones.family.Backbone` for extraction and inference; fine-tuning runs under
 Lightning's own precision instead.
@@ -74,3 +74,19 @@ def pad_waves(waves: Sequence[np.ndarray], multiple: int = 1, pin: bool = False)
     for b, w in enumerate(waves):
         xn[b, : len(w)] = w
     return x, lengths
+
+
+def normalize_wave(wave: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance over the clip (HF's ``zero_mean_unit_var_norm`` on the unpadded wave)."""
+    w64 = wave.astype(np.float64)
+    return ((w64 - w64.mean()) / np.sqrt(w64.var() + 1e-7)).astype(np.float32)
+
+
+def normalize_waves(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per clip over its own samples (padding stays 0), in float64 as
+    :func:`normalize_wave` computes it on the unpadded clip."""
+    valid = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
+    w64, n = wave.double() * valid, lengths[:, None].double()
+    mean = w64.sum(1, keepdim=True) / n
+    var = (((w64 - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return (((w64 - mean) / torch.sqrt(var + 1e-7)) * valid).float()

@@ -36,6 +36,7 @@ from wav2emo.features.cache.writer import CacheBuilder
 from wav2emo.features.extraction_batches import expected_samples
 from wav2emo.features.limits import ClipDurationError, check_durations
 from wav2emo.features.pipeline import extract_to_builder
+from wav2emo.features.ssl_layout import check_layers, pool_time
 
 __all__ = ["SSL_DEFAULTS", "ClipLengthError", "SSLHiddenStates", "check_layers", "expected_samples", "pool_time"]
 log = logging.getLogger(__name__)
@@ -67,31 +68,6 @@ SSL_DEFAULTS: dict[str, Any] = {
     "layers": None,  # None = every hidden state 0..N; a list = only these (absolute indices) are stored
     "time_pooled": False,  # true: per clip and layer the mean and std over its frames (1 row of 2 x width)
 }
-
-
-def pool_time(res: torch.Tensor, frames: list[int]) -> tuple[torch.Tensor, list[int]]:
-    """(B, T, L, D) hidden states -> (B, 1, L, 2D): per clip and layer [mean, std] over its own frames (float32
-    statistics, stored in ``res``'s dtype)."""
-    mask = torch.arange(res.shape[1], device=res.device)[None, :] < torch.as_tensor(frames, device=res.device)[:, None]
-    m = mask[:, :, None, None].float()
-    n = m.sum(1)
-    x = res.float() * m
-    mean = x.sum(1) / n
-    std = ((((res.float() - mean[:, None]) * m) ** 2).sum(1) / n).sqrt()
-    return torch.cat([mean, std], dim=-1)[:, None].to(res.dtype), [1] * len(frames)
-
-
-def check_layers(layers: Any, num_hidden_states: int, where: str) -> list[int] | None:
-    """A spec's ``layers`` as sorted absolute indices (None = all), refused with one line when out of range."""
-    if layers is None or layers == "all":
-        return None
-    values = [layers] if isinstance(layers, int) else list(layers) if isinstance(layers, (list, tuple)) else None
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values) or len(set(values)) != len(values):
-        raise BackboneError(f"{where}: layers={layers!r}; expected null (all) or distinct hidden-state indices")
-    bad = [v for v in values if not 0 <= v < num_hidden_states]
-    if bad:
-        raise BackboneError(f"{where}: layers {bad} out of range; this backbone has hidden states 0..{num_hidden_states - 1}")
-    return sorted(values)
 
 
 class SSLHiddenStates:
@@ -264,6 +240,7 @@ class SSLHiddenStates:
             "estimated_bytes": need,
             "backbone": {
                 **backbone.info,
+                **backbone.describe(),
                 "normalize": backbone.do_normalize,
                 "hidden_size": backbone.hidden_size,
                 "num_hidden_states": backbone.num_hidden_states,

@@ -301,7 +301,9 @@ class EmotionDataModule(L.LightningDataModule):
                 out.append(self._normalized(CachedFeatures(name, self.caches[name], rows[name], self.frames), name,
                                             speakers))
             elif name == "ssl_layer":
-                k = int(self.ssl_layer_index)
+                from wav2emo.features.ssl_layout import ssl_layer_position
+
+                k = ssl_layer_position(self.caches["ssl"], int(self.ssl_layer_index))
                 out.append(self._normalized(CachedLayer(self.caches["ssl"], rows["ssl"], k, self.frames), "ssl",
                                             speakers, layer=k))
             else:
@@ -325,7 +327,9 @@ class EmotionDataModule(L.LightningDataModule):
                 copied.append(self._normalized(
                     CachedFeatures(name, self.copy_caches[name], self.copy_rows[name], self.frames), name, speakers))
             elif name == "ssl_layer":
-                k = int(self.ssl_layer_index)
+                from wav2emo.features.ssl_layout import ssl_layer_position
+
+                k = ssl_layer_position(self.copy_caches["ssl"], int(self.ssl_layer_index))
                 copied.append(self._normalized(
                     CachedLayer(self.copy_caches["ssl"], self.copy_rows["ssl"], k, self.frames), "ssl", speakers,
                     layer=k))

@@ -142,7 +142,7 @@ class InMemoryFeatures:
             x, lengths = self.extractor.pad([self.extractor.prepare(w) for w in waves])
             res, frames = self.extractor.extract_batch(x, lengths, torch.float16, layers=self.ssl_layers)  # as cached
             if self.ssl_pooled:
-                from wav2emo.features.ssl_hidden_states import pool_time
+                from wav2emo.features.ssl_layout import pool_time
 
                 res, frames = pool_time(res, frames)
             if not torch.isfinite(res).all():
@@ -153,7 +153,7 @@ class InMemoryFeatures:
                 if "ssl" in self.inputs:
                     it["ssl"] = h.transpose(0, 1).contiguous()  # (H, T, D): the featurizer picks layers
                 if "ssl_layer" in self.inputs:
-                    it["ssl_layer"] = h[:, int(self.ssl_layer_index)].contiguous()
+                    it["ssl_layer"] = h[:, self.ssl_layers.index(int(self.ssl_layer_index))].contiguous()
             del res
         for it, w in zip(items, waves, strict=True):
             if self.logmel is not None:

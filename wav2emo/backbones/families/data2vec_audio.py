@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from wav2emo.backbones.families.conv_front_end import TINY_FRONT_END, ConvFrontEndBackbone
-from wav2emo.backbones.family import frame_mask, register_family
+from wav2emo.backbones.family import frame_mask
+from wav2emo.backbones.registry import register_family
 
 
 @register_family

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from wav2emo.backbones.families.conv_front_end import TINY_FRONT_END, ConvFrontEndBackbone
-from wav2emo.backbones.family import register_family
+from wav2emo.backbones.registry import register_family
 
 
 @register_family

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wav2emo.backbones.family import Backbone, frame_mask, register_family
+from wav2emo.backbones.family import Backbone, frame_mask
+from wav2emo.backbones.registry import register_family
 from wav2emo.backbones.source import BackboneError
 
 
