@@ -1,7 +1,7 @@
 """``python -m wav2emo.eval ckpt_path=<checkpoint or run> data=<another corpus>``: cross-corpus evaluation.
 
 Each fold model of the run is tested on **every clip** of the other corpus (none of it was trained on), after
-both label sets are mapped onto their shared emotions (:mod:`wav2emo.data.label_map`; ``label_map`` in the
+both label sets are mapped onto their shared emotions (:mod:`wav2emo.data.shared_labels`; ``label_map`` in the
 config renames or drops classes).  In order:
 
 1. the test corpus is loaded and checked, and the shared classes computed: a pair sharing fewer than two
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from wav2emo.data.label_map import SharedLabels, restricted_argmax, shared_labels
+from wav2emo.data.shared_labels import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
 from wav2emo.reports.cross_corpus import write_pair_report
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
