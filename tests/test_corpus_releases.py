@@ -215,3 +215,12 @@ def test_tess_nested_twice_keeps_one_copy_and_differing_duplicates_still_stop(tm
     tone(root / "other" / "OAF_back_angry.wav", seed=99)  # the same name, other audio: not a copy
     with pytest.raises(CorpusError, match="the same clip id more than once"):
         tess.prepare_tess(root)
+
+
+def test_a_subset_of_ravdess_actors_gets_folds_it_can_run(tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=["data=synthetic", "data.corpus.actors=6", f"paths.data_dir={tmp_path}"])
+    assert fold_count(cfg.folds, cfg.data) == 6  # leave-one-speaker-out: the Luna-Jimenez folds need all 24
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("train", overrides=["data=synthetic", f"paths.data_dir={tmp_path}"])
+    assert fold_count(cfg.folds, cfg.data) == 5

@@ -25,7 +25,7 @@ SYN = ["data=synthetic", "data.corpus.clips_per_actor=8", "features=tiny"]
 
 
 def test_shared_classes_are_computed_and_mapped_on_both_sides():
-    from wav2emo.data.label_map import shared_labels
+    from wav2emo.data.shared_labels import shared_labels
 
     ravdess = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
     emodb = ("neutral", "happy", "sad", "angry", "fearful", "disgust", "boredom")
@@ -40,8 +40,8 @@ def test_shared_classes_are_computed_and_mapped_on_both_sides():
 
 
 def test_fewer_than_two_shared_emotions_and_unknown_mapping_keys_are_refused():
-    from wav2emo.data.label_map import shared_labels
     from wav2emo.data.labels import LabelError
+    from wav2emo.data.shared_labels import shared_labels
 
     with pytest.raises(LabelError, match=r"emodb \['neutral', 'boredom'\] and tess \['neutral', 'surprised'\] share 1"):
         shared_labels(("neutral", "boredom"), ("neutral", "surprised"), model_corpus="emodb", test_corpus="tess")
@@ -52,7 +52,7 @@ def test_fewer_than_two_shared_emotions_and_unknown_mapping_keys_are_refused():
 
 
 def test_restricted_argmax_sums_merged_probabilities_and_ignores_unshared_outputs():
-    from wav2emo.data.label_map import restricted_argmax, shared_labels
+    from wav2emo.data.shared_labels import restricted_argmax, shared_labels
 
     lab = shared_labels(("neutral", "calm", "happy", "surprised"), ("neutral", "happy", "sad"), {"calm": "neutral"})
     probs = np.array([[0.3, 0.3, 0.4, 0.0],    # neutral+calm 0.6 beat happy 0.4

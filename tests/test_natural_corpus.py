@@ -112,3 +112,21 @@ def test_baselines_on_a_natural_corpus_choose_by_grouped_inner_cv_and_say_so(nat
             assert r["hyperparameters"] == r["dev_scores"][best]["params"]
     report = json.loads(next(tmp_path.rglob("cv_report.json")).read_text())
     assert "hyperparameter_selection" in report["protocol"]
+
+
+def test_two_speaker_corpus_baseline_chooses_on_the_training_speakers_clips(tmp_path):
+    """TESS: train on one speaker, test on the other. The dev set is a share of the training speaker's clips
+    (declared), so the grid is chosen without ever looking at the test speaker."""
+    from tests.corpus_trees import tess_tree
+    from wav2emo.baselines.runner import command_line_overrides, run_baselines
+
+    root = tess_tree(tmp_path / "TESS", words=("back", "bar", "base"))
+    cfg = compose_cfg(command_line_overrides(["model=logreg", "data=tess", f"data.corpus.root={root}",
+                                              "data.corpus.require_complete=false", "features=tiny", "fold=all"]),
+                      tmp_path, tmp_path / "data", tmp_path / "cache", config_name="baselines")
+    run_baselines(cfg)
+    for f in (0, 1):
+        r = json.loads(next(tmp_path.rglob(f"fold_{f}/fold_result.json")).read_text())
+        assert r["selection"]["method"] == "dev" and r["split"]["clips"] == {"train": 14, "dev": 7, "test": 21}
+        assert r["split"]["train_actors"] == r["split"]["dev_actors"] != r["split"]["test_actors"]
+        assert "a dev set of training speakers' utterances" in r["split"]["protocol"]

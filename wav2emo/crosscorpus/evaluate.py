@@ -1,7 +1,7 @@
 """``python -m wav2emo.eval ckpt_path=<checkpoint or run> data=<another corpus>``: cross-corpus evaluation.
 
 Each fold model of the run is tested on **every clip** of the other corpus (none of it was trained on), after
-both label sets are mapped onto their shared emotions (:mod:`wav2emo.data.label_map`; ``label_map`` in the
+both label sets are mapped onto their shared emotions (:mod:`wav2emo.data.shared_labels`; ``label_map`` in the
 config renames or drops classes).  In order:
 
 1. the test corpus is loaded and checked, and the shared classes computed: a pair sharing fewer than two
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.crosscorpus.pair_report import write_pair_report
 from wav2emo.crosscorpus.trained_models import TrainedModel, find_models, neural_scores, sklearn_scores
-from wav2emo.data.label_map import SharedLabels, restricted_argmax, shared_labels
+from wav2emo.data.shared_labels import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics

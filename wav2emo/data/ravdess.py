@@ -35,7 +35,7 @@ from .files import find_audio_files
 from .manifest import EMOTIONS, Clip, Manifest
 from .manifest_cache import cached_manifest
 from .problems import AUDIO_PROBLEMS, identical_files, twice_in_the_copy
-from .registry import Recipe, Totals
+from .registry import Recipe, Totals, luna_jimenez_or_by_speaker_count
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
 RAVDESS_ZIP_NAME = "Audio_Speech_Actors_01-24.zip"
@@ -398,5 +398,5 @@ RECIPE = Recipe(
     f"Download {RAVDESS_ZIP_NAME} from {RAVDESS_RECORD_URL} (or set data.corpus.download=true).",
     totals=Totals(files=NUM_ACTORS * CLIPS_PER_ACTOR, speakers=tuple(f"Actor_{a:02d}" for a in range(1, 25)),
                   classes=tuple(EMOTIONS)),
-    default_folds="luna_jimenez", load=load_ravdess,
+    default_folds=luna_jimenez_or_by_speaker_count, load=load_ravdess,
 )

@@ -66,6 +66,12 @@ def folds_by_speaker_count(n_speakers: int) -> str:
     return "loso" if n_speakers <= 12 else "speaker_kfold"
 
 
+def luna_jimenez_or_by_speaker_count(n_speakers: int) -> str:
+    """RAVDESS-shaped corpora: the Luna-Jimenez folds with all 24 actors, else (a subset of actors) the rule of a
+    corpus of one's own."""
+    return "luna_jimenez" if n_speakers == 24 else folds_by_speaker_count(n_speakers)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One corpus (see the module docstring).  ``load`` replaces the generic loading of

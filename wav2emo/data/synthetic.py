@@ -37,7 +37,7 @@ from .corpus_options import actor_list, bool_option, check_options_of, corpus_ro
 from .errors import CorpusError
 from .manifest import Manifest
 from .manifest_cache import cached_manifest
-from .registry import Recipe
+from .registry import Recipe, luna_jimenez_or_by_speaker_count
 from .synthetic_voice import synthesize_clip
 
 GENERATOR_VERSION = 2  # 2: stronger emotion cues (_CUE_GAIN, smaller spreads), so the demo learns clearly
@@ -288,7 +288,8 @@ def _synthetic_root(root: Path, c: Mapping, **params) -> Path:
 
 
 RECIPE = Recipe("synthetic", ravdess.prepare_ravdess, "a synthetic corpus made by wav2emo (or an empty folder)",
-                "It is generated offline at its default place.", default_folds="luna_jimenez", load=load_synthetic)
+                "It is generated offline at its default place.", default_folds=luna_jimenez_or_by_speaker_count,
+                load=load_synthetic)
 
 
 if __name__ == "__main__":  # worker entry: python -m wav2emo.data.synthetic TMP SEED CLIPS SR ACTOR...
