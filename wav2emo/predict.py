@@ -17,8 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
-from wav2emo.startup import leave_out_unused_backends
 from wav2emo.errors import ConfigError
+from wav2emo.startup import leave_out_unused_backends
 
 require_compatible()
 leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
