@@ -142,7 +142,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ckpts = {m: train_checkpoint(a.work, m, a.backbone, torch.cuda.is_available()) for m in ("fe_vgg_egemaps", "fe_vgg")}
     rec = recording(a.work)
-    result: dict = {"machine": machine_name(a.cpus), "backbone": a.backbone, "device": device,
+    result: dict = {"machine": machine_name(a.cpus), "cpus": a.cpus, "backbone": a.backbone, "device": device,
                     "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {}}
     ways = [("fe_vgg_egemaps", "0"), ("fe_vgg_egemaps", "auto"), ("fe_vgg", "auto")]
     for model, workers in ways:
@@ -168,8 +168,8 @@ def render(r: dict) -> str:
         f"`python -m wav2emo.predict` on a {r['recording_s'] / 60:.0f}-minute 16 kHz recording (synthetic corpus clips "
         f"one after another), 4 s windows every 2 s, device {r['device']}, checkpoints on {backbone}. "
         "Seconds are the whole command: process start, model restore, reading, features, network, CSV.",
-        "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"] + "`"
-        + (" --cpus ..." if "no GPU" in r["machine"] else "") + ".",
+        "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
+        + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + "`.",
         "",
         "| model, way | seconds | times real time | windows | CPU seconds (all processes) | load average after |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -179,6 +179,14 @@ def render(r: dict) -> str:
         lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
                      f"| {v.get('load_average_1min')} |")
     best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto"]["x_real_time"]
+    loads = [v.get("load_average_1min") or 0 for v in r["runs"].values()]
+    cores = len(r.get("cpus", "").split(",")) if r.get("cpus") else os.cpu_count() or 1
+    if max(loads) > cores:
+        cpu = {k: v.get("cpu_seconds") for k, v in r["runs"].items()}
+        lines += ["", f"**The machine was shared** (1-minute load average up to {max(loads)} on {cores} cores): the wall "
+                  "seconds measure the other processes as much as wav2emo. The CPU seconds (all processes of a "
+                  f"command) measure the work: {cpu}. On {cores} otherwise idle cores the wall time is at least the "
+                  f"CPU seconds / {cores}."]
     lines += ["", f"Same CSV from both eGeMAPS ways: {r['same_csv']}.",
               f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
               f"{'**met**' if best >= target else '**missed**'} ({best}x)."]

@@ -70,6 +70,34 @@ def import_seconds(env: dict) -> float:
     return time.perf_counter() - t0
 
 
+TRAINING_STACK = ("from wav2emo.startup import leave_out_unused_backends as leave; leave(); "
+                  "import lightning.pytorch, wav2emo.training.module, wav2emo.runs.experiment")
+
+
+def import_cost(env: dict, runs: int) -> dict:
+    """CPU seconds (user + system; steadier than wall time on a shared machine) and wall seconds of importing
+    what a cached training run imports, for each way, interleaved."""
+    import resource
+
+    out: dict = {}
+    for _ in range(runs):
+        for way, extra in WAYS.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", TRAINING_STACK], check=True, cwd=REPO, env={**env, **extra})
+            wall = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+            r = out.setdefault(way, {"cpu_s": [], "wall_s": []})
+            r["cpu_s"].append(round(cpu, 2))
+            r["wall_s"].append(round(wall, 2))
+    for r in out.values():
+        r["cpu_median_s"] = statistics.median(r["cpu_s"])
+        r["wall_median_s"] = statistics.median(r["wall_s"])
+    out["load_average_1min"] = round(os.getloadavg()[0], 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("/tmp/wav2emo-startup"))
@@ -77,10 +105,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--gpu", action="store_true")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--imports-only", action="store_true", help="only the import cost of the training stack")
     a = ap.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
                WAV2EMO_DATA_DIR=str(a.work / "data"), WAV2EMO_CACHE_DIR=str(a.work / "cache"),
                WAV2EMO_LOG_DIR=str(a.work / "outputs"))
+    if a.imports_only:
+        res = {"machine": machine_name(), "cpus": os.cpu_count(), "imports": import_cost(env, a.runs)}
+        slug = re.sub(r"[^a-z0-9]+", "_", res["machine"].lower()).strip("_")
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"startup_imports_{slug}.json").write_text(json.dumps(res, indent=2))
+        (a.out / f"startup_imports_{slug}.md").write_text(render_imports(res))
+        print(render_imports(res))
+        return
     args = train_args(a.work, a.gpu)
     t0 = time.perf_counter()
     run_once(args, env)  # builds the corpus and the caches
@@ -113,6 +150,22 @@ def main() -> None:
     (a.out / f"startup_{slug}.json").write_text(json.dumps(result, indent=2))
     (a.out / f"startup_{slug}.md").write_text(render(result))
     print(render(result))
+
+
+def render_imports(r: dict) -> str:
+    imp = r["imports"]
+    lean, old = imp["lean"], imp["all_backends"]
+    return "\n".join([
+        f"# Import cost of a cached training run's modules: {r['machine']}, {r['cpus']} CPUs", "",
+        f"`python -c \"{TRAINING_STACK}\"`, each way {len(lean['cpu_s'])} times, interleaved. CPU seconds (user +"
+        " system of the process) are steadier than wall seconds on a shared machine (1-minute load average at the"
+        f" end: {imp['load_average_1min']}). Regenerate: `python benchmarks/startup_benchmark.py --imports-only`.", "",
+        "| way | CPU s (median) | wall s (median) | CPU s, each run |", "| --- | --- | --- | --- |",
+        f"| lean (as shipped) | {lean['cpu_median_s']} | {lean['wall_median_s']} | {lean['cpu_s']} |",
+        f"| all_backends (`WAV2EMO_TORCHMETRICS_ALL_BACKENDS=1`, the previous way) | {old['cpu_median_s']} | "
+        f"{old['wall_median_s']} | {old['cpu_s']} |", "",
+        f"Saved: {old['cpu_median_s'] - lean['cpu_median_s']:.2f} CPU s "
+        f"({(old['cpu_median_s'] - lean['cpu_median_s']) / old['cpu_median_s']:.0%} of the imports).", ""])
 
 
 def render(r: dict) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-UNUSED = ("transformers", "torchvision", "scipy.signal")
+UNUSED = ("transformers", "torchvision", "scipy.signal", "sklearn")
 
 
 def modules_after(code: str, env: dict | None = None, timeout: int = 300) -> dict:

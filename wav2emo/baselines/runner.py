@@ -23,15 +23,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from sklearn.model_selection import ParameterGrid
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from wav2emo.baselines.inner_cv import inner_cv_scores, selection_method
@@ -49,6 +46,9 @@ from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.runs.common import folds_to_run, num_folds_of, output_dir
 from wav2emo.runs.run_info import save_run_info
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,10 @@ def check_model_cfg(model: Any) -> tuple[dict[str, Any], dict[str, list]]:
 
 
 def make_pipeline(estimator_cfg: Mapping[str, Any], params: Mapping[str, Any], seed: int) -> Pipeline:
+    # sklearn here, not at the top: a neural run imports this module (train.py), never sklearn
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     est = instantiate(dict(estimator_cfg), _convert_="all")
     try:
         est.set_params(**params)
@@ -210,6 +214,8 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
     class_names = data["class_names"]  # the corpus's classes, as the neural models name them
     num_classes = len(class_names)
     seed = int(cfg.seed) + int(fold)
+    from sklearn.model_selection import ParameterGrid  # not at the top: a neural run imports this module
+
     candidates = list(ParameterGrid(grid))
     log.info("fold %d: train actors %s, dev %s, test %s; %d candidates", fold, list(split.train),
              list(split.dev), list(split.test), len(candidates))
