@@ -68,8 +68,11 @@ def _stored_layers(cfg: DictConfig, fold: int) -> tuple[list[int], list[str]]:
 def _layer_weights(result: dict[str, Any]) -> list[float]:
     import torch
 
-    ckpt = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
-    logits = ckpt["state_dict"]["net.layer_logits"].float().abs()
+    state = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+    keys = [k for k in state if k.endswith("layer_logits")]  # the layer-weighted head's (its own or its LayerMix's)
+    if len(keys) != 1:
+        raise KeyError(f"{result['best_checkpoint']}: expected one layer_logits tensor, found {keys}")
+    logits = state[keys[0]].float().abs()  # layer_weighted mixes by |w| / sum |w|
     return (logits / logits.sum().clamp_min(1e-12)).tolist()
 
 
