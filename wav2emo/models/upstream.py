@@ -108,6 +108,12 @@ class SSLUpstream(nn.Module):
             p.requires_grad_(self.is_trained(name))
         if self.gradient_checkpointing and mode != "frozen":
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # A checkpointed layer runs twice (forward, then again in backward). On a GPU scaled-dot-product
+            # attention chose another kernel the second time for wav2vec2, HuBERT, data2vec-audio and Whisper
+            # (other saved tensors: torch refused the backward, measured on an H100); eager attention computes
+            # the same way both times. WavLM has its own attention either way.
+            if getattr(self.model.config, "_attn_implementation", "eager") != "eager":
+                self.model.set_attn_implementation("eager")
         self.register_state_dict_post_hook(_drop_untrained)
         self.register_load_state_dict_pre_hook(_fill_untrained)
         self.train(self.training)
