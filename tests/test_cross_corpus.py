@@ -40,8 +40,8 @@ def test_shared_classes_are_computed_and_mapped_on_both_sides():
 
 
 def test_fewer_than_two_shared_emotions_and_unknown_mapping_keys_are_refused():
-    from wav2emo.data.shared_labels import shared_labels
     from wav2emo.data.labels import LabelError
+    from wav2emo.data.shared_labels import shared_labels
 
     with pytest.raises(LabelError, match=r"emodb \['neutral', 'boredom'\] and tess \['neutral', 'surprised'\] share 1"):
         shared_labels(("neutral", "boredom"), ("neutral", "surprised"), model_corpus="emodb", test_corpus="tess")
