@@ -122,8 +122,11 @@ def test_baseline_features_are_normalised_per_actor_and_label_free(tmp_path, dir
     from tests.test_baselines import baseline_cfg
     from wav2emo.baselines.runner import load_fold_data
 
-    raw = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0"), 0)
-    normed = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=speaker"), 0)
+    # folds.dev=speakers: the split must not depend on the labels this test permutes (dev=auto picks dev speakers
+    # that cover the training classes, which reads the training labels)
+    raw = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "folds.dev=speakers"), 0)
+    normed = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=speaker",
+                                         "folds.dev=speakers"), 0)
     assert raw["protocol"]["feature_normalization"] is None
     assert normed["protocol"]["feature_normalization"] == "speaker"
     assert normed["protocol"]["reads_test_speakers_unlabelled_audio"] is True
@@ -158,7 +161,8 @@ def test_baseline_features_are_normalised_per_actor_and_label_free(tmp_path, dir
 
     monkeypatch.setattr(corpora, "load_corpus", shuffled)
     monkeypatch.setattr(features, "get_features", same_cache)
-    again = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=speaker"), 0)
+    again = load_fold_data(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=speaker",
+                                        "folds.dev=speakers"), 0)
     assert not np.array_equal(again["parts"]["test"]["y"], normed["parts"]["test"]["y"])
     for part in ("train", "dev", "test"):
         np.testing.assert_array_equal(again["parts"][part]["x"], normed["parts"][part]["x"])

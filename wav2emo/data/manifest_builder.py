@@ -11,7 +11,6 @@ together in one :class:`CorpusError`, then hashed into clips.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import zipfile
 from collections import defaultdict
@@ -35,7 +34,7 @@ from .errors import CorpusError
 from .fetching import extract_zip
 from .files import find_audio_files
 from .labels import ordered_classes
-from .manifest import UNLABELLED, Clip, Manifest
+from .manifest import UNLABELLED, Clip, Manifest, sha1_of_file
 from .problems import Defects, Problems, identical_files
 from .registry import Totals
 
@@ -98,14 +97,6 @@ def rel(path: Path, root: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _scan(path: Path) -> AudioScan | str:
@@ -258,7 +249,7 @@ def build_manifest(
         report.defects = list(defects.applied)
         if not kept:
             raise CorpusError(f"{root}: no usable clips of corpus {corpus!r} (expected at least one)")
-        hashes = dict(zip([e.clip_id for e in kept], pool.map(lambda e: _sha1(e.path), kept), strict=True)) if options.hash_files else {}
+        hashes = dict(zip([e.clip_id for e in kept], pool.map(lambda e: sha1_of_file(e.path), kept), strict=True)) if options.hash_files else {}
 
     names = tuple(class_names) if class_names is not None else ordered_classes({e.emotion for e in kept if e.emotion})
     if not names:

@@ -8,7 +8,6 @@ recipe's :class:`~wav2emo.data.registry.KnownDefect` list as files are read.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from .checks import CorpusReport
 from .errors import CorpusError, listing
+from .manifest import sha1_of_file
 from .registry import KnownDefect
 
 # problems of the audio itself: refused even with require_complete=false (a file that is not audio, or holds
@@ -101,14 +101,7 @@ def identical_files(paths: Sequence[Path]) -> bool:
     """Whether every file of ``paths`` has the same bytes (sizes first, then SHA-1)."""
     if len({Path(p).stat().st_size for p in paths}) != 1:
         return False
-    digests = set()
-    for p in paths:
-        h = hashlib.sha1()
-        with open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        digests.add(h.hexdigest())
-    return len(digests) == 1
+    return len({sha1_of_file(p) for p in paths}) == 1
 
 
 def twice_in_the_copy(paths: Sequence[Path], root: Path) -> dict:

@@ -7,7 +7,6 @@ audio) runs here, once, and reports all problems together.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.parse
@@ -32,7 +31,7 @@ from .corpus_options import actor_list, check_options_of, corpus_root, may_creat
 from .errors import CorpusError, listing
 from .fetching import download_archive, extract_zip
 from .files import find_audio_files
-from .manifest import EMOTIONS, Clip, Manifest
+from .manifest import EMOTIONS, Clip, Manifest, sha1_of_file
 from .manifest_cache import cached_manifest
 from .problems import AUDIO_PROBLEMS, identical_files, twice_in_the_copy
 from .registry import Recipe, Totals, luna_jimenez_or_by_speaker_count
@@ -113,14 +112,6 @@ def expected_combinations() -> list[tuple[int, int, int, int]]:
 # ------------------------------------------------------------------------------------------------
 # The manifest
 # ------------------------------------------------------------------------------------------------
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _enclosing_actor(path: Path, root: Path) -> int | None:
     for part in reversed(path.relative_to(root).parts[:-1]):
         m = _ACTOR_DIR_RE.match(part)
@@ -268,7 +259,7 @@ def prepare_ravdess(
             raise CorpusError(f"{root}: no usable RAVDESS clips (expected Actor_XX/03-01-...wav files)")
 
         if hash_files:
-            hashes = dict(zip(stems, pool.map(lambda s: _sha1(parsed[s][0]), stems), strict=True))
+            hashes = dict(zip(stems, pool.map(lambda s: sha1_of_file(parsed[s][0]), stems), strict=True))
     clips = []
     for stem in stems:
         path, meta = parsed[stem]
