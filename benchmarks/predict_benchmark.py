@@ -4,7 +4,8 @@ Trains a checkpoint of fe_vgg_egemaps and of fe_vgg (one short epoch each: speed
 writes a 30-minute 16 kHz recording made of the synthetic corpus's clips one after another, and times the whole
 command (process start to the CSV written; 4 s windows every 2 s, 899 windows) for each way side by side:
 
-  * ``egemaps_workers=0``: eGeMAPS one window after another in the predicting process (the previous way);
+  * ``egemaps_workers=0``: eGeMAPS one window after another in the predicting process (the previous way; since
+    issue 25 through openSMILE's C API instead of ``opensmile.Smile``, same values);
   * ``egemaps_workers=auto``: one openSMILE worker process per usable core, each window queued when it is read,
     computed while the backbone runs (wav2emo/features/smile_waves.py).
 
@@ -175,7 +176,7 @@ def render(r: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for way, v in r["runs"].items():
-        note = " (previous way: eGeMAPS in the process, serial)" if way.endswith("=0") else ""
+        note = " (eGeMAPS in the process, one window after another)" if way.endswith("=0") else ""
         lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
                      f"| {v.get('load_average_1min')} |")
     best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto"]["x_real_time"]

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from wav2emo.training.fast_path import register_precision_resolver
+from wav2emo.precision import register_precision_resolver
 
 register_precision_resolver()  # the real configs' ${wav2emo_precision:...}
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+import wav2emo.precision  # noqa: F401  (registers ${wav2emo_precision:...}: resolving a run config needs it)
+
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
     """The task config alone: a config composed with ``return_hydra_config`` also holds Hydra's own node."""

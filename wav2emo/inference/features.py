@@ -3,7 +3,8 @@
 SSL hidden states come from :class:`~wav2emo.backbones.family.Backbone` (the extraction path:
 same backbone, normalisation, precision and batch-invariance patch, stored as float16 like the cache), log-mel
 from the ``logmel`` kind's ``compute`` (its LogMelFrontend), eGeMAPS functionals from openSMILE through
-:func:`~wav2emo.features.egemaps.make_smile` in this process, or with ``egemaps_workers`` >= 1 in worker processes
+:class:`~wav2emo.features.smile_api.SmileEngine` (openSMILE's C API, the values of ``opensmile.Smile.process_signal``,
+as the cache's eGeMAPS) in this process, or with ``egemaps_workers`` >= 1 in worker processes
 (:class:`~wav2emo.features.smile_waves.SmileWavePool`, same values) that compute a window's functionals while the
 backbone runs (:meth:`InMemoryFeatures.submit_egemaps` queues them as soon as the window is read).
 ``wave`` is the audio itself, as ``Waveforms`` serves it.
@@ -86,7 +87,8 @@ class InMemoryFeatures:
         self.max_samples = min(limits) if limits else None
 
     def _load_smile(self, spec: Mapping[str, Any]) -> None:
-        from wav2emo.features.egemaps import MIN_CLIP_S, make_smile
+        from wav2emo.features.egemaps import MIN_CLIP_S, EgemapsError
+        from wav2emo.features.smile_api import SmileApiError, SmileEngine
 
         if spec.get("kind") != "egemaps_functionals":
             raise ConfigError(f"predict computes eGeMAPS functionals only; the checkpoint's egemaps spec is {spec}")
@@ -95,7 +97,10 @@ class InMemoryFeatures:
 
             self.smile_pool = SmileWavePool(self.egemaps_workers, spec.get("feature_set", "eGeMAPSv02"), "functionals")
         else:
-            self.smile = make_smile(spec.get("feature_set", "eGeMAPSv02"), "functionals")
+            try:
+                self.smile = SmileEngine(spec.get("feature_set", "eGeMAPSv02"), "functionals")
+            except SmileApiError as e:
+                raise EgemapsError(str(e)) from e
         self._smile_min = round(float(spec.get("min_clip_s", MIN_CLIP_S)) * TARGET_SAMPLE_RATE)
 
     def input_shape(self, name: str) -> tuple[int, ...]:
@@ -160,7 +165,7 @@ class InMemoryFeatures:
                 sr = int(self.logmel.spec["sample_rate"])
                 it["logmel"] = torch.from_numpy(self.logmel.compute(resample(w, TARGET_SAMPLE_RATE, sr)))
             if self.smile is not None:
-                values = self.smile.process_signal(w, TARGET_SAMPLE_RATE).to_numpy(dtype=np.float64)[0]
+                values = self.smile.process(w, TARGET_SAMPLE_RATE)[0]
                 it["egemaps"] = finite_egemaps(values)
             if "wave" in self.inputs:
                 wave = w if self.sample_rate == TARGET_SAMPLE_RATE else resample(w, TARGET_SAMPLE_RATE, self.sample_rate)

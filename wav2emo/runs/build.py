@@ -29,10 +29,8 @@ from wav2emo.plain_config import to_container
 from wav2emo.runs.common import CKPT_KEY
 from wav2emo.runs.run_info import git_info
 from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint, StartupTimer
-from wav2emo.training.fast_path import register_precision_resolver
 
 log = logging.getLogger(__name__)
-register_precision_resolver()  # ${wav2emo_precision:...} of conf/trainer/default.yaml, before any trainer config resolves
 
 
 def build_datamodule(cfg: DictConfig, fold: int, feed: Feed | None = None, augmenter: Augmenter | None = None

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from wav2emo.errors import ConfigError
+from wav2emo.precision import accelerator_on_cuda
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,7 @@ def check_same_everywhere(value: Any, what: str) -> None:
 
 def trains_on_cuda(trainer_cfg: Mapping[str, Any]) -> bool:
     """Whether Lightning will put this trainer on CUDA devices (``accelerator`` gpu/cuda, or auto with CUDA present)."""
-    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
-    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return accelerator_on_cuda(str(trainer_cfg.get("accelerator", "auto")))
 
 
 def device_count(trainer_cfg: Mapping[str, Any]) -> int:

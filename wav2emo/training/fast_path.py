@@ -12,36 +12,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.placement import parse_auto_bool
+from wav2emo.precision import auto_precision
 from wav2emo.training.distributed import several_processes, trains_on_cuda
 from wav2emo.training.graphed_step import why_not_graphed
 
 log = logging.getLogger(__name__)
-
-
-def auto_precision(accelerator: str = "auto") -> str:
-    """bf16 mixed precision when a trainer of this ``accelerator`` lands on a GPU with bf16, else float32
-    (the ``${wav2emo_precision:...}`` resolver of conf/trainer/default.yaml)."""
-    if trains_on_cuda({"accelerator": accelerator}) and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
-
-
-def register_precision_resolver() -> None:
-    """Register ``${wav2emo_precision:<accelerator>}`` (conf/trainer/default.yaml) with OmegaConf, once.
-
-    Called when this module is imported: every path that builds a trainer (wav2emo.runs.build) imports it,
-    and config-composing code (tests, benchmarks) imports it before resolving ``trainer.precision``.
-    """
-    if not OmegaConf.has_resolver("wav2emo_precision"):
-        OmegaConf.register_new_resolver("wav2emo_precision", lambda accelerator="auto": auto_precision(str(accelerator)))
-
-
-register_precision_resolver()
 
 
 def resolve_precision(trainer_cfg: DictConfig) -> str:
