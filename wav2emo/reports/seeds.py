@@ -39,10 +39,8 @@ def seeds_report(out: Path, name: str, per_seed: Mapping[str, Mapping[str, Any]]
                          "pooled": {m: (r.get("pooled") or {}).get(m) for m in METRICS},
                          "report": f"{SEED_DIR.format(s)}/cv_report.md"} for s, r in per_seed.items()},
     }
-    means = {m: [v["summary"][m] for v in report["per_seed"].values()] for m in METRICS}
-    report["summary"] = {m: {"mean": float(np.nanmean(np.asarray(v, dtype=float))) if v else float("nan"),
-                             "std": seed_spread(v)["std"], "per_seed": v, "over": "seeds (mean over folds per seed)"}
-                         for m, v in means.items() if any(x is not None for x in v)}
+    report["summary"] = {m: _over_folds(per_seed, m) for m in METRICS
+                         if all((r.get("summary") or {}).get(m) for r in per_seed.values())}
     devs = [(r.get("dev_summary") or {}).get("ua") for r in per_seed.values()]
     devs = [d["mean"] for d in devs if d]
     report["dev_summary"] = {"ua": {"mean": float(np.mean(devs)), "std": seed_spread(devs)["std"],
@@ -60,6 +58,19 @@ def seeds_report(out: Path, name: str, per_seed: Mapping[str, Mapping[str, Any]]
     return report
 
 
+def _over_folds(per_seed: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, Any]:
+    """Mean ± std over folds of the metric averaged over seeds per fold (the same "std over folds" as a one-seed
+    report; the spread over seeds is reported apart)."""
+    by_fold: dict[int, list[float]] = {}
+    for r in per_seed.values():
+        for fold, value in zip(r["folds"], r["summary"][metric]["per_fold"], strict=False):
+            by_fold.setdefault(int(fold), []).append(float(value))
+    values = np.array([np.mean(v) for _, v in sorted(by_fold.items())], dtype=float)
+    return {"mean": float(values.mean()) if len(values) else float("nan"),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "per_fold": values.tolist(),
+            "over": "folds, each fold's metric averaged over the seeds"}
+
+
 def render_seeds(report: Mapping[str, Any]) -> str:
     conf = report.get("configuration") or {}
     lines = [f"# Cross-validation report over {len(report['seeds'])} seeds\n",
@@ -67,6 +78,8 @@ def render_seeds(report: Mapping[str, Any]) -> str:
                if conf.get("overrides") else []),
              f"Folds: {report['folds']}" + (f"; **missing folds: {report['missing_folds']}**" if report["missing_folds"]
                                             else ""),
+             *([f"\nUA {fmt(report['summary']['ua']['mean'])} ± {fmt(report['summary']['ua']['std'])} (mean ± std over "
+                "folds, each fold's UA averaged over the seeds)"] if report.get("summary", {}).get("ua") else []),
              "\n## Per seed (mean over folds, and pooled over all test clips)\n",
              "| seed | UA | WA | macro F1 | pooled UA | report |", "| --- | --- | --- | --- | --- | --- |"]
     for s, r in report["per_seed"].items():
