@@ -145,7 +145,8 @@ def main() -> None:
              f"Backbone: wav2vec2-BASE shape (12 layers x 768, random weights), one fold. {len(files)} "
              f"{machine['clips_from']} clips, {audio_s:.1f} s of audio, 4 s windows (a clip up to 4 s is one window); eGeMAPS by openSMILE in both "
              f"backends; times exclude loading, median of {args.repeats} rounds after a warm-up, the backends taking turns within each round.",
-             "Regenerate: `python benchmarks/onnx_benchmark.py --threads 2`.", "",
+             f"Regenerate: `python benchmarks/onnx_benchmark.py --threads {args.threads} --clips {args.clips} "
+             f"--repeats {args.repeats}`.", "",
              "| model | backend | s for all clips | ms per clip | real-time factor | max abs prob diff vs torch batch 1 |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
