@@ -143,9 +143,10 @@ def main() -> None:
              f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. "
              f"Load average at the end {tuple(round(x, 1) for x in os.getloadavg())} (the machine is shared).",
              f"Backbone: wav2vec2-BASE shape (12 layers x 768, random weights), one fold. {len(files)} "
-             f"{machine['clips_from']} clips, {audio_s:.1f} s of audio, each one window; eGeMAPS by openSMILE in both "
+             f"{machine['clips_from']} clips, {audio_s:.1f} s of audio, 4 s windows (a clip up to 4 s is one window); eGeMAPS by openSMILE in both "
              f"backends; times exclude loading, median of {args.repeats} rounds after a warm-up, the backends taking turns within each round.",
-             "Regenerate: `python benchmarks/onnx_benchmark.py --threads 2`.", "",
+             f"Regenerate: `python benchmarks/onnx_benchmark.py --threads {args.threads} --clips {args.clips} "
+             f"--repeats {args.repeats}`.", "",
              "| model | backend | s for all clips | ms per clip | real-time factor | max abs prob diff vs torch batch 1 |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:

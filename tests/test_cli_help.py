@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
     ("wav2emo.extract", ["python -m wav2emo.extract data=ravdess features=wav2vec2_base", "WAV2EMO_DATA_DIR"]),
     ("wav2emo.baselines", ["python -m wav2emo.baselines model=svm data=ravdess", "hist_gb, logreg, random_forest, svm",
                            "WAV2EMO_CACHE_DIR", "--cfg job"]),
+    ("wav2emo.export", ["python -m wav2emo.export ckpt_path=", "per_fold=true", "egemaps",
+                        "python -m wav2emo.predict backend=onnx"]),
 ])
 def test_help_is_a_short_header_with_examples(module, must_show):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
