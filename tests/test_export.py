@@ -254,3 +254,17 @@ def test_collate_padding_inside_the_graph_follows_the_clip_length_at_run_time(tm
         want_mask = torch.nn.functional.pad(want_mask, (0, pad))
         np.testing.assert_array_equal(y, want.numpy())
         np.testing.assert_array_equal(mask, want_mask.numpy())
+
+
+def test_a_whisper_backbone_is_refused_with_the_reason():
+    """Whisper's encoder reads the log-mel of its feature extractor, computed outside the model: no waveform graph."""
+    from types import SimpleNamespace
+
+    from wav2emo.errors import ConfigError
+    from wav2emo.export.graph import check_exportable
+
+    r = SimpleNamespace(path="whisper.ckpt", frames_multiple=None, module=SimpleNamespace(upstream=None),
+                        features=SimpleNamespace(inputs=("ssl",), extractor=SimpleNamespace(family="whisper"),
+                                                 sample_rate=16000))
+    with pytest.raises(ConfigError, match=r"whisper.ckpt: cannot export: the backbone family \['whisper'\]"):
+        check_exportable(r)

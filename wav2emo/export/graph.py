@@ -24,6 +24,8 @@ from wav2emo.errors import ConfigError
 from wav2emo.inference.restore import Restored
 
 SUPPORTED_INPUTS = ("ssl", "ssl_layer", "egemaps", "wave")
+# Families whose model takes the (normalised) waveform itself: the graph can start at the 16 kHz samples.
+WAVE_FAMILIES = frozenset({"wav2vec2", "hubert", "wavlm", "data2vec-audio"})
 
 
 def check_exportable(r: Restored) -> None:
@@ -48,6 +50,12 @@ def check_exportable(r: Restored) -> None:
     if "wave" in inputs and r.features.sample_rate != 16000:
         raise ConfigError(f"{r.path}: cannot export: the upstream reads audio resampled to "
                           f"{r.features.sample_rate} Hz (datamodule.sample_rate); the graph's input is 16 kHz")
+    families = {getattr(b, "family", None) for b in (getattr(r.features, "extractor", None), getattr(up, "backbone", None))
+                if b is not None}
+    if families - WAVE_FAMILIES:
+        raise ConfigError(f"{r.path}: cannot export: the backbone family {sorted(families - WAVE_FAMILIES)} computes its "
+                          f"own front end (Whisper: a log-mel of its feature extractor) outside the model; the graph "
+                          f"starts at the waveform for the convolutional families {sorted(WAVE_FAMILIES)}")
     if up is not None and getattr(up, "mode", None) == "top_k" and "ssl" not in inputs:
         raise ConfigError(f"{r.path}: cannot export: a top_k upstream without the cached hidden states")
 
@@ -210,7 +218,7 @@ class EnsembleGraph(nn.Module):
                 feats.append(r.features)
         self.backbones = nn.ModuleList(
             f.extractor.model if f.extractor is not None else nn.Identity() for f in feats)
-        self.normalize = [bool(f.extractor.backbone.do_normalize) if f.extractor is not None else False for f in feats]
+        self.normalize = [bool(f.extractor.do_normalize) if f.extractor is not None else False for f in feats]
         self.feature_of = [next(i for i, f in enumerate(feats) if f is r.features) for r in restored]
         self.uses_backbone = [f.extractor is not None for f in feats]
         self.wave_normalize = [bool(getattr(getattr(r.module, "upstream", None), "do_normalize", False))

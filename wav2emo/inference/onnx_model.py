@@ -139,6 +139,10 @@ class OnnxPredictor:
 
             self.smile = make_smile(sorted(sets)[0], "functionals")
 
+    def prefetch(self, wave: np.ndarray) -> None:
+        """The PyTorch Predictor's interface: nothing runs ahead here (a window's eGeMAPS is computed with it)."""
+        return None
+
     def close(self) -> None:
         """The same interface as the PyTorch Predictor's: onnxruntime sessions hold no workers to stop."""
 
@@ -149,8 +153,9 @@ class OnnxPredictor:
             raise ValueError("openSMILE gave NaN/inf eGeMAPS functionals (too short or unusual audio?)")
         return np.asarray(values, dtype=np.float32)[None, :]
 
-    def probabilities(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves."""
+    def probabilities(self, waves: Sequence[np.ndarray], prefetched: Sequence[None] | None = None) -> np.ndarray:
+        """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves (``prefetched``: unused,
+        what :meth:`prefetch` gave)."""
         out = np.zeros((len(waves), len(self.class_names)))
         for i, wave in enumerate(waves):
             feeds = {WAVE_INPUT: np.ascontiguousarray(wave, dtype=np.float32)[None, :]}
