@@ -55,11 +55,11 @@ def user_conf(tmp_path):
 def test_registry_refuses_a_taken_name_and_lists_the_known_ones():
     reg: Registry[type] = Registry("toy part", {"a": "wav2emo.errors:ConfigError"})
     reg.register("b", int)
-    assert reg.get("a") is ConfigError and reg.get("b") is int and reg.names() == ["a", "b"]
-    with pytest.raises(ConfigError, match="'a' is already registered"):
+    assert reg.require("a") is ConfigError and reg["b"] is int and reg.names() == ["a", "b"] and "c" not in reg
+    with pytest.raises(ConfigError, match="'a' is registered already"):
         reg.register("a", float)
     with pytest.raises(ConfigError, match=r"toy part 'c' is unknown; expected one of \['a', 'b'\]"):
-        reg.get("c")
+        reg.require("c")
     with pytest.raises(ConfigError, match="plugins: cannot import 'no_such_lab.parts'"):
         import_plugins(["no_such_lab.parts"])
 

@@ -62,7 +62,7 @@ def _build_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_
     p = spec.pop("p", 1.0)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise ConfigError(f"augment {group}.{kind}.p: {p!r}; expected a probability in [0, 1]")
-    cls = kinds.get(kind)
+    cls = kinds.require(kind)
     allowed = set(inspect.signature(cls).parameters) - {"sample_rate"}
     unknown = sorted(set(spec) - allowed)
     if unknown:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from wav2emo.backbones.family import Backbone
 from wav2emo.backbones.source import BackboneError
+from wav2emo.registry import Registry
 
-_FAMILIES: dict[str, type[Backbone]] = {}
+# config.json model_type -> family (wav2emo.registry.Registry: the one kind every extension point uses).
+_FAMILIES: Registry[type[Backbone]] = Registry("backbone family for model_type", error=BackboneError)
 
 
 def register_family(cls: type[Backbone]) -> type[Backbone]:
@@ -20,7 +22,7 @@ def register_family(cls: type[Backbone]) -> type[Backbone]:
         known = _FAMILIES.get(model_type)
         if known is not None and known.__qualname__ != cls.__qualname__:
             raise BackboneError(f"model_type {model_type!r} is already served by family {known.family!r} ({known})")
-        _FAMILIES[model_type] = cls
+        _FAMILIES.register(model_type, cls, replace=True)  # the same class again (a module imported twice) is fine
     return cls
 
 

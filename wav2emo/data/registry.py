@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from wav2emo.errors import UserError
+from wav2emo.registry import Registry
 
 from .errors import CorpusError, FoldError
 from .manifest import Manifest
@@ -111,27 +112,20 @@ class FoldProtocol:
     by_clip: bool = False
 
 
-RECIPES: dict[str, Recipe] = {}
-PROTOCOLS: dict[str, FoldProtocol] = {}
+# The two registries of the corpus layer (wav2emo.registry.Registry: the one kind every extension point uses).
+RECIPES: Registry[Recipe] = Registry("corpus recipe", error=CorpusError)
+PROTOCOLS: Registry[FoldProtocol] = Registry("fold protocol", error=FoldError)
 
 
 def register_recipe(recipe: Recipe, *, replace: bool = False) -> Recipe:
     """Make ``data.corpus.name=<recipe.name>`` load ``recipe``; a name taken already is refused unless
     ``replace``."""
-    if recipe.name in RECIPES and not replace and RECIPES[recipe.name] is not recipe:
-        raise CorpusError(f"a corpus recipe named {recipe.name!r} is registered already; choose another name "
-                          "or pass replace=True")
-    RECIPES[recipe.name] = recipe
-    return recipe
+    return RECIPES.register(recipe.name, recipe, replace=replace)
 
 
 def register_protocol(protocol: FoldProtocol, *, replace: bool = False) -> FoldProtocol:
     """Make ``folds.name=<protocol.name>`` build ``protocol``; a name taken already is refused unless ``replace``."""
-    if protocol.name in PROTOCOLS and not replace and PROTOCOLS[protocol.name] is not protocol:
-        raise FoldError(f"a fold protocol named {protocol.name!r} is registered already; choose another name "
-                        "or pass replace=True")
-    PROTOCOLS[protocol.name] = protocol
-    return protocol
+    return PROTOCOLS.register(protocol.name, protocol, replace=replace)
 
 
 def _import_module(module: Any, key: str) -> None:

@@ -89,7 +89,7 @@ def _plain(spec: Any) -> dict[str, Any]:
 
 def make_kind(spec: Mapping[str, Any], device: Any = "auto") -> FeatureKind:
     spec = _plain(spec)
-    return FEATURE_KINDS.get(spec["kind"])(spec, device)
+    return FEATURE_KINDS.require(spec["kind"])(spec, device)
 
 
 def _versions() -> dict[str, str | None]:

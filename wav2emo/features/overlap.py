@@ -66,7 +66,7 @@ def runs_in_processes(spec: Mapping[str, Any]) -> bool:
     """Whether a spec's kind computes in its own worker processes (so it can overlap with another build)."""
     from wav2emo.features import FEATURE_KINDS, _plain
 
-    return bool(getattr(FEATURE_KINDS.get(_plain(spec)["kind"]), "runs_in_processes", False))
+    return bool(getattr(FEATURE_KINDS.require(_plain(spec)["kind"]), "runs_in_processes", False))
 
 
 def get_features_many(
