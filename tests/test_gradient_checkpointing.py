@@ -18,6 +18,8 @@ def loss_and_grads(folder, device: str, checkpointing: bool):
     torch.manual_seed(0)
     bb = load_backbone(source_of(str(folder)), device=device, trainable=True)
     up = SSLUpstream(bb, mode="full", gradient_checkpointing=checkpointing).train()
+    if getattr(bb.model.config, "_attn_implementation", "eager") != "eager":
+        bb.model.set_attn_implementation("eager")  # what checkpointing runs: compare the same attention kernels
     for m in up.modules():  # dropout and layer drop off: the two runs must see the same network
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
@@ -32,6 +34,15 @@ def loss_and_grads(folder, device: str, checkpointing: bool):
     loss.backward()
     grads = {n: p.grad.detach().float().cpu() for n, p in up.named_parameters() if p.grad is not None}
     return float(loss), grads
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """No TF32 on a GPU: the two backwards are compared at float32 precision."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize("device", DEVICES)
