@@ -46,3 +46,11 @@ def pytest_configure(config) -> None:
     config.addinivalue_line(
         "markers", "learning: trains models and compares numbers; rerun under another thread count in CI"
     )
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random wav2vec2 saved to a folder (seed 0): the backbone the extraction and upstream tests load."""
+    from wav2emo.backbones.tiny import build_tiny_wav2vec2
+
+    return build_tiny_wav2vec2(tmp_path_factory.mktemp("bb") / "tiny", seed=0)

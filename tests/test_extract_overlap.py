@@ -16,7 +16,6 @@ import pytest
 
 from tests.test_cache import make_manifest
 from tests.test_cache_faults import _children_of, _group_members, linux_only
-from wav2emo.backbones import build_tiny_wav2vec2
 from wav2emo.data.audio import load_audio
 from wav2emo.features.cache.format import META_FILE
 from wav2emo.features.overlap import get_features_many
@@ -25,11 +24,6 @@ pytest.importorskip("opensmile")
 
 REPO = Path(__file__).resolve().parents[1]
 EGEMAPS = {"kind": "egemaps_functionals", "name": "eg", "num_workers": 2, "durable": False}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_wav2vec2(tmp_path_factory.mktemp("bb") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -32,11 +32,6 @@ SAMPLES = [84351, 47040, 62123, 50000, 71777, 46400, 58000, 80000, 49999, 66666]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_wav2vec2(tmp_path_factory.mktemp("bb") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     return make_manifest(tmp_path_factory.mktemp("audio"), SAMPLES)
 

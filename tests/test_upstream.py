@@ -12,7 +12,6 @@ from tests.test_cache import make_manifest
 from wav2emo.backbones import (
     Backbone,
     BackboneError,
-    build_tiny_wav2vec2,
     normalize_wave,
     normalize_waves,
     wrap_model,
@@ -21,11 +20,6 @@ from wav2emo.features import get_features
 from wav2emo.models.upstream import SSLUpstream, build_upstream, rebuild_upstream
 
 SAMPLES = [20000, 12345, 16000, 9000]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_wav2vec2(tmp_path_factory.mktemp("bb") / "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import numpy as np
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.inference.runner import ensemble_classes
 
 FORMAT_KEY = "wav2emo.format"
 FORMAT = "wav2emo-onnx/1"
@@ -120,14 +121,7 @@ class OnnxPredictor:
     every graph (batch of one, its own length), the mean of their probabilities is the prediction."""
 
     def __init__(self, models: Sequence[OnnxModel], batch_size: int | None = None) -> None:
-        if not models:
-            raise ConfigError("no ONNX model to predict with")
-        names = models[0].class_names
-        for m in models[1:]:
-            if m.class_names != names:
-                raise ConfigError(f"{m.path} predicts classes {list(m.class_names)}, but {models[0].path} predicts "
-                                  f"{list(names)}: an ensemble needs the same classes in the same order")
-        self.models, self.class_names = list(models), names
+        self.models, self.class_names = list(models), ensemble_classes(models)
         self.batch_size = max(1, int(batch_size or 16))  # windows gathered per call (each runs on its own)
         self.min_samples = max(m.min_samples for m in models)
         limits = [m.max_samples for m in models if m.max_samples is not None]

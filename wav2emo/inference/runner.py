@@ -48,18 +48,24 @@ class WindowSettings:
     vad_frame_s: float = 0.025
 
 
+def ensemble_classes(models: Sequence[Any]) -> Any:
+    """The class names every model of an ensemble predicts (each has ``path`` and ``class_names``); models of
+    other classes, or none at all, are refused in one line."""
+    if not models:
+        raise ConfigError("no model to predict with")
+    names = models[0].class_names
+    for m in models[1:]:
+        if m.class_names != names:
+            raise ConfigError(f"{m.path} predicts classes {list(m.class_names)}, but {models[0].path} predicts "
+                              f"{list(names)}: an ensemble needs the same classes in the same order")
+    return names
+
+
 class Predictor:
     """An ensemble of restored checkpoints (one or more) that all predict the same classes."""
 
     def __init__(self, models: Sequence[Restored], batch_size: int | None = None) -> None:
-        if not models:
-            raise ConfigError("no model to predict with")
-        names = models[0].class_names
-        for m in models[1:]:
-            if m.class_names != names:
-                raise ConfigError(f"{m.path} predicts classes {list(m.class_names)}, but {models[0].path} predicts "
-                                  f"{list(names)}: an ensemble needs the same classes in the same order")
-        self.models, self.class_names = list(models), names
+        self.models, self.class_names = list(models), ensemble_classes(models)
         self.batch_size = max(1, int(batch_size or models[0].eval_batch_size))
         self.min_samples = max(m.min_samples for m in models)
         limits = [m.features.max_samples for m in models if m.features.max_samples is not None]
