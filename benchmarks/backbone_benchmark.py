@@ -190,8 +190,8 @@ def time_get_features(name: str, manifest, work: Path) -> dict:
     from wav2emo.features import get_features
 
     folder = save_folder(name, work / f"model-{name}")
-    conf = REPO / "conf" / "features"  # the hub-id configs extend wav2vec2_base (their Hydra defaults list)
-    merged = OmegaConf.merge(OmegaConf.load(conf / "wav2vec2_base.yaml").ssl, OmegaConf.load(conf / f"{name}.yaml").ssl)
+    conf = REPO / "conf" / "features"  # the hub-id configs extend wav2vec2-base (their Hydra defaults list)
+    merged = OmegaConf.merge(OmegaConf.load(conf / "wav2vec2-base.yaml").ssl, OmegaConf.load(conf / f"{name}.yaml").ssl)
     spec = dict(OmegaConf.to_container(merged))
     spec.update(backbone=str(folder), num_workers=12)
     reset_peak()

@@ -68,7 +68,7 @@ def main() -> None:
                             "load_corpus(cfg.data.corpus, cache_dir=cfg.paths.cache_dir)"],
                            env=env, check=True)
         cmd = [sys.executable, "-m", "wav2emo.train", *VARIANTS[variant], "data=synthetic",
-               "features=wav2vec2_base", f"features.ssl.backbone={backbone}", f"trainer.max_epochs={args.epochs}",
+               "features=wav2vec2-base", f"features.ssl.backbone={backbone}", f"trainer.max_epochs={args.epochs}",
                "trainer.enable_progress_bar=false", f"hydra.sweep.dir={base / 'sweep'}",
                f"hydra.run.dir={base / 'sweep'}", *args.extra]
         t0 = time.perf_counter()

@@ -60,7 +60,7 @@ CACHED_OVERHEAD_TARGET = 0.10
 
 def base(backbone: Path, epochs: int) -> list[str]:
     return [
-        "data=synthetic", "features=wav2vec2_base", f"features.ssl.backbone={backbone}", "model=fe_vgg_egemaps",
+        "data=synthetic", "features=wav2vec2-base", f"features.ssl.backbone={backbone}", "model=fe_vgg_egemaps",
         f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", "logger=csv", "loader.batch_size=25",
         "callbacks.early_stopping=null",
     ]

@@ -20,7 +20,7 @@ timeout 100 python benchmarks/startup_benchmark.py --work "$W" --gpu --runs 2 --
 echo "== compiled fold ($(( $(date +%s) - t0 )) s)"
 BB=$W/wav2vec2-base-random
 for c in false "{dynamic:true}"; do
-  timeout 70 python -m wav2emo.train data=synthetic features=wav2vec2_base features.ssl.backbone=$BB model=fe_vgg_egemaps \
+  timeout 70 python -m wav2emo.train data=synthetic features=wav2vec2-base features.ssl.backbone=$BB model=fe_vgg_egemaps \
     trainer=gpu speed=gpu_fast trainer.max_epochs=6 test=false trainer.enable_progress_bar=false logger=none \
     "model.module.compile=$c" 2>&1 | grep -E "first training step|epoch [0-9]+/|Error|error" | sed "s/^/[compile=$c] /" \
     | tee -a "$OUT/compiled_fold.log"

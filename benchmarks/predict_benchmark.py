@@ -54,7 +54,7 @@ def train_checkpoint(work: Path, model: str, backbone: str, gpu: bool) -> Path:
         from benchmarks.train_benchmark import random_base_backbone
 
         path = random_base_backbone(work / "wav2vec2-base-random")
-        feats = ["features=wav2vec2_base", f"features.ssl.backbone={path}"]
+        feats = ["features=wav2vec2-base", f"features.ssl.backbone={path}"]
     else:
         feats = ["features=tiny"]
     args = ["data=synthetic", *feats, f"model={model}", "fold=0", "trainer.max_epochs=1", "test=false",

@@ -48,7 +48,7 @@ def train_args(work: Path, gpu: bool) -> list[str]:
         from benchmarks.train_benchmark import random_base_backbone
 
         backbone = random_base_backbone(work / "wav2vec2-base-random")
-        return ["data=synthetic", "features=wav2vec2_base", f"features.ssl.backbone={backbone}",
+        return ["data=synthetic", "features=wav2vec2-base", f"features.ssl.backbone={backbone}",
                 "model=fe_vgg_egemaps", "trainer=gpu", *common]
     return ["experiment=demo", *common]
 

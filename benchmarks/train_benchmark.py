@@ -74,7 +74,7 @@ def base_overrides(backbone: Path, model: str, epochs: int, *extra: str) -> list
     """Overrides for one benchmark run: the README's GPU command (``trainer=gpu``, every loader setting left at
     its default) plus ``extra`` (a ``speed=`` preset or explicit loader settings, which win)."""
     return [
-        "data=synthetic", "features=wav2vec2_base", f"features.ssl.backbone={backbone}", f"model={model}",
+        "data=synthetic", "features=wav2vec2-base", f"features.ssl.backbone={backbone}", f"model={model}",
         "trainer=gpu", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false", "logger=csv", *extra,
     ]
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
                        "--cfg job"]),
     ("wav2emo.eval", ["python -m wav2emo.eval ckpt_path=", "allow_other_fold", "WAV2EMO_CACHE_DIR"]),
     ("wav2emo.eval_hf", ["python -m wav2emo.eval_hf hf_model=", "label_map", "may have been seen", "HF_HUB_OFFLINE"]),
-    ("wav2emo.extract", ["python -m wav2emo.extract data=ravdess features=wav2vec2_base", "WAV2EMO_DATA_DIR"]),
+    ("wav2emo.extract", ["python -m wav2emo.extract data=ravdess features=wav2vec2-base", "WAV2EMO_DATA_DIR"]),
     ("wav2emo.baselines", ["python -m wav2emo.baselines model=svm data=ravdess", "hist_gb, logreg, random_forest, svm",
                            "WAV2EMO_CACHE_DIR", "--cfg job"]),
     ("wav2emo.export", ["python -m wav2emo.export ckpt_path=", "per_fold=true", "egemaps",
