@@ -258,14 +258,14 @@ def render_statistics(stats: Mapping[str, Any]) -> list[str]:
 
 def plot_intervals(stats: Mapping[str, Any], path: Path) -> Path:
     """Each configuration's UA with its speaker-bootstrap interval (and the seeds' values as small dots)."""
-    from wav2emo.reports.plots import plt
+    from wav2emo.reports.plots import save_ua_rows, ua_rows_figure
 
     confs = stats["configurations"]
     y = np.arange(len(confs))
     est = np.array([c["intervals"]["ua"]["estimate"] or np.nan for c in confs], dtype=float)
     low = np.array([c["intervals"]["ua"]["low"] or np.nan for c in confs], dtype=float)
     high = np.array([c["intervals"]["ua"]["high"] or np.nan for c in confs], dtype=float)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(confs)))
+    fig, ax = ua_rows_figure(len(confs))
     ax.errorbar(est, y, xerr=np.nan_to_num(np.vstack([est - low, high - est])), fmt="o", color="tab:blue",
                 capsize=4, label=f"UA, {stats['settings']['confidence']:.0%} interval over speakers")
     labelled = False
@@ -274,12 +274,4 @@ def plot_intervals(stats: Mapping[str, Any], path: Path) -> Path:
             vals = c["seed_spread"]["ua"]["values"]
             ax.plot(vals, [i + 0.15] * len(vals), ".", color="tab:orange", label=None if labelled else "UA of each seed")
             labelled = True
-    ax.set_yticks(y, [c["name"] for c in confs], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("UA (macro recall) on pooled test predictions")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_ua_rows(fig, ax, [c["name"] for c in confs], "UA (macro recall) on pooled test predictions", path)

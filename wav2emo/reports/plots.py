@@ -66,3 +66,21 @@ def plot_learning_curves(fold_dirs: dict[int, Path], path: str | Path) -> Path |
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def ua_rows_figure(rows: int):
+    """A figure with one horizontal row per configuration (:func:`save_ua_rows` finishes and writes it)."""
+    return plt.subplots(figsize=(8, 1.2 + 0.45 * rows))
+
+
+def save_ua_rows(fig, ax, names, xlabel: str, path: str | Path) -> Path:
+    """Label the rows (top to bottom), put UA on a 0-1 axis, the legend outside, and write the PNG."""
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

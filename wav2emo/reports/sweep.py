@@ -323,7 +323,7 @@ def write_comparison(sweep_dir: Path, comparison: dict[str, Any]) -> None:
 
 def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     """Test UA (bars, std over folds as error bars) and dev UA (dots) per configuration."""
-    from wav2emo.reports.plots import plt
+    from wav2emo.reports.plots import save_ua_rows, ua_rows_figure
 
     rows = comparison["configurations"]
     names = [r["name"] + ("  (missing folds)" if not r["complete"] else "") for r in rows]
@@ -331,20 +331,12 @@ def plot_comparison(comparison: dict[str, Any], path: Path) -> Path:
     err = np.array([r["test"].get("ua", {}).get("std", 0.0) for r in rows], dtype=float)
     dev = np.array([(r["dev_ua"] or {}).get("mean", np.nan) for r in rows], dtype=float)
     y = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(rows)))
+    fig, ax = ua_rows_figure(len(rows))
     bars = ax.barh(y, np.nan_to_num(ua), xerr=np.nan_to_num(err), color="tab:blue", alpha=0.8, label="test UA")
     for bar, r in zip(bars, rows, strict=True):
         if not r["complete"]:
             bar.set_hatch("//")
             bar.set_alpha(0.4)
     ax.plot(dev, y, "o", color="tab:orange", label="dev UA")
-    ax.set_yticks(y, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("UA (macro recall), mean ± std over folds")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_ua_rows(fig, ax, names, "UA (macro recall), mean ± std over folds", path)
 
