@@ -206,3 +206,10 @@ def test_a_cv_report_names_a_fold_without_test_clips_and_pools_the_others(tmp_pa
     report = aggregate_folds(tmp_path, write=False)
     assert "fold 3: " in caplog.text and "holds no test clips (a fold without test speakers?)" in caplog.text
     assert report["intervals"]["speakers"] == 12 and report["pooled"]["folds"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("p, text", [(0.049, "p = 0.049"), (0.0504, "p = 0.050"), (0.16, "p = 0.16"),
+                                     (0.003, "p = 0.003"), (0.0004, "p < 0.001")])
+def test_p_values_near_the_threshold_keep_three_decimals(p, text):
+    from wav2emo.reports.formatting import fmt_p
+    assert fmt_p(p) == text

@@ -26,12 +26,15 @@ def fmt_interval(iv: Mapping[str, Any] | None, digits: int = 3, signed: bool = F
 
 
 def fmt_p(p: float | None) -> str:
-    """A p-value as a reader expects it: ``p = 0.16``, ``p = 0.003``, ``p < 0.001``."""
+    """A p-value as a reader expects it: ``p = 0.16``, ``p = 0.049``, ``p = 0.003``, ``p < 0.001``.
+
+    Below 0.1 three decimals, so a value just under (or over) 0.05 never reads as ``p = 0.05``.
+    """
     if p is None or (isinstance(p, float) and np.isnan(p)):
         return "p = n/a"
     if p < 0.001:
         return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    return f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
 
 
 def interval_lines(intervals: Mapping[str, Any] | None, title: str) -> list[str]:
