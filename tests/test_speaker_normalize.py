@@ -191,3 +191,23 @@ def test_bad_mode_is_a_config_error(tmp_path, dirs):
 
     with pytest.raises(ConfigError, match="features.normalize='global'"):
         run_baselines(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=0", "features.normalize=global"))
+
+
+def test_a_report_rebuilt_from_the_folds_keeps_the_declaration(tmp_path, dirs):
+    """`python -m wav2emo.report` rewrites cv_report from the fold results alone: the protocol section stays."""
+    from tests.test_baselines import baseline_cfg
+    from wav2emo.baselines.runner import run_baselines
+    from wav2emo.report import main
+
+    run_baselines(baseline_cfg(tmp_path, dirs, "model=logreg", "fold=[0,1]", "features.normalize=speaker"))
+    first = (tmp_path / "cv_report.md").read_text()
+    (tmp_path / "cv_report.md").unlink()
+    (tmp_path / "cv_report.json").unlink()
+    main([str(tmp_path)])
+    report = json.loads((tmp_path / "cv_report.json").read_text())
+    assert report["protocol"]["feature_normalization"] == "speaker"
+    assert report["protocol"]["hyperparameter_selection"].startswith(("dev in folds", "inner_cv in folds"))
+    md = (tmp_path / "cv_report.md").read_text()
+    assert md.count("## Protocol (features)") == 1 and md.count("feature normalisation: speaker") == 1
+    assert "reads the test speakers' unlabelled audio" in md and "hyperparameter_selection" in md
+    assert first.count("## Protocol (features)") == 1

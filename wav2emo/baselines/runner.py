@@ -310,7 +310,7 @@ def _run_baseline_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, 
 
 def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     """Every requested fold, then the cross-validation report when several ran."""
-    from wav2emo.reports.run_report import declare_protocol, finish_run
+    from wav2emo.reports.run_report import finish_run
 
     check_model_cfg(cfg.model)
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
@@ -321,8 +321,5 @@ def run_baselines(cfg: DictConfig) -> dict[str, Any]:
     metrics["val/ua_best"] = metrics[MONITOR]  # the name python -m wav2emo.train optimises by default
     summary = finish_run(out, folds, results)
     if summary is not None:
-        methods = sorted({r["selection"]["method"] for r in results.values()})
-        declare_protocol(out, {**results[folds[0]]["protocol"], "hyperparameter_selection": " / ".join(
-            f"{m} in folds {[f for f, r in results.items() if r['selection']['method'] == m]}" for m in methods)})
         metrics["cv"] = summary
     return metrics

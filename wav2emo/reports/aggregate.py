@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from wav2emo.features.normalize import protocol_markdown
 from wav2emo.reports.fold_results import (
     FOLD_RESULT,
     FoldResultError,
@@ -84,6 +85,10 @@ def aggregate_fold_dirs(
     split_protocols = sorted({str(r["split"]["protocol"]) for r in results.values() if r["split"].get("protocol")})
     if split_protocols:  # the folds' own sentence: speaker-independent or "speaker-dependent", and how
         report["protocol"] = {"folds": "; ".join(split_protocols), **report["protocol"]}
+    declared = declared_protocol(results)
+    if declared:  # the folds' own declaration (features, normalisation, selection): its own section
+        report["protocol"].update(declared)
+        report["declared_by_folds"] = list(declared)
     if configuration is not None:
         report["configuration"] = configuration
     if not tested:
@@ -139,6 +144,34 @@ def aggregate_fold_dirs(
     if write:
         _write(root, report, class_names, dirs)
     return report
+
+
+def declared_protocol(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """What the folds declare about their features and hyper-parameter choice (``fold_result.json``'s
+    ``protocol`` and ``selection``), so a report rebuilt from the folds alone keeps it.
+
+    Empty when no fold normalised its features and none chose hyper-parameters (nothing to declare).
+    The selection method is given per fold set when folds differ (``inner_cv in folds [0, 2] / dev in folds [1]``).
+    """
+    protocols = [r.get("protocol") or {} for r in results.values()]
+    normalised = [p for p in protocols if isinstance(p, dict) and p.get("feature_normalization")]
+    selections = {f: (r.get("selection") or {}).get("method") for f, r in results.items()}
+    selections = {f: m for f, m in selections.items() if m}
+    if not normalised and not selections:
+        return {}
+    first = normalised[0] if normalised else next(p for p in protocols if isinstance(p, dict))
+    if selections:  # a baseline's fold declares its features whole (feature, kind, normalisation)
+        declared = {k: v for k, v in first.items() if k != "hyperparameter_selection"}
+    else:  # a network's fold protocol also holds finetune/augment, which the report's Protocol already gives
+        keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note", "narrow_speakers")
+        declared = {k: first[k] for k in keys if k in first}
+    declared.setdefault("feature_normalization", None)
+    declared.setdefault("reads_test_speakers_unlabelled_audio", False)
+    if selections:
+        methods = sorted(set(selections.values()))
+        declared["hyperparameter_selection"] = " / ".join(
+            f"{m} in folds {[f for f, v in selections.items() if v == m]}" for m in methods)
+    return declared
 
 
 def _mean_std(vals: np.ndarray) -> dict[str, Any]:
@@ -302,9 +335,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("\nConfiguration: `" + " ".join(f"{k}={v}" for k, v in conf["overrides"].items()) + "`")
     if report["missing_folds"]:
         lines.append(f"\n**Missing folds: {report['missing_folds']}** (failed, still running or not run).")
-    if report.get("protocol"):
+    declared = report.get("declared_by_folds") or []
+    settings = {k: v for k, v in (report.get("protocol") or {}).items() if k not in declared}
+    if settings:
         lines += ["\n## Protocol\n"]
-        lines += [f"- {name}: {describe_setting(v)}" for name, v in report["protocol"].items()]
+        lines += [f"- {name}: {describe_setting(v)}" for name, v in settings.items()]
     if not report.get("summary"):
         return "\n".join(lines + ["\nNo finished folds."])
     s = report["summary"]
@@ -343,6 +378,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("per_corpus"):
         lines += render_per_corpus(report["per_corpus"], "Per corpus (pooled over folds)",
                                    report.get("per_corpus_intervals"))
+    if declared:
+        lines += ["", protocol_markdown({k: report["protocol"][k] for k in declared})]
     env = report.get("environment")
     if env and "packages" in env:
         pk = env["packages"]

@@ -1,17 +1,16 @@
 """What a finished run writes and prints at its end: the cross-validation report of several folds (or one
-fold's summary), and the protocol section a run adds to that report. Shared by the neural runs
+fold's summary). The report's protocol section (feature normalisation, hyper-parameter selection) comes from
+the folds' own results (:func:`wav2emo.reports.aggregate.declared_protocol`). Shared by the neural runs
 (:mod:`wav2emo.runs.experiment`), the scikit-learn baselines (:mod:`wav2emo.baselines.runner`) and the
 evaluation of published classifiers (:mod:`wav2emo.external.hf_eval`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wav2emo.features.normalize import protocol_markdown
-from wav2emo.reports.fold_results import FOLD_RESULT, jsonable
+from wav2emo.reports.fold_results import FOLD_RESULT
 
 
 def finish_run(out: Path, folds: list[int], results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any] | None:
@@ -23,6 +22,9 @@ def finish_run(out: Path, folds: list[int], results: Mapping[int, Mapping[str, A
         print("\n" + fold_summary(results[folds[0]], out / f"fold_{folds[0]}") + "\n", flush=True)
         return None
     report = aggregate_folds(out, expected_folds=folds)
+    if report.get("protocol", {}).get("reads_test_speakers_unlabelled_audio"):
+        print("Protocol: features.normalize=speaker reads the test speakers' unlabelled audio (per-speaker "
+              "statistics); declared in cv_report.{json,md} and every fold_result.json", flush=True)
     files = ["cv_report.{json,md}", "confusion_matrix.png", "learning_curves.png"]
     shown = ", ".join(f"{out}/{f}" for f in files if "{" in f or (out / f).exists())
     print("\n" + render_markdown(report) + f"\n\nReport files: {shown}\n", flush=True)
@@ -44,19 +46,3 @@ def fold_summary(result: Mapping[str, Any], fold_dir: Path) -> str:
                      f"{dev.get('monitor')} {dev['best_score']:.4f} ({result.get('best_checkpoint')})")
     lines.append(f"  results: {fold_dir / FOLD_RESULT}")
     return "\n".join(lines)
-
-
-def declare_protocol(out: Path, protocol: Mapping[str, Any]) -> None:
-    """Add the protocol section (feature, per-speaker normalisation) to the CV report this run just wrote."""
-    path = out / "cv_report.json"
-    if not path.is_file():
-        return
-    report = json.loads(path.read_text())
-    report["protocol"] = {**report.get("protocol", {}), **protocol}
-    path.write_text(json.dumps(jsonable(report), indent=2) + "\n")
-    md = out / "cv_report.md"
-    if md.is_file() and "- feature normalisation:" not in md.read_text():
-        md.write_text(md.read_text().rstrip("\n") + "\n\n" + protocol_markdown(report["protocol"]) + "\n")
-    if protocol.get("reads_test_speakers_unlabelled_audio"):
-        print("Protocol: features.normalize=speaker reads the test speakers' unlabelled audio (per-speaker "
-              "statistics); declared in cv_report.{json,md} and every fold_result.json", flush=True)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT
-from wav2emo.reports.run_report import declare_protocol, finish_run
+from wav2emo.reports.run_report import finish_run
 from wav2emo.runs.build import build_datamodule
 from wav2emo.runs.common import (
     folds_to_run,
@@ -112,7 +112,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = finish_run(out, folds, results)
     if summary is not None:
         metrics["cv"] = summary
-        declare_normalization(out, results[folds[0]].get("protocol") or {})
     return metrics
 
 
@@ -138,11 +137,3 @@ def prepare_folds(cfg: DictConfig, folds: list[int], out: Path) -> None:
         dm.setup("fit")
         if not dm.cached_copies:  # the feature caches are the whole corpus's: the first fold built them all
             break
-
-
-def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
-    """Per-speaker normalisation on: say so in the CV report's protocol section (as the baselines do)."""
-    if not protocol.get("feature_normalization"):
-        return
-    keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note")
-    declare_protocol(out, {k: protocol[k] for k in keys if k in protocol})
