@@ -16,6 +16,7 @@ import torch
 
 import wav2emo.backbones.families  # noqa: F401 - registers the built-in families
 from wav2emo.backbones.family import Backbone
+from wav2emo.backbones.load_report import quiet_transformers
 from wav2emo.backbones.registry import family_for
 from wav2emo.backbones.source import (
     BackboneError,
@@ -27,7 +28,7 @@ from wav2emo.backbones.source import (
     preprocessor_settings,
     resolve_source,
 )
-from wav2emo.backbones.switches import quiet_transformers, train_switches
+from wav2emo.backbones.switches import train_switches
 from wav2emo.backbones.tiny import build_tiny
 
 

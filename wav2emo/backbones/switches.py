@@ -9,8 +9,7 @@ Each family maps these names onto its own config attributes (:attr:`Backbone.swi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 from wav2emo.backbones.source import BackboneError
@@ -43,17 +42,3 @@ def train_switches(overrides: Mapping[str, Any] | None = None) -> dict[str, Any]
 def masking(switches: Mapping[str, Any]) -> bool:
     """Whether the switches ask the backbone to mask its features in train mode (SpecAugment inside the model)."""
     return bool(switches["apply_spec_augment"]) and (switches["mask_time_prob"] > 0 or switches["mask_feature_prob"] > 0)
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No weight-loading progress bars inside our own progress bar."""
-    import transformers.utils.logging as tlog
-
-    enabled = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            tlog.enable_progress_bar()

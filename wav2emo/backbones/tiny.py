@@ -19,8 +19,8 @@ import torch
 
 import wav2emo.backbones.families as builtin
 from wav2emo.backbones.family import Backbone
+from wav2emo.backbones.load_report import quiet_transformers
 from wav2emo.backbones.source import BackboneError
-from wav2emo.backbones.switches import quiet_transformers
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def load_hf_classifier(ref: str, revision: str | None = "main", device: str | to
     """Load ``ref`` (hub id at ``revision``, or a save_pretrained folder) in eval mode, float32, on ``device``."""
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-    from wav2emo.backbones.switches import quiet_transformers
+    from wav2emo.backbones.load_report import quiet_transformers
 
     where, local = _where(str(ref))
     common: dict[str, Any] = {"local_files_only": True} if local else {"revision": revision or "main"}
