@@ -58,3 +58,4 @@ def test_corpus_check_json_on_stdout(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "wav2emo.corpus", "data=folder", f"data.corpus.root={root}",
                               "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "noname.wav" in refused.stderr and "require_complete=false" in refused.stderr
+    assert not (tmp_path / "logs" / "corpus").exists()  # a check leaves no empty Hydra run folders behind

@@ -41,8 +41,32 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="corpus")
 def _main(cfg: DictConfig) -> None:
-    with user_errors("wav2emo.corpus"):
-        run(cfg)
+    try:
+        with user_errors("wav2emo.corpus"):
+            run(cfg)
+    finally:
+        _remove_empty_run_dir()
+
+
+def _remove_empty_run_dir() -> None:
+    """Hydra makes a run folder (and an empty log file) for every job; a check writes nothing there, so leave
+    none behind."""
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        out = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under Hydra (run() called directly)
+        return
+    for log_file in out.glob("*.log"):  # Hydra's file handler opens one; the check logs to stderr only
+        if log_file.stat().st_size == 0:
+            log_file.unlink()
+    for d in (out, out.parent, out.parent.parent):  # .../corpus/runs/<time>, then runs/ and corpus/ if empty
+        try:
+            d.rmdir()
+        except OSError:  # not empty (another run's, or a user's file), or gone: leave it
+            return
 
 
 def main() -> None:
