@@ -5,8 +5,10 @@ prepare function - with no flags, as the plain command calls it - handles it and
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.corpus_trees import tone
@@ -114,6 +116,27 @@ def test_ravdess_a_speech_clip_with_a_broken_name_still_stops(ravdess_speech_and
     tone(root / "Actor_01" / "03-01-09-01-01-01-01.wav")  # emotion 09: not the song rule, a bad name
     with pytest.raises(CorpusError, match="emotion 09"):
         ravdess.prepare_ravdess(root, hash_files=False)
+
+
+def _wav_with_fllr_chunk(path: Path, seconds: float = 0.03, sr: int = 8000) -> int:
+    """A 16-bit mono WAV laid out as RAVDESS's release files are: a 4044-byte ``FLLR`` chunk between ``fmt `` and
+    ``data`` (github.com/ExaggeratedRumors/demooder, data/audio/README.md). Returns its sample count."""
+    t = np.arange(int(seconds * sr)) / sr
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<4sIHHIIHH", b"fmt ", 16, 1, 1, sr, sr * 2, 2, 16)
+    body = b"WAVE" + fmt + b"FLLR" + struct.pack("<I", 4044) + bytes(4044) + b"data" + struct.pack("<I", len(pcm)) + pcm
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return len(t)
+
+
+def test_ravdess_release_wavs_with_their_fllr_chunk_are_read(ravdess_speech_and_song, tmp_path):
+    root = tmp_path / "Audio"
+    shutil.copytree(ravdess_speech_and_song, root)
+    clip = root / "Actor_07" / "03-01-05-02-01-02-07.wav"
+    n = _wav_with_fllr_chunk(clip)
+    m = ravdess.prepare_ravdess(root, hash_files=False)
+    c = m[m.index_of(clip.stem)]
+    assert len(m) == 1440 and (c.num_frames, c.sample_rate, c.channels) == (n, 8000, 1)
 
 
 # ------------------------------------------------------------------------------------------------
