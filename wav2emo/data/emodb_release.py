@@ -1,11 +1,11 @@
 """The 535 utterances of EmoDB as its authors publish them (http://emodb.bilderbar.info/download/download.zip).
 
-audEERING's ``emodb`` 2.0.0 (audb; also the Zenodo record 16273947 that nkululeko points to) adds 281 utterances
-that fewer than 80 % of the listeners recognised, under the same naming scheme, and a ``laryngo/`` folder of
-laryngograms under the same names (github.com/audeering/emodb, 2.0.0/README.md and 2.0.0/update.py).  Results
+audEERING's ``emodb`` 2.0.0 (audb) adds 281 utterances that fewer than 80 % of the listeners recognised, under
+the same naming scheme, and a ``laryngo/`` folder of laryngograms under the same names
+(github.com/audeering/emodb, 2.0.0/README.md and 2.0.0/update.py).  Results
 on EmoDB in the literature are on these 535, so the recipe sets the others aside by default and lists them.
 The list is the authors' download checked against EmoBox's ``data/emodb/emodb.jsonl`` (535 identical stems).
-Each line: speaker, then text+emotion+version of each of that speaker's utterances.
+Each speaker's line (continued on indented lines): speaker, then text+emotion+version of its utterances.
 """
 
 from __future__ import annotations
@@ -50,15 +50,12 @@ _BY_SPEAKER = """
 
 
 def _stems() -> frozenset[str]:
-    stems = set()
+    stems, speaker = set(), ""
     for line in _BY_SPEAKER.strip().split("\n"):
-        if ":" in line:
-            speaker, rest = line.split(":", 1)
-        else:
-            rest = line
-        stems.update(speaker.strip() + s for s in rest.split())
+        if ":" in line:  # a speaker's first line; indented lines continue it
+            speaker, line = line.split(":", 1)
+        stems.update(speaker.strip() + s for s in line.split())
     return frozenset(stems)
 
 
-EMODB_RELEASE_STEMS = _stems()
-assert len(EMODB_RELEASE_STEMS) == 535, len(EMODB_RELEASE_STEMS)
+EMODB_RELEASE_STEMS = _stems()  # 535 (tests/test_release_layouts.py)

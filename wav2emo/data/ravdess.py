@@ -149,7 +149,8 @@ def prepare_ravdess(
 
     Every problem found is collected and reported in one :class:`CorpusError`: file names that are not
     RAVDESS speech names, files whose actor field disagrees with their ``Actor_XX`` folder, the same clip
-    twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.
+    twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.  The
+    release's song clips (``03-02-*``, unpacked into the same ``Actor_XX`` folders) are set aside and listed.
     ``check_audio`` decodes every file (streamed, ~1.5 s for all of RAVDESS): audio that does not decode
     or holds NaN/inf is a problem, and a silent clip (its mono mix peaks below ``silence_dbfs``) is
     handled as ``on_silent`` says: ``error`` (a problem), ``warn`` (kept, listed) or ``skip`` (left out
