@@ -38,7 +38,8 @@ def selection_method(wanted: str, y_train: np.ndarray, groups: np.ndarray, y_dev
     if wanted == "dev":
         return "dev", "model.selection=dev"
     if n_groups >= 2 and (len(y_dev) == 0 or missing):
-        why = "no dev clips" if len(y_dev) == 0 else f"the dev part lacks {len(missing)} training classes"
+        why = "no dev clips" if len(y_dev) == 0 else (f"the dev part lacks {len(missing)} training "
+                                                  f"class{'es' if len(missing) > 1 else ''} (label {missing})")
         return "inner_cv", f"auto: {why}"
     return "dev", "auto: the dev part covers every training class" if len(y_dev) else "auto: one training speaker"
 
