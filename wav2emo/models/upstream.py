@@ -39,6 +39,7 @@ from wav2emo.backbones import (
     train_switches,
 )
 from wav2emo.backbones.family import frame_mask
+from wav2emo.backbones.fixed_shapes import conv_autotune, pad_to_bucket
 from wav2emo.backbones.switches import masking as asks_masking
 
 MODES = ("frozen", "top_k", "full")
@@ -237,7 +238,13 @@ class SSLUpstream(nn.Module):
             frames = self.backbone.check_lengths(lengths.tolist())
         except ExtractionError as e:  # the same one line, as a backbone error here
             raise BackboneError(str(e)) from None
-        hidden = torch.stack(self.backbone.hidden_states(x, lengths.tolist()), dim=1)
+        t = None
+        if getattr(self.backbone, "invariance", None) is not None:  # padding cannot change a clip's frames
+            t = self.backbone.num_frames(x.shape[1])  # frames of the unpadded batch, cut back to after the model
+            x = pad_to_bucket(x, self.backbone.sampling_rate)
+        with conv_autotune(x.device):
+            states = self.backbone.hidden_states(x, lengths.tolist())
+        hidden = torch.stack([h[:, :t] for h in states], dim=1)
         mask = frame_mask(frames, hidden.shape[2], wave.device)
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
 
