@@ -52,7 +52,7 @@ SIZES = (7442, 20000)
 SR = 16000
 HEADS = {"logmel": "fe_vgg_logmel", "mfcc": None, "egemaps": "egemaps_mlp", "ssl": "fe_vgg"}
 FEATURES = {"logmel": "logmel", "mfcc": "mfcc", "egemaps": "egemaps"}
-CAPS = {"cuda": {"logmel": 20000, "mfcc": 20000, "egemaps": 1500, "ssl": 1500},
+CAPS = {"cuda": {"logmel": 20000, "mfcc": 20000, "egemaps": 1000, "ssl": 1000},
         "cpu": {"logmel": 20000, "mfcc": 20000, "egemaps": 150, "ssl": 400}}
 
 
@@ -341,7 +341,7 @@ def main() -> None:
     result["synthesis_s"] = round(synth_s, 1)
     log(f"synthesised in {synth_s:.1f} s")
     backbone = random_wav2vec2_base(args.work / "wav2vec2-base-random") if args.device == "cuda" else None
-    workers = 0 if args.device == "cuda" else min(2, cores)
+    workers = min(2, cores)  # loader.num_workers's default (memory-mapped reads in worker processes)
     stem = args.out / f"scale_{args.device}"
     work = args.work / f"run-{args.device}"
     cache_dir = work / "cache"
