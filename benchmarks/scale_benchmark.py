@@ -116,14 +116,16 @@ def linked_root(pool: Path, root: Path, indices: list[int]) -> Path:
 
 
 def subset(n: int, cap: int) -> list[int]:
-    """``cap`` of clips 0..n-1 covering every speaker and class: the k-th has speaker k % 91 and class k % 6
-    (91 and 6 share no factor, so the first 546 are every pair once), from successive blocks of 546 clips."""
+    """``cap`` of clips 0..n-1 spread over the whole corpus and covering every speaker and class: the k-th has
+    speaker k % 91 and class k % 6 (91 and 6 share no factor, so 546 successive picks are every pair once),
+    taken from block ``k * blocks // cap`` of the corpus's blocks of 546 clips."""
     block = SPEAKERS * len(CLASSES)
+    blocks = n // block
     if cap >= n:
         return list(range(n))
-    if cap > (n // block) * block:
+    if cap > blocks * block:
         return sorted({int(round(k * n / cap)) for k in range(cap)} - {n})
-    return sorted(block * (k // block) + SPEAKERS * (k % len(CLASSES)) + k % SPEAKERS for k in range(cap))
+    return sorted(block * (k * blocks // cap) + SPEAKERS * (k % len(CLASSES)) + k % SPEAKERS for k in range(cap))
 
 
 # Measuring ----------------------------------------------------------------------------------------------------
@@ -355,6 +357,7 @@ def main() -> None:
             name = f"corpus-{size}" if len(chosen) == size else f"corpus-{size}-{kind}-{len(chosen)}"
             root = linked_root(pool, args.work / name, chosen)
             cfg = compose_for(root, kind, args.device, work, backbone, workers)
+            shutil.rmtree(cache_dir / "folder", ignore_errors=True)  # this kind's cache from scratch, whatever it holds
             log(f"{size} {kind}: extraction of {len(chosen)} clips")
             try:
                 manifest, e = extraction(cfg, kind, args.device)
