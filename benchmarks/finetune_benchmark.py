@@ -43,8 +43,8 @@ from benchmarks.train_benchmark import (  # noqa: E402
 
 # name -> (overrides, target seconds per epoch or None)
 ONLINE = ["trainer=gpu", "loader.resident=true", "loader.num_workers=0", "loader.bucket_by_length=true",
-          "augment=standard", "augment.mode=online"]
-CACHED = ["speed=gpu_fast", "augment=standard", "augment.mode=cached", "augment.copies=4"]
+          "augment=standard", "augment.mode=online", "test=false"]
+CACHED = ["speed=gpu_fast", "augment=standard", "augment.mode=cached", "augment.copies=4", "test=false"]
 # Full fine-tuning's memory apart from the fold: the fold stays on the host (memory-mapped), random batches of 25
 # (each padded to its longest clip), MEMORY_STEPS training steps and the dev pass.
 MEMORY_STEPS = 8
@@ -54,7 +54,7 @@ CONFIGS: dict[str, tuple[list[str], float | None]] = {
     "finetune=none (cache, speed=gpu_fast)": (["speed=gpu_fast"], None),
     "finetune=top_k k=4 (cache)": (["speed=gpu_fast", "finetune=top_k", "finetune.k=4"], 1.2),
     "finetune=full (waveforms)": (["trainer=gpu", "loader.resident=true", "loader.num_workers=0",
-                                   "loader.bucket_by_length=true", "finetune=full"], 3.0),
+                                   "loader.bucket_by_length=true", "finetune=full", "test=false"], 3.0),
     "augment=standard online (frozen backbone), previous way": (ONLINE, 2.5),
     "augment=standard online (frozen backbone)": (ONLINE, 2.5),
     "augment=standard cached, 4 copies, previous way": (CACHED, None),

@@ -316,7 +316,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "reports")
     ap.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "wav2emo-scale")
     ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
-    ap.add_argument("--kinds", default="logmel,mfcc,egemaps,ssl")
+    ap.add_argument("--kinds", default="ssl,logmel,egemaps,mfcc")
     ap.add_argument("--caps", default="", help="kind=clips,... (defaults per device: see CAPS)")
     ap.add_argument("--train-batches", type=int, default=None, help="at most this many batches per epoch")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes and caps: checks the script in a minute")

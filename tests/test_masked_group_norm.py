@@ -58,8 +58,11 @@ def test_fused_in_chunks_equals_one_call(monkeypatch):
     torch.testing.assert_close(run(norm, x, lengths, fused=True), whole)
 
 
-def test_fused_gradients_equal_the_per_clip_way():
+@pytest.mark.parametrize("chunked", [False, True])
+def test_fused_gradients_equal_the_per_clip_way(chunked, monkeypatch):
     norm = norm_pair()
+    if chunked:
+        monkeypatch.setattr(MaskedGroupNorm, "chunk_elements", 2 * 6 * 50)  # two clips per chunk
     x, lengths = batch()
     w = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     grads = []

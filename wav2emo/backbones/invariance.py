@@ -64,9 +64,12 @@ class MaskedGroupNorm(nn.Module):
         dtype = torch.float32 if x.device.type == "cuda" and torch.is_autocast_enabled("cuda") else x.dtype
         per_clip = max(1, x[0].numel())
         step = max(1, self.chunk_elements // per_clip)
-        parts = [self._fused_chunk(x[s : s + step], lengths[s : s + step]) for s in range(0, x.shape[0], step)]
-        out = parts[0] if len(parts) == 1 else torch.cat(parts)
-        return out.to(dtype)
+        if step >= x.shape[0]:
+            return self._fused_chunk(x, lengths).to(dtype)
+        out = torch.empty(x.shape, dtype=dtype, device=x.device)
+        for s in range(0, x.shape[0], step):
+            out[s : s + step] = self._fused_chunk(x[s : s + step], lengths[s : s + step])
+        return out
 
     def _fused_chunk(self, x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
         b, c, t = x.shape
