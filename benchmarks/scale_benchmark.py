@@ -266,10 +266,11 @@ def markdown(r: dict) -> str:
              f"Machine: {where} ({m['processor']}), torch {m['torch']} ({m['torch_threads']} threads), Python "
              f"{m['python']}; {r['when']}; 1-minute load average before/after: {r['load']}. Command: "
              f"`{r['command']}`. Synthetic corpora (91 speakers, 6 classes, CREMA-D-like durations; see "
-             f"benchmarks/scale_benchmark.py): written in {r['synthesis_s']} s for {max(r['sizes'])} clips.", "",
+             f"benchmarks/scale_benchmark.py): written in {r['synthesis_s']} s for {max(r['sizes'])} clips "
+             f"{r.get('synthesis_note', '')}.", "",
              "## Extraction", "",
              "| corpus | kind | clips measured | corpus check | time | clips/s | audio s per s | cache | per frame "
-             "| peak RSS (anon) | whole corpus: time, cache |",
+             "| peak RSS (anon: start -> peak) | whole corpus: time, cache |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for size, kinds in r["runs"].items():
         for kind, v in kinds.items():
@@ -282,10 +283,11 @@ def markdown(r: dict) -> str:
             check = e["corpus_check_s"] if isinstance(e["corpus_check_s"], str) else f"{e['corpus_check_s']} s"
             lines.append(f"| {size} | {kind} | {e['clips']} | {check} | {e['seconds']} s | "
                          f"{e['clips_per_s']} | {e['audio_s_per_s']} | {e['cache_mib']} MiB | "
-                         f"{e['feature_shape']} {e['dtype']} | {hm['peak_rss_mib']} ({hm['peak_rss_anon_mib']}) MiB "
+                         f"{e['feature_shape']} {e['dtype']} | {hm['peak_rss_mib']} ({hm['start_rss_anon_mib']} -> "
+                         f"{hm['peak_rss_anon_mib']}) MiB "
                          f"| {whole} |")
     lines += ["", "## Memory-mapped training (`loader.resident=false`), fold 0, one epoch without validation", "",
-              "| corpus | kind | head | training clips | batches run | setup | time | clips/s | peak RSS (anon) |",
+              "| corpus | kind | head | training clips | batches run | setup | time | clips/s | peak RSS (anon: start -> peak) |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for size, kinds in r["runs"].items():
         for kind, v in kinds.items():
@@ -299,12 +301,14 @@ def markdown(r: dict) -> str:
             hm = t["host_memory"]
             cut = f"{t['batches']} of {t['epoch_batches']} (cut)" if t["cut"] else f"{t['batches']} (whole epoch)"
             lines.append(f"| {size} | {kind} | {HEADS[kind]} | {t['train_clips']} | {cut} | {t['setup_s']} s | "
-                         f"{t['seconds']} s | {t['clips_per_s']} | {hm['peak_rss_mib']} ({hm['peak_rss_anon_mib']}) MiB |")
+                         f"{t['seconds']} s | {t['clips_per_s']} | {hm['peak_rss_mib']} ({hm['start_rss_anon_mib']} -> "
+                         f"{hm['peak_rss_anon_mib']}) MiB |")
     lines += ["", "Rows measured on fewer clips than the corpus ran on a subset (its own corpus folder, "
               "every speaker and class present where the cap allows 91 x 6); the whole corpus's time is extrapolated by audio seconds and its "
               "cache size by frames. A training row with `(cut)` timed that many batches of its epoch. Peak RSS is "
               "the process's resident set during that step (sampled every 20 ms; it includes the page cache of the "
-              "memory-mapped features), its anonymous part in brackets; the process's lifetime maximum "
+              "memory-mapped features), its anonymous part in brackets (at the step's start and its peak: the process "
+              "keeps what earlier steps imported and built, so the increase is the step's own); the process's lifetime maximum "
               f"(ru_maxrss) was {r['ru_maxrss_mib']} MiB. MFCC statistics have no neural head (their models are the "
               "scikit-learn baselines), so no training row."]
     return "\n".join(lines) + "\n"
@@ -339,8 +343,10 @@ def main() -> None:
                     "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                     "command": "python benchmarks/scale_benchmark.py " + " ".join(sys.argv[1:]), "runs": {}}
     log(f"synthesising {max(sizes)} clips on {cores} cores")
+    reused = (args.work / "pool").is_dir()
     pool, synth_s = synthesize(args.work, max(sizes), cores)
     result["synthesis_s"] = round(synth_s, 1)
+    result["synthesis_note"] = "(clips found from an earlier run in the same --work folder)" if reused else ""
     log(f"synthesised in {synth_s:.1f} s")
     backbone = random_wav2vec2_base(args.work / "wav2vec2-base-random") if args.device == "cuda" else None
     workers = min(2, cores)  # loader.num_workers's default (memory-mapped reads in worker processes)
