@@ -52,6 +52,9 @@ SIZES = (7442, 20000)
 SR = 16000
 HEADS = {"logmel": "fe_vgg_logmel", "mfcc": None, "egemaps": "egemaps_mlp", "ssl": "fe_vgg"}
 FEATURES = {"logmel": "logmel", "mfcc": "mfcc", "egemaps": "egemaps"}
+SSL_BACKBONE = {"cuda": "a randomly initialised wav2vec2-base (12 layers x 768, all 13 hidden states cached)",
+                "cpu": "the tiny random wav2vec2 (features=tiny: 3 layers x 32, all 4 hidden states cached; a "
+                       "wav2vec2-base runs at about 1 s of audio per second on 2 CPU cores: corpus_scale_cpu2.md)"}
 CAPS = {"cuda": {"logmel": 20000, "mfcc": 20000, "egemaps": 1000, "ssl": 1000},
         "cpu": {"logmel": 20000, "mfcc": 20000, "egemaps": 150, "ssl": 400}}
 
@@ -268,7 +271,7 @@ def markdown(r: dict) -> str:
              f"`{r['command']}`. Synthetic corpora (91 speakers, 6 classes, CREMA-D-like durations; see "
              f"benchmarks/scale_benchmark.py): written in {r['synthesis_s']} s for {max(r['sizes'])} clips "
              f"{r.get('synthesis_note', '')}.", "",
-             "## Extraction", "",
+             f"SSL rows: {r.get('ssl_backbone', '')}.", "", "## Extraction", "",
              "| corpus | kind | clips measured | corpus check | time | clips/s | audio s per s | cache | per frame "
              "| peak RSS (anon: start -> peak) | whole corpus: time, cache |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
@@ -346,6 +349,7 @@ def main() -> None:
     reused = (args.work / "pool").is_dir()
     pool, synth_s = synthesize(args.work, max(sizes), cores)
     result["synthesis_s"] = round(synth_s, 1)
+    result["ssl_backbone"] = SSL_BACKBONE[args.device]
     result["synthesis_note"] = "(clips found from an earlier run in the same --work folder)" if reused else ""
     log(f"synthesised in {synth_s:.1f} s")
     backbone = random_wav2vec2_base(args.work / "wav2vec2-base-random") if args.device == "cuda" else None
