@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from wav2emo.backbones.fixed_shapes import conv_autotune
 from wav2emo.backbones.running import (
     ExtractionError,
     autocast,
@@ -267,7 +266,7 @@ class Backbone:
         default all) and valid frames per clip, frozen, at :attr:`precision`."""
         frames = self.check_lengths(lengths)
         x = x.to(self.device, non_blocking=True)
-        with exact_fp32(self.device, self.precision), autocast(self.device, self.precision), conv_autotune(x.device):
+        with exact_fp32(self.device, self.precision), autocast(self.device, self.precision):
             hidden = self.hidden_states(x, lengths)
         if len(hidden) != self.num_hidden_states:
             raise ExtractionError(f"the model returned {len(hidden)} hidden states, expected {self.num_hidden_states}")

@@ -10,7 +10,9 @@ Safe because of batch invariance (:mod:`wav2emo.backbones.invariance`): the mask
 attention mask make each clip's frames independent of the padding, so the extra zeros change nothing but
 float rounding (``tests/test_fixed_shapes.py``); the caller cuts the frames back to the unpadded length.
 Switch both off with ``SETTINGS.bucket_s = 0`` and ``SETTINGS.autotune = False`` (the benchmark's previous
-way does).
+way does).  Used by ``models/upstream.SSLUpstream`` (frozen and full modes from waveforms), not by extraction:
+extraction already pads to ``length_bucket_s`` and runs many batch sizes, each of which cuDNN would time
+once, while its cost in cached augmentation hides behind eGeMAPS on the CPU (measured on an H200).
 """
 
 from __future__ import annotations
