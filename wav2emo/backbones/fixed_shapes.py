@@ -57,3 +57,14 @@ def conv_autotune(device: torch.device) -> Iterator[None]:
         yield
     finally:
         cudnn.benchmark = False
+
+
+def host_to_device(values, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A small list of host numbers as a tensor on ``device`` without waiting for the GPU: the copy is queued
+    from pinned memory (``torch.as_tensor(values, device=cuda)`` waits until the stream has run everything
+    queued before it, every step)."""
+    t = torch.tensor(list(values), dtype=dtype)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wav2emo.backbones.fixed_shapes import host_to_device
 from wav2emo.backbones.source import BackboneError
 
 
@@ -74,7 +75,7 @@ class MaskedGroupNorm(nn.Module):
     def _fused_chunk(self, x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
         b, c, t = x.shape
         g = self.num_groups
-        n = torch.tensor(list(lengths), dtype=torch.float32).to(x.device, non_blocking=True)
+        n = host_to_device(lengths, x.device, torch.float32)  # no wait for the GPU here
         mask = (torch.arange(t, device=x.device)[None, :] < n[:, None]).to(torch.float32)  # (b, t)
         m = mask[:, None, None, :]
         xf = x.float().reshape(b, g, c // g, t)
