@@ -105,6 +105,7 @@ def test_upstream_with_fixed_lengths_and_fused_norm_gives_the_previous_ways_feat
     outs = []
     for new in (False, True):
         monkeypatch.setattr(SETTINGS, "bucket_s", 0.3 if new else 0.0)
+        monkeypatch.setattr(SETTINGS, "async_copies", new)
         monkeypatch.setattr(MaskedGroupNorm, "fused", new)
         outs.append(up(batch_))
     (ref, got) = outs
@@ -112,3 +113,13 @@ def test_upstream_with_fixed_lengths_and_fused_norm_gives_the_previous_ways_feat
     assert torch.equal(got["ssl_mask"], ref["ssl_mask"])
     scale = float(ref["ssl"].abs().max())
     assert float((got["ssl"] - ref["ssl"]).abs().max()) <= 1e-4 * max(1.0, scale)
+
+
+@pytest.mark.parametrize("async_copies", [True, False])
+def test_host_to_device_gives_the_values(async_copies, monkeypatch):
+    from wav2emo.backbones.fixed_shapes import host_to_device
+
+    monkeypatch.setattr(SETTINGS, "async_copies", async_copies)
+    got = host_to_device([3, 1, 2], "cpu", torch.float32)
+    assert got.dtype == torch.float32 and got.tolist() == [3.0, 1.0, 2.0]
+    assert host_to_device([5, 4], "cpu").tolist() == [5, 4]

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 class FixedShapes:
     bucket_s: float = 0.5  # pad waves to a multiple of this many seconds before the front end (0: off)
     autotune: bool = True  # cudnn.benchmark while the backbone runs on a GPU (never with deterministic cuDNN)
+    async_copies: bool = True  # host_to_device without waiting for the GPU (False: torch.as_tensor, as before)
 
 
 SETTINGS = FixedShapes()
@@ -63,8 +64,10 @@ def host_to_device(values, device: torch.device | str, dtype: torch.dtype | None
     """A small list of host numbers as a tensor on ``device`` without waiting for the GPU: the copy is queued
     from pinned memory (``torch.as_tensor(values, device=cuda)`` waits until the stream has run everything
     queued before it, every step)."""
-    t = torch.tensor(list(values), dtype=dtype)
     device = torch.device(device)
+    if not SETTINGS.async_copies:
+        return torch.as_tensor(list(values), dtype=dtype, device=device)
+    t = torch.tensor(list(values), dtype=dtype)
     if device.type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
