@@ -33,11 +33,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee -a "$LOG"
 echo "cpu cores: $(nproc)" | tee -a "$LOG"
 stamp "finetune and augmentation (items 2, 3)"
-timeout ${FT_TIMEOUT:-250} python benchmarks/finetune_benchmark.py --work "$W/ft" --out "$OUT" --epochs 3 \
+timeout ${FT_TIMEOUT:-240} python benchmarks/finetune_benchmark.py --work "$W/ft" --out "$OUT" --epochs 3 \
   --only "${FT_ONLY[@]}" >>"$LOG" 2>&1
 echo "finetune: rc $?" | tee -a "$LOG"
 stamp "scale (item 1)"
-timeout ${SCALE_TIMEOUT:-210} python benchmarks/scale_benchmark.py --device cuda --work "$W/scale" --out "$OUT" \
+left=$(( ${TOTAL_S:-465} - ($(date +%s) - t0) ))  # whatever the fine-tuning part left of the 8 minutes
+timeout $(( left > 150 ? left : 150 )) python benchmarks/scale_benchmark.py --device cuda --work "$W/scale" --out "$OUT" \
   >>"$LOG" 2>&1
 echo "scale: rc $?" | tee -a "$LOG"
 grep -E "^\[|Error|error" "$LOG" | grep -v Warning | tail -40
