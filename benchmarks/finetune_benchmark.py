@@ -41,18 +41,61 @@ from benchmarks.train_benchmark import (  # noqa: E402
     time_reference_way,
 )  # noqa: E402
 
-# name -> (overrides, target seconds per epoch or None, what the target compares with)
+# name -> (overrides, target seconds per epoch or None)
+ONLINE = ["trainer=gpu", "loader.resident=true", "loader.num_workers=0", "loader.bucket_by_length=true",
+          "augment=standard", "augment.mode=online", "test=false"]
+CACHED = ["speed=gpu_fast", "augment=standard", "augment.mode=cached", "augment.copies=4", "test=false"]
+# Full fine-tuning's memory apart from the fold: the fold stays on the host (memory-mapped), random batches of 25
+# (each padded to its longest clip), MEMORY_STEPS training steps and the dev pass.
+MEMORY_STEPS = 8
+ON_HOST = ["trainer=gpu", "loader.resident=false", "loader.num_workers=2", "loader.bucket_by_length=false",
+           "finetune=full", f"trainer.limit_train_batches={MEMORY_STEPS}", "trainer.max_epochs=1", "test=false"]
 CONFIGS: dict[str, tuple[list[str], float | None]] = {
     "finetune=none (cache, speed=gpu_fast)": (["speed=gpu_fast"], None),
     "finetune=top_k k=4 (cache)": (["speed=gpu_fast", "finetune=top_k", "finetune.k=4"], 1.2),
     "finetune=full (waveforms)": (["trainer=gpu", "loader.resident=true", "loader.num_workers=0",
-                                   "loader.bucket_by_length=true", "finetune=full"], 3.0),
-    "augment=standard online (frozen backbone)": (["trainer=gpu", "loader.resident=true", "loader.num_workers=0",
-                                                   "loader.bucket_by_length=true", "augment=standard",
-                                                   "augment.mode=online"], 2.5),
-    "augment=standard cached, 4 copies": (["speed=gpu_fast", "augment=standard", "augment.mode=cached",
-                                           "augment.copies=4"], None),
+                                   "loader.bucket_by_length=true", "finetune=full", "test=false"], 3.0),
+    "augment=standard online (frozen backbone), previous way": (ONLINE, 2.5),
+    "augment=standard online (frozen backbone)": (ONLINE, 2.5),
+    "augment=standard cached, 4 copies, previous way": (CACHED, None),
+    "augment=standard cached, 4 copies": (CACHED, None),
+    "memory: finetune=full, fold on the host, bf16-mixed": (ON_HOST, None),
+    "memory: finetune=full, fold on the host, bf16-mixed, gradient checkpointing":
+        (ON_HOST + ["finetune.gradient_checkpointing=true"], None),
+    "memory: finetune=full, fold on the host, bf16-true": (ON_HOST + ["trainer.precision=bf16-true"], None),
+    "memory: finetune=full, fold on the host, bf16-true, gradient checkpointing":
+        (ON_HOST + ["trainer.precision=bf16-true", "finetune.gradient_checkpointing=true"], None),
 }
+# Rows run the previous way: the per-clip masked GroupNorm and each batch at its own length, cudnn.benchmark off
+# and small host lists copied to the GPU with a stream wait
+# (wav2emo.backbones.invariance.MaskedGroupNorm.fused, wav2emo.backbones.fixed_shapes.SETTINGS), the augmented
+# copies decoded, written and hashed in the calling thread (wav2emo.augment.copies.THREADS = 0).
+PREVIOUS = ", previous way"
+
+
+def set_way(name: str) -> str:
+    """Switch the online SSL path to the previous or the new way for configuration ``name``; returns which."""
+    import wav2emo.augment.copies as copies
+    from wav2emo.backbones.fixed_shapes import SETTINGS, FixedShapes
+    from wav2emo.backbones.invariance import MaskedGroupNorm
+
+    previous = name.endswith(PREVIOUS)
+    SETTINGS.bucket_s = 0.0 if previous else FixedShapes().bucket_s
+    SETTINGS.autotune = not previous
+    SETTINGS.async_copies = not previous
+    MaskedGroupNorm.fused = not previous
+    copies.THREADS = 0 if previous else min(8, os.cpu_count() or 1)
+    return "previous" if previous else "new"
+
+
+def fresh_copies(cache_dir: Path) -> None:
+    """Remove the augmented copies and their feature caches this benchmark made, so the next row builds them."""
+    import shutil
+
+    for path in [*Path(cache_dir).glob("*/augment-*"), *Path(cache_dir).glob("*-aug-*")]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 FULL_MEMORY_TARGET_GB = 8.0
 CACHED_COPIES_TARGET_S = 30.0
 CACHED_OVERHEAD_TARGET = 0.10
@@ -67,26 +110,48 @@ def base(backbone: Path, epochs: int) -> list[str]:
 
 
 def run_config(overrides: list[str], out: Path, work: Path) -> dict:
+    import wav2emo.feeding.datamodule as datamodule_module
     from wav2emo.runs.build import build_datamodule
     from wav2emo.runs.fold_runner import run_fold
 
     cfg = compose(overrides, out, work)
-    prepare = None
+    prepare = copies_audio = None
     if cfg.augment.get("mode") == "cached" and cfg.augment.get("name") != "none":
         # The copies and their features, extracted once (timed apart from training; the fold run reuses them).
-        t0 = time.perf_counter()
-        build_datamodule(cfg, 0).setup("fit")
-        prepare = time.perf_counter() - t0
+        fresh_copies(Path(cfg.paths.cache_dir))
+        make_copies, timing = datamodule_module.make_copies, {}
+
+        def timed_make_copies(*a, **k):
+            t = time.perf_counter()
+            try:
+                return make_copies(*a, **k)
+            finally:
+                timing["s"] = time.perf_counter() - t
+
+        datamodule_module.make_copies = timed_make_copies
+        try:
+            t0 = time.perf_counter()
+            build_datamodule(cfg, 0).setup("fit")
+            prepare = time.perf_counter() - t0
+        finally:
+            datamodule_module.make_copies = make_copies
+        copies_audio = timing.get("s")
+    import gc
+
+    gc.collect()  # what earlier rows left is freed (or at least measured: allocated_before_gb)
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    base_gb = torch.cuda.memory_allocated() / 2**30
     t0 = time.perf_counter()
     res = run_fold(cfg, 0, out / "fold_0")
     wall = time.perf_counter() - t0
     return {
-        "copies_seconds": prepare,
+        "copies_seconds": prepare, "copies_audio_seconds": copies_audio,
         "seconds_per_epoch": steady(res["epoch_seconds"]), "epoch_seconds": res["epoch_seconds"],
         "first_epoch_seconds": res["epoch_seconds"][0] if res["epoch_seconds"] else None,
         "wall_seconds": wall, "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_gpu_reserved_gb": torch.cuda.max_memory_reserved() / 2**30, "allocated_before_gb": base_gb,
         "train_clips": res["split"]["clips"]["train"], "dev_clips": res["split"]["clips"]["dev"],
         "test_ua": res.get("test", {}).get("ua"),
     }
@@ -98,7 +163,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--only", nargs="*", default=None, help="substrings of the configurations to run")
+    ap.add_argument("--compose-only", action="store_true",
+                    help="compose every configuration and switch each way, run nothing (a check without a GPU)")
     args = ap.parse_args()
+    if args.compose_only:
+        compose_only(args)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,31 +183,54 @@ def main() -> None:
     for name in ("ssl", "egemaps"):
         get_features(manifest, dict(cfg.features[name]), cfg.paths.cache_dir)
     t_feat = time.perf_counter() - t0
+    from wav2emo.data.folds import assemble_fold
+
+    parts = assemble_fold(manifest, cfg.folds, 0).parts
     results: dict = {
         "machine": machine_info(),
         "corpus": {"clips": len(manifest), "features_seconds": t_feat,
                    "durations_s": [min(c.duration for c in manifest), max(c.duration for c in manifest)]},
         "epochs": args.epochs, "runs": {},
     }
-    for name, (overrides, target) in CONFIGS.items():
-        if args.only and not any(s in name for s in args.only):
+    # The reference's way first (so every report written below, even of a run cut short, carries it).
+    results["reference_way"] = time_reference_way(len(parts["train"]), len(parts["dev"]), egemaps=True,
+                                                  strict_fp32=False)
+    print("reference way", results["reference_way"], flush=True)
+    name = "finetune_" + torch.cuda.get_device_name(0).replace(" ", "_").lower()
+    for i, (config, (overrides, target)) in enumerate(CONFIGS.items()):
+        if args.only and not any(s in config for s in args.only):
             continue
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name)[:60]
+        slug = f"{i:02d}_" + "".join(ch if ch.isalnum() else "_" for ch in config)[:60]
         try:
+            way = set_way(config)
             r = run_config(base(backbone, args.epochs) + overrides, args.work / slug, args.work)
+            r["way"] = way
         except Exception as e:  # one failing configuration must not lose the others' numbers
             r = {"error": f"{type(e).__name__}: {e}"[:2000]}
         r["target_seconds_per_epoch"] = target
-        results["runs"][name] = r
-        print(name, json.dumps(r), flush=True)
-    first = next((r for r in results["runs"].values() if "train_clips" in r), None)
-    n_train, n_dev = (first["train_clips"], first["dev_clips"]) if first else (1020, 120)
-    results["reference_way"] = time_reference_way(n_train, n_dev, egemaps=True, strict_fp32=False)
-    print("reference way", results["reference_way"], flush=True)
-    name = "finetune_" + torch.cuda.get_device_name(0).replace(" ", "_").lower()
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / f"{name}.md").write_text(render(results) + "\n")
+        results["runs"][config] = r
+        print(config, json.dumps(r), flush=True)
+        (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")  # after every row
+        (args.out / f"{name}.md").write_text(render(results) + "\n")
+    set_way("")
     print(render(results))
+
+
+def compose_only(args) -> None:
+    """Every configuration composes (Hydra) and both ways switch: what can be checked without a GPU."""
+    from wav2emo.backbones.fixed_shapes import SETTINGS
+    from wav2emo.backbones.invariance import MaskedGroupNorm
+
+    backbone = args.work / "wav2vec2-base-random"
+    for i, (name, (overrides, _)) in enumerate(CONFIGS.items()):
+        if args.only and not any(s in name for s in args.only):
+            continue
+        way = set_way(name)
+        cfg = compose(base(backbone, args.epochs) + overrides, args.work / f"compose-{i:02d}", args.work)
+        print(f"{name}: composes ({way} way: fused={MaskedGroupNorm.fused}, bucket_s={SETTINGS.bucket_s}, "
+              f"autotune={SETTINGS.autotune}; precision {cfg.trainer.precision}, finetune {cfg.finetune.name}, "
+              f"checkpointing {cfg.finetune.get('gradient_checkpointing')}, resident {cfg.loader.resident})")
+    set_way("")
 
 
 def _verdict(ok: bool) -> str:
@@ -162,11 +255,20 @@ def render(r: dict) -> str:
         f"step on 25 clips zero-padded to 5.27 s: **{ref['seconds_per_epoch']:.2f} s per epoch** "
         f"({ref['seconds_per_train_step'] * 1000:.0f} ms per training batch).",
         "",
+        "Rows marked *previous way* run the online SSL path as before (one GroupNorm per clip, each batch at its "
+        "own length, cudnn.benchmark off, lengths copied to the GPU with a stream wait; cached copies decoded, "
+        "written and hashed in one thread); the unmarked "
+        "rows run the new way (fused masked GroupNorm, waves padded to 0.5 s multiples, cudnn.benchmark on around "
+        "the backbone; copies through 8 threads beside the augmenting thread), in the same process.",
+        "",
         "| configuration | s per epoch | target | verdict | vs reference | peak GPU memory | first epoch |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     none_s = None
+    memory = {k: v for k, v in r["runs"].items() if k.startswith("memory:")}
     for name, v in r["runs"].items():
+        if name in memory:
+            continue
         if "error" in v:
             lines.append(f"| {name} | failed: {v['error'][:200]} | | | | | |")
             continue
@@ -182,16 +284,38 @@ def render(r: dict) -> str:
                      f"{v['peak_gpu_gb']:.2f} GiB | {v['first_epoch_seconds']:.1f} s |")
     full = next((v for k, v in r["runs"].items() if k.startswith("finetune=full") and "error" not in v), None)
     if full:
-        lines += ["", f"Peak GPU memory of full fine-tuning at batch 25: {full['peak_gpu_gb']:.2f} GiB "
-                      f"(target <= {FULL_MEMORY_TARGET_GB:.0f} GB): "
-                      f"{_verdict(full['peak_gpu_gb'] * 2**30 / 1e9 <= FULL_MEMORY_TARGET_GB)}."]
-    cached = next((v for k, v in r["runs"].items() if "cached" in k and "error" not in v), None)
-    if cached and cached.get("copies_seconds") is not None:
-        lines += [f"Cached augmentation: the copies of the {cached['train_clips']} training clips and their features "
-                  f"(wav2vec2 hidden states and eGeMAPS) were extracted in {cached['copies_seconds']:.1f} s "
-                  f"(target <= {CACHED_COPIES_TARGET_S:.0f} s): "
-                  f"{_verdict(cached['copies_seconds'] <= CACHED_COPIES_TARGET_S)}; training then reads them "
-                  "like any cache."]
+        lines += ["", f"Peak GPU memory of full fine-tuning at batch 25 with the fold resident on the GPU: "
+                      f"{full['peak_gpu_gb']:.2f} GiB (fold, backbone, head, optimiser and activations together)."]
+    if memory:
+        lines += ["", "## Full fine-tuning: backbone + head memory, apart from the fold",
+                  "", f"The fold stays on the host (memory-mapped, `loader.resident=false`); {MEMORY_STEPS} training "
+                  "steps on random batches of 25 clips (each padded to its longest clip) and the dev pass; peak "
+                  "`torch.cuda.max_memory_allocated` (weights, gradients, Adam state, activations, one batch); the GB column "
+                  "and the verdict count what the run allocated above what was allocated before it. "
+                  f"Target: <= {FULL_MEMORY_TARGET_GB:.0f} GB (= {FULL_MEMORY_TARGET_GB * 1e9 / 2**30:.2f} GiB).", "",
+                  "| configuration | peak allocated | = GB | allocated before the run | peak reserved | target <= 8 GB "
+                  "| s per epoch (cut) |",
+                  "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
+        for name, v in memory.items():
+            if "error" in v:
+                lines.append(f"| {name[8:]} | failed: {v['error'][:200]} | | | | | |")
+                continue
+            gb = (v["peak_gpu_gb"] - v.get("allocated_before_gb", 0.0)) * 2**30 / 1e9
+            lines.append(f"| {name[8:]} | {v['peak_gpu_gb']:.2f} GiB | {gb:.2f} | {v.get('allocated_before_gb', 0.0):.2f} GiB "
+                         f"| {v['peak_gpu_reserved_gb']:.2f} GiB | {_verdict(gb <= FULL_MEMORY_TARGET_GB)} | "
+                         f"{v['first_epoch_seconds']:.1f} |")
+        host = memory.get("memory: finetune=full, fold on the host, bf16-mixed")
+        if full and host and "error" not in host:
+            lines.append(f"\nThe resident row's peak minus the bf16-mixed row's: {full['peak_gpu_gb'] - host['peak_gpu_gb']:.2f} "
+                         "GiB, about what the resident fold (and its longer, length-bucketed batches) adds.")
+    for name, v in r["runs"].items():
+        if "cached" in name and "error" not in v and v.get("copies_seconds") is not None:
+            audio = v.get("copies_audio_seconds")
+            split = "" if audio is None else (f" ({audio:.1f} s making and writing the augmented audio, "
+                                              f"{v['copies_seconds'] - audio:.1f} s their features and the rest)")
+            lines += ["", f"Cached augmentation, {name}: the copies of the {v['train_clips']} training clips and their "
+                      f"features (wav2vec2 hidden states and eGeMAPS) in {v['copies_seconds']:.1f} s{split} "
+                      f"(target <= {CACHED_COPIES_TARGET_S:.0f} s): {_verdict(v['copies_seconds'] <= CACHED_COPIES_TARGET_S)}."]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 COPY_SEP = "~aug"
 GROUP = 8
+# Threads that decode the next group's clips and write and hash the copies while the device augments (libsndfile
+# and hashlib release the GIL).  0: one after the other in the calling thread (the previous way).  The files,
+# their order and the meta are the same either way (tests/test_copies_threads.py).
+THREADS = min(8, os.cpu_count() or 1)
 META = "copies.json"
 FORMAT = 1
 
@@ -106,6 +111,55 @@ def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     os.replace(tmp, path)
 
 
+def _write_and_hash(path: Path, wave: np.ndarray, sample_rate: int) -> str:
+    _write_wav(path, wave, sample_rate)
+    return sha1_of_file(path)
+
+
+class _Now:
+    """A finished Future's interface for work done in the calling thread (``THREADS = 0``)."""
+
+    def __init__(self, fn, *args) -> None:
+        self.value = fn(*args)
+
+    def result(self):
+        return self.value
+
+
+def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
+                 device: torch.device, pool: ThreadPoolExecutor | None) -> list[list]:
+    """Every copy j of every group of ``GROUP`` clips, in order; returns ``[copy id, sha1, frames]`` rows."""
+    clips = list(train)
+    groups = [(j, g, clips[start:start + GROUP]) for j in range(1, augmenter.copies + 1)
+              for g, start in enumerate(range(0, len(clips), GROUP))]
+
+    def load(group):
+        if pool is None:
+            return _Now(lambda: [load_audio(c.path, sample_rate) for c in group])
+        return pool.submit(lambda: [load_audio(c.path, sample_rate) for c in group])  # one thread: no nesting
+
+    submit = (lambda fn, *a: _Now(fn, *a)) if pool is None else pool.submit
+    written: list[tuple[str, Future | _Now, int]] = []
+    pending = load(groups[0][2]) if groups else None
+    for k, (j, g, group) in enumerate(groups):
+        loaded = pending.result()
+        pending = load(groups[k + 1][2]) if k + 1 < len(groups) else None  # next group decodes meanwhile
+        waves = [torch.from_numpy(w) for w in loaded]
+        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+        batch = torch.zeros(len(waves), int(lengths.max()))
+        for b, w in enumerate(waves):
+            batch[b, : len(w)] = w
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
+        out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
+        out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
+        for b, clip in enumerate(group):
+            cid = copy_id(clip.clip_id, j)
+            wav = np.ascontiguousarray(out[b, : max(1, int(out_len[b]))], dtype=np.float32)
+            written.append((cid, submit(_write_and_hash, folder / "audio" / f"{cid}.wav", wav, sample_rate), len(wav)))
+    return [[cid, job.result(), n] for cid, job, n in written]
+
+
 def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str | Path, *,
                 sample_rate: int = 16000, device: str | torch.device = "cpu",
                 lock_timeout: float | None = None) -> Manifest:
@@ -127,25 +181,11 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
             return _open(folder, key, train)
         (folder / "audio").mkdir(exist_ok=True)
         device = torch.device(device)
-        clips: list[list] = []
-        for j in range(1, augmenter.copies + 1):
-            for g, start in enumerate(range(0, len(train), GROUP)):
-                group = list(train)[start:start + GROUP]
-                waves = [torch.from_numpy(load_audio(c.path, sample_rate)) for c in group]
-                lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-                batch = torch.zeros(len(waves), int(lengths.max()))
-                for b, w in enumerate(waves):
-                    batch[b, : len(w)] = w
-                gen = torch.Generator(device=device)
-                gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
-                out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
-                out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
-                for b, clip in enumerate(group):
-                    cid = copy_id(clip.clip_id, j)
-                    wav = np.ascontiguousarray(out[b, : max(1, int(out_len[b]))], dtype=np.float32)
-                    path = folder / "audio" / f"{cid}.wav"
-                    _write_wav(path, wav, sample_rate)
-                    clips.append([cid, sha1_of_file(path), len(wav)])
+        if THREADS > 0:
+            with ThreadPoolExecutor(THREADS, thread_name_prefix="wav2emo-copies") as pool:
+                clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool)
+        else:
+            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, None)
         meta = {"key": key, "key_fields": fields, "source": train.name, "clips": clips}
         tmp = folder / f".{META}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))

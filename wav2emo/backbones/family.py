@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from wav2emo.backbones.fixed_shapes import host_to_device
 from wav2emo.backbones.running import (
     ExtractionError,
     autocast,
@@ -289,7 +290,7 @@ class Backbone:
 
 def frame_mask(frames: Sequence[int], t: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, t) True on each clip's first ``frames[b]`` frames."""
-    return torch.arange(t, device=device)[None, :] < torch.as_tensor(list(frames), device=device)[:, None]
+    return torch.arange(t, device=device)[None, :] < host_to_device(frames, device)[:, None]
 
 
 def hop_of(strides: Sequence[int]) -> int:

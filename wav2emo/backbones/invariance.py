@@ -20,16 +20,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wav2emo.backbones.fixed_shapes import host_to_device
 from wav2emo.backbones.source import BackboneError
 
 
 class MaskedGroupNorm(nn.Module):
     """GroupNorm whose statistics cover each clip's first ``lengths[b]`` frames only.
 
-    With ``lengths`` unset it is exactly ``nn.GroupNorm``.  Each clip is normalised by the same fused
-    kernel a batch of one would use; padded frames are set to zero.  It shares the wrapped layer's
-    parameters, so state dicts and weights are unchanged.
+    With ``lengths`` unset it is exactly ``nn.GroupNorm``.  Padded frames are set to zero.  It shares the
+    wrapped layer's parameters, so state dicts and weights are unchanged.  Two ways, equal up to float
+    rounding (``tests/test_masked_group_norm.py``): ``fused`` (the default) normalises the whole batch at
+    once with masked statistics (a fixed handful of kernels, in chunks of clips that bound the temporary
+    memory); ``fused = False`` runs ``F.group_norm`` once per clip, as a batch of one would (the previous way,
+    about 2 kernels per clip: ``benchmarks/finetune_benchmark.py`` measures both).
     """
+
+    fused: bool = True
+    chunk_elements: int = 2**26  # float32 elements per chunk of clips in the fused way (256 MiB per temporary)
 
     def __init__(self, norm: nn.GroupNorm) -> None:
         super().__init__()
@@ -42,6 +49,8 @@ class MaskedGroupNorm(nn.Module):
             return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         if len(self.lengths) != x.shape[0] or max(self.lengths) > x.shape[-1]:
             raise RuntimeError(f"MaskedGroupNorm: lengths {self.lengths} do not fit input {tuple(x.shape)}")
+        if self.fused:
+            return self._fused(x, self.lengths)
         out: torch.Tensor | None = None
         for b, n in enumerate(self.lengths):
             y = F.group_norm(x[b : b + 1, :, :n], self.num_groups, self.weight, self.bias, self.eps)
@@ -50,6 +59,36 @@ class MaskedGroupNorm(nn.Module):
             out[b : b + 1, :, :n] = y
         assert out is not None
         return out
+
+    def _fused(self, x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+        # F.group_norm's result dtype: float32 under CUDA autocast (its float32 op list), else x's (CPU too).
+        dtype = torch.float32 if x.device.type == "cuda" and torch.is_autocast_enabled("cuda") else x.dtype
+        per_clip = max(1, x[0].numel())
+        step = max(1, self.chunk_elements // per_clip)
+        if step >= x.shape[0]:
+            return self._fused_chunk(x, lengths).to(dtype)
+        out = torch.empty(x.shape, dtype=dtype, device=x.device)
+        for s in range(0, x.shape[0], step):
+            out[s : s + step] = self._fused_chunk(x[s : s + step], lengths[s : s + step])
+        return out
+
+    def _fused_chunk(self, x: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:
+        b, c, t = x.shape
+        g = self.num_groups
+        n = host_to_device(lengths, x.device, torch.float32)  # no wait for the GPU here
+        mask = (torch.arange(t, device=x.device)[None, :] < n[:, None]).to(torch.float32)  # (b, t)
+        m = mask[:, None, None, :]
+        xf = x.float().reshape(b, g, c // g, t)
+        count = (n * (c // g))[:, None, None, None]
+        mean = (xf * m).sum(dim=(2, 3), keepdim=True) / count
+        d = (xf - mean) * m  # two passes, as group_norm: the variance never subtracts large squares
+        var = d.square().sum(dim=(2, 3), keepdim=True) / count
+        y = (d * torch.rsqrt(var + self.eps)).reshape(b, c, t)
+        if self.weight is not None:
+            y = y * self.weight.float()[None, :, None]
+        if self.bias is not None:
+            y = y + self.bias.float()[None, :, None]
+        return y * mask[:, None, :]
 
 
 def conv_output_length(num_samples: int, kernels: Sequence[int], strides: Sequence[int]) -> int:

@@ -39,6 +39,7 @@ from wav2emo.backbones import (
     train_switches,
 )
 from wav2emo.backbones.family import frame_mask
+from wav2emo.backbones.fixed_shapes import conv_autotune, pad_to_bucket
 from wav2emo.backbones.switches import masking as asks_masking
 
 MODES = ("frozen", "top_k", "full")
@@ -230,14 +231,21 @@ class SSLUpstream(nn.Module):
         if "wave" not in batch or "wave_lengths" not in batch:
             raise BackboneError(f"finetune {self.mode} reads `wave` and `wave_lengths`; the batch has {sorted(batch)}")
         wave, lengths = batch["wave"], batch["wave_lengths"].to(batch["wave"].device)
-        if wave.dim() != 2 or lengths.shape != wave.shape[:1] or int(lengths.max()) > wave.shape[1]:
+        samples = lengths.tolist()  # read back from the device once per step
+        if wave.dim() != 2 or lengths.shape != wave.shape[:1] or max(samples) > wave.shape[1]:
             raise BackboneError(f"wave {tuple(wave.shape)} with lengths {tuple(lengths.shape)}: expected (B, S) and (B,)")
         x = self.backbone.prepare_batch(wave, lengths)
         try:
-            frames = self.backbone.check_lengths(lengths.tolist())
+            frames = self.backbone.check_lengths(samples)
         except ExtractionError as e:  # the same one line, as a backbone error here
             raise BackboneError(str(e)) from None
-        hidden = torch.stack(self.backbone.hidden_states(x, lengths.tolist()), dim=1)
+        t = None
+        if getattr(self.backbone, "invariance", None) is not None:  # padding cannot change a clip's frames
+            t = self.backbone.num_frames(x.shape[1])  # frames of the unpadded batch, cut back to after the model
+            x = pad_to_bucket(x, self.backbone.sampling_rate)
+        with conv_autotune(x.device):
+            states = self.backbone.hidden_states(x, samples)
+        hidden = torch.stack([h[:, :t] for h in states], dim=1)
         mask = frame_mask(frames, hidden.shape[2], wave.device)
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from wav2emo.backbones.encoder import encoder_layers, is_stable_layer_norm, run_layers
 from wav2emo.backbones.family import Backbone, hop_of
+from wav2emo.backbones.fixed_shapes import host_to_device
 from wav2emo.backbones.invariance import BatchInvariance, conv_output_length, conv_receptive_field
 
 # wav2vec2's real front end (320x downsampling: 50 frames/s, 400-sample receptive field) with toy width and depth.
@@ -59,7 +60,7 @@ class ConvFrontEndBackbone(Backbone):
         return encoder_layers(self.model)
 
     def hidden_states(self, x: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
-        n = torch.as_tensor(list(lengths), device=x.device)
+        n = host_to_device(lengths, x.device)
         valid = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).long()
         with self.invariance.lengths([int(v) for v in lengths]):
             out = self.model(x, attention_mask=valid, output_hidden_states=True)
