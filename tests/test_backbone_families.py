@@ -385,3 +385,13 @@ def test_each_hub_id_has_its_features_config(tmp_path, name):
     assert ssl.name == name and ssl.backbone == hub and ssl.kind == "ssl_hidden_states" and "egemaps" in cfg.features
     assert ssl.layers is None or (ssl.layers[0] == 0 and ssl.layers[-1] == states - 1)  # a subset: from 0 to N
     assert (ssl.max_clip_s == 30.0) == name.startswith("whisper")
+
+
+@pytest.mark.parametrize("tiny_family", FAMILIES)
+def test_a_bf16_model_takes_a_float32_wave(folders, tiny_family):
+    """trainer.precision=bf16-true turns the whole model to bf16 while the batch's wave stays float32."""
+    bb = load_backbone(resolve_source(folders[tiny_family]))
+    bb.model.to(torch.bfloat16)
+    x = torch.from_numpy(np.stack([w[:9000] for w in waves()]))
+    states = bb.hidden_states(bb.prepare_batch(x, torch.tensor([9000] * len(x))), [9000] * len(x))
+    assert states[-1].dtype == torch.bfloat16 and torch.isfinite(states[-1].float()).all()

@@ -61,6 +61,7 @@ class ConvFrontEndBackbone(Backbone):
 
     def hidden_states(self, x: torch.Tensor, lengths: Sequence[int]) -> list[torch.Tensor]:
         n = host_to_device(lengths, x.device)
+        x = x.to(next(self.model.feature_extractor.parameters()).dtype)  # a bf16-true model takes a bf16 wave
         valid = (torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]).long()
         with self.invariance.lengths([int(v) for v in lengths]):
             out = self.model(x, attention_mask=valid, output_hidden_states=True)
