@@ -60,3 +60,12 @@ def declare_protocol(out: Path, protocol: Mapping[str, Any]) -> None:
     if protocol.get("reads_test_speakers_unlabelled_audio"):
         print("Protocol: features.normalize=speaker reads the test speakers' unlabelled audio (per-speaker "
               "statistics); declared in cv_report.{json,md} and every fold_result.json", flush=True)
+
+
+def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
+    """Per-speaker normalisation on (a fold result's ``protocol``): say so in the CV report's protocol section
+    (as the baselines do)."""
+    if not protocol.get("feature_normalization"):
+        return
+    keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note")
+    declare_protocol(out, {k: protocol[k] for k in keys if k in protocol})

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT
-from wav2emo.reports.run_report import declare_protocol, finish_run
+from wav2emo.reports.run_report import declare_normalization, finish_run
 from wav2emo.runs.build import build_datamodule
 from wav2emo.runs.common import (
     folds_to_run,
@@ -27,6 +27,7 @@ from wav2emo.runs.common import (
     quiet_duplicate_log_handlers,
 )
 from wav2emo.runs.fold_runner import _fold_dir_of, run_fold
+from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
     trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial
     out, cfg = plan_folds(cfg, folds)
-    if several_processes(cfg.trainer) and not is_distributed() and is_rank_zero():
-        prepare_folds(cfg, folds, out)
+    plan = fold_plan(cfg)  # the config read once: every fold is built from this plan
+    if several_processes(plan.trainer) and not is_distributed() and is_rank_zero():
+        prepare_folds(plan, folds, out)
     results = {}
     for step, fold in enumerate(folds):
-        results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
+        results[fold] = run_fold(plan, fold, out / f"fold_{fold}")
         if trial is not None:
             trial.after_fold(step, [fold_dev_value(r, trial.metric) for r in results.values()])
     metrics: dict[str, Any] = {}
@@ -106,8 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics[k] = float(np.mean(values))
     if not is_rank_zero():
         return metrics
-    if len(folds) > 1 and not cfg.get("test", True):  # no test actors touched: no CV report, the dev summary
-        print("\n" + dev_summary(results, str(cfg.get("optimized_metric") or "val/ua_best"), out) + "\n", flush=True)
+    if len(folds) > 1 and not plan.test:  # no test actors touched: no CV report, the dev summary
+        metric = str(plan.config.get("optimized_metric") or "val/ua_best")
+        print("\n" + dev_summary(results, metric, out) + "\n", flush=True)
         return metrics
     summary = finish_run(out, folds, results)
     if summary is not None:
@@ -128,21 +131,13 @@ def dev_summary(results: Mapping[int, Mapping[str, Any]], metric: str, out: Path
     return "\n".join(lines)
 
 
-def prepare_folds(cfg: DictConfig, folds: list[int], out: Path) -> None:
+def prepare_folds(plan: FoldPlan, folds: list[int], out: Path) -> None:
     """Build the corpus, feature caches and augmentation copies of every unfinished fold now, in this one
     process: under DDP the other processes start inside the first fit and then only open what exists."""
     todo = [f for f in folds if not (out / f"fold_{f}" / FOLD_RESULT).exists()]
     log.info("several processes: preparing the data of folds %s before they start", todo)
     for fold in todo:
-        dm = build_datamodule(cfg, fold)
+        dm = build_datamodule(plan, fold)
         dm.setup("fit")
         if not dm.cached_copies:  # the feature caches are the whole corpus's: the first fold built them all
             break
-
-
-def declare_normalization(out: Path, protocol: Mapping[str, Any]) -> None:
-    """Per-speaker normalisation on: say so in the CV report's protocol section (as the baselines do)."""
-    if not protocol.get("feature_normalization"):
-        return
-    keys = ("feature_normalization", "reads_test_speakers_unlabelled_audio", "note")
-    declare_protocol(out, {k: protocol[k] for k in keys if k in protocol})
