@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT
@@ -28,13 +29,14 @@ from wav2emo.runs.common import (
 )
 from wav2emo.runs.fold_runner import _fold_dir_of, run_fold
 from wav2emo.runs.plan import FoldPlan, fold_plan
-from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
+from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero
 
 log = logging.getLogger(__name__)
 
 
-def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
-    """Where the folds run and with which ``ckpt_path``.
+def plan_folds(plan: FoldPlan | DictConfig, folds: list[int]) -> tuple[Path, FoldPlan]:
+    """Where the folds run and with which ``ckpt_path`` (the plan to run them with; a config is resolved into its
+    plan first).
 
     * no ``ckpt_path``: this run's output directory (a re-run into the same directory skips finished
       folds and continues interrupted ones, see :func:`run_fold`);
@@ -43,10 +45,11 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
     * ``ckpt_path=<checkpoint file>`` (one fold): an interrupted fold continues in its own directory; a
       finished one continues in this run's output directory, from a copy of its checkpoints.
     """
-    out = output_dir(cfg)
-    ckpt = cfg.get("ckpt_path")
+    plan = fold_plan(plan)
+    out = output_dir(plan.config)
+    ckpt = plan.ckpt_path
     if ckpt is None:
-        return out, cfg
+        return out, plan
     path = Path(str(ckpt))
     if path.is_dir():
         if path.name.startswith("fold_") and (path / "checkpoints").is_dir():
@@ -55,10 +58,7 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
             raise ConfigError(f"ckpt_path={ckpt}: expected a checkpoint file or a run directory holding fold_<k> "
                              f"folders, found neither")
         log.info("continuing the run in %s: finished folds are reported, interrupted ones continued", path)
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.ckpt_path = None
-        return path, cfg
+        return path, replace(plan, ckpt_path=None)
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
     if len(folds) != 1:
@@ -66,8 +66,8 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
                          f"the run directory as ckpt_path to continue every unfinished fold of that run")
     source = _fold_dir_of(path)
     if source is not None and source.name == f"fold_{folds[0]}" and not (source / FOLD_RESULT).exists():
-        return source.parent, cfg
-    return out, cfg
+        return source.parent, plan
+    return out, plan
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -84,14 +84,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from wav2emo.hpsearch.trial import SearchTrial, fold_dev_value
 
     quiet_duplicate_log_handlers()
-    check_launch(cfg.trainer)
+    trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial, before any data
+    several = check_launch(cfg.trainer)
     if not is_rank_zero():  # the other DDP processes: warnings only, rank zero tells the story
         logging.getLogger("wav2emo").setLevel(logging.WARNING)
+    plan = fold_plan(cfg)  # the config read once and checked, before any corpus is prepared: every fold's plan
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
-    trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial
-    out, cfg = plan_folds(cfg, folds)
-    plan = fold_plan(cfg)  # the config read once: every fold is built from this plan
-    if several_processes(plan.trainer) and not is_distributed() and is_rank_zero():
+    out, plan = plan_folds(plan, folds)
+    if several and not is_distributed() and is_rank_zero():
         prepare_folds(plan, folds, out)
     results = {}
     for step, fold in enumerate(folds):

@@ -126,7 +126,7 @@ def fold_plan(cfg: DictConfig | FoldPlan) -> FoldPlan:
         feed=feed,
         augment=config.get("augment"),
         model=config["model"],
-        trainer=config["trainer"],
+        trainer=config.get("trainer") or {},
         callbacks=config.get("callbacks") or {},
         loggers=config.get("logger") or {},
         ckpt_path=None if config.get("ckpt_path") is None else str(config["ckpt_path"]),
