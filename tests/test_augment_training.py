@@ -16,9 +16,9 @@ from wav2emo.augment.copies import COPY_SEP, META, copies_dir, make_copies, sour
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache.format import CacheError
-from wav2emo.feeding.feed import resolve_inputs
 from wav2emo.models.frontends import LogMelUpstream
 from wav2emo.runs.build import build_datamodule, build_module
+from wav2emo.runs.plan import fold_plan
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -155,7 +155,7 @@ def test_inconsistent_modes_are_refused(tmp_path, dirs):
         build_datamodule(compose_cfg([*SMALL, "model=egemaps_mlp", "features=logmel", "augment=pitch"],
                                      tmp_path, *dirs), 0)
     # ... while the log-mel model is fed audio and recomputes its log-mel from the augmented waveform:
-    assert resolve_inputs(cfg_of(tmp_path, dirs, "augment=pitch")).inputs == ("wave",)
+    assert fold_plan(cfg_of(tmp_path, dirs, "augment=pitch")).feed.inputs == ("wave",)
     with pytest.raises((ConfigError, InstantiationException), match="copies would equal the originals"):
         build_datamodule(cfg_of(tmp_path, dirs, "augment=spec", "augment.mode=cached"), 0)
 

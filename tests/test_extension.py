@@ -86,10 +86,10 @@ def test_parts_registered_from_outside_train_a_fold(tmp_path, user_conf):
 
 
 def test_online_augmentation_refuses_to_turn_another_kind_into_log_mel(tmp_path, user_conf):
-    from wav2emo.feeding.feed import resolve_inputs
+    from wav2emo.runs.plan import fold_plan
 
     import_plugins([PLUGIN])
     cfg = compose_cfg([*SMALL, f"hydra.searchpath=[file://{user_conf}]", "features=toy_energy", "model=toy_head",
                        "augment=toy", "augment.mode=online"], tmp_path, tmp_path / "data", tmp_path / "cache")
     with pytest.raises(ConfigError, match="features.logmel.kind is 'toy_frame_energy'"):
-        resolve_inputs(cfg)
+        fold_plan(cfg)

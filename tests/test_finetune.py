@@ -46,10 +46,11 @@ def cfg_of(tmp: Path, dirs, *extra: str, config_name: str = "train"):
     ],
 )
 def test_one_rule_decides_inputs_and_upstream(tmp_path, dirs, overrides, inputs, upstream):
-    from wav2emo.runs.build import build_datamodule, resolve_inputs
+    from wav2emo.runs.build import build_datamodule
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, *overrides)
-    feed = resolve_inputs(cfg)
+    feed = fold_plan(cfg).feed
     assert (feed.inputs, feed.upstream) == (inputs, upstream)
     dm = build_datamodule(cfg, 0)  # the data module is configured by the same rule (nothing built yet)
     assert dm.inputs == inputs
@@ -59,13 +60,13 @@ def test_one_rule_decides_inputs_and_upstream(tmp_path, dirs, overrides, inputs,
 def test_old_config_without_finetune_or_augment_is_fed_the_caches(tmp_path, dirs):
     from omegaconf import open_dict
 
-    from wav2emo.feeding.feed import resolve_inputs
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, "model=fe_vgg_egemaps")
     with open_dict(cfg):
         del cfg["finetune"]
         del cfg["augment"]
-    feed = resolve_inputs(cfg)
+    feed = fold_plan(cfg).feed
     assert feed.inputs == ("ssl", "egemaps") and feed.upstream == ()
 
 
@@ -82,10 +83,11 @@ def test_upstream_from_audio_feeds_what_the_cache_holds(tmp_path, dirs, override
     from omegaconf import open_dict
 
     from wav2emo.feeding.input_strategies import collate
-    from wav2emo.runs.build import build_datamodule, build_upstream_for, resolve_inputs
+    from wav2emo.runs.build import build_datamodule
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, *overrides)
-    up = build_upstream_for(cfg, resolve_inputs(cfg))
+    up = fold_plan(cfg).build_upstream()
     wave_dm = build_datamodule(cfg, 0)
     cached_cfg = cfg.copy()
     with open_dict(cached_cfg):
@@ -136,19 +138,19 @@ def test_k_below_one_is_refused_before_any_data(tmp_path, dirs, k):
 
 
 def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
-    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=4")  # tiny: 3 layers
     with pytest.raises(ConfigError, match=r"finetune.k=4.*1..N, N=3"):
-        build_upstream_for(cfg, resolve_inputs(cfg))
+        fold_plan(cfg).build_upstream()
 
 
 def test_online_wave_augmentation_of_offline_only_inputs_is_refused(tmp_path, dirs):
-    from wav2emo.feeding.feed import resolve_inputs
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, "model=egemaps_mlp", "features=egemaps", "augment=standard")
     with pytest.raises(ConfigError, match="use augment.mode=cached"):
-        resolve_inputs(cfg)
+        fold_plan(cfg)
 
 
 # The trained and the frozen part, the optimizer's groups ------------------------------------------------
@@ -196,11 +198,11 @@ def test_frozen_part_gets_no_grad_no_optimizer_state_and_lr_groups_follow_the_co
 
 
 def test_finetune_optimisation_defaults_apply_only_when_finetuning(tmp_path, dirs):
-    from wav2emo.feeding.feed import optim_config
+    from wav2emo.runs.plan import fold_plan
 
-    plain = optim_config(cfg_of(tmp_path, dirs, "model=fe_vgg"))
+    plain = fold_plan(cfg_of(tmp_path, dirs, "model=fe_vgg")).optim
     assert plain["lr_backbone"] is None and plain["decay"] == "none"
-    tuned = optim_config(cfg_of(tmp_path, dirs, "model=fe_vgg", "finetune=top_k"))
+    tuned = fold_plan(cfg_of(tmp_path, dirs, "model=fe_vgg", "finetune=top_k")).optim
     assert tuned["lr_backbone"] == pytest.approx(1e-5) and tuned["decay"] == "linear"
 
 
@@ -253,11 +255,11 @@ def test_finetuned_fold_is_rebuilt_exactly_by_eval(tmp_path, dirs, model, finetu
 
 def test_eval_refuses_a_checkpoint_whose_backbone_changed(tmp_path, dirs):
     from wav2emo.backbones import BackboneError
-    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
+    from wav2emo.runs.plan import fold_plan
     from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=1")
-    up = build_upstream_for(cfg, resolve_inputs(cfg))
+    up = fold_plan(cfg).build_upstream()
     state = {f"upstream.{k}": v for k, v in up.state_dict().items()}
     state["upstream._extra_state"]["identity"]["backbone"] = {"weights_sha256": "0" * 64}
     with pytest.raises(BackboneError, match="not the one this upstream was trained on"):
@@ -270,7 +272,7 @@ def test_sweep_over_folds_finetune_and_augment_composes(tmp_path, dirs):
     by the rule, and records its settings (fold_result protocol, W&B tags and group)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from wav2emo.feeding.feed import protocol_entry, resolve_inputs, run_tags
+    from wav2emo.runs.plan import fold_plan
 
     parser = OverridesParser.create()
     sweep = parser.parse_overrides(["model=fe_vgg_egemaps", "fold=0,1", "finetune=none,top_k", "augment=none,standard"])
@@ -281,13 +283,13 @@ def test_sweep_over_folds_finetune_and_augment_composes(tmp_path, dirs):
     seen = set()
     for job in jobs:
         cfg = cfg_of(tmp_path, dirs, *job)
-        feed = resolve_inputs(cfg)
+        plan = fold_plan(cfg)
         ft, aug = cfg.finetune.mode, cfg.augment.name
-        assert ("top_k" in feed.upstream) == (ft == "top_k")
-        assert ("wave" in feed.inputs) == (aug == "standard")  # online waveform augmentation reads audio
-        protocol = protocol_entry(cfg)
+        assert ("top_k" in plan.feed.upstream) == (ft == "top_k")
+        assert ("wave" in plan.feed.inputs) == (aug == "standard")  # online waveform augmentation reads audio
+        protocol = plan.protocol()
         assert protocol["finetune"]["mode"] == ft and protocol["augment"]["name"] == aug
-        tags = run_tags(cfg)
+        tags = plan.tags()
         assert tags[0].startswith(f"finetune={ft}") and tags[1].startswith(f"augment={aug}")
         seen.add((int(cfg.fold), ft, aug))
     assert len(seen) == 8
@@ -297,10 +299,11 @@ def test_wandb_group_and_tags_name_finetune_and_augment(tmp_path, dirs):
     from omegaconf import OmegaConf
 
     from wav2emo.runs.build import _prepare_wandb
+    from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, "model=fe_vgg_egemaps", "finetune=top_k", "finetune.k=2", "augment=standard",
                  "logger=wandb")
     lg = OmegaConf.create({"group": None, "name": None, "tags": ["mine"]})
-    _prepare_wandb(lg, cfg, 0)
+    _prepare_wandb(lg, fold_plan(cfg), 0)
     assert list(lg.tags) == ["mine", "finetune=top_k(k=2)", "augment=standard(online)"]
     assert "finetune_top_k(k_2)" in lg.group and "augment_standard(online)" in lg.group

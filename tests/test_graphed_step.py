@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from tests.test_module import DIM, N_LAYERS, collate, loader, make_clips
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.placement import parse_auto_bool
 from wav2emo.models import FeVGGEgemaps
 from wav2emo.training.fast_path import configure_trainer, resolve_precision
 from wav2emo.training.module import EmotionClassifier
@@ -75,14 +76,14 @@ def test_clipping_changes_the_result():
     assert any(not torch.allclose(sa[k], sb[k]) for k in sa if sa[k].is_floating_point())
 
 
-def _cfg(**over) -> OmegaConf:
-    return OmegaConf.create({"cuda_graphs": "auto", **over})
+def _cfg(**over) -> dict:
+    return {"cuda_graphs": "auto", **over}
 
 
 def test_configure_trainer_on_cpu_keeps_lightnings_step_and_float32():
     module = _module()
     trainer_cfg = OmegaConf.create({"accelerator": "cpu", "precision": "auto", "gradient_clip_val": 10})
-    decided = configure_trainer(_cfg(), module, trainer_cfg)
+    decided = configure_trainer(module, trainer_cfg, **_cfg())
     assert decided == {"precision": "32-true", "cuda_graphs": False}
     assert module.automatic_optimization and trainer_cfg.gradient_clip_val == 10
     assert resolve_precision(OmegaConf.create({"precision": "16-mixed"})) == "16-mixed"
@@ -92,18 +93,20 @@ def test_cuda_graphs_true_moves_clipping_into_the_step_and_refuses_what_cannot_b
     module = _module()
     trainer_cfg = OmegaConf.create({"accelerator": "cpu", "precision": "32-true", "gradient_clip_val": 10,
                                     "gradient_clip_algorithm": "norm"})
-    configure_trainer(_cfg(cuda_graphs=True), module, trainer_cfg)
+    configure_trainer(module, trainer_cfg, **_cfg(cuda_graphs=True))
     assert not module.automatic_optimization and module.step_runner.clip_val == 10
     assert trainer_cfg.gradient_clip_val is None
 
     scheduled = _module(scheduler=partial(torch.optim.lr_scheduler.StepLR, step_size=1))
     with pytest.raises(ConfigError, match="learning-rate schedule"):
-        configure_trainer(_cfg(cuda_graphs=True), scheduled, OmegaConf.create({"accelerator": "cpu"}))
+        configure_trainer(scheduled, OmegaConf.create({"accelerator": "cpu"}), **_cfg(cuda_graphs=True))
     sgd = EmotionClassifier(_module().net, optimizer=partial(torch.optim.SGD, lr=0.1))
     with pytest.raises(ConfigError, match="Adam and AdamW"):
-        configure_trainer(_cfg(cuda_graphs=True), sgd, OmegaConf.create({"accelerator": "cpu"}))
+        configure_trainer(sgd, OmegaConf.create({"accelerator": "cpu"}), **_cfg(cuda_graphs=True))
+    with pytest.raises(ConfigError, match="expected True, False or 'auto'"):
+        configure_trainer(_module(), OmegaConf.create({"accelerator": "cpu"}), **_cfg(cuda_graphs="yes"))
     with pytest.raises(ConfigError, match="expected auto, true or false"):
-        configure_trainer(_cfg(cuda_graphs="yes"), _module(), OmegaConf.create({"accelerator": "cpu"}))
+        parse_auto_bool("yes", "cuda_graphs")  # what the run's plan reads the setting with
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

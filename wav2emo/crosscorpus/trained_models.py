@@ -144,6 +144,7 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
     import torch
 
     from wav2emo.runs.build import build_datamodule, build_module
+    from wav2emo.runs.plan import fold_plan
     from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     ckpt = load_checkpoint(model.path)
@@ -158,10 +159,11 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
         dm_cfg.num_workers = cfg.get("num_workers", 0)
         dm_cfg.resident = False
         dm_cfg.pop("augment", None)
-    dm = build_datamodule(train_cfg, 0)
+    plan = fold_plan(train_cfg)
+    dm = build_datamodule(plan, 0)
     dm.setup("predict")
-    upstream = rebuild_checkpoint_upstream(train_cfg, ckpt["state_dict"])
-    module = build_module(train_cfg, dm, upstream=upstream)
+    upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])
+    module = build_module(plan, dm, upstream=upstream)
     module.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False,
                         enable_progress_bar=False, precision=cfg.get("precision", "32-true"))

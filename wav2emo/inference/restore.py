@@ -1,8 +1,8 @@
 """A trained model back from its checkpoint alone: config, class names, scalers, fine-tuned upstream, weights.
 
 The module is rebuilt as ``python -m wav2emo.eval`` rebuilds it (:mod:`wav2emo.runs.testing`): the config
-stored in the checkpoint, :func:`~wav2emo.feeding.feed.resolve_inputs` for what the data module served, the
-upstream rebuilt from the checkpoint's recorded backbone identity and trained weights
+stored in the checkpoint, resolved into its plan (:func:`~wav2emo.runs.plan.fold_plan`: what the data module
+served), the upstream rebuilt from the checkpoint's recorded backbone identity and trained weights
 (:func:`~wav2emo.runs.testing.rebuild_checkpoint_upstream`), and
 :func:`~wav2emo.runs.build.build_module`.  Only the data module is replaced, by :class:`CheckpointShapes`,
 which answers the builder's questions from the checkpoint and the in-memory features instead of a corpus and
@@ -116,15 +116,16 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     worker processes (same values; :class:`~wav2emo.features.smile_waves.SmileWavePool`), 0 in this process.
     """
     from wav2emo.backbones import BackboneError
-    from wav2emo.feeding.feed import resolve_inputs
     from wav2emo.runs.build import build_module
+    from wav2emo.runs.plan import fold_plan
     from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     path = Path(path)
     ckpt = load_checkpoint(path)
     cfg = _train_config(ckpt, path)
     names = checkpoint_class_names(ckpt, path)
-    served = resolve_inputs(cfg).inputs  # what the data module fed (``wave`` when the upstream reads audio)
+    plan = fold_plan(cfg)
+    served = plan.feed.inputs  # what the data module fed (``wave`` when the upstream reads audio)
     dm = cfg.datamodule
     extra = {"ssl_layer_index": dm.get("ssl_layer_index"), "sample_rate": int(dm.get("sample_rate") or 16000)}
     key = feature_key(cfg.features, served, extra)
@@ -133,8 +134,8 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
         if key not in cache:
             cache[key] = InMemoryFeatures(cfg.features, served, device=device, egemaps_workers=egemaps_workers, **extra)
         feats = cache[key]
-        upstream = rebuild_checkpoint_upstream(cfg, ckpt["state_dict"])
-        module = build_module(cfg, CheckpointShapes(served, names, feats), upstream=upstream)
+        upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])
+        module = build_module(plan, CheckpointShapes(served, names, feats), upstream=upstream)
     except BackboneError as e:
         raise ConfigError(f"{path}: {e}") from e
     try:

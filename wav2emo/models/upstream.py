@@ -250,6 +250,13 @@ class SSLUpstream(nn.Module):
         return hidden * mask[:, None, :, None].to(hidden.dtype), mask
 
 
+def last_ssl_stage(upstream: nn.Module | None) -> SSLUpstream | None:
+    """The last :class:`SSLUpstream` of an upstream (one stage, or an ``UpstreamChain``'s ``stages``); None
+    without one."""
+    stages = list(getattr(upstream, "stages", [upstream])) if upstream is not None else []
+    return next((s for s in reversed(stages) if isinstance(s, SSLUpstream)), None)
+
+
 def attention_backends(device: torch.device):
     """On a GPU, scaled-dot-product attention without PyTorch's cuDNN backend.
 

@@ -1,10 +1,13 @@
-"""Building one fold's pieces from the config: data module, LightningModule, callbacks and loggers."""
+"""Building one fold's pieces from its plan (:mod:`wav2emo.runs.plan`): data module, LightningModule, callbacks and
+loggers."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,42 +21,28 @@ from wav2emo.augment.compose import Augmenter
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.datamodule import EmotionDataModule
-from wav2emo.feeding.feed import (
-    Feed,
-    build_upstream_for,
-    optim_config,
-    resolve_inputs,
-    run_tags,
-)
-from wav2emo.plain_config import to_container
+from wav2emo.models.upstream import last_ssl_stage
 from wav2emo.runs.common import CKPT_KEY
+from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.runs.run_info import git_info
 from wav2emo.training.callbacks import EpochSummary, LastCheckpoint, RngStateCheckpoint, StartupTimer
 
 log = logging.getLogger(__name__)
 
 
-def build_datamodule(cfg: DictConfig, fold: int, feed: Feed | None = None, augmenter: Augmenter | None = None
+def build_datamodule(plan: FoldPlan | DictConfig, fold: int, augmenter: Augmenter | None = None
                      ) -> EmotionDataModule:
-    """``hydra.utils.instantiate(cfg.datamodule)`` for ``fold`` (conf/datamodule/default.yaml).
+    """The data module of ``fold``: ``hydra.utils.instantiate`` of the plan's ``datamodule``
+    (conf/datamodule/default.yaml, serving the feed's inputs).
 
-    ``feed`` (:func:`resolve_inputs`) and ``augmenter`` (``build_augment(cfg.augment)``): a fold's run resolves them
-    once and hands the same objects to the data module and to :func:`build_module`; left out, they are built here.
+    ``augmenter`` (``build_augment(plan.augment)``): a fold's run builds it once and hands the same object to the
+    data module and to :func:`build_module`; left out, the data module builds its own. A config is resolved
+    into its plan first (:func:`~wav2emo.runs.plan.fold_plan`).
     """
-    if cfg.get("datamodule") is None or cfg.model.get("inputs") is None:
-        raise ConfigError(
-            "the config has no `datamodule` group or no `model.inputs`: it predates the data module built by "
-            "hydra (conf/datamodule/default.yaml); a checkpoint of that layout cannot be rebuilt by this "
-            "version - retrain it, or evaluate it with the wav2emo version that trained it"
-        )
-    if feed is None:
-        feed = resolve_inputs(cfg)  # refuses bad finetune/augment combinations before any data is built
-    dm_cfg = OmegaConf.create(to_container(cfg.datamodule))  # resolved against the whole config
+    plan = fold_plan(plan)
+    dm_cfg = OmegaConf.create(plan.datamodule)
     with open_dict(dm_cfg):
         dm_cfg.fold = int(fold)
-        dm_cfg.inputs = list(feed.inputs)
-        if feed.bucket_by_length is not None and dm_cfg.get("frames") is None:
-            dm_cfg.bucket_by_length = feed.bucket_by_length
     try:
         return instantiate(dm_cfg, _convert_="all", **({} if augmenter is None else {"augment": augmenter}))
     except InstantiationException as e:  # hydra wraps the data module's own checks: show the person those
@@ -62,45 +51,37 @@ def build_datamodule(cfg: DictConfig, fold: int, feed: Feed | None = None, augme
         raise
 
 
-def _ssl_shape(dm: EmotionDataModule, upstream: torch.nn.Module | None) -> tuple[int, int]:
-    """(hidden states H, width D) of the ``ssl`` the net reads: from the cache, else from the upstream."""
+def _ssl_shape(dm: EmotionDataModule, ssl_up) -> tuple[int, int]:
+    """(hidden states H, width D) of the ``ssl`` the net reads: from the cache, else from the upstream's last SSL
+    stage ``ssl_up``."""
     if "ssl" in dm.inputs:
         h, d = dm.input_shape("ssl")
         return int(h), int(d)
-    ssl_up = _last_ssl_stage(upstream)
     if ssl_up is None:
         raise ConfigError(f"the model reads 'ssl' but the data module serves {list(dm.inputs)} and no SSL upstream "
                           "computes it")
     return ssl_up.num_layers + 1, int(ssl_up.backbone.hidden_size)
 
 
-def _last_ssl_stage(upstream: torch.nn.Module | None):
-    from wav2emo.models.upstream import SSLUpstream
-
-    stages = list(getattr(upstream, "stages", [upstream])) if upstream is not None else []
-    return next((s for s in reversed(stages) if isinstance(s, SSLUpstream)), None)
-
-
-def build_featurizer(
-    cfg: DictConfig, dm: EmotionDataModule, upstream: torch.nn.Module | None = None
-) -> torch.nn.Module | None:
-    """The model's featurizer (``model.featurizer``), sized by the hidden-state count of the SSL cache, or of
-    the upstream when hidden states come from audio (no ``ssl`` cache in the inputs)."""
-    feat_cfg = cfg.model.get("featurizer")
+def build_featurizer(model: Mapping[str, Any], dm: EmotionDataModule, ssl_up=None) -> torch.nn.Module | None:
+    """The featurizer of ``model`` (the plan's conf/model: ``model.featurizer``), sized by the hidden-state count of
+    the SSL cache, or of the upstream's last SSL stage ``ssl_up`` when hidden states come from audio (no ``ssl``
+    cache in the inputs)."""
+    feat_cfg = model.get("featurizer")
     if feat_cfg is None:
         return None
-    if "ssl" not in (cfg.model.get("inputs") or ()):
-        raise ConfigError(f"model.featurizer is set but the model's inputs {list(cfg.model.inputs)} have no 'ssl'")
-    feat_cfg = OmegaConf.create(to_container(feat_cfg))
+    if "ssl" not in (model.get("inputs") or ()):
+        raise ConfigError(f"model.featurizer is set but the model's inputs {list(model['inputs'])} have no 'ssl'")
+    feat_cfg = OmegaConf.create(feat_cfg)
     meta = dm.caches["ssl"].meta if "ssl" in dm.inputs and "ssl" in getattr(dm, "caches", {}) else {}
-    if meta.get("time_pooled") and not cfg.model.get("reads_time_pooled", False):
+    if meta.get("time_pooled") and not model.get("reads_time_pooled", False):
         raise ConfigError(
-            f"model={cfg.model.get('name')} reads frames, but the feature cache {meta.get('name')!r} holds time-pooled "
+            f"model={model.get('name')} reads frames, but the feature cache {meta.get('name')!r} holds time-pooled "
             "statistics (features.ssl.time_pooled=true): use a pooling head (model=mean_linear or layer_weighted) or "
             "features.ssl.time_pooled=false"
         )
     with open_dict(feat_cfg):
-        feat_cfg.num_hidden_states = _ssl_shape(dm, upstream)[0]
+        feat_cfg.num_hidden_states = _ssl_shape(dm, ssl_up)[0]
         stored = meta.get("layer_indices")
         if stored is not None and list(stored) != list(range(len(stored))):  # a layer subset: map the indices
             feat_cfg.stored_layers = list(stored)
@@ -110,24 +91,26 @@ def build_featurizer(
 _BUILD = object()
 
 
-def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD, feed: Feed | None = None,
+def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD,
                  augmenter: Augmenter | None = None) -> L.LightningModule:
-    """Instantiate the LightningModule, filling what only the data know: the featurizer's layer count
-    (the net's ``in_channels``), the feature width (``feature_dim``), the class names, and the
-    eGeMAPS statistics of the training actors.
+    """Instantiate the LightningModule of the plan's ``model.module``, filling what only the data know: the
+    featurizer's layer count (the net's ``in_channels``), the feature width (``feature_dim``), the class names,
+    and the eGeMAPS statistics of the training actors.
 
-    ``upstream``: by default built from ``feed`` (:func:`resolve_inputs`); ``wav2emo.eval`` passes the one it
-    rebuilt from a checkpoint. ``augmenter``: the one the data module was given (by default the data module's).
+    ``upstream``: by default built from the plan's feed; ``wav2emo.eval`` passes the one it rebuilt from a
+    checkpoint. ``augmenter``: the one the data module was given (by default the data module's). A config is
+    resolved into its plan first (:func:`~wav2emo.runs.plan.fold_plan`).
     """
+    plan = fold_plan(plan)
     if upstream is _BUILD:
-        upstream = build_upstream_for(cfg, feed if feed is not None else resolve_inputs(cfg))
-    ssl_up = _last_ssl_stage(upstream)
+        upstream = plan.build_upstream()
+    ssl_up = last_ssl_stage(upstream)
     if ssl_up is not None and ssl_up.mode == "top_k" and "ssl" in dm.inputs:
         ssl_up.check_cache(dm.caches["ssl"].meta)  # top_k continues the cache's hidden states: same backbone
-    featurizer = build_featurizer(cfg, dm, upstream)
-    module_cfg = OmegaConf.create(to_container(cfg.model.module))
+    featurizer = build_featurizer(plan.model, dm, ssl_up)
+    module_cfg = OmegaConf.create(plan.model["module"])
     names = list(dm.class_names)
-    model_inputs = tuple(cfg.model.get("inputs") or dm.inputs)
+    model_inputs = tuple(plan.model.get("inputs") or dm.inputs)
     with open_dict(module_cfg):
         net = module_cfg.net
         frame_key = net.get("input_key") or next((k for k in ("ssl", "logmel") if k in model_inputs), None)
@@ -138,18 +121,17 @@ def build_module(cfg: DictConfig, dm: EmotionDataModule, upstream: Any = _BUILD,
             if "in_channels" in net.keys():
                 net.in_channels = featurizer.num_layers
             if "feature_dim" in net.keys():
-                net.feature_dim = _ssl_shape(dm, upstream)[1]
+                net.feature_dim = _ssl_shape(dm, ssl_up)[1]
         elif frame_key == "logmel" and "feature_dim" in net.keys():
             # from the cache, or from the LogMelUpstream that computes it from (augmented) audio
             net.feature_dim = dm.input_shape("logmel")[0] if "logmel" in dm.inputs else int(upstream.n_mels)
-        optim = optim_config(cfg)
-        if optim is not None:
-            module_cfg.optim = optim
+        if plan.optim is not None:
+            module_cfg.optim = plan.optim
         if "num_classes" in net.keys():
             net.num_classes = len(names)
         module_cfg.num_classes = len(names)
         module_cfg.class_names = names
-        module_cfg.seed = int(cfg.seed)
+        module_cfg.seed = plan.seed
     module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
     # Augmentation (conf/augment, checked when the data module was built): training batches only.
     if augmenter is None:
@@ -184,15 +166,18 @@ class StoreRunInfo(L.Callback):
         checkpoint[CKPT_KEY] = self.info
 
 
-def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | None = None) -> list[L.Callback]:
-    """The configured callbacks, plus what every fold needs: ``last.ckpt`` (every n epochs and the last), RNG states in
-    checkpoints (an exact resume), and one summary line per epoch when the progress bar is off."""
-    callbacks: list[L.Callback] = []
+def build_callbacks(plan: FoldPlan, fold_dir: Path, fold: int, split: dict[str, Any]) -> list[L.Callback]:
+    """What every fold needs: the run's record in every checkpoint (:class:`StoreRunInfo`: the config, ``fold`` and
+    its ``split``), the configured callbacks, ``last.ckpt`` (every n epochs and the last), RNG states in
+    checkpoints (an exact resume), and one summary line per epoch when the progress bar is off. Without dev actors
+    in ``split`` nothing chooses a checkpoint and early stopping is off."""
+    callbacks: list[L.Callback] = [StoreRunInfo(copy.deepcopy(plan.config), fold, split)]
+    has_dev = len(split["dev_actors"]) > 0
     save_last = False
-    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+    for name, cb_cfg in plan.callbacks.items():
         if cb_cfg is None or "_target_" not in cb_cfg:
             continue
-        cb_cfg = OmegaConf.create(to_container(cb_cfg))
+        cb_cfg = OmegaConf.create(cb_cfg)
         if name == "model_checkpoint":
             with open_dict(cb_cfg):
                 cb_cfg.dirpath = str(fold_dir / "checkpoints")
@@ -213,26 +198,27 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, has_dev: bool, fold: int | 
         callbacks.append(LastCheckpoint(fold_dir / "checkpoints", every_n_epochs=last_every))
     callbacks.append(RngStateCheckpoint())
     callbacks.append(StartupTimer())
-    if not cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(EpochSummary(prefix="" if fold is None else f"fold {fold}: "))
+    if not plan.trainer.get("enable_progress_bar", True):
+        callbacks.append(EpochSummary(prefix=f"fold {fold}: "))
     return callbacks
 
 
-def build_loggers(cfg: DictConfig, fold_dir: Path, fold: int) -> list:
+def build_loggers(plan: FoldPlan, fold_dir: Path, fold: int) -> list:
+    """The configured loggers (``logger=``), writing into ``fold_dir``."""
     loggers = []
-    for name, lg_cfg in (cfg.get("logger") or {}).items():
+    for name, lg_cfg in plan.loggers.items():
         if lg_cfg is None or "_target_" not in lg_cfg:
             continue
-        lg_cfg = OmegaConf.create(to_container(lg_cfg))
+        lg_cfg = OmegaConf.create(lg_cfg)
         with open_dict(lg_cfg):
             lg_cfg.save_dir = str(fold_dir)
             if name == "wandb":
-                _prepare_wandb(lg_cfg, cfg, fold)
+                _prepare_wandb(lg_cfg, plan, fold)
         loggers.append(instantiate(lg_cfg))
     return loggers
 
 
-def _prepare_wandb(lg_cfg: DictConfig, cfg: DictConfig, fold: int) -> None:
+def _prepare_wandb(lg_cfg: DictConfig, plan: FoldPlan, fold: int) -> None:
     if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
         try:
             import wandb
@@ -243,12 +229,12 @@ def _prepare_wandb(lg_cfg: DictConfig, cfg: DictConfig, fold: int) -> None:
         if not logged_in:
             log.warning("W&B: no API key found, logging offline (sync later with `wandb sync`)")
             lg_cfg.offline = True
-    tags = run_tags(cfg)  # finetune and augment settings: filter and group runs by them in W&B
+    tags = plan.tags()  # finetune and augment settings: filter and group runs by them in W&B
     lg_cfg.tags = [*(lg_cfg.get("tags") or []), *tags]
     if lg_cfg.get("group") is None:
-        lg_cfg.group = "-".join([cfg.model.name, *(t.replace("=", "_") for t in tags), _sweep_name()])
+        lg_cfg.group = "-".join([plan.model_name, *(t.replace("=", "_") for t in tags), _sweep_name()])
     if lg_cfg.get("name") is None:
-        lg_cfg.name = f"{cfg.model.name}-fold{fold}"
+        lg_cfg.name = f"{plan.model_name}-fold{fold}"
     lg_cfg.config = None  # logged below through log_hyperparams
 
 

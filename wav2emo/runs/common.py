@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,14 @@ def num_folds_of(cfg: DictConfig) -> int:
     return num_folds(folds, data, cache_dir=cfg.paths.cache_dir)
 
 
-def output_dir(cfg: DictConfig) -> Path:
+def output_dir(cfg: Mapping[str, Any]) -> Path:
+    """This run's output folder: Hydra's, else ``paths.output_dir`` of ``cfg`` (a config or its plain values)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
-        return Path(cfg.paths.output_dir)
+        return Path(cfg["paths"]["output_dir"])
 
 
 def quiet_duplicate_log_handlers() -> None:

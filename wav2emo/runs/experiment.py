@@ -1,20 +1,21 @@
 """Training and evaluation of one speaker fold, and the loop over folds.
 
-``train(cfg)`` is what ``python -m wav2emo.train`` runs: for each requested fold it builds the data
-module and model from the config (:mod:`~wav2emo.runs.build`), trains with the checkpoint chosen on
-the dev actors and tests it (:mod:`~wav2emo.runs.fold_runner`); several folds end with the
-cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.testing`) tests a saved checkpoint.
+``train(cfg)`` is what ``python -m wav2emo.train`` runs: it resolves the config once into a fold's plan
+(:mod:`~wav2emo.runs.plan`); for each requested fold it builds the data module and model from the plan
+(:mod:`~wav2emo.runs.build`), trains with the checkpoint chosen on the dev actors and tests it
+(:mod:`~wav2emo.runs.fold_runner`); several folds end with the cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.testing`) tests a saved checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT
@@ -27,13 +28,15 @@ from wav2emo.runs.common import (
     quiet_duplicate_log_handlers,
 )
 from wav2emo.runs.fold_runner import _fold_dir_of, run_fold
-from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero, several_processes
+from wav2emo.runs.plan import FoldPlan, fold_plan
+from wav2emo.training.distributed import check_launch, is_distributed, is_rank_zero
 
 log = logging.getLogger(__name__)
 
 
-def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
-    """Where the folds run and with which ``ckpt_path``.
+def plan_folds(plan: FoldPlan | DictConfig, folds: list[int]) -> tuple[Path, FoldPlan]:
+    """Where the folds run and with which ``ckpt_path`` (the plan to run them with; a config is resolved into its
+    plan first).
 
     * no ``ckpt_path``: this run's output directory (a re-run into the same directory skips finished
       folds and continues interrupted ones, see :func:`run_fold`);
@@ -42,10 +45,11 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
     * ``ckpt_path=<checkpoint file>`` (one fold): an interrupted fold continues in its own directory; a
       finished one continues in this run's output directory, from a copy of its checkpoints.
     """
-    out = output_dir(cfg)
-    ckpt = cfg.get("ckpt_path")
+    plan = fold_plan(plan)
+    out = output_dir(plan.config)
+    ckpt = plan.ckpt_path
     if ckpt is None:
-        return out, cfg
+        return out, plan
     path = Path(str(ckpt))
     if path.is_dir():
         if path.name.startswith("fold_") and (path / "checkpoints").is_dir():
@@ -54,10 +58,7 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
             raise ConfigError(f"ckpt_path={ckpt}: expected a checkpoint file or a run directory holding fold_<k> "
                              f"folders, found neither")
         log.info("continuing the run in %s: finished folds are reported, interrupted ones continued", path)
-        cfg = cfg.copy()
-        with open_dict(cfg):
-            cfg.ckpt_path = None
-        return path, cfg
+        return path, replace(plan, ckpt_path=None)
     if not path.is_file():
         raise MissingFileError(f"ckpt_path={ckpt}: no such checkpoint file or run directory")
     if len(folds) != 1:
@@ -65,8 +66,8 @@ def plan_folds(cfg: DictConfig, folds: list[int]) -> tuple[Path, DictConfig]:
                          f"the run directory as ckpt_path to continue every unfinished fold of that run")
     source = _fold_dir_of(path)
     if source is not None and source.name == f"fold_{folds[0]}" and not (source / FOLD_RESULT).exists():
-        return source.parent, cfg
-    return out, cfg
+        return source.parent, plan
+    return out, plan
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -83,17 +84,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from wav2emo.hpsearch.trial import SearchTrial, fold_dev_value
 
     quiet_duplicate_log_handlers()
-    check_launch(cfg.trainer)
+    trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial, before any data
+    several = check_launch(cfg.trainer)
     if not is_rank_zero():  # the other DDP processes: warnings only, rank zero tells the story
         logging.getLogger("wav2emo").setLevel(logging.WARNING)
+    plan = fold_plan(cfg)  # the config read once and checked, before any corpus is prepared: every fold's plan
     folds = folds_to_run(cfg.fold, num_folds_of(cfg))
-    trial = SearchTrial.from_cfg(cfg)  # None outside a search; refuses test=true in a trial
-    out, cfg = plan_folds(cfg, folds)
-    if several_processes(cfg.trainer) and not is_distributed() and is_rank_zero():
-        prepare_folds(cfg, folds, out)
+    out, plan = plan_folds(plan, folds)
+    if several and not is_distributed() and is_rank_zero():
+        prepare_folds(plan, folds, out)
     results = {}
     for step, fold in enumerate(folds):
-        results[fold] = run_fold(cfg, fold, out / f"fold_{fold}")
+        results[fold] = run_fold(plan, fold, out / f"fold_{fold}")
         if trial is not None:
             trial.after_fold(step, [fold_dev_value(r, trial.metric) for r in results.values()])
     metrics: dict[str, Any] = {}
@@ -106,8 +108,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics[k] = float(np.mean(values))
     if not is_rank_zero():
         return metrics
-    if len(folds) > 1 and not cfg.get("test", True):  # no test actors touched: no CV report, the dev summary
-        print("\n" + dev_summary(results, str(cfg.get("optimized_metric") or "val/ua_best"), out) + "\n", flush=True)
+    if len(folds) > 1 and not plan.test:  # no test actors touched: no CV report, the dev summary
+        metric = str(plan.config.get("optimized_metric") or "val/ua_best")
+        print("\n" + dev_summary(results, metric, out) + "\n", flush=True)
         return metrics
     summary = finish_run(out, folds, results)
     if summary is not None:
@@ -127,13 +130,13 @@ def dev_summary(results: Mapping[int, Mapping[str, Any]], metric: str, out: Path
     return "\n".join(lines)
 
 
-def prepare_folds(cfg: DictConfig, folds: list[int], out: Path) -> None:
+def prepare_folds(plan: FoldPlan, folds: list[int], out: Path) -> None:
     """Build the corpus, feature caches and augmentation copies of every unfinished fold now, in this one
     process: under DDP the other processes start inside the first fit and then only open what exists."""
     todo = [f for f in folds if not (out / f"fold_{f}" / FOLD_RESULT).exists()]
     log.info("several processes: preparing the data of folds %s before they start", todo)
     for fold in todo:
-        dm = build_datamodule(cfg, fold)
+        dm = build_datamodule(plan, fold)
         dm.setup("fit")
         if not dm.cached_copies:  # the feature caches are the whole corpus's: the first fold built them all
             break

@@ -3,6 +3,7 @@ continue an interrupted fold (``run_fold``)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -20,17 +21,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.augment.config import build_augment
 from wav2emo.errors import ConfigError, MissingFileError
-from wav2emo.feeding.feed import protocol_entry, resolve_inputs
-from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
 from wav2emo.runs.build import (
-    StoreRunInfo,
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_module,
 )
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
+from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.runs.run_info import git_info, save_run_info
 from wav2emo.runs.testing import test_checkpoint
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
@@ -41,10 +40,11 @@ from wav2emo.training.fast_path import configure_trainer
 log = logging.getLogger(__name__)
 
 
-def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
+def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     """Train on one fold's training actors, choose the checkpoint on its dev actors, test on its test actors.
 
-    ``cfg.ckpt_path`` (a checkpoint file) continues that training.  Without it, a fold directory that
+    ``plan``: the run's :class:`~wav2emo.runs.plan.FoldPlan` (a config is resolved into it first).
+    ``plan.ckpt_path`` (a checkpoint file) continues that training.  Without it, a fold directory that
     already holds ``fold_result.json`` is a finished fold: its result is returned and nothing is
     retrained; one that holds only ``checkpoints/last.ckpt`` was interrupted and is continued from it.
 
@@ -53,10 +53,13 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     of this fold); rank zero alone writes the fold's files.
     """
     started = time.time()
+    plan = fold_plan(plan)
     fold_dir = Path(fold_dir)
-    ckpt_path = cfg.get("ckpt_path")
+    ckpt_path = plan.ckpt_path
     relocate: RelocateCheckpointState | None = None
-    if ckpt_path is None:
+    if ckpt_path is not None:
+        ckpt_path, relocate = _prepare_resume(Path(ckpt_path), fold, fold_dir)
+    else:
         finished = fold_dir / FOLD_RESULT
         if finished.exists():
             log.info("fold %d is finished (%s): reporting it, not retraining it", fold, finished)
@@ -65,15 +68,12 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         if last.exists():
             log.info("fold %d was interrupted: continuing it from %s", fold, last)
             ckpt_path = str(last)
-    else:
-        ckpt_path, relocate = _prepare_resume(Path(ckpt_path), fold, fold_dir)
     fold_dir.mkdir(parents=True, exist_ok=True)
     if is_rank_zero():
-        save_run_info(cfg, fold_dir)
+        save_run_info(plan.config, fold_dir)
 
-    feed = resolve_inputs(cfg)  # once a fold: what the data module serves, what the model's upstream runs
-    augmenter = build_augment(cfg.get("augment"))  # once a fold: the data module's copies, the module's transforms
-    dm = build_datamodule(cfg, fold, feed=feed, augmenter=augmenter)
+    augmenter = build_augment(plan.augment)  # once a fold: the data module's copies, the module's transforms
+    dm = build_datamodule(plan, fold, augmenter=augmenter)
     dm.setup("fit")
     split = dm.describe()
     log.info("fold %d: train actors %s, dev %s, test %s", fold, split["train_actors"], split["dev_actors"],
@@ -82,19 +82,18 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
     # Seeded after the data exist: building a corpus, a tiny backbone or a feature cache draws random
     # numbers (or reseeds), so seeding before them made a fresh-cache run initialise its model
     # differently from a warm-cache run of the same seed.
-    L.seed_everything(cfg.seed + fold, workers=True)
-    model = build_module(cfg, dm, feed=feed, augmenter=augmenter)
+    L.seed_everything(plan.seed + fold, workers=True)
+    model = build_module(plan, dm, augmenter=augmenter)
     if getattr(model, "featurizer", None) is not None:  # the hidden states the net reads, as before the move
         split["layers"] = list(model.featurizer.layers)
 
-    loggers = build_loggers(cfg, fold_dir, fold)
-    callbacks = without_logger_callbacks(build_callbacks(cfg, fold_dir, has_dev, fold), loggers)
-    callbacks.append(StoreRunInfo(to_container(cfg), fold, split))
+    loggers = build_loggers(plan, fold_dir, fold)
+    callbacks = without_logger_callbacks(build_callbacks(plan, fold_dir, fold, split), loggers)
     if relocate is not None:
         callbacks.append(relocate)
     for lg in loggers:
-        lg.log_hyperparams({"config": to_container(cfg), "fold": fold, "split": split, "git": git_info()})
-    trainer_cfg = OmegaConf.create(to_container(cfg.trainer))
+        lg.log_hyperparams({"config": copy.deepcopy(plan.config), "fold": fold, "split": split, "git": git_info()})
+    trainer_cfg = OmegaConf.create(plan.trainer)
     with open_dict(trainer_cfg):
         trainer_cfg.default_root_dir = str(fold_dir)
         if not has_dev:
@@ -102,7 +101,8 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         strategy = ddp_strategy_for(trainer_cfg, getattr(getattr(model, "optim_settings", None), "head_only_epochs", 0))
         if strategy is not None:
             trainer_cfg.strategy = strategy
-    step_mode = configure_trainer(cfg, model, trainer_cfg)  # precision and cuda_graphs: auto -> this machine
+    # precision and cuda_graphs: auto -> this machine
+    step_mode = configure_trainer(model, trainer_cfg, plan.cuda_graphs, plan.cuda_graphs_max)
     trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
 
     try:
@@ -114,8 +114,8 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
         check_same_everywhere(best, "the dev-chosen checkpoint")  # DDP: all test the one rank zero reports
         result: dict[str, Any] = {
             "fold": fold,
-            "model": cfg.model.name,
-            "protocol": protocol_entry(cfg),  # finetune and augment settings (reports/aggregate.py reads them)
+            "model": plan.model_name,
+            "protocol": plan.protocol(),  # finetune and augment settings (reports/aggregate.py reads them)
             "split": split,
             "best_checkpoint": best,
             "best_dev": _dev_summary(trainer, ckpt_cb),
@@ -125,10 +125,10 @@ def run_fold(cfg: DictConfig, fold: int, fold_dir: Path) -> dict[str, Any]:
             "train_seconds": round(time.time() - started, 2),
             "speed": _speed_summary(step_mode, dm, model),
         }
-        if cfg.get("test", True):
+        if plan.test:
             with warnings.catch_warnings():
                 quiet_batch_transfer_warning()
-                result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir, report_cfg=cfg.get("report")))
+                result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir, plan.bootstrap))
         if is_rank_zero():
             _log_to_wandb(loggers, result)
     finally:
@@ -180,11 +180,11 @@ def _fold_dir_of(ckpt: Path) -> Path | None:
 def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, RelocateCheckpointState | None]:
     """Check that ``ckpt`` continues ``fold``; when the fold continues in another directory, copy the
     old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
+    source = _fold_dir_of(ckpt)
     trained_for = checkpoint_fold(ckpt)
     if trained_for is not None and trained_for != fold:
         raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
                          f"fold {fold} would train on that fold's test actors. Pass fold={trained_for}.")
-    source = _fold_dir_of(ckpt)
     if source is not None and source != fold_dir.resolve() and not is_rank_zero():
         # DDP: rank zero copied the checkpoints before the other processes started (in its first fit)
         return str(fold_dir / "checkpoints" / ckpt.name), RelocateCheckpointState(fold_dir / "checkpoints")

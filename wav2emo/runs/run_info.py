@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,12 @@ def environment_info() -> dict[str, Any]:
 ENVIRONMENT_FILE = "environment.json"
 
 
-def save_run_info(cfg: DictConfig, out_dir: str | Path) -> None:
-    """config.yaml (resolved), git.json (commit, dirty) and environment.json (versions, GPUs) of a fold."""
+def save_run_info(cfg: DictConfig | Mapping[str, Any], out_dir: str | Path) -> None:
+    """config.yaml (resolved), git.json (commit, dirty) and environment.json (versions, GPUs) of a fold.
+    ``cfg``: the run's config, or its resolved plain values (:attr:`~wav2emo.runs.plan.FoldPlan.config`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(without_hydra(cfg), out_dir / "config.yaml", resolve=True)
+    config = without_hydra(cfg) if isinstance(cfg, DictConfig) else OmegaConf.create(dict(cfg))
+    OmegaConf.save(config, out_dir / "config.yaml", resolve=True)
     (out_dir / "git.json").write_text(json.dumps(git_info(), indent=2) + "\n")
     (out_dir / ENVIRONMENT_FILE).write_text(json.dumps(environment_info(), indent=2) + "\n")

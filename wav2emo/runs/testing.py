@@ -28,6 +28,7 @@ from wav2emo.runs.common import (
     quiet_batch_transfer_warning,
     quiet_duplicate_log_handlers,
 )
+from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.distributed import is_rank_zero
 
@@ -38,14 +39,16 @@ EVAL_REPORT = "eval_report.md"
 
 
 def test_checkpoint(
-    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path, report_cfg: Any = None
+    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path,
+    bootstrap: BootstrapSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions.
 
     The test metrics (WA, UA, F1, per class, confusion) are computed from the written predictions by
     :func:`wav2emo.reports.metrics.classification_metrics`, the one definition every report uses; the
     trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept. ``test_intervals``:
-    the speaker-bootstrap intervals of these predictions (settings from ``report_cfg``, the config's ``report``).
+    the speaker-bootstrap intervals of these predictions (``bootstrap``: the config's ``report`` settings; None:
+    the defaults).
     """
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
@@ -73,28 +76,21 @@ def test_checkpoint(
         "evaluated_checkpoint": ckpt_path,
     }
     if len(preds):
-        settings = BootstrapSettings.from_config(_plain(report_cfg))
-        out["test_intervals"] = speaker_intervals(preds["actor"], preds["label"], preds["pred"], class_names, settings)
+        out["test_intervals"] = speaker_intervals(preds["actor"], preds["label"], preds["pred"], class_names, bootstrap)
     if CORPUS_COLUMN in preds:
         out["test_per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"], class_names)
     return out
 
 
-def _plain(section: Any) -> dict[str, Any] | None:
-    if section is None:
-        return None
-    return OmegaConf.to_container(section, resolve=True) if isinstance(section, DictConfig) else dict(section)
-
-
-def rebuild_checkpoint_upstream(train_cfg: DictConfig, state_dict: dict[str, Any]):
+def rebuild_checkpoint_upstream(plan: FoldPlan | DictConfig, state_dict: dict[str, Any]):
     """The fine-tuned (or frozen) upstream exactly as trained, from the checkpoint's state alone: each SSL
     stage from its recorded identity (backbone id/commit or folder hash, mode, k) and its trained weights
-    (:func:`~wav2emo.models.upstream.rebuild_upstream`); None for a model without an upstream."""
-    from wav2emo.feeding.feed import build_upstream_for, resolve_inputs
+    (:func:`~wav2emo.models.upstream.rebuild_upstream`); None for a model without an upstream. ``plan``: the
+    plan of the checkpoint's config (a config is resolved into it first)."""
     from wav2emo.models.frontends import UpstreamChain
     from wav2emo.models.upstream import rebuild_upstream
 
-    built = build_upstream_for(train_cfg, resolve_inputs(train_cfg))  # the layout (stages, log-mel, frames)
+    built = fold_plan(plan).build_upstream()  # the layout (stages, log-mel, frames)
     if built is None:
         return None
     stages = list(built.stages) if isinstance(built, UpstreamChain) else [built]
@@ -146,10 +142,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             train_cfg.datamodule.cache_dir = cfg.paths.cache_dir
             train_cfg.datamodule.num_workers = cfg.get("num_workers", 0)
             train_cfg.datamodule.resident = False
-    dm = build_datamodule(train_cfg, fold)
+    plan = fold_plan(train_cfg)
+    dm = build_datamodule(plan, fold)
     dm.setup("test")
-    upstream = rebuild_checkpoint_upstream(train_cfg, ckpt["state_dict"])
-    model = build_module(train_cfg, dm, upstream=upstream)
+    upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])
+    model = build_module(plan, dm, upstream=upstream)
     model.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(
         accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False, enable_progress_bar=False,
@@ -157,10 +154,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"fold": fold, "model": train_cfg.model.name, "checkpoint": str(cfg.ckpt_path), "split": dm.describe()}
+    result = {"fold": fold, "model": plan.model_name, "checkpoint": str(cfg.ckpt_path), "split": dm.describe()}
     with warnings.catch_warnings():
         quiet_batch_transfer_warning()
-        result.update(test_checkpoint(trainer, model, dm, None, out, report_cfg=cfg.get("report")))
+        bootstrap = BootstrapSettings.from_config(cfg.get("report"))
+        result.update(test_checkpoint(trainer, model, dm, None, out, bootstrap))
     write_fold_result(out, result, filename=EVAL_RESULT)
     log.info("fold %d test: %s", fold, {k: round(v, 4) for k, v in result["test"].items()})
     if "test_intervals" in result:  # the Markdown beside eval_result.json: metrics with their speaker intervals

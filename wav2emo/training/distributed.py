@@ -118,10 +118,10 @@ def ddp_strategy_for(trainer_cfg: Mapping[str, Any], head_only_epochs: int) -> s
     return "ddp_find_unused_parameters_true"
 
 
-def check_launch(trainer_cfg: Mapping[str, Any]) -> None:
-    """Refuse several processes in a Hydra multirun (see the module docstring)."""
+def check_launch(trainer_cfg: Mapping[str, Any]) -> bool:
+    """Whether the run trains in several processes; refused in a Hydra multirun (see the module docstring)."""
     if not several_processes(trainer_cfg):
-        return
+        return False
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -136,3 +136,4 @@ def check_launch(trainer_cfg: Mapping[str, Any]) -> None:
             "would run the whole sweep. Run the folds in one process instead (fold=all or fold=[0,1,2]: one fold "
             "after the other, each on every GPU)"
         )
+    return True

@@ -15,7 +15,6 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from wav2emo.errors import ConfigError
-from wav2emo.feeding.placement import parse_auto_bool
 from wav2emo.precision import auto_precision
 from wav2emo.training.distributed import several_processes, trains_on_cuda
 from wav2emo.training.graphed_step import why_not_graphed
@@ -31,20 +30,25 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return auto_precision(str(trainer_cfg.get("accelerator", "auto")))
 
 
-def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> dict[str, Any]:
-    """Resolve ``trainer.precision`` and ``cuda_graphs`` for this fold, in ``trainer_cfg`` and on ``model``.
+def configure_trainer(model: Any, trainer_cfg: DictConfig, cuda_graphs: bool | str = False, max_graphs: int = 32
+                      ) -> dict[str, Any]:
+    """Resolve ``trainer.precision`` and ``cuda_graphs`` (True, False or ``"auto"``, as
+    :func:`~wav2emo.feeding.placement.parse_auto_bool` reads the setting; ``max_graphs`` graphs at most) for this
+    fold, in ``trainer_cfg`` and on ``model``.
 
     A graphed step is manual optimisation: the trainer then gets no ``gradient_clip_val`` and the module's step
     clips with the same value and algorithm.  Returns what was decided (recorded in the fold result).
     """
     with open_dict(trainer_cfg):
         trainer_cfg.precision = resolve_precision(trainer_cfg)
-    setting = parse_auto_bool(cfg.get("cuda_graphs", False), "cuda_graphs")
+    setting = cuda_graphs
+    if setting not in (True, False, "auto"):
+        raise ConfigError(f"cuda_graphs={setting!r}: expected True, False or 'auto' (parse_auto_bool reads the setting)")
     decided = {"precision": str(trainer_cfg.precision), "cuda_graphs": False}
     if setting is False:
         return decided
     on_cuda = trains_on_cuda(trainer_cfg)
-    reason = _blocker(cfg, model, trainer_cfg)
+    reason = _blocker(model, trainer_cfg)
     if reason is not None:
         if setting is True:
             raise ConfigError(f"cuda_graphs=true cannot be used here: {reason}; set cuda_graphs=auto or false")
@@ -59,7 +63,7 @@ def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> d
         trainer_cfg.gradient_clip_val = None
         trainer_cfg.gradient_clip_algorithm = None
     model.use_step_runner(clip_val, clip_algorithm, cuda_graphs=True,
-                          max_graphs=int(cfg.get("cuda_graphs_max", 32) or 32))
+                          max_graphs=int(max_graphs or 32))
     decided["cuda_graphs"] = on_cuda
     if on_cuda:
         log.info("training step: replayed from CUDA graphs (one per batch shape, up to %d; cuda_graphs=false "
@@ -67,7 +71,7 @@ def configure_trainer(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> d
     return decided
 
 
-def _blocker(cfg: DictConfig, model: Any, trainer_cfg: DictConfig) -> str | None:
+def _blocker(model: Any, trainer_cfg: DictConfig) -> str | None:
     factory = getattr(model, "optimizer_factory", None)
     optimizer_class = getattr(factory, "func", factory)
     scheduled = getattr(model, "scheduler_factory", None) is not None or model.optim_settings.scheduled
