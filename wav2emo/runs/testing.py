@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
@@ -47,6 +46,8 @@ def test_checkpoint(
     trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept. ``test_intervals``:
     the speaker-bootstrap intervals of these predictions (settings from ``report_cfg``, the config's ``report``).
     """
+    import pandas as pd  # here: a training run's start-up does not need pandas (issue 25)
+
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
     paths = {c.clip_id: c.path for c in dm.manifest}
