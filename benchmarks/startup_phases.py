@@ -17,7 +17,8 @@ Two ways, interleaved, in the same run on the same machine:
 
 ``--gpu``: the train benchmark's set-up (1440-clip synthetic corpus, random wav2vec2-base, fe_vgg_egemaps,
 trainer=gpu), ~2 minutes on one H100 with ``--runs 2``; otherwise (``--cpu-smoke``) the offline demo's fold 0
-on the CPU with 8 clips per actor, held resident in host memory (the upload's code path, no GPU).  Writes <out>/startup_phases_<machine>.json and .md, naming the machine.
+on the CPU with 8 clips per actor, held resident in host memory (the upload's code path, no GPU).
+Writes <out>/startup_phases_<machine>.json and .md, naming the machine.
 
     python benchmarks/startup_phases.py OUT_DIR [--gpu | --cpu-smoke] [--runs 2] [--work /tmp/wav2emo-phases]
 """
