@@ -7,7 +7,11 @@ command (process start to the CSV written; 4 s windows every 2 s, 899 windows) f
   * ``egemaps_workers=0``: eGeMAPS one window after another in the predicting process (the previous way; since
     issue 25 through openSMILE's C API instead of ``opensmile.Smile``, same values);
   * ``egemaps_workers=auto``: one openSMILE worker process per usable core, each window queued when it is read,
-    computed while the backbone runs (wav2emo/features/smile_waves.py).
+    computed while the backbone runs (wav2emo/features/smile_waves.py), with ``torch_threads=<cores>`` (every
+    core for the network too: the way before ``torch_threads``) and ``torch_threads=auto`` (half of them).
+
+Each run reports its CPU seconds (user + sys of the command and its worker processes) and the load average:
+on a shared machine the wall time measures the other jobs too.
 
 ``--backbone base``: a randomly initialised wav2vec2-base (the real compute; what train_benchmark uses), the
 device the machine has; ``--backbone tiny``: the offline tiny random wav2vec2 (features=tiny).  ``--cpus 0,1``
@@ -90,10 +94,11 @@ def recording(work: Path) -> Path:
     return path
 
 
-def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str) -> dict:
-    out = work / f"pred_{ckpt.parent.name}_{workers}.csv"
+def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str,
+                 threads: str = "auto") -> dict:
+    out = work / f"pred_{ckpt.parent.name}_{workers}_{threads}.csv"
     cmd = [sys.executable, "-m", "wav2emo.predict", f"ckpt_path={ckpt}", f"inputs=[{rec}]", f"output={out}",
-           f"egemaps_workers={workers}", f"device={device}", "progress=false"]
+           f"egemaps_workers={workers}", f"device={device}", "progress=false", f"torch_threads={threads}"]
     env = env_for(work)
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
@@ -102,6 +107,7 @@ def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | No
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = round(os.getloadavg()[0], 1)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -114,8 +120,29 @@ def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | No
     rows = pd.read_csv(out, keep_default_na=False)
     windows = int((rows["segment"] != "file").sum())
     return {"seconds": round(wall, 2), "x_real_time": round(RECORDING_S / wall, 1), "windows": windows,
-            "cpu_seconds": round(cpu, 1), "load_average_1min": round(os.getloadavg()[0], 1),
+            "cpu_seconds": round(cpu, 1), "user_s": round(after.ru_utime - before.ru_utime, 1),
+            "sys_s": round(after.ru_stime - before.ru_stime, 1), "load_average_1min_before": load_before,
+            "load_average_1min": round(os.getloadavg()[0], 1),
+            "x_real_time_idle_cores_bound": round(RECORDING_S / max(wall_floor(cpu, cpus), 1e-9), 1),
+            "csv": str(out),
             "csv_sha_prefix": __import__("hashlib").sha1(out.read_bytes()).hexdigest()[:12]}
+
+
+def wall_floor(cpu_seconds: float, cpus: str | None) -> float:
+    """The least wall time ``cpu_seconds`` of work can take on the cores given (all busy all the time)."""
+    cores = len(cpus.split(",")) if cpus else os.cpu_count() or 1
+    return cpu_seconds / cores
+
+
+def max_abs_difference(a: Path, b: Path) -> float:
+    """Largest difference between two prediction CSVs' probabilities (same rows in the same order)."""
+    import pandas as pd
+
+    x, y = pd.read_csv(a, keep_default_na=False), pd.read_csv(b, keep_default_na=False)
+    cols = [c for c in x.columns if c.startswith("prob_")]
+    if list(x["segment"]) != list(y["segment"]) or list(x["label"]) != list(y["label"]):
+        return float("inf")
+    return float(np.abs(x[cols].to_numpy(float) - y[cols].to_numpy(float)).max())
 
 
 def machine_name(cpus: str | None) -> str:
@@ -145,12 +172,19 @@ def main() -> None:
     rec = recording(a.work)
     result: dict = {"machine": machine_name(a.cpus), "cpus": a.cpus, "backbone": a.backbone, "device": device,
                     "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {}}
-    ways = [("fe_vgg_egemaps", "0"), ("fe_vgg_egemaps", "auto"), ("fe_vgg", "auto")]
-    for model, workers in ways:
-        result["runs"][f"{model} egemaps_workers={workers}"] = time_predict(a.work, ckpts[model], rec, workers, a.cpus,
-                                                                          device)
-    serial, pooled = result["runs"]["fe_vgg_egemaps egemaps_workers=0"], result["runs"]["fe_vgg_egemaps egemaps_workers=auto"]
-    result["same_csv"] = serial["csv_sha_prefix"] == pooled["csv_sha_prefix"]
+    cores = str(len(a.cpus.split(",")) if a.cpus else os.cpu_count() or 1)
+    # (model, egemaps_workers, torch_threads): torch_threads=<cores> is the way before torch_threads existed
+    ways = [("fe_vgg_egemaps", "0", "auto"), ("fe_vgg_egemaps", "auto", cores), ("fe_vgg_egemaps", "auto", "auto"),
+            ("fe_vgg", "auto", "auto")]
+    for model, workers, threads in ways:
+        result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
+            a.work, ckpts[model], rec, workers, a.cpus, device, threads)
+    runs = result["runs"]
+    serial = runs["fe_vgg_egemaps egemaps_workers=0 torch_threads=auto"]
+    result["same_csv"] = serial["csv_sha_prefix"] == runs[f"fe_vgg_egemaps egemaps_workers=auto torch_threads={cores}"][
+        "csv_sha_prefix"]
+    result["max_abs_prob_difference_to_serial"] = {
+        k: max_abs_difference(Path(serial["csv"]), Path(v["csv"])) for k, v in runs.items() if k.startswith("fe_vgg_egemaps")}
     slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")[:40]
     a.out.mkdir(parents=True, exist_ok=True)
     name = f"predict_{slug}_{a.backbone}"
@@ -172,14 +206,16 @@ def render(r: dict) -> str:
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
         + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + "`.",
         "",
-        "| model, way | seconds | times real time | windows | CPU seconds (all processes) | load average after |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
+        " time on idle cores at best (CPU s / cores) | load average before -> after |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for way, v in r["runs"].items():
-        note = " (eGeMAPS in the process, one window after another)" if way.endswith("=0") else ""
+        note = " (eGeMAPS in the process, one window after another)" if "workers=0" in way else ""
         lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
-                     f"| {v.get('load_average_1min')} |")
-    best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto"]["x_real_time"]
+                     f"({v.get('user_s')} + {v.get('sys_s')}) | {v.get('x_real_time_idle_cores_bound')}x | "
+                     f"{v.get('load_average_1min_before')} -> {v.get('load_average_1min')} |")
+    best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto torch_threads=auto"]["x_real_time"]
     loads = [v.get("load_average_1min") or 0 for v in r["runs"].values()]
     cores = len(r.get("cpus", "").split(",")) if r.get("cpus") else os.cpu_count() or 1
     if max(loads) > cores:
@@ -188,7 +224,10 @@ def render(r: dict) -> str:
                   "seconds measure the other processes as much as wav2emo. The CPU seconds (all processes of a "
                   f"command) measure the work: {cpu}. On {cores} otherwise idle cores the wall time is at least the "
                   f"CPU seconds / {cores}."]
-    lines += ["", f"Same CSV from both eGeMAPS ways: {r['same_csv']}.",
+    lines += ["", f"Same CSV from the serial and the pooled eGeMAPS way (same threads): {r['same_csv']}; largest"
+              f" probability difference to the serial way: {r.get('max_abs_prob_difference_to_serial')}.",
+              "`torch_threads=auto` gives the network half the usable cores beside the eGeMAPS workers (here 1);"
+              " the way before it used every core for both.",
               f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
               f"{'**met**' if best >= target else '**missed**'} ({best}x)."]
     return "\n".join(lines) + "\n"

@@ -354,3 +354,27 @@ def test_rebuild_recomputes_only_the_damaged_shard_of_hidden_states(tmp_path, ti
     assert repaired.meta["build"]["clips_computed"] == shards[1]["clips"]
     for i, a in enumerate(before):  # recomputed in other batches: equal up to float rounding
         np.testing.assert_allclose(repaired.read_copy(i).astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_masked_group_norm_of_unpadded_clips_is_one_call_with_the_per_clip_numbers():
+    """Clips of one length (prediction's windows): the whole batch in one GroupNorm call gives each clip what the
+    per-clip path gives (and what the clip alone gives); a batch with padding still goes clip by clip."""
+    from wav2emo.backbones.invariance import MaskedGroupNorm
+
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(16, 16)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    masked = MaskedGroupNorm(norm)
+    x = torch.randn(5, 16, 300) * 3 + 1
+    masked.lengths = [300] * 5
+    batched = masked(x)
+    alone = torch.cat([torch.nn.functional.group_norm(x[b : b + 1], 16, norm.weight, norm.bias, norm.eps)
+                       for b in range(5)])
+    torch.testing.assert_close(batched, alone, rtol=1e-6, atol=1e-6)
+    masked.lengths = [300, 300, 120, 300, 300]  # one padded clip: its statistics over its 120 frames only
+    mixed = masked(x)
+    torch.testing.assert_close(mixed[[0, 1, 3, 4]], alone[[0, 1, 3, 4]], rtol=1e-6, atol=1e-6)
+    short = torch.nn.functional.group_norm(x[2:3, :, :120], 16, norm.weight, norm.bias, norm.eps)
+    torch.testing.assert_close(mixed[2:3, :, :120], short, rtol=1e-6, atol=1e-6)
+    assert not mixed[2, :, 120:].any() and not torch.allclose(mixed[2:3, :, :120], alone[2:3, :, :120])

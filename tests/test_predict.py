@@ -254,3 +254,45 @@ def test_user_errors_before_any_model_is_loaded(trained, tmp_path):
     for change, error, text in cases:
         with pytest.raises(error, match=text):
             run(OmegaConf.create({**base, **change}))
+
+
+def test_torch_threads_auto_halves_the_cores_only_beside_egemaps_workers_on_the_cpu(monkeypatch):
+    from wav2emo.errors import ConfigError
+    from wav2emo.features import smile_waves
+    from wav2emo.predict import _torch_threads
+
+    monkeypatch.setattr(smile_waves, "usable_cores", lambda: 2)
+    assert _torch_threads("auto", "cpu", 2) == 1
+    assert _torch_threads("auto", "cpu", 0) is None  # eGeMAPS in this process, or no eGeMAPS: torch's default
+    assert _torch_threads("auto", "cuda:0", 2) is None
+    monkeypatch.setattr(smile_waves, "usable_cores", lambda: 16)
+    assert _torch_threads(None, "cpu", 16) == 8
+    assert _torch_threads(3, "cpu", 16) == 3
+    for bad in (0, -1, True, "two"):
+        with pytest.raises(ConfigError, match="torch_threads="):
+            _torch_threads(bad, "cpu", 2)
+
+
+def test_torch_threads_change_no_prediction_and_are_restored_after_the_run(trained, tmp_path):
+    """The eGeMAPS model with its workers (auto): one network thread or torch's default give the same
+    probabilities within float tolerance, and run() leaves the process's thread count as it found it."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from wav2emo.predict import run
+
+    wav = _write(tmp_path / "a.wav", _tone(16000, 9.0), 16000)
+    before = torch.get_num_threads()
+    frames = {}
+    for threads in (1, "auto", before + 1):
+        out = tmp_path / f"out_{threads}.csv"
+        cfg = OmegaConf.create({"ckpt_path": str(trained["run"] / "fold_1"), "inputs": [str(wav)], "output": str(out),
+                                "device": "cpu", "batch_size": 2, "progress": False, "egemaps_workers": 1,
+                                "torch_threads": threads, "window": {"window_s": 4.0, "hop_s": 2.0, "vad": False}})
+        assert run(cfg) == 0
+        assert torch.get_num_threads() == before
+        frames[threads] = pd.read_csv(out, keep_default_na=False)
+    probs = [f[_classes(f)].to_numpy(dtype=float) for f in frames.values()]
+    assert len(probs[0]) == 5  # 4 windows (the last ends at the end) and the file's mean
+    for p in probs[1:]:
+        np.testing.assert_allclose(p, probs[0], rtol=0, atol=1e-6)

@@ -39,7 +39,8 @@ def _run(tmp_path: Path, dirs: tuple[Path, Path], *args: str) -> subprocess.Comp
 @pytest.mark.parametrize("model", ["svm", "logreg", "random_forest", "hist_gb"])
 def test_every_sklearn_model_config_composes_to_its_baseline(tmp_path, model):
     from tests.helpers import compose_cfg
-    from wav2emo.baselines.runner import command_line_overrides, is_baseline_model
+    from wav2emo.baselines.model_kind import is_baseline_model
+    from wav2emo.baselines.runner import command_line_overrides
 
     train = compose_cfg([f"model=sklearn_{model}", "features=egemaps"], tmp_path, tmp_path / "d", tmp_path / "c")
     base = compose_cfg(command_line_overrides([f"model={model}"]), tmp_path, tmp_path / "d", tmp_path / "c",

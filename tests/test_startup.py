@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-UNUSED = ("transformers", "torchvision", "scipy.signal", "sklearn")
+# not needed before a cached run's first step: model code, the baselines' and the reports' libraries, plots
+UNUSED = ("transformers", "torchvision", "scipy.signal", "sklearn", "pandas", "scipy.stats", "matplotlib")
 
 
 def modules_after(code: str, env: dict | None = None, timeout: int = 300) -> dict:
@@ -78,4 +79,51 @@ def test_a_cached_training_run_imports_no_transformers(tmp_path):
           "except SystemExit as e:\n    assert not e.code, e.code\n"
     first = modules_after(run, env=env, timeout=900)
     assert first["transformers"] is True  # control: extraction ran the backbone
-    assert modules_after(run, env=env, timeout=900) == {m: False for m in UNUSED}
+    trace = tmp_path / "trace.json"
+    after = modules_after(run, env=dict(env, WAV2EMO_STARTUP_TRACE=str(trace)), timeout=900)
+    assert {m: v for m, v in after.items() if m not in ("pandas", "scipy.stats", "matplotlib")} == {
+        m: False for m in UNUSED if m not in ("pandas", "scipy.stats", "matplotlib")}  # the reports come after
+    # By the first step (the phase trace's record of sys.modules then): none of the heavy modules at all.
+    report = json.loads(trace.read_text())
+    assert report["imported_at_report"] and not any(report["imported_at_report"].values()), report["imported_at_report"]
+    phases = [p["phase"] for p in report["phases"]]
+    for phase in ("install check", "Hydra compose", "data module set-up", "feature cache opened", "model built",
+                  "Trainer constructed", "first training step (forward"):
+        assert any(p.startswith(phase) for p in phases), (phase, phases)
+    ends = {p["phase"]: p["end_s"] for p in report["phases"]}
+    first_step = next(v for k, v in ends.items() if k.startswith("first training step (forward"))
+    assert all(0 <= p["start_s"] <= p["end_s"] <= first_step for p in report["phases"]), report["phases"]
+    still_running = sorted(p["phase"].split(" ")[0] for p in report["phases"] if p.get("open"))  # around the step
+    assert still_running == ["Hydra", "Trainer.fit", "train(cfg):"], still_running
+
+
+def test_the_startup_trace_times_phases_only_when_asked(tmp_path):
+    """``WAV2EMO_STARTUP_TRACE=<file>``: the traced functions' first calls and the big imports become phases in
+    seconds since the process started; unset, nothing is patched or hooked."""
+    code = (
+        "import sys\n"
+        "from wav2emo.startup_trace import trace_startup\n"
+        "hooks = len(sys.meta_path)\n"
+        "trace = trace_startup()\n"
+        "from wav2emo.compat import require_compatible\n"
+        "require_compatible()\n"
+        "require_compatible()\n"
+        "if trace is None:\n"
+        "    assert len(sys.meta_path) == hooks and not hasattr(require_compatible, '__wrapped__')\n"
+        "else:\n"
+        "    assert hasattr(require_compatible, '__wrapped__')\n"
+        "    trace.finish()\n"
+    )
+    off = dict(os.environ)
+    off.pop("WAV2EMO_STARTUP_TRACE", None)
+    modules_after(code, env=off)
+    out = tmp_path / "trace.json"
+    modules_after(code, env=dict(os.environ, WAV2EMO_STARTUP_TRACE=str(out)))
+    report = json.loads(out.read_text())
+    phases = {p["phase"]: p for p in report["phases"]}
+    check = phases["install check (wav2emo.compat)"]
+    assert 0 < check["start_s"] <= check["end_s"]
+    assert report["calls"]["install check (wav2emo.compat)"]["calls"] == 2  # one phase, both calls counted
+    torch_import = phases["import torch"]  # torch is first imported inside the install check: nested in it
+    assert check["start_s"] <= torch_import["start_s"] <= torch_import["end_s"] <= check["end_s"]
+    assert torch_import["depth"] > check["depth"]

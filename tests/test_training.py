@@ -454,6 +454,28 @@ def test_resident_split_serves_the_same_batches_as_the_loader(trained_fold):
         assert torch.equal(br["ssl_mask"].sum(1), bl["ssl_mask"].sum(1))
 
 
+@pytest.mark.parametrize("device", ["meta", "cuda"])
+def test_collate_makes_only_the_padded_tensors_on_the_device_with_the_host_values(device):
+    """A resident split is padded on its device, clip by clip: the padded inputs there (the values the host
+    collate gives), labels, lengths and masks on the host (batches are cropped without a device read)."""
+    from wav2emo.feeding.input_strategies import collate
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    g = torch.Generator().manual_seed(0)
+    items = [{"label": i % 3, "actor": i, "clip_id": f"c{i}", "ssl": torch.randn(3, n, 4, generator=g).half(),
+              "egemaps": torch.randn(88, generator=g)} for i, n in enumerate((5, 9, 7))]
+    host = collate(items, None, 4)
+    there = collate(items, None, 4, padded_device=device)
+    assert there["ssl"].device.type == device and there["ssl"].shape == host["ssl"].shape == (3, 3, 12, 4)
+    for key, value in there.items():
+        if key != "ssl":
+            assert not isinstance(value, torch.Tensor) or value.device.type == "cpu", key
+            assert value == host[key] if isinstance(value, list) else torch.equal(value, host[key]), key
+    if device == "cuda":
+        assert torch.equal(there["ssl"].cpu(), host["ssl"])
+
+
 def test_collate_pads_frames_up_to_a_multiple():
     from wav2emo.feeding.input_strategies import collate, padded_frames
 

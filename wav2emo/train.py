@@ -6,13 +6,17 @@ of :mod:`wav2emo.baselines.runner` instead, on the same folds and ending in the 
 
 from __future__ import annotations
 
-import hydra
-from omegaconf import DictConfig
+from wav2emo.startup_trace import mark, trace_startup
 
-from wav2emo.cli import user_errors
-from wav2emo.compat import require_compatible
-from wav2emo.registry import import_plugins
-from wav2emo.startup import leave_out_unused_backends
+trace_startup()  # WAV2EMO_STARTUP_TRACE=1: where start-up goes, phase by phase (off by default)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from wav2emo.cli import user_errors  # noqa: E402
+from wav2emo.compat import require_compatible  # noqa: E402
+from wav2emo.registry import import_plugins  # noqa: E402
+from wav2emo.startup import leave_out_unused_backends  # noqa: E402
 
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
 leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
@@ -20,7 +24,8 @@ leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wa
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from wav2emo.baselines.runner import is_baseline_model
+    mark("Hydra composed the config: the task starts")
+    from wav2emo.baselines.model_kind import is_baseline_model  # no scikit-learn or pandas import
 
     with user_errors("wav2emo.train"):  # bad input or config: one line naming it, no traceback
         import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own

@@ -75,12 +75,6 @@ def command_line_overrides(args: Sequence[str]) -> list[str]:
     return out
 
 
-def is_baseline_model(model: Any) -> bool:
-    """Whether a model config is a scikit-learn baseline (an ``estimator`` and a ``grid``), not a neural model:
-    how ``python -m wav2emo.train model=sklearn_svm`` knows to run the baselines."""
-    return (OmegaConf.is_dict(model) or isinstance(model, Mapping)) and "estimator" in model and "grid" in model
-
-
 def select_feature(cfg: DictConfig) -> str:
     """The entry of the features config the baselines read: ``feature=<entry>``, or with ``feature=null`` the
     one clip-level entry (egemaps in the SSL configs, mfcc in features=mfcc)."""

@@ -153,6 +153,9 @@ class LengthBucketBatchSampler(EpochSeeded):
         yield from bucketed_batches(order, self.lengths, self.batch_size, self.pool, g, self.rank, self.world_size)
 
 
+COLLATE_ON_DEVICE = True  # False: pad on the host and copy the whole (the way before; benchmarks/startup_phases.py)
+
+
 class ResidentSplit(EpochSeeded):
     """A whole split held as tensors on one device; batches are gathered by index, no host I/O.
 
@@ -183,8 +186,9 @@ class ResidentSplit(EpochSeeded):
         self.batch_sampler = batch_sampler
         items = read_items(dataset)  # threads: the fold's upload is most of a GPU run's start-up
         # The same collate as the loader, over the whole split: padded to its longest clip (or to
-        # ``frames``), rounded up so every batch crop fits.
-        full = collate(items, dataset.frames, frames_multiple)
+        # ``frames``), rounded up so every batch crop fits; the padded tensors made on the device and
+        # filled clip by clip (the same values as padding on the host and copying the whole, one host copy less).
+        full = collate(items, dataset.frames, frames_multiple, padded_device=device if COLLATE_ON_DEVICE else None)
         # Per padded key: the real length of every clip (a host copy, to crop batches without a device read).
         self.lengths = {
             key: (full[lk] if lk.endswith("_lengths") else full[lk].sum(1)).clone()

@@ -159,10 +159,10 @@ def padded_frames(longest: int, multiple: int | None) -> int:
     return -(-int(longest) // int(multiple)) * int(multiple)
 
 
-def _pad(tensors: list[torch.Tensor], axis: int, length: int) -> torch.Tensor:
+def _pad(tensors: list[torch.Tensor], axis: int, length: int, device: torch.device | str | None = None) -> torch.Tensor:
     shape = list(tensors[0].shape)
     shape[axis] = length
-    out = torch.zeros(len(tensors), *shape, dtype=tensors[0].dtype)
+    out = torch.zeros(len(tensors), *shape, dtype=tensors[0].dtype, device=device)
     for b, t in enumerate(tensors):
         n = min(t.shape[axis], length)
         out[b].narrow(axis, 0, n).copy_(t.narrow(axis, 0, n))
@@ -170,10 +170,14 @@ def _pad(tensors: list[torch.Tensor], axis: int, length: int) -> torch.Tensor:
 
 
 def collate(
-    items: list[dict[str, Any]], frames: int | None = None, frames_multiple: int | None = None
+    items: list[dict[str, Any]], frames: int | None = None, frames_multiple: int | None = None,
+    padded_device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Stack items into a batch: every padded key (``PADDED_KEYS``) zero-padded to ``frames`` (SSL inputs)
-    or to the longest clip (rounded up to ``frames_multiple``), with its mask or lengths."""
+    or to the longest clip (rounded up to ``frames_multiple``), with its mask or lengths.
+
+    ``padded_device``: the padded tensors are made there and each item is copied straight into its row (a
+    resident fold: no padded copy of the whole split in host memory first); the rest stays on the host."""
     batch: dict[str, Any] = {
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
         "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
@@ -188,7 +192,7 @@ def collate(
         lengths = torch.tensor([t.shape[axis] for t in tensors], dtype=torch.long)
         fixed = frames if key in SSL_FRAME_KEYS else None
         t_max = fixed if fixed is not None else padded_frames(int(lengths.max()), frames_multiple)
-        batch[key] = _pad(tensors, axis, t_max)
+        batch[key] = _pad(tensors, axis, t_max, padded_device)
         lengths = lengths.clamp(max=t_max)
         if mask_key.endswith("_lengths"):
             batch[mask_key] = lengths

@@ -6,8 +6,6 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
-
 from wav2emo.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -39,6 +37,8 @@ def read_list(path: Path) -> list[Path]:
     line, ``#`` comments), relative to the list's folder.  A folder in a list stands for the audio below it;
     a path that does not exist is kept: its row will say so, and the other files are still predicted."""
     if path.suffix.lower() in (".csv", ".tsv"):
+        import pandas as pd  # only for a CSV list: predicting audio files needs no pandas (~0.5 s of start-up)
+
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, sep="\t" if path.suffix.lower() == ".tsv" else ",")
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:

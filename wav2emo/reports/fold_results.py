@@ -11,13 +11,15 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from wav2emo.errors import UserError
 from wav2emo.files import atomic_write_text
+
+if TYPE_CHECKING:  # pandas is imported where predictions are read: a training run's start-up does not need it
+    import pandas as pd
 
 FOLD_RESULT = "fold_result.json"
 PREDICTIONS = "predictions.csv"
@@ -131,6 +133,8 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         path = path / PREDICTIONS
     if not path.is_file():
         raise FoldResultError(f"{path}: no such predictions file")
+    import pandas as pd
+
     try:
         df = pd.read_csv(path)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:

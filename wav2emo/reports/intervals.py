@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from wav2emo.errors import UserError
 
@@ -128,6 +127,8 @@ def _interval(value: float, low: float, high: float) -> dict[str, Any]:
 def _bootstrap(statistic, n_units: int, settings: BootstrapSettings):
     """scipy's bootstrap over unit indices 0..n-1 (the statistic pools the drawn units' confusions)."""
     import warnings
+
+    from scipy import stats  # here, not at the top: a training run's start-up does not need scipy.stats
 
     with warnings.catch_warnings():  # a metric constant over resamples (e.g. perfect predictions) is not an error
         warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)

@@ -14,7 +14,6 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -223,6 +222,7 @@ def _log_to_wandb(loggers: list, result: Mapping[str, Any]) -> None:
 
     for lg in loggers:
         if isinstance(lg, WandbLogger) and "test_confusion" in result:
+            import pandas as pd
             import wandb
 
             names = result["class_names"]

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.manifest import EMOTIONS
@@ -50,6 +49,8 @@ def test_checkpoint(
     the speaker-bootstrap intervals of these predictions (``bootstrap``: the config's ``report`` settings; None:
     the defaults).
     """
+    import pandas as pd  # here: a training run's start-up does not need pandas (issue 25)
+
     metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
     preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
     paths = {c.clip_id: c.path for c in dm.manifest}

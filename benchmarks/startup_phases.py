@@ -1,0 +1,191 @@
+"""Where a cached training run's start-up goes, phase by phase (issue 25; not a test).
+
+Runs ``python -m wav2emo.train`` for fold 0 with ``WAV2EMO_STARTUP_TRACE=<json>`` (wav2emo/startup_trace.py)
+after one untimed run that builds the corpus and the feature caches, and reports per phase (imports, install
+check, Hydra's compose, fold count, manifest, caches opened, data module set-up, fold upload, model, Trainer,
+CUDA initialisation, first step) the median start, end and duration in seconds since the process started.
+Two ways, interleaved, in the same run on the same machine:
+
+  * ``lean``: wav2emo as it is;
+  * ``reference``: the way before the start-up branch, as far as it can be switched back: what main imported
+    is imported first (pandas, scikit-learn's model selection, scipy.stats: ``train.py`` asked
+    ``baselines.runner`` whether the model is a baseline, ``reports``/``runs.testing`` imported pandas and
+    scipy.stats at the top), and a resident split is padded on the host and copied whole to the GPU
+    (``feeding.batches.COLLATE_ON_DEVICE = False``; the new way pads on the device, clip by clip).  main's other
+    difference, the ``StartupTimer``'s clock (``btime`` in whole seconds: up to 1 s too many), is not
+    reproduced; both ways are timed by the trace's clock (``/proc/uptime``, 10 ms).
+
+``--gpu``: the train benchmark's set-up (1440-clip synthetic corpus, random wav2vec2-base, fe_vgg_egemaps,
+trainer=gpu), ~2 minutes on one H100 with ``--runs 2``; otherwise (``--cpu-smoke``) the offline demo's fold 0
+on the CPU with 8 clips per actor, held resident in host memory (the upload's code path, no GPU).
+Writes <out>/startup_phases_<machine>.json and .md, naming the machine.
+
+    python benchmarks/startup_phases.py OUT_DIR [--gpu | --cpu-smoke] [--runs 2] [--work /tmp/wav2emo-phases]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+TARGET_SECONDS = 5.0
+REFERENCE_IMPORTS = ("pandas", "sklearn.model_selection", "scipy.stats")
+WAYS = ("lean", "reference")
+FIRST_STEP = "first training step starts"
+STEP_DONE = "first training step (forward"
+
+
+def machine_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+def train_args(work: Path, gpu: bool) -> list[str]:
+    common = ["fold=0", "trainer.max_epochs=1", "test=false", "trainer.enable_progress_bar=false"]
+    if gpu:
+        from benchmarks.train_benchmark import random_base_backbone
+
+        backbone = random_base_backbone(work / "wav2vec2-base-random")
+        return ["data=synthetic", "features=wav2vec2-base", f"features.ssl.backbone={backbone}",
+                "model=fe_vgg_egemaps", "trainer=gpu", *common]
+    return ["experiment=demo", "data.corpus.clips_per_actor=8", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "loader.resident=true", *common]  # resident: the upload's code path
+
+
+def command(way: str, args: list[str]) -> list[str]:
+    preload = ""
+    if way == "reference":  # main's imports, and a resident split padded on the host and copied whole
+        preload = (f"import {', '.join(REFERENCE_IMPORTS)}\n"
+                   "import wav2emo.feeding.batches as batches\nbatches.COLLATE_ON_DEVICE = False\n")
+    code = (f"{preload}import runpy, sys\nsys.argv = ['wav2emo.train', *{args!r}]\n"
+            "runpy.run_module('wav2emo.train', run_name='__main__', alter_sys=True)\n")
+    return [sys.executable, "-c", code]
+
+
+def run_once(way: str, args: list[str], env: dict, trace: Path | None) -> dict:
+    run_env = dict(env, **({"WAV2EMO_STARTUP_TRACE": str(trace)} if trace else {}))
+    t0 = time.perf_counter()
+    proc = subprocess.run(command(way, args), capture_output=True, text=True, cwd=REPO, env=run_env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"training run failed ({proc.returncode}): {proc.stderr[-3000:]}")
+    if trace is None:
+        return {"process_s": round(wall, 2)}
+    report = json.loads(trace.read_text())
+    return {"process_s": round(wall, 2), "trace": report}
+
+
+def phase_table(traces: list[dict]) -> list[dict]:
+    """Per phase (in the order of the first trace): median start, end and duration over the runs."""
+    rows: dict[str, dict] = {}
+    for t in traces:
+        for p in t["phases"]:
+            if p["start_s"] is None or p["end_s"] is None:
+                continue
+            name = p["phase"] + (" (still running at the first step's end)" if p.get("open") else "")
+            r = rows.setdefault(name, {"phase": name, "depth": p["depth"], "start": [], "end": []})
+            r["start"].append(p["start_s"])
+            r["end"].append(p["end_s"])
+    out = []
+    for r in rows.values():
+        start, end = statistics.median(r["start"]), statistics.median(r["end"])
+        out.append({"phase": r["phase"], "depth": r["depth"], "start_s": round(start, 3), "end_s": round(end, 3),
+                    "took_s": round(statistics.median(e - s for s, e in zip(r["start"], r["end"], strict=True)), 3),
+                    "runs": len(r["start"])})
+    return sorted(out, key=lambda r: r["start_s"])
+
+
+def first_step(trace: dict, prefix: str = FIRST_STEP) -> float | None:
+    p = next((p for p in trace["phases"] if p["phase"].startswith(prefix)), None)
+    return None if p is None else (p["start_s"] if prefix == FIRST_STEP else p["end_s"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path, help="folder for startup_phases_<machine>.json and .md")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/wav2emo-phases"))
+    ap.add_argument("--runs", type=int, default=2)
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--gpu", action="store_true", help="the train benchmark's corpus and wav2vec2-base on the GPU")
+    mode.add_argument("--cpu-smoke", action="store_true", help="the demo's fold 0, small, on the CPU (default)")
+    a = ap.parse_args()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled",
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+               WAV2EMO_DATA_DIR=str(a.work / "data"), WAV2EMO_CACHE_DIR=str(a.work / "cache"),
+               WAV2EMO_LOG_DIR=str(a.work / "outputs"))
+    env.pop("WAV2EMO_TORCHMETRICS_ALL_BACKENDS", None)
+    args = train_args(a.work, a.gpu)
+    t0 = time.perf_counter()
+    run_once("lean", args, env, None)  # builds the corpus and the caches
+    result: dict = {"machine": machine_name(), "cpus": os.cpu_count(), "load_average_1min_start":
+                    round(os.getloadavg()[0], 1), "command": "python -m wav2emo.train " + " ".join(args),
+                    "cache_build_run_s": round(time.perf_counter() - t0, 1), "ways": {}}
+    for i in range(a.runs):  # interleaved: drift in the machine's load hits both ways alike
+        for way in WAYS:
+            r = run_once(way, args, env, a.work / f"trace_{way}_{i}.json")
+            w = result["ways"].setdefault(way, {"runs": []})
+            w["runs"].append({"process_s": r["process_s"], "first_step_s": first_step(r["trace"]),
+                              "first_step_done_s": first_step(r["trace"], STEP_DONE),
+                              "imported_at_first_step": r["trace"].get("imported_at_report"),
+                              "phases": r["trace"]["phases"], "calls": r["trace"]["calls"]})
+    for w in result["ways"].values():
+        for key in ("first_step_s", "first_step_done_s", "process_s"):
+            values = [r[key] for r in w["runs"] if r[key] is not None]
+            w[f"{key}_median"] = round(statistics.median(values), 3) if values else None
+        w["phases"] = phase_table([{"phases": r["phases"]} for r in w["runs"]])
+    result["load_average_1min_end"] = round(os.getloadavg()[0], 1)
+    slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / f"startup_phases_{slug}.json").write_text(json.dumps(result, indent=2))
+    (a.out / f"startup_phases_{slug}.md").write_text(render(result))
+    print(render(result))
+
+
+def render(r: dict) -> str:
+    lean, ref = r["ways"]["lean"], r["ways"]["reference"]
+    met = lean["first_step_s_median"] is not None and lean["first_step_s_median"] <= TARGET_SECONDS
+    gpu = "trainer=gpu" in r["command"]
+    lines = [
+        f"# Start-up of a cached training run, phase by phase: {r['machine']}, {r['cpus']} CPUs", "",
+        f"Command (fold 0, features cached by an untimed first run of {r['cache_build_run_s']} s): `{r['command']}`, "
+        f"{len(lean['runs'])} runs per way, interleaved; 1-minute load average {r['load_average_1min_start']} at the "
+        f"start, {r['load_average_1min_end']} at the end. Regenerate: `python benchmarks/startup_phases.py OUT"
+        + (" --gpu" if gpu else " --cpu-smoke") + "`.", "",
+        "Times are seconds since the process started (`/proc/uptime`, 10 ms), from `WAV2EMO_STARTUP_TRACE`"
+        " (wav2emo/startup_trace.py). `lean`: wav2emo as it is; `reference`: the same with what main imported"
+        f" before the cuts imported first ({', '.join(REFERENCE_IMPORTS)}) and a resident fold padded on the host"
+        " and copied whole (`COLLATE_ON_DEVICE = False`).", "",
+        "| way | to the first step (s, median) | first step done (s) | process (s) | each run to the first step |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for way, w in r["ways"].items():
+        lines.append(f"| {way} | {w['first_step_s_median']} | {w['first_step_done_s_median']} | "
+                     f"{w['process_s_median']} | {', '.join(str(x['first_step_s']) for x in w['runs'])} |")
+    if lean["first_step_s_median"] is not None and ref["first_step_s_median"] is not None:
+        lines += ["", f"Saved (lean vs reference): {ref['first_step_s_median'] - lean['first_step_s_median']:.2f} s."]
+    lines += [f"Target (issue 25): <= {TARGET_SECONDS:.0f} s to the first step: {'**met**' if met else '**missed**'}"
+              f" ({lean['first_step_s_median']} s) on this machine.", ""]
+    heavy = sorted({m for x in lean["runs"] for m, v in (x["imported_at_first_step"] or {}).items() if v})
+    lines += [f"Heavy modules imported by the first step (lean): {', '.join(heavy) if heavy else 'none'}.", "",
+              "Phases of the `lean` way (medians; indented phases run inside the one above; a phase is the first"
+              " call of its function):", "", "| start | end | took | phase |", "| --- | --- | --- | --- |"]
+    for p in lean["phases"]:
+        lines.append(f"| {p['start_s']:.3f} | {p['end_s']:.3f} | {p['took_s']:.3f} | "
+                     f"{'&nbsp;&nbsp;' * p['depth']}{p['phase']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
