@@ -38,6 +38,7 @@ TRACED: tuple[tuple[str, str, str], ...] = (
     ("hydra._internal.hydra", "Hydra.compose_config", "Hydra compose (config search path, defaults, overrides)"),
     ("hydra.core.utils", "run_job", "Hydra job (output dir, logging, then the task)"),
     ("wav2emo.runs.experiment", "train", "train(cfg): every fold"),
+    ("wav2emo.runs.plan", "fold_plan", "config resolved into the fold plan (fold_plan)"),
     ("wav2emo.runs.common", "num_folds_of", "fold count (config resolution, manifest if needed)"),
     ("wav2emo.data.corpora", "load_corpus", "corpus manifest (load_corpus)"),
     ("wav2emo.data.folds", "build_folds", "folds (build_folds)"),
