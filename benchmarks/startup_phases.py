@@ -37,6 +37,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.startup_benchmark import machine_name  # noqa: E402
+from benchmarks.startup_benchmark import train_args as startup_train_args  # noqa: E402
+
 TARGET_SECONDS = 5.0
 REFERENCE_IMPORTS = ("pandas", "sklearn.model_selection", "scipy.stats")
 WAYS = ("lean", "reference")
@@ -44,24 +47,13 @@ FIRST_STEP = "first training step starts"
 STEP_DONE = "first training step (forward"
 
 
-def machine_name() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores)"
-
-
 def train_args(work: Path, gpu: bool) -> list[str]:
-    common = ["fold=0", "trainer.max_epochs=1", "test=false", "trainer.enable_progress_bar=false"]
+    """startup_benchmark's fold-0 run; on the CPU a smaller demo held resident (the upload's code path)."""
+    args = startup_train_args(work, gpu)
     if gpu:
-        from benchmarks.train_benchmark import random_base_backbone
-
-        backbone = random_base_backbone(work / "wav2vec2-base-random")
-        return ["data=synthetic", "features=wav2vec2-base", f"features.ssl.backbone={backbone}",
-                "model=fe_vgg_egemaps", "trainer=gpu", *common]
-    return ["experiment=demo", "data.corpus.clips_per_actor=8", "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1", "loader.resident=true", *common]  # resident: the upload's code path
+        return args
+    return [*args, "data.corpus.clips_per_actor=8", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+            "loader.resident=true"]
 
 
 def command(way: str, args: list[str]) -> list[str]:
