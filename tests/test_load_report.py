@@ -26,11 +26,26 @@ def _save(tmp_path, drop=(), add=None):
 
 
 def _load(path, capfd):
+    """What loading prints, read from a handler of our own on transformers' logger (at its default verbosity),
+    plus the process's stdout/stderr (progress bars): other tests may leave the library's own handler writing to
+    a stream pytest no longer captures."""
+    import io
+
+    import transformers.utils.logging as tlog
     from transformers import AutoModel
 
-    with quiet_transformers():
-        AutoModel.from_pretrained(path)
-    return "".join(capfd.readouterr())
+    seen, handler = io.StringIO(), None
+    level = tlog.get_verbosity()
+    tlog.set_verbosity_warning()
+    handler = logging.StreamHandler(seen)
+    tlog.get_logger().addHandler(handler)
+    try:
+        with quiet_transformers():
+            AutoModel.from_pretrained(path)
+    finally:
+        tlog.get_logger().removeHandler(handler)
+        tlog.set_verbosity(level)
+    return seen.getvalue() + "".join(capfd.readouterr())
 
 
 def test_a_checkpoint_without_the_mask_vector_and_with_pretraining_heads_loads_quietly(tmp_path, capfd):
