@@ -226,8 +226,8 @@ def render(r: dict) -> str:
                   f"CPU seconds / {cores}."]
     lines += ["", f"Same CSV from the serial and the pooled eGeMAPS way (same threads): {r['same_csv']}; largest"
               f" probability difference to the serial way: {r.get('max_abs_prob_difference_to_serial')}.",
-              "`torch_threads=auto` gives the network half the usable cores beside the eGeMAPS workers (here 1);"
-              " the way before it used every core for both.",
+              "`torch_threads=auto` gives the network half the usable cores beside the eGeMAPS workers on the CPU"
+              " (the way before it used every core for both); on a GPU it leaves torch's default.",
               f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
               f"{'**met**' if best >= target else '**missed**'} ({best}x)."]
     return "\n".join(lines) + "\n"
