@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="corpus")
+@hydra.main(version_base="1.3", config_path="conf", config_name="corpus")
 def _main(cfg: DictConfig) -> None:
     try:
         with user_errors("wav2emo.corpus"):

@@ -18,7 +18,7 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
     with user_errors("wav2emo.eval"):  # a bad file or value is the user's to fix: one line naming it
         import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own

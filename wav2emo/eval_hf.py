@@ -16,7 +16,7 @@ from wav2emo.compat import require_compatible
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval_hf")
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval_hf")
 def main(cfg: DictConfig) -> float | None:
     from wav2emo.external.hf_eval import evaluate_hf
 

@@ -80,7 +80,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="extract")
+@hydra.main(version_base="1.3", config_path="conf", config_name="extract")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
     with user_errors("wav2emo.extract"):  # named files and values to act on: one line, no traceback

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger("wav2emo.layers")
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def compose_run(overrides: list[str], out: Path) -> DictConfig:

@@ -210,7 +210,7 @@ def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings, described: 
     return 1 if failed else 0
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
     with user_errors("wav2emo.predict"):
         import_plugins(cfg.get("plugins"))  # modules of the user's that register parts of their own

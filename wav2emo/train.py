@@ -22,7 +22,7 @@ require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a 
 leave_out_unused_backends()  # torchmetrics without transformers/torchvision (wav2emo/startup.py)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     mark("Hydra composed the config: the task starts")
     from wav2emo.baselines.model_kind import is_baseline_model  # no scikit-learn or pandas import

@@ -20,7 +20,7 @@ from wav2emo.registry import import_plugins
 require_compatible()  # a misfit torch/torchaudio pair is one clear line, not a traceback from deep inside
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="baselines")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="baselines")
 def main(cfg: DictConfig) -> float | None:
     from wav2emo.baselines.runner import MONITOR, run_baselines
 

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / "conf" / "baseline_model"
+MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "baseline_model"
 MONITOR = "val/ua"
 # Feature kinds with one vector per clip: what the baselines take (``feature=null`` picks the one configured).
 CLIP_LEVEL_KINDS = ("egemaps_functionals", "mfcc_stats")

@@ -27,7 +27,7 @@ from wav2emo.registry import Registry
 from .errors import CorpusError, FoldError
 from .manifest import Manifest
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from wav2emo.compat import require_compatible
 require_compatible()
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
     from wav2emo.export.cli import run
 
