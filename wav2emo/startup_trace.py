@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from wav2emo.process_clock import process_age_seconds
+
 ENV = "WAV2EMO_STARTUP_TRACE"
 log = logging.getLogger(__name__)
 
@@ -70,22 +72,12 @@ HEAVY = ("transformers", "torchvision", "matplotlib", "sklearn", "pandas", "scip
          "opensmile", "tensorboard", "tensorboardX", "wandb", "librosa", "onnx", "onnxruntime", "optuna")
 
 
-def process_age() -> float | None:
-    """Seconds since this process started (``/proc/uptime`` less the process's start, both counted from the
-    boot in 10 ms ticks), or None off Linux."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 class Trace:
     """Phases as (name, start, end) in seconds since the process started, the first call of each."""
 
     def __init__(self, target: str) -> None:
         self.target = target
-        age = max(process_age() or 0.0, 0.0)
+        age = max(process_age_seconds() or 0.0, 0.0)
         self.t0 = time.time() - age  # the process's start as a time.time() value
         self.perf0 = time.perf_counter() - age  # perf_counter's value at the process start
         self.phases: list[dict] = [{"phase": "interpreter start-up (until the trace began)", "start_s": 0.0,

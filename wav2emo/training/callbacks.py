@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from pathlib import Path
@@ -13,6 +12,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+
+from wav2emo.process_clock import process_age_seconds
 
 log = logging.getLogger(__name__)
 
@@ -182,20 +183,6 @@ class RelocateCheckpointState(L.Callback):
 
     def _move(self, p: Any, old: str) -> Any:
         return self.new_dir + p[len(old):] if isinstance(p, str) and p.startswith(old) else p
-
-
-def process_age_seconds() -> float | None:
-    """Seconds since this process started (Linux ``/proc``), or None where that is not available.
-
-    Both clocks count from the boot (``/proc/uptime`` and the process's start in clock ticks), to 10 ms; the
-    boot's wall-clock time (``btime`` in ``/proc/stat``) is whole seconds, which put up to 1 s too many into
-    this figure before (0.66 s on the development machine)."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class StartupTimer(L.Callback):
