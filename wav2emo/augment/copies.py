@@ -21,6 +21,7 @@ import json
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -134,16 +135,14 @@ def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path,
               for g, start in enumerate(range(0, len(clips), GROUP))]
 
     def load(group):
-        if pool is None:
-            return _Now(lambda: [load_audio(c.path, sample_rate) for c in group])
-        return pool.submit(lambda: [load_audio(c.path, sample_rate) for c in group])  # one thread: no nesting
+        return [load_audio(c.path, sample_rate) for c in group]  # in one thread of the pool: no nesting
 
-    submit = (lambda fn, *a: _Now(fn, *a)) if pool is None else pool.submit
+    submit = _Now if pool is None else pool.submit
     written: list[tuple[str, Future | _Now, int]] = []
-    pending = load(groups[0][2]) if groups else None
+    pending = submit(load, groups[0][2]) if groups else None
     for k, (j, g, group) in enumerate(groups):
         loaded = pending.result()
-        pending = load(groups[k + 1][2]) if k + 1 < len(groups) else None  # next group decodes meanwhile
+        pending = submit(load, groups[k + 1][2]) if k + 1 < len(groups) else None  # next group decodes meanwhile
         waves = [torch.from_numpy(w) for w in loaded]
         lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
         batch = torch.zeros(len(waves), int(lengths.max()))
@@ -181,11 +180,9 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
             return _open(folder, key, train)
         (folder / "audio").mkdir(exist_ok=True)
         device = torch.device(device)
-        if THREADS > 0:
-            with ThreadPoolExecutor(THREADS, thread_name_prefix="wav2emo-copies") as pool:
-                clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool)
-        else:
-            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, None)
+        threads = ThreadPoolExecutor(THREADS, thread_name_prefix="wav2emo-copies") if THREADS > 0 else nullcontext()
+        with threads as pool:
+            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool)
         meta = {"key": key, "key_fields": fields, "source": train.name, "clips": clips}
         tmp = folder / f".{META}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))

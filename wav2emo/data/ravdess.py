@@ -189,9 +189,10 @@ def prepare_ravdess(
     for path in files:
         by_stem[path.stem].append(path)
     twice: list[dict] = []
-    songs = [p for stem, paths in by_stem.items() if _is_song(stem) for p in paths]
+    songs: list[Path] = []
     for stem, paths in by_stem.items():
         if _is_song(stem):
+            songs.extend(paths)
             continue
         try:
             meta = parse_ravdess_name(stem)

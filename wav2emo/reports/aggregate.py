@@ -154,12 +154,12 @@ def declared_protocol(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
     The selection method is given per fold set when folds differ (``inner_cv in folds [0, 2] / dev in folds [1]``).
     """
     protocols = [r.get("protocol") or {} for r in results.values()]
-    normalised = [p for p in protocols if isinstance(p, dict) and p.get("feature_normalization")]
+    normalised = [p for p in protocols if p.get("feature_normalization")]
     selections = {f: (r.get("selection") or {}).get("method") for f, r in results.items()}
     selections = {f: m for f, m in selections.items() if m}
     if not normalised and not selections:
         return {}
-    first = normalised[0] if normalised else next(p for p in protocols if isinstance(p, dict))
+    first = normalised[0] if normalised else protocols[0]
     if selections:  # a baseline's fold declares its features whole (feature, kind, normalisation)
         declared = {k: v for k, v in first.items() if k != "hyperparameter_selection"}
     else:  # a network's fold protocol also holds finetune/augment, which the report's Protocol already gives
