@@ -161,6 +161,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "reports")
     ap.add_argument("--backbone", choices=["tiny", "base"], default="tiny")
     ap.add_argument("--cpus", default=None, help="e.g. 0,1: pin to these cores, no GPU")
+    ap.add_argument("--warm-up", action="store_true",
+                    help="one untimed fe_vgg_egemaps prediction first (writes Python's bytecode where it may)")
     a = ap.parse_args()
     import torch
 
@@ -170,8 +172,15 @@ def main() -> None:
     t0 = time.perf_counter()
     ckpts = {m: train_checkpoint(a.work, m, a.backbone, torch.cuda.is_available()) for m in ("fe_vgg_egemaps", "fe_vgg")}
     rec = recording(a.work)
+    if a.warm_up:
+        time_predict(a.work, ckpts["fe_vgg_egemaps"], rec, "auto", a.cpus, device)
+    from wav2emo.env import bytecode_cache
+
     result: dict = {"machine": machine_name(a.cpus), "cpus": a.cpus, "backbone": a.backbone, "device": device,
-                    "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {}}
+                    "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {},
+                    "warm_up": a.warm_up, "bytecode": bytecode_cache(),
+                    "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE"),
+                    "pycache_prefix": os.environ.get("PYTHONPYCACHEPREFIX")}
     cores = str(len(a.cpus.split(",")) if a.cpus else os.cpu_count() or 1)
     # (model, egemaps_workers, torch_threads): torch_threads=<cores> is the way before torch_threads existed
     ways = [("fe_vgg_egemaps", "0", "auto"), ("fe_vgg_egemaps", "auto", cores), ("fe_vgg_egemaps", "auto", "auto"),
@@ -193,6 +202,18 @@ def main() -> None:
     print(render(result))
 
 
+def bytecode_line(r: dict) -> str:
+    """What Python's bytecode was: an image without it compiles torch's and Lightning's Python in every process."""
+    if "bytecode" not in r:
+        return "Python bytecode: not recorded."
+    b = r["bytecode"]
+    state = (f"none for {', '.join(b['not_compiled'])}" if b["not_compiled"]
+             else "compiled bytecode found for torch, torch._dynamo, sympy and lightning")
+    return (f"Python bytecode when the commands ran: {state}; PYTHONDONTWRITEBYTECODE="
+            f"{r.get('pythondontwritebytecode') or '(unset)'}, PYTHONPYCACHEPREFIX={r.get('pycache_prefix') or '(unset)'}"
+            + ("; one untimed prediction ran first (`--warm-up`)." if r.get("warm_up") else "."))
+
+
 def render(r: dict) -> str:
     target = TARGETS["gpu" if r["device"] == "cuda" else "cpu"]
     backbone = ("a randomly initialised wav2vec2-base (real compute)" if r["backbone"] == "base"
@@ -204,8 +225,8 @@ def render(r: dict) -> str:
         f"one after another), 4 s windows every 2 s, device {r['device']}, checkpoints on {backbone}. "
         "Seconds are the whole command: process start, model restore, reading, features, network, CSV.",
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
-        + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + "`.",
-        "",
+        + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "") + "`.",
+        "", bytecode_line(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
         " time on idle cores at best (CPU s / cores) | load average before -> after |",
         "| --- | --- | --- | --- | --- | --- | --- |",

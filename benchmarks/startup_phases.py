@@ -18,9 +18,15 @@ Two ways, interleaved, in the same run on the same machine:
 ``--gpu``: the train benchmark's set-up (1440-clip synthetic corpus, random wav2vec2-base, fe_vgg_egemaps,
 trainer=gpu), ~2 minutes on one H100 with ``--runs 2``; otherwise (``--cpu-smoke``) the offline demo's fold 0
 on the CPU with 8 clips per actor, held resident in host memory (the upload's code path, no GPU).
+``--bytecode``: ``found`` runs Python as the environment comes; ``compiled`` with compiled bytecode for every module
+(``PYTHONDONTWRITEBYTECODE`` unset, ``PYTHONPYCACHEPREFIX`` in the work folder, written by one untimed run per
+way), as a pip install or any writable install has it; ``both`` measures the two, interleaved.  An image built
+without ``__pycache__`` and run with ``PYTHONDONTWRITEBYTECODE=1`` compiles torch's, sympy's and Lightning's Python
+from source in every process (``python -m wav2emo.env`` says so).
 Writes <out>/startup_phases_<machine>.json and .md, naming the machine.
 
-    python benchmarks/startup_phases.py OUT_DIR [--gpu | --cpu-smoke] [--runs 2] [--work /tmp/wav2emo-phases]
+    python benchmarks/startup_phases.py OUT_DIR [--gpu | --cpu-smoke] [--runs 2] [--bytecode found|compiled|both]
+        [--work /tmp/wav2emo-phases]
 """
 
 from __future__ import annotations
@@ -64,6 +70,19 @@ def command(way: str, args: list[str]) -> list[str]:
     code = (f"{preload}import runpy, sys\nsys.argv = ['wav2emo.train', *{args!r}]\n"
             "runpy.run_module('wav2emo.train', run_name='__main__', alter_sys=True)\n")
     return [sys.executable, "-c", code]
+
+
+def bytecode_env(env: dict, bytecode: str, work: Path) -> dict:
+    """``found``: the environment as it is; ``compiled``: bytecode written once into the work folder, then read."""
+    if bytecode == "found":
+        return env
+    out = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    out["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return out
+
+
+def way_name(way: str, bytecode: str) -> str:
+    return way if bytecode == "found" else f"{way}, compiled bytecode"
 
 
 def run_once(way: str, args: list[str], env: dict, trace: Path | None) -> dict:
@@ -112,6 +131,8 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--gpu", action="store_true", help="the train benchmark's corpus and wav2vec2-base on the GPU")
     mode.add_argument("--cpu-smoke", action="store_true", help="the demo's fold 0, small, on the CPU (default)")
+    ap.add_argument("--bytecode", choices=["found", "compiled", "both"], default="found",
+                    help="Python's bytecode as the environment has it, compiled once, or both side by side")
     a = ap.parse_args()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -121,17 +142,27 @@ def main() -> None:
     args = train_args(a.work, a.gpu)
     t0 = time.perf_counter()
     run_once("lean", args, env, None)  # builds the corpus and the caches
+    conditions = ["found", "compiled"] if a.bytecode == "both" else [a.bytecode]
+    envs = {b: bytecode_env(env, b, a.work) for b in conditions}
+    if "compiled" in envs:
+        for way in WAYS:  # writes the bytecode of everything each way imports
+            run_once(way, args, envs["compiled"], None)
+    from wav2emo.env import bytecode_cache
+
     result: dict = {"machine": machine_name(), "cpus": os.cpu_count(), "load_average_1min_start":
                     round(os.getloadavg()[0], 1), "command": "python -m wav2emo.train " + " ".join(args),
-                    "cache_build_run_s": round(time.perf_counter() - t0, 1), "ways": {}}
-    for i in range(a.runs):  # interleaved: drift in the machine's load hits both ways alike
-        for way in WAYS:
-            r = run_once(way, args, env, a.work / f"trace_{way}_{i}.json")
-            w = result["ways"].setdefault(way, {"runs": []})
-            w["runs"].append({"process_s": r["process_s"], "first_step_s": first_step(r["trace"]),
-                              "first_step_done_s": first_step(r["trace"], STEP_DONE),
-                              "imported_at_first_step": r["trace"].get("imported_at_report"),
-                              "phases": r["trace"]["phases"], "calls": r["trace"]["calls"]})
+                    "cache_build_run_s": round(time.perf_counter() - t0, 1), "ways": {},
+                    "bytecode_found": bytecode_cache(), "pythondontwritebytecode": env.get("PYTHONDONTWRITEBYTECODE")}
+    for i in range(a.runs):  # interleaved: drift in the machine's load hits every way alike
+        for bytecode in conditions:
+            for way in WAYS:
+                name = way_name(way, bytecode)
+                r = run_once(way, args, envs[bytecode], a.work / f"trace_{way}_{bytecode}_{i}.json")
+                w = result["ways"].setdefault(name, {"runs": [], "bytecode": bytecode})
+                w["runs"].append({"process_s": r["process_s"], "first_step_s": first_step(r["trace"]),
+                                  "first_step_done_s": first_step(r["trace"], STEP_DONE),
+                                  "imported_at_first_step": r["trace"].get("imported_at_report"),
+                                  "phases": r["trace"]["phases"], "calls": r["trace"]["calls"]})
     for w in result["ways"].values():
         for key in ("first_step_s", "first_step_done_s", "process_s"):
             values = [r[key] for r in w["runs"] if r[key] is not None]
@@ -146,15 +177,18 @@ def main() -> None:
 
 
 def render(r: dict) -> str:
-    lean, ref = r["ways"]["lean"], r["ways"]["reference"]
-    met = lean["first_step_s_median"] is not None and lean["first_step_s_median"] <= TARGET_SECONDS
+    conditions = list(dict.fromkeys(w.get("bytecode", "found") for w in r["ways"].values()))
+    lean = r["ways"][way_name("lean", conditions[0])]
     gpu = "trainer=gpu" in r["command"]
     lines = [
         f"# Start-up of a cached training run, phase by phase: {r['machine']}, {r['cpus']} CPUs", "",
         f"Command (fold 0, features cached by an untimed first run of {r['cache_build_run_s']} s): `{r['command']}`, "
         f"{len(lean['runs'])} runs per way, interleaved; 1-minute load average {r['load_average_1min_start']} at the "
         f"start, {r['load_average_1min_end']} at the end. Regenerate: `python benchmarks/startup_phases.py OUT"
-        + (" --gpu" if gpu else " --cpu-smoke") + "`.", "",
+        + (" --gpu" if gpu else " --cpu-smoke")
+        + ("" if conditions == ["found"] else f" --bytecode {'both' if len(conditions) == 2 else conditions[0]}")
+        + "`.", "",
+        *bytecode_lines(r, conditions),
         "Times are seconds since the process started (`/proc/uptime`, 10 ms), from `WAV2EMO_STARTUP_TRACE`"
         " (wav2emo/startup_trace.py). `lean`: wav2emo as it is; `reference`: the same with what main imported"
         f" before the cuts imported first ({', '.join(REFERENCE_IMPORTS)}) and a resident fold padded on the host"
@@ -165,18 +199,41 @@ def render(r: dict) -> str:
     for way, w in r["ways"].items():
         lines.append(f"| {way} | {w['first_step_s_median']} | {w['first_step_done_s_median']} | "
                      f"{w['process_s_median']} | {', '.join(str(x['first_step_s']) for x in w['runs'])} |")
-    if lean["first_step_s_median"] is not None and ref["first_step_s_median"] is not None:
-        lines += ["", f"Saved (lean vs reference): {ref['first_step_s_median'] - lean['first_step_s_median']:.2f} s."]
-    lines += [f"Target (issue 25): <= {TARGET_SECONDS:.0f} s to the first step: {'**met**' if met else '**missed**'}"
-              f" ({lean['first_step_s_median']} s) on this machine.", ""]
-    heavy = sorted({m for x in lean["runs"] for m, v in (x["imported_at_first_step"] or {}).items() if v})
-    lines += [f"Heavy modules imported by the first step (lean): {', '.join(heavy) if heavy else 'none'}.", "",
-              "Phases of the `lean` way (medians; indented phases run inside the one above; a phase is the first"
-              " call of its function):", "", "| start | end | took | phase |", "| --- | --- | --- | --- |"]
-    for p in lean["phases"]:
-        lines.append(f"| {p['start_s']:.3f} | {p['end_s']:.3f} | {p['took_s']:.3f} | "
-                     f"{'&nbsp;&nbsp;' * p['depth']}{p['phase']} |")
-    return "\n".join(lines) + "\n"
+    lines.append("")
+    for bytecode in conditions:
+        new, ref = r["ways"][way_name("lean", bytecode)], r["ways"][way_name("reference", bytecode)]
+        label = "" if len(conditions) == 1 else f" ({way_name('', bytecode).lstrip(', ') or 'bytecode as found'})"
+        if new["first_step_s_median"] is not None and ref["first_step_s_median"] is not None:
+            lines.append(f"Saved, lean vs reference{label}: "
+                         f"{ref['first_step_s_median'] - new['first_step_s_median']:.2f} s.")
+        met = new["first_step_s_median"] is not None and new["first_step_s_median"] <= TARGET_SECONDS
+        lines.append(f"Target (issue 25) <= {TARGET_SECONDS:.0f} s to the first step{label}: "
+                     f"{'**met**' if met else '**missed**'} ({new['first_step_s_median']} s) on this machine.")
+    lines.append("")
+    for bytecode in conditions:
+        w = r["ways"][way_name("lean", bytecode)]
+        heavy = sorted({m for x in w["runs"] for m, v in (x["imported_at_first_step"] or {}).items() if v})
+        name = way_name("lean", bytecode)
+        lines += [f"Heavy modules imported by the first step ({name}): {', '.join(heavy) if heavy else 'none'}.", "",
+                  f"Phases of the `{name}` way (medians; indented phases run inside the one above; a phase is the"
+                  " first call of its function):", "", "| start | end | took | phase |", "| --- | --- | --- | --- |"]
+        for p in w["phases"]:
+            lines.append(f"| {p['start_s']:.3f} | {p['end_s']:.3f} | {p['took_s']:.3f} | "
+                         f"{'&nbsp;&nbsp;' * p['depth']}{p['phase']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def bytecode_lines(r: dict, conditions: list[str]) -> list[str]:
+    found = r.get("bytecode_found") or {}
+    state = ("none for " + ", ".join(found["not_compiled"]) if found.get("not_compiled")
+             else "found for torch, torch._dynamo, sympy and lightning")
+    lines = [f"Python bytecode in this environment: {state}; PYTHONDONTWRITEBYTECODE="
+             f"{r.get('pythondontwritebytecode') or '(unset)'}."]
+    if "compiled" in conditions:
+        lines.append("`compiled bytecode` ways: PYTHONDONTWRITEBYTECODE unset and PYTHONPYCACHEPREFIX in the work "
+                     "folder, written by one untimed run per way, as a pip install or any writable install has it.")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -93,3 +93,22 @@ def test_env_command_reports_versions_folders_and_backbones(tmp_path):
     text = subprocess.run([sys.executable, "-m", "wav2emo.env"], capture_output=True, text=True, env=env, cwd=REPO,
                           timeout=120)
     assert text.returncode == 0 and "Problems:\n  none found" in text.stdout
+
+
+def test_bytecode_check_tells_when_every_process_compiles_the_stack(tmp_path):
+    """An empty bytecode folder with writing off (a container image built without __pycache__ and run with
+    PYTHONDONTWRITEBYTECODE) is reported with the command that fixes it; writing on is not a problem."""
+    base = dict(os.environ, PYTHONPATH=str(REPO), PYTHONPYCACHEPREFIX=str(tmp_path / "pyc"))
+    code = ("import json, wav2emo.env as e; c = e.bytecode_cache(); "
+            "print(json.dumps({'cache': c, 'hint': e.bytecode_hint(c)}))")
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env=dict(base, PYTHONDONTWRITEBYTECODE="1"))
+    report = json.loads(off.stdout)
+    assert report["cache"]["compiles_every_process"] is True
+    assert "torch" in report["cache"]["not_compiled"]
+    assert "compileall" in report["hint"] and report["cache"]["site_packages"] in report["hint"]
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, env=base)
+    report = json.loads(on.stdout)
+    assert report["cache"]["writes_bytecode"] is True and report["cache"]["compiles_every_process"] is False
+    assert report["hint"] is None

@@ -25,7 +25,7 @@ PACKAGES = (
 )
 DEFAULT_BACKBONES = ("facebook/wav2vec2-base",)
 ENV_VARS = (
-    "WAV2EMO_DATA_DIR", "WAV2EMO_CACHE_DIR", "WAV2EMO_LOG_DIR", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "WAV2EMO_DATA_DIR", "WAV2EMO_CACHE_DIR", "WAV2EMO_LOG_DIR", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
     "WANDB_MODE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
 )
 
@@ -122,6 +122,51 @@ def backbone_offline(ref: str) -> dict[str, Any]:
     return out
 
 
+# The heaviest pure-Python import of a training run: Lightning imports torch._dynamo, which imports sympy.
+BYTECODE_PROBES = ("torch", "torch._dynamo", "sympy", "lightning")
+
+
+def module_origin(name: str) -> str | None:
+    """The file a module would load from, found without importing it (None when it is not installed)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return getattr(spec, "origin", None)
+
+
+def bytecode_cache(probes: tuple[str, ...] = BYTECODE_PROBES) -> dict[str, Any]:
+    """Whether Python finds compiled bytecode for the training stack, or compiles it from source in every process.
+
+    pip writes ``__pycache__`` when it installs, and Python writes it at the first import; an environment built
+    without it and run with ``PYTHONDONTWRITEBYTECODE`` set (some container images) compiles torch's and
+    Lightning's Python in every process: seconds of start-up each time (benchmarks/reports/issue25.md).
+    Nothing is imported: the modules are found, not run.
+    """
+    import importlib.util
+
+    origins = {name: module_origin(name) for name in probes}
+    missing = [name for name, origin in origins.items() if origin and origin.endswith(".py")
+               and not Path(importlib.util.cache_from_source(origin)).is_file()]
+    writes = not sys.dont_write_bytecode
+    torch_init = origins.get("torch")
+    return {"writes_bytecode": writes, "pycache_prefix": sys.pycache_prefix, "not_compiled": missing,
+            "compiles_every_process": bool(missing) and not writes,
+            "site_packages": str(Path(torch_init).parent.parent) if torch_init else None}
+
+
+def bytecode_hint(cache: dict[str, Any]) -> str | None:
+    """One line a person can act on when every process compiles the stack from source (None otherwise)."""
+    if not cache["compiles_every_process"]:
+        return None
+    return (f"no compiled bytecode for {', '.join(cache['not_compiled'])} and PYTHONDONTWRITEBYTECODE is set: every "
+            f"process compiles them from source (about 5 s more start-up measured on a GPU image); compile once with "
+            f"`python -m compileall -q -j 0 {cache['site_packages'] or '<site-packages>'}`, or unset "
+            f"PYTHONDONTWRITEBYTECODE (with PYTHONPYCACHEPREFIX=<a writable folder> where site-packages is read-only)")
+
+
 def collect(backbones: tuple[str, ...] = DEFAULT_BACKBONES) -> dict[str, Any]:
     problems = environment_problems()
     if not problems:
@@ -138,6 +183,7 @@ def collect(backbones: tuple[str, ...] = DEFAULT_BACKBONES) -> dict[str, Any]:
         "folders": {k: describe_folder(v) for k, v in default_dirs().items()},
         "backbones": [backbone_offline(b) for b in backbones],
         "environment": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "bytecode": bytecode_cache(),
     }
 
 
@@ -163,6 +209,8 @@ def render(info: dict[str, Any]) -> str:
                      + (f"; {b['how']}" if b.get("how") else ""))
     if info["environment"]:
         lines += ["", "Environment:"] + [f"  {k}={v}" for k, v in info["environment"].items()]
+    hint = bytecode_hint(info["bytecode"])
+    lines += ["", "Python bytecode:", f"  {hint}" if hint else "  compiled bytecode found or written as modules load"]
     lines += ["", "Problems:"] + ([f"  {p}" for p in info["problems"]] or ["  none found"])
     return "\n".join(lines)
 
