@@ -118,13 +118,14 @@ def test_seeds_with_different_folds_are_refused_with_what_to_run(seed_sweep, dir
     partial = tmp_path / "partial"
     for job in (0, 1, 2):  # seed 1's fold 1 (job 3) never ran
         shutil.copytree(seed_sweep / str(job), partial / str(job))
-    with pytest.raises(ConfigError, match=r"seed 1 has folds \[0\], lacks \[1\]"):
+    with pytest.raises(ConfigError, match=r"seed 1 has folds \[0\], lacks \[1\].*\(fold=1 seed=1\)"):
         cross_evaluate(_eval_cfg(tmp_path / "ev", dirs, partial))
     assert not (tmp_path / "ev").exists()
 
 
 def test_the_matrix_cell_of_a_seed_sweep_is_over_its_seeds(seed_sweep, dirs, tmp_path):
     from wav2emo.crosscorpus.matrix import cross_corpus_matrix
+    from wav2emo.errors import ConfigError
 
     emodb_sweep = _sweep(tmp_path / "emodb_sweep", dirs, seeds=(None,), folds=(0, 1), model=["model=logreg"],
                          corpus=[*EMODB, f"data.corpus.root={dirs[2]}", "features=tiny", "folds=loso"])
@@ -145,3 +146,8 @@ def test_the_matrix_cell_of_a_seed_sweep_is_over_its_seeds(seed_sweep, dirs, tmp
     assert "(2 seeds)" in md and "synthetic -> emodb: 2 seeds" in md
     again = cross_corpus_matrix([seed_sweep, emodb_sweep], out, cache_dir=str(dirs[1]))  # pair reports reused
     assert again["ua"] == m["ua"]
+    seed0 = tmp_path / "seed0_jobs"  # seed 0 alone: the stored pair report over two seeds is not its report
+    for job in (0, 1):
+        shutil.copytree(seed_sweep / str(job), seed0 / str(job))
+    with pytest.raises(ConfigError, match=r"made from seeds \['0', '1'\].*now has seeds \(one\).*--force"):
+        cross_corpus_matrix([seed0, emodb_sweep], out, cache_dir=str(dirs[1]))

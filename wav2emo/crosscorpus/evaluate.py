@@ -30,7 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.crosscorpus.pair_report import write_pair_report
 from wav2emo.crosscorpus.seed_reports import write_seeds_pair_report
-from wav2emo.crosscorpus.trained_models import TrainedModel, find_model_sets, neural_scores, sklearn_scores
+from wav2emo.crosscorpus.trained_models import (
+    Repeats,
+    TrainedModel,
+    find_model_sets,
+    neural_scores,
+    sklearn_scores,
+)
 from wav2emo.data.shared_labels import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
@@ -48,7 +54,7 @@ def corpus_label(corpus_cfg: dict[str, Any]) -> str:
     return f"multi({'+'.join(map(str, corpus_cfg.get('corpora') or []))})" if name == "multi" else name
 
 
-def plan(cfg: DictConfig, repeats=None) -> tuple[dict[str, list[TrainedModel]], Any, SharedLabels, str]:
+def plan(cfg: DictConfig, repeats: Repeats | None = None) -> tuple[dict[str, list[TrainedModel]], Any, SharedLabels, str]:
     """Models (per seed), the test manifest and the shared labels: everything checked before any extraction."""
     from wav2emo.data.corpora import load_corpus
 
@@ -67,7 +73,7 @@ def plan(cfg: DictConfig, repeats=None) -> tuple[dict[str, list[TrainedModel]], 
     return model_sets, manifest, labels, train_corpus
 
 
-def cross_evaluate(cfg: DictConfig, out: Path | None = None, repeats=None) -> dict[str, Any]:
+def cross_evaluate(cfg: DictConfig, out: Path | None = None, repeats: Repeats | None = None) -> dict[str, Any]:
     """Test every fold model of ``cfg.ckpt_path`` (of every seed of a seed sweep) on all clips of ``cfg.data``'s
     corpus; write the reports to ``out`` (default: the run's output directory) and return the summary report.
     ``repeats`` (seed -> fold -> directory) names the fold directories instead of ``cfg.ckpt_path``."""

@@ -33,13 +33,13 @@ import yaml
 
 from wav2emo.crosscorpus.pair_report import PAIR_REPORT
 from wav2emo.crosscorpus.seed_reports import KIND as SEEDS_KIND
+from wav2emo.crosscorpus.trained_models import Repeats
 from wav2emo.reports.fold_results import jsonable
 from wav2emo.reports.formatting import fmt_interval
 
 log = logging.getLogger(__name__)
 
 MATRIX = "cross_corpus_matrix"
-Repeats = Mapping[str, Mapping[int, Path]]  # seed ("" when not swept) -> fold -> fold directory
 
 
 # --- the matrix ----------------------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def matrix_of(runs: Sequence[tuple[str, Repeats]], out: str | Path, *, label_map
         if corpus in found:
             raise ConfigError(f"two runs trained on {corpus}: {found[corpus]['path']} ({found[corpus]['name']}) and "
                               f"{_run_dir(repeats)} ({name}); the matrix takes one run per training corpus")
-        check_same_folds(f"{_run_dir(repeats)} ({name})", repeats)
+        check_same_folds(f"run {_run_dir(repeats)} ({name})", repeats)
         found[corpus] = {"repeats": repeats, "config": cfg, "path": _run_dir(repeats), "name": name}
     if len(found) < 2:
         raise ConfigError(f"{what} cover {len(found)} training corpus(es) {list(found)}; a cross-corpus matrix "

@@ -55,5 +55,5 @@ def write_seeds_pair_report(out: Path, per_seed: Mapping[str, Mapping[str, Any]]
 def render_seed_pairs(report: Mapping[str, Any]) -> str:
     title = f"Cross-corpus: {report['train_corpus']} -> {report['test_corpus']},"
     note = (f"\nEvery seed's {len(report['folds'])} fold model(s) tested on the same clips; each seed's own report "
-            "(per fold model, per-class recall, confusion matrix) is linked below.\n")
+            "(per fold model, per-class recall, confusion matrix) is linked in the table above.\n")
     return "\n".join([render_seeds(report, title=title), note, *label_lines(report)])

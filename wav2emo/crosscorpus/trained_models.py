@@ -24,6 +24,7 @@ from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
 from wav2emo.training.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
+Repeats = Mapping[str, Mapping[int, Path]]  # seed ("" when not swept) -> fold -> fold directory
 
 
 @dataclass
@@ -64,16 +65,17 @@ def _repeat_dirs(path: Path) -> dict[str, dict[int, Path]]:
                       "or a run directory of python -m wav2emo.train / wav2emo.baselines")
 
 
-def check_same_folds(where: str | Path, repeats: Mapping[str, Mapping[int, Path]]) -> None:
+def check_same_folds(where: str | Path, repeats: Repeats) -> None:
     """Seeds are repeats of the same fold models: refuse seeds whose fold sets differ, saying what to run."""
     folds = {s: sorted(d) for s, d in repeats.items()}
     every = sorted(set().union(*map(set, folds.values())))
     missing = {s: sorted(set(every) - set(f)) for s, f in folds.items() if set(f) != set(every)}
     if missing:
         lacks = "; ".join(f"seed {s or '(default)'} has folds {folds[s]}, lacks {m}" for s, m in missing.items())
-        raise ConfigError(f"ckpt_path={where}: its seeds have different fold models ({lacks}); each seed is a repeat "
-                          f"of the same folds {every}: train the missing folds with that seed into the sweep, or "
-                          "pass the job directories of the seeds that are complete")
+        runs = ", ".join(f"fold={','.join(map(str, m))} seed={s}" for s, m in missing.items())
+        raise ConfigError(f"{where}: its seeds have different fold models ({lacks}); each seed is a repeat of the "
+                          f"same folds {every}: train the missing ones into the sweep ({runs}), or evaluate a folder "
+                          "holding only the jobs of the complete seeds")
 
 
 def _checkpoint_of(fold_dir: Path, result: dict[str, Any]) -> Path:
@@ -103,8 +105,7 @@ def _neural(fold: int | None, ckpt_path: Path) -> TrainedModel:
                         class_names=tuple(map(str, names)), train_config=cfg, name=str(cfg["model"]["name"]))
 
 
-def find_model_sets(ckpt_path: str | Path, repeats: Mapping[str, Mapping[int, Path]] | None = None
-                    ) -> dict[str, list[TrainedModel]]:
+def find_model_sets(ckpt_path: str | Path, repeats: Repeats | None = None) -> dict[str, list[TrainedModel]]:
     """seed (``""`` when not a seed sweep) -> the fold models under ``ckpt_path`` (see the module docstring) in fold
     order; ``repeats`` (seed -> fold -> directory) names the fold directories instead of ``ckpt_path``."""
     path = Path(str(ckpt_path))
@@ -114,7 +115,7 @@ def find_model_sets(ckpt_path: str | Path, repeats: Mapping[str, Mapping[int, Pa
         if not path.is_dir():
             raise MissingFileError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
         repeats = _repeat_dirs(path)
-    check_same_folds(ckpt_path, repeats)
+    check_same_folds(f"ckpt_path={ckpt_path}", repeats)
     return {seed: [_fold_model(d) for _, d in sorted(dirs.items())] for seed, dirs in repeats.items()}
 
 
