@@ -11,6 +11,10 @@ config renames or drops classes).  In order:
    the run ``cross_corpus.{json,md}`` and ``confusion_matrix.png``: both label sets, the clips counted but not
    scored (emotions outside the shared set, per class), per-class recall, WA/UA/F1 per fold model and their
    mean and spread.
+
+A sweep over seeds (``seed=0,1,2``) is several repeats of the same fold models: each seed's models are tested
+and reported as above under ``seed=<s>/``, and ``cross_corpus.{json,md}`` beside them gives the spread over
+seeds (:mod:`wav2emo.crosscorpus.seed_reports`, as a training sweep's report does).
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.crosscorpus.pair_report import write_pair_report
-from wav2emo.crosscorpus.trained_models import TrainedModel, find_models, neural_scores, sklearn_scores
+from wav2emo.crosscorpus.seed_reports import write_seeds_pair_report
+from wav2emo.crosscorpus.trained_models import (
+    Repeats,
+    TrainedModel,
+    find_model_sets,
+    neural_scores,
+    sklearn_scores,
+)
 from wav2emo.data.shared_labels import SharedLabels, restricted_argmax, shared_labels
 from wav2emo.errors import ConfigError
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
+from wav2emo.reports.seeds import SEED_DIR
 from wav2emo.runs.common import output_dir, quiet_duplicate_log_handlers
 from wav2emo.runs.testing import EVAL_RESULT
 
@@ -42,11 +54,12 @@ def corpus_label(corpus_cfg: dict[str, Any]) -> str:
     return f"multi({'+'.join(map(str, corpus_cfg.get('corpora') or []))})" if name == "multi" else name
 
 
-def plan(cfg: DictConfig) -> tuple[list[TrainedModel], Any, SharedLabels, str]:
-    """Models, the test manifest and the shared labels: everything checked before any extraction."""
+def plan(cfg: DictConfig, repeats: Repeats | None = None) -> tuple[dict[str, list[TrainedModel]], Any, SharedLabels, str]:
+    """Models (per seed), the test manifest and the shared labels: everything checked before any extraction."""
     from wav2emo.data.corpora import load_corpus
 
-    models = find_models(cfg.ckpt_path)
+    model_sets = find_model_sets(cfg.ckpt_path, repeats)
+    models = [m for seed_models in model_sets.values() for m in seed_models]
     corpus_cfg = OmegaConf.to_container(cfg.data.corpus, resolve=True)
     manifest = load_corpus(corpus_cfg, cache_dir=cfg.paths.cache_dir)
     manifest.require_labels("cross-corpus evaluation")
@@ -57,14 +70,15 @@ def plan(cfg: DictConfig) -> tuple[list[TrainedModel], Any, SharedLabels, str]:
     mapping = OmegaConf.to_container(cfg.label_map, resolve=True) if cfg.get("label_map") else None
     labels = shared_labels(models[0].class_names, manifest.class_names, mapping,
                            model_corpus=train_corpus, test_corpus=corpus_label(corpus_cfg))
-    return models, manifest, labels, train_corpus
+    return model_sets, manifest, labels, train_corpus
 
 
-def cross_evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
-    """Test every fold model of ``cfg.ckpt_path`` on all clips of ``cfg.data``'s corpus; write the reports to
-    ``out`` (default: the run's output directory) and return the summary report."""
+def cross_evaluate(cfg: DictConfig, out: Path | None = None, repeats: Repeats | None = None) -> dict[str, Any]:
+    """Test every fold model of ``cfg.ckpt_path`` (of every seed of a seed sweep) on all clips of ``cfg.data``'s
+    corpus; write the reports to ``out`` (default: the run's output directory) and return the summary report.
+    ``repeats`` (seed -> fold -> directory) names the fold directories instead of ``cfg.ckpt_path``."""
     quiet_duplicate_log_handlers()
-    models, manifest, labels, train_corpus = plan(cfg)
+    model_sets, manifest, labels, train_corpus = plan(cfg, repeats)
     corpus_cfg = OmegaConf.to_container(cfg.data.corpus, resolve=True)
     test_corpus = corpus_label(corpus_cfg)
     out = Path(out) if out is not None else output_dir(cfg)
@@ -74,6 +88,25 @@ def cross_evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
     log.info("cross-corpus %s -> %s: %d of %d clips scored on %s; not scored: %s", train_corpus, test_corpus,
              len(scored), len(manifest), list(labels.shared), dict(unscored) or "none")
     y = np.array([labels.test_index(manifest.class_names[c.label]) for c in scored], dtype=np.int64)
+    pair = {"labels": labels, "train_corpus": train_corpus, "test_corpus": test_corpus, "total_clips": len(manifest),
+            "unscored": dict(unscored), "ckpt_path": str(cfg.ckpt_path), "bootstrap": _bootstrap_settings(cfg)}
+
+    def test_into(where: Path, models: list[TrainedModel]) -> dict[str, Any]:
+        results = _test(models, where, cfg, manifest, corpus_cfg, scored, y, labels, unscored=unscored,
+                        train_corpus=train_corpus, test_corpus=test_corpus)
+        return write_pair_report(where, results, **pair)
+
+    if len(model_sets) == 1:  # one set of fold models: fold_<k>/ and the pair report in out
+        return test_into(out, next(iter(model_sets.values())))
+    per_seed = {seed: test_into(out / SEED_DIR.format(seed), models) for seed, models in model_sets.items()}
+    dirs = {seed: {m.fold: out / SEED_DIR.format(seed) / f"fold_{m.fold}" for m in models}
+            for seed, models in model_sets.items()}
+    return write_seeds_pair_report(out, per_seed, dirs, pair["bootstrap"])
+
+
+def _test(models: list[TrainedModel], out: Path, cfg: DictConfig, manifest, corpus_cfg, scored, y,
+          labels: SharedLabels, *, unscored, train_corpus: str, test_corpus: str) -> list[dict[str, Any]]:
+    """Each model's scores on the scored clips, written to ``out/fold_<k>``; their fold results."""
     results = []
     for model in models:
         extra: dict[str, Any] = {}
@@ -89,10 +122,7 @@ def cross_evaluate(cfg: DictConfig, out: Path | None = None) -> dict[str, Any]:
         own = np.argmax(np.where(np.isfinite(s), s, -np.inf), axis=1)
         results.append(_write_fold(out / f"fold_{model.fold}", model, scored, y, pred, own, labels, unscored,
                                    train_corpus, test_corpus, extra))
-    report = write_pair_report(out, results, labels, train_corpus=train_corpus, test_corpus=test_corpus,
-                               total_clips=len(manifest), unscored=dict(unscored), ckpt_path=str(cfg.ckpt_path),
-                               bootstrap=_bootstrap_settings(cfg))
-    return report
+    return results
 
 
 def _bootstrap_settings(cfg: DictConfig):

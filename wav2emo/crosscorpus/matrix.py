@@ -8,6 +8,9 @@
 * **Off-diagonal**: every fold model of the row's run tested on *all* clips of the column's corpus
   (``python -m wav2emo.eval ckpt_path=<run> data=<corpus>``, run here unless its report is already there),
   scored on the two corpora's shared emotions only: mean ± std of UA over the fold models.
+* **Seeds**: a run swept over seeds (``seed=0,1,2``) gives cells over all its seeds (every seed's fold models
+  tested, :mod:`wav2emo.crosscorpus.seed_reports`): the mean over seeds (each fold's UA averaged over the seeds,
+  mean ± std over folds), the number of seeds and the spread over seeds of :mod:`wav2emo.reports.seeds`.
 
 The diagonal is over each corpus's full label set, the off-diagonal over the shared emotions, so a cell
 compares with its diagonal only roughly (fewer classes make UA's chance level higher); each cell says which
@@ -19,8 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,8 @@ import numpy as np
 import yaml
 
 from wav2emo.crosscorpus.pair_report import PAIR_REPORT
+from wav2emo.crosscorpus.seed_reports import KIND as SEEDS_KIND
+from wav2emo.crosscorpus.trained_models import Repeats
 from wav2emo.reports.fold_results import jsonable
 from wav2emo.reports.formatting import fmt_interval
 
@@ -39,29 +45,31 @@ MATRIX = "cross_corpus_matrix"
 # --- the matrix ----------------------------------------------------------------------------------------------
 
 
-def _runs_of(path: Path) -> list[tuple[str, dict[int, Path]]]:
-    """(name, fold dirs) of each run under ``path``: a run directory, or each configuration of a sweep."""
+def _runs_of(path: Path) -> list[tuple[str, Repeats]]:
+    """(name, seed -> fold dirs) of each run under ``path``: a run directory, or each configuration of a sweep."""
     from wav2emo.reports.aggregate import find_fold_results
     from wav2emo.reports.sweep import group_jobs
 
     confs = group_jobs(path)
     if confs:
-        return [(c.name, c.fold_dirs) for c in confs if c.fold_dirs]
+        return [(c.name, c.repeats) for c in confs if c.fold_dirs]
     dirs = find_fold_results(path)
-    return [(path.name, dirs)] if dirs else []
+    return [(path.name, {"": dirs})] if dirs else []
 
 
-def _run_config(dirs: dict[int, Path]) -> dict[str, Any]:
-    for d in dirs.values():
+def _run_config(repeats: Repeats) -> dict[str, Any]:
+    dirs = [d for seed_dirs in repeats.values() for d in seed_dirs.values()]
+    for d in dirs:
         p = d / "config.yaml"
         if p.is_file():
             return yaml.safe_load(p.read_text()) or {}
-    raise FileNotFoundError(f"no config.yaml in the fold directories {sorted(map(str, dirs.values()))}")
+    raise FileNotFoundError(f"no config.yaml in the fold directories {sorted(map(str, dirs))}")
 
 
-def _run_dir(dirs: dict[int, Path]) -> Path:
-    parents = {d.parent for d in dirs.values()}
-    return parents.pop() if len(parents) == 1 else next(iter(dirs.values())).parent
+def _run_dir(repeats: Repeats) -> Path:
+    """The run's folder: its fold directories' parent, or the common folder of a sweep's jobs."""
+    parents = {d.parent for seed_dirs in repeats.values() for d in seed_dirs.values()}
+    return parents.pop() if len(parents) == 1 else Path(os.path.commonpath(sorted(map(str, parents))))
 
 
 def cross_corpus_matrix(runs: Sequence[str | Path], out: str | Path, *, label_map: dict[str, Any] | None = None,
@@ -72,24 +80,25 @@ def cross_corpus_matrix(runs: Sequence[str | Path], out: str | Path, *, label_ma
                      what=f"runs {list(map(str, runs))}")
 
 
-def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, label_map: dict[str, Any] | None = None,
+def matrix_of(runs: Sequence[tuple[str, Repeats]], out: str | Path, *, label_map: dict[str, Any] | None = None,
               cache_dir: str | None = None, force: bool = False, what: str = "runs") -> dict[str, Any]:
-    """The matrix of ``runs`` given as (name, fold directories), one per training corpus."""
+    """The matrix of ``runs`` given as (name, seed -> fold directories), one per training corpus."""
     from omegaconf import OmegaConf
 
     from wav2emo.crosscorpus.evaluate import corpus_label, cross_evaluate
+    from wav2emo.crosscorpus.trained_models import check_same_folds
     from wav2emo.errors import ConfigError
-    from wav2emo.reports.aggregate import aggregate_fold_dirs
 
     out = Path(out)
     found: dict[str, dict[str, Any]] = {}
-    for name, dirs in runs:
-        cfg = _run_config(dirs)
+    for name, repeats in runs:
+        cfg = _run_config(repeats)
         corpus = corpus_label(cfg["data"]["corpus"])
         if corpus in found:
             raise ConfigError(f"two runs trained on {corpus}: {found[corpus]['path']} ({found[corpus]['name']}) and "
-                              f"{_run_dir(dirs)} ({name}); the matrix takes one run per training corpus")
-        found[corpus] = {"dirs": dirs, "config": cfg, "path": _run_dir(dirs), "name": name}
+                              f"{_run_dir(repeats)} ({name}); the matrix takes one run per training corpus")
+        check_same_folds(f"run {_run_dir(repeats)} ({name})", repeats)
+        found[corpus] = {"repeats": repeats, "config": cfg, "path": _run_dir(repeats), "name": name}
     if len(found) < 2:
         raise ConfigError(f"{what} cover {len(found)} training corpus(es) {list(found)}; a cross-corpus matrix "
                           "needs runs on at least two corpora")
@@ -98,18 +107,11 @@ def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, l
     for a in corpora:
         for b in corpora:
             if a == b:
-                rep = aggregate_fold_dirs(out / "in_corpus" / a, found[a]["dirs"], write=False)
-                ua = rep["summary"].get("ua", {})
-                cells.append({"train": a, "test": b, "kind": "in-corpus (speaker folds)", "ua": ua.get("mean"),
-                              "std": ua.get("std"), "n": len(rep["folds"]), "classes": rep.get("class_names"),
-                              "ua_interval": (rep.get("intervals") or {}).get("ua"),
-                              "report": str(found[a]["path"])})
+                cells.append(_in_corpus_cell(out / "in_corpus" / a, found[a], a))
                 continue
             pair_dir = out / "pairs" / f"{a}__to__{b}"
-            path = pair_dir / f"{PAIR_REPORT}.json"
-            if path.is_file() and not force:
-                pair = json.loads(path.read_text())
-            else:
+            pair = _reusable(pair_dir / f"{PAIR_REPORT}.json", found[a]["repeats"], force)
+            if pair is None:
                 cfg = OmegaConf.create({
                     "ckpt_path": str(found[a]["path"]),
                     "data": {"corpus": found[b]["config"]["data"]["corpus"]},
@@ -117,18 +119,61 @@ def matrix_of(runs: Sequence[tuple[str, dict[int, Path]]], out: str | Path, *, l
                               "output_dir": str(pair_dir)},
                     "label_map": label_map or {}, "accelerator": "auto", "precision": "32-true", "num_workers": 0,
                 })
-                pair = cross_evaluate(cfg, out=pair_dir)
+                pair = cross_evaluate(cfg, out=pair_dir, repeats=found[a]["repeats"])
             ua = pair["summary"]["ua"]
             cells.append({"train": a, "test": b, "kind": "cross-corpus (all clips, shared emotions)",
-                          "ua": ua["mean"], "std": ua["std"], "n": len(pair["models"]),
+                          "ua": ua["mean"], "std": ua["std"],
+                          "n": len(pair["folds"]) if pair.get("kind") == SEEDS_KIND else len(pair["models"]),
                           "classes": pair["class_names"], "ua_interval": (pair.get("intervals") or {}).get("ua"),
-                          "report": str(pair_dir)})
+                          "report": str(pair_dir), **_seeds_of(pair)})
     matrix = {"corpora": corpora, "runs": {c: str(v["path"]) for c, v in found.items()},
               "ua": [[next(x["ua"] for x in cells if x["train"] == a and x["test"] == b) for b in corpora]
                      for a in corpora],
               "cells": cells}
     write_matrix(out, matrix)
     return matrix
+
+
+def _in_corpus_cell(where: Path, run: Mapping[str, Any], corpus: str) -> dict[str, Any]:
+    """The diagonal cell: the run's own cross-validation (over its seeds as a training sweep reports them)."""
+    from wav2emo.reports.aggregate import aggregate_fold_dirs
+    from wav2emo.reports.seeds import SEED_DIR, seeds_report
+
+    repeats = run["repeats"]
+    if len(repeats) == 1:
+        rep = aggregate_fold_dirs(where, next(iter(repeats.values())), write=False)
+        classes = rep.get("class_names")
+    else:
+        per_seed = {s: aggregate_fold_dirs(where / SEED_DIR.format(s), dirs, write=False) for s, dirs in repeats.items()}
+        rep = seeds_report(where, run["name"], per_seed, repeats, write=False)
+        classes = next(iter(per_seed.values())).get("class_names")
+    ua = rep["summary"].get("ua", {})
+    return {"train": corpus, "test": corpus, "kind": "in-corpus (speaker folds)", "ua": ua.get("mean"),
+            "std": ua.get("std"), "n": len(rep["folds"]), "classes": classes,
+            "ua_interval": (rep.get("intervals") or {}).get("ua"), "report": str(run["path"]), **_seeds_of(rep)}
+
+
+def _seeds_of(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A report over several seeds: how many, and reports/seeds.py's spread of UA over them; else nothing."""
+    if len(report.get("seeds") or []) < 2:
+        return {}
+    return {"seeds": len(report["seeds"]), "seed_spread": (report.get("seed_spread") or {}).get("ua")}
+
+
+def _reusable(path: Path, repeats: Repeats, force: bool) -> dict[str, Any] | None:
+    """The pair report already at ``path`` when it was made from these seeds and folds; None to evaluate."""
+    if force or not path.is_file():
+        return None
+    from wav2emo.errors import ConfigError
+
+    pair = json.loads(path.read_text())
+    had = (pair.get("seeds") if pair.get("kind") == SEEDS_KIND else None,
+           sorted({int(m["fold"]) for m in pair["models"]}))
+    now = (list(repeats) if len(repeats) > 1 else None, sorted(next(iter(repeats.values()))))
+    if had != now:
+        raise ConfigError(f"{path}: made from seeds {had[0] or '(one)'} and folds {had[1]}, but the run now has seeds "
+                          f"{now[0] or '(one)'} and folds {now[1]}; pass --force to evaluate the pair again")
+    return pair
 
 
 CORPUS_KEYS = ("data", "folds")  # overrides that may differ between the rows of one matrix
@@ -144,7 +189,7 @@ def sweep_matrices(sweep_dir: str | Path, *, label_map: dict[str, Any] | None = 
     for c in group_jobs(sweep_dir):
         key = tuple(sorted((k, v) for k, v in c.overrides.items() if k.split(".")[0] not in CORPUS_KEYS))
         if c.fold_dirs:
-            groups.setdefault(key, []).append((c.name, c.fold_dirs))
+            groups.setdefault(key, []).append((c.name, c.repeats))
     out = {}
     for key, runs in groups.items():
         name = _safe(",".join(f"{k}={v}" for k, v in key)) or "default"
@@ -165,13 +210,23 @@ def render_matrix(matrix: dict[str, Any]) -> str:
              "chance level, so compare a cell with its diagonal with care.\n",
              "| train \\ test | " + " | ".join(corpora) + " |", "| --- " * (len(corpora) + 1) + "|"]
     for a in corpora:
-        row = [f"{fmt(cell[a, b]['ua'], 3)} ± {fmt(cell[a, b]['std'], 3)}" + (" *" if a == b else "") for b in corpora]
+        row = [f"{fmt(cell[a, b]['ua'], 3)} ± {fmt(cell[a, b]['std'], 3)}"
+               + (f" ({cell[a, b]['seeds']} seeds)" if cell[a, b].get("seeds") else "") + (" *" if a == b else "")
+               for b in corpora]
         lines.append(f"| **{a}** | " + " | ".join(row) + " |")
+    seeded = [c for c in matrix["cells"] if c.get("seeds")]
+    if seeded:
+        lines += ["\nA cell of several seeds: the mean over seeds (each fold's UA averaged over the seeds; ± std over "
+                  "folds); spread over seeds of each seed's pooled UA (mean, std, min-max):\n"]
+        lines += [f"- {c['train']} -> {c['test']}: {c['seeds']} seeds, " + (
+            f"{fmt(sp['mean'], 3)} ± {fmt(sp['std'], 3)} [{fmt(sp['min'], 3)}, {fmt(sp['max'], 3)}]"
+            if (sp := c.get("seed_spread")) else "no spread (no usable predictions)") for c in seeded]
     lines += ["\n\\* in-corpus (speaker folds)\n",
               "| train | test | scored classes | models/folds | pooled UA [interval over test speakers] | report |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in matrix["cells"]:
-        lines.append(f"| {c['train']} | {c['test']} | {', '.join(c['classes'] or [])} | {c['n']} | "
+        n = f"{c['n']} × {c['seeds']} seeds" if c.get("seeds") else c["n"]
+        lines.append(f"| {c['train']} | {c['test']} | {', '.join(c['classes'] or [])} | {n} | "
                      f"{fmt_interval(c.get('ua_interval'))} | `{c['report']}` |")
     return "\n".join(lines)
 

@@ -83,12 +83,10 @@ def _pooled_intervals(out: Path, results: list[dict[str, Any]], shared: list[str
     return iv
 
 
-def render_pair(report: dict[str, Any]) -> str:
-    from wav2emo.reports.formatting import fmt
-
-    lab, s = report["labels"], report["summary"]
-    lines = [
-        f"# Cross-corpus: {report['train_corpus']} -> {report['test_corpus']}\n",
+def label_lines(report: dict[str, Any]) -> list[str]:
+    """The model, the protocol, the normalisation and the label sets of a cross-corpus report (markdown lines)."""
+    lab = report["labels"]
+    return [
         f"Model `{report['model']}` from `{report['checkpoint']}`. {report['protocol']}.\n",
         *([f"**Per-speaker normalisation**: the test corpus's features are standardised with each of its speakers' own "
            f"statistics (label-free; reads its unlabelled audio). Speakers with clips of only one or two emotions: "
@@ -103,6 +101,16 @@ def render_pair(report: dict[str, Any]) -> str:
         + (", ".join(f"{c} {n}" for c, n in report["clips"]["unscored_by_class"].items()) or "none")
         + f" — {report['clips']['scored']} of {report['clips']['total']} clips scored",
         f"- argmax: {lab['argmax']}",
+    ]
+
+
+def render_pair(report: dict[str, Any]) -> str:
+    from wav2emo.reports.formatting import fmt
+
+    s = report["summary"]
+    lines = [
+        f"# Cross-corpus: {report['train_corpus']} -> {report['test_corpus']}\n",
+        *label_lines(report),
         "\n## Summary (mean ± std over the fold models)\n",
         "| metric | mean | std |", "| --- | --- | --- |",
     ]

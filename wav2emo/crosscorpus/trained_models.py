@@ -1,7 +1,8 @@
 """The trained models a cross-corpus evaluation tests, and their scores on every clip of another corpus.
 
 ``ckpt_path`` may name a checkpoint file, a fold directory, a run directory (``fold_<k>`` folders), or a
-sweep directory holding one configuration.  A fold of a neural run contributes its dev-chosen checkpoint (the
+sweep directory holding one configuration; a sweep over seeds (``seed=0,1,2``) gives one set of fold models per
+seed, and every seed must have the same folds.  A fold of a neural run contributes its dev-chosen checkpoint (the
 one its fold result says it evaluated); a fold of a scikit-learn baseline its stored ``model.joblib``.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
 from wav2emo.training.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
+Repeats = Mapping[str, Mapping[int, Path]]  # seed ("" when not swept) -> fold -> fold directory
 
 
 @dataclass
@@ -36,12 +39,20 @@ class TrainedModel:
     name: str
 
 
-def _fold_dirs(path: Path) -> list[Path]:
+def _repeat_dirs(path: Path) -> dict[str, dict[int, Path]]:
+    """seed (``""`` when not swept) -> fold -> directory of the fold models under ``path``."""
     if (path / FOLD_RESULT).is_file():
-        return [path]
-    dirs = sorted((d for d in path.glob("fold_*") if (d / FOLD_RESULT).is_file()), key=lambda d: d.name)
+        return {"": {int(read_fold_result(path)["fold"]): path}}
+    dirs = sorted(d for d in path.glob("fold_*") if (d / FOLD_RESULT).is_file())
     if dirs:
-        return sorted(dirs, key=lambda d: int(d.name.split("_", 1)[1]) if d.name.split("_", 1)[1].isdigit() else -1)
+        by_fold: dict[int, Path] = {}
+        for d in dirs:
+            fold = int(read_fold_result(d)["fold"])
+            if fold in by_fold:
+                raise ConfigError(f"ckpt_path={path}: {by_fold[fold].name} and {d.name} both hold fold {fold}'s model; "
+                                  "move one of them out of the run directory")
+            by_fold[fold] = d
+        return {"": by_fold}
     from wav2emo.reports.sweep import group_jobs
 
     confs = group_jobs(path)
@@ -49,9 +60,22 @@ def _fold_dirs(path: Path) -> list[Path]:
         raise ConfigError(f"ckpt_path={path}: a sweep of {len(confs)} configurations ({[c.name for c in confs]}); "
                           "pass one run directory, or use python -m wav2emo.crosscorpus.matrix for a matrix")
     if confs and confs[0].fold_dirs:
-        return [confs[0].fold_dirs[f] for f in sorted(confs[0].fold_dirs)]
+        return confs[0].repeats
     raise ConfigError(f"ckpt_path={path}: no fold_result.json under it; expected a checkpoint file, a fold directory "
                       "or a run directory of python -m wav2emo.train / wav2emo.baselines")
+
+
+def check_same_folds(where: str | Path, repeats: Repeats) -> None:
+    """Seeds are repeats of the same fold models: refuse seeds whose fold sets differ, saying what to run."""
+    folds = {s: sorted(d) for s, d in repeats.items()}
+    every = sorted(set().union(*map(set, folds.values())))
+    missing = {s: sorted(set(every) - set(f)) for s, f in folds.items() if set(f) != set(every)}
+    if missing:
+        lacks = "; ".join(f"seed {s or '(default)'} has folds {folds[s]}, lacks {m}" for s, m in missing.items())
+        runs = ", ".join(f"fold={','.join(map(str, m))} seed={s}" for s, m in missing.items())
+        raise ConfigError(f"{where}: its seeds have different fold models ({lacks}); each seed is a repeat of the "
+                          f"same folds {every}: train the missing ones into the sweep ({runs}), or evaluate a folder "
+                          "holding only the jobs of the complete seeds")
 
 
 def _checkpoint_of(fold_dir: Path, result: dict[str, Any]) -> Path:
@@ -81,29 +105,32 @@ def _neural(fold: int | None, ckpt_path: Path) -> TrainedModel:
                         class_names=tuple(map(str, names)), train_config=cfg, name=str(cfg["model"]["name"]))
 
 
-def find_models(ckpt_path: str | Path) -> list[TrainedModel]:
-    """The fold models under ``ckpt_path`` (see the module docstring), in fold order."""
+def find_model_sets(ckpt_path: str | Path, repeats: Repeats | None = None) -> dict[str, list[TrainedModel]]:
+    """seed (``""`` when not a seed sweep) -> the fold models under ``ckpt_path`` (see the module docstring) in fold
+    order; ``repeats`` (seed -> fold -> directory) names the fold directories instead of ``ckpt_path``."""
+    path = Path(str(ckpt_path))
+    if repeats is None:
+        if path.is_file():
+            return {"": [_neural(None, path)]}
+        if not path.is_dir():
+            raise MissingFileError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
+        repeats = _repeat_dirs(path)
+    check_same_folds(f"ckpt_path={ckpt_path}", repeats)
+    return {seed: [_fold_model(d) for _, d in sorted(dirs.items())] for seed, dirs in repeats.items()}
+
+
+def _fold_model(d: Path) -> TrainedModel:
     import yaml
 
-    path = Path(str(ckpt_path))
-    if path.is_file():
-        return [_neural(None, path)]
-    if not path.is_dir():
-        raise MissingFileError(f"ckpt_path={ckpt_path}: no such checkpoint file or run directory")
-    models = []
-    for d in _fold_dirs(path):
-        result = read_fold_result(d)
-        if "estimator" in result:
-            from wav2emo.baselines.store import load_model
+    result = read_fold_result(d)
+    if "estimator" not in result:
+        return _neural(int(result["fold"]), _checkpoint_of(d, result))
+    from wav2emo.baselines.store import load_model
 
-            stored = load_model(d)
-            cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
-            models.append(TrainedModel(fold=int(result["fold"]), kind="sklearn", path=d,
-                                       class_names=tuple(stored["class_names"]), train_config=cfg or {},
-                                       name=str(result.get("model"))))
-        else:
-            models.append(_neural(int(result["fold"]), _checkpoint_of(d, result)))
-    return models
+    stored = load_model(d)
+    cfg = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").is_file() else {}
+    return TrainedModel(fold=int(result["fold"]), kind="sklearn", path=d, class_names=tuple(stored["class_names"]),
+                        train_config=cfg or {}, name=str(result.get("model")))
 
 
 def sklearn_scores(model: TrainedModel, manifest, cache_dir: str | Path) -> tuple[np.ndarray, bool, dict]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wav2emo.reports.fold_results import FoldResultError, read_fold_result, read_predictions
+from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, read_fold_result, read_predictions
 from wav2emo.reports.formatting import fmt_interval, fmt_p
 from wav2emo.reports.intervals import (
     METRICS,
@@ -51,14 +51,15 @@ class RunPredictions:
         return list(dict.fromkeys(self.frame["repeat"].tolist()))
 
 
-def load_run(name: str, repeats: Mapping[str, Mapping[int, Path]]) -> RunPredictions:
+def load_run(name: str, repeats: Mapping[str, Mapping[int, Path]], result_file: str = FOLD_RESULT) -> RunPredictions:
     """Read every fold's predictions of every repeat; refuse folds without test clips or speakers, repeats on
-    different clips and folds of different label sets, naming the file."""
+    different clips and folds of different label sets, naming the file. ``result_file``: the JSON beside each
+    ``predictions.csv`` (a cross-corpus evaluation writes ``eval_result.json``)."""
     frames, class_names, first_keys = [], None, None
     for rep, dirs in repeats.items():
         rep_frames = []
         for fold, d in sorted(dirs.items()):
-            result = read_fold_result(d)
+            result = read_fold_result(d, filename=result_file)
             if "test" not in result:
                 continue
             if class_names is None:

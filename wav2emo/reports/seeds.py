@@ -17,7 +17,7 @@ import numpy as np
 
 from wav2emo.reports.aggregate import bootstrap_settings_of
 from wav2emo.reports.comparison import configuration_stats, load_run
-from wav2emo.reports.fold_results import FoldResultError, jsonable
+from wav2emo.reports.fold_results import FOLD_RESULT, FoldResultError, jsonable
 from wav2emo.reports.formatting import fmt, interval_lines
 from wav2emo.reports.intervals import METRICS, BootstrapSettings, seed_spread
 
@@ -26,8 +26,13 @@ SEED_DIR = "seed={}"
 
 def seeds_report(out: Path, name: str, per_seed: Mapping[str, Mapping[str, Any]],
                  repeats: Mapping[str, Mapping[int, Path]], bootstrap: BootstrapSettings | None = None, *,
-                 write: bool = True) -> dict[str, Any]:
-    """The configuration's report over its seeds (the keys the comparison and the sweep log read included)."""
+                 write: bool = True, result_file: str = FOLD_RESULT, per_seed_report: str = "cv_report.md"
+                 ) -> dict[str, Any]:
+    """The configuration's report over its seeds (the keys the comparison and the sweep log read included).
+
+    ``per_seed``: each seed's report with ``folds``, ``missing_folds``, ``summary`` (``per_fold`` values) and
+    ``pooled``; ``repeats``: seed -> fold -> directory of ``predictions.csv`` and ``result_file``;
+    ``per_seed_report``: the file each seed's row links to under ``seed=<s>/``."""
     first = next(iter(per_seed.values()))
     settings = bootstrap or bootstrap_settings_of(next(iter(repeats.values())))
     report: dict[str, Any] = {
@@ -37,7 +42,7 @@ def seeds_report(out: Path, name: str, per_seed: Mapping[str, Mapping[str, Any]]
         "protocol": first.get("protocol", {}),
         "per_seed": {s: {"summary": {m: (r.get("summary") or {}).get(m, {}).get("mean") for m in METRICS},
                          "pooled": {m: (r.get("pooled") or {}).get(m) for m in METRICS},
-                         "report": f"{SEED_DIR.format(s)}/cv_report.md"} for s, r in per_seed.items()},
+                         "report": f"{SEED_DIR.format(s)}/{per_seed_report}"} for s, r in per_seed.items()},
     }
     report["summary"] = {m: _over_folds(per_seed, m) for m in METRICS
                          if all((r.get("summary") or {}).get(m) for r in per_seed.values())}
@@ -46,7 +51,7 @@ def seeds_report(out: Path, name: str, per_seed: Mapping[str, Mapping[str, Any]]
     report["dev_summary"] = {"ua": {"mean": float(np.mean(devs)), "std": seed_spread(devs)["std"],
                                     "per_fold": devs}} if devs else {}
     try:
-        stats = configuration_stats(load_run(name, repeats), settings)
+        stats = configuration_stats(load_run(name, repeats, result_file), settings)
         report["intervals"] = stats["intervals"]
         report["seed_spread"] = stats.get("seed_spread")
     except FoldResultError as e:
@@ -71,9 +76,9 @@ def _over_folds(per_seed: Mapping[str, Mapping[str, Any]], metric: str) -> dict[
             "over": "folds, each fold's metric averaged over the seeds"}
 
 
-def render_seeds(report: Mapping[str, Any]) -> str:
+def render_seeds(report: Mapping[str, Any], title: str = "Cross-validation report") -> str:
     conf = report.get("configuration") or {}
-    lines = [f"# Cross-validation report over {len(report['seeds'])} seeds\n",
+    lines = [f"# {title} over {len(report['seeds'])} seeds\n",
              *(["Configuration: `" + " ".join(f"{k}={v}" for k, v in conf["overrides"].items()) + "`\n"]
                if conf.get("overrides") else []),
              f"Folds: {report['folds']}" + (f"; **missing folds: {report['missing_folds']}**" if report["missing_folds"]
