@@ -33,9 +33,11 @@ def usable_cores() -> int:
 
 
 class SmileWavePool:
-    """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms."""
+    """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms (``nice``: their
+    lower priority, for work beside a process that feeds a GPU)."""
 
-    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals") -> None:
+    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals", *,
+                 nice: int = 0) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, **_SINGLE_THREADED,
                "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -48,7 +50,7 @@ class SmileWavePool:
         try:
             for _ in range(self.num_workers):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, "0"],
+                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, str(int(nice))],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
         except BaseException:
             self.close()
