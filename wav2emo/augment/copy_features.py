@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from wav2emo.augment.compose import Augmenter
-from wav2emo.augment.copies import make_copies
+from wav2emo.augment.copies import META, copies_dir, make_copies
 from wav2emo.data.manifest import Manifest
 from wav2emo.features import make_kind
 from wav2emo.features.offered import offer_key, offering
@@ -80,15 +80,19 @@ class _WaveFeeder:
         self.queued = 0  # samples waiting for a worker
         self.room = threading.Condition()
 
+    def start(self) -> None:
+        """Start the worker processes (they load openSMILE while the first groups are decoded and augmented)."""
+        if self.usable and self.pool is None:
+            from wav2emo.features.smile_waves import SmileWavePool
+
+            self.pool = SmileWavePool(self.workers, str(self.kind.spec["feature_set"]), self.kind.level,
+                                      nice=SETTINGS.nice)
+
     def add(self, ids: list[str], waves: list[np.ndarray]) -> None:
         if not self.usable:
             return
         try:
-            if self.pool is None:
-                from wav2emo.features.smile_waves import SmileWavePool
-
-                self.pool = SmileWavePool(self.workers, str(self.kind.spec["feature_set"]), self.kind.level,
-                                          nice=SETTINGS.nice)
+            self.start()
             limit = int(SETTINGS.backlog_mb * 2**20 / 4)
             for cid, wave in zip(ids, waves, strict=True):
                 self._reserve(len(wave), limit)
@@ -136,6 +140,9 @@ def copies_with_features(train: Manifest, augmenter: Augmenter, seed: int, cache
         feeders = [_WaveFeeder(spec, n, sample_rate) for spec in specs.values() if computes_from_waves(spec)]
         for feeder in feeders:
             stack.callback(feeder.close)  # after the caches are built: queued work stops on any error
+        if feeders and not (copies_dir(cache_dir, train, augmenter, seed, sample_rate) / META).is_file():
+            for feeder in feeders:  # copies to make (unless another process makes them while this one waits)
+                feeder.start()
 
         def on_group(ids: list[str], waves: list[np.ndarray]) -> None:
             for feeder in feeders:

@@ -79,6 +79,7 @@ class SmileWavePool:
         return list(self._names)
 
     def _run(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        self.feature_names()  # workers ready (a start-up failure is raised here, in the future)
         k = self._idle.get()  # as many threads as workers: one is always free for this thread
         p = self.procs[k]
         try:
@@ -97,10 +98,10 @@ class SmileWavePool:
             self._idle.put(k)
 
     def submit(self, wave: np.ndarray, sample_rate: int) -> Future:
-        """A future of openSMILE's ``(frames, n_features)`` float32 output for one mono waveform."""
+        """A future of openSMILE's ``(frames, n_features)`` float32 output for one mono waveform; returns at once,
+        also while the workers start (a start-up failure is the future's exception)."""
         if self._closed:
             raise SmileWorkerError("the openSMILE pool is closed")
-        self.feature_names()  # workers ready (a start-up failure is raised here, once)
         return self._executor.submit(self._run, wave, sample_rate)
 
     def map(self, waves: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:
