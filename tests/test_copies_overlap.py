@@ -59,7 +59,11 @@ def test_overlapped_copies_give_the_sequential_copies_caches_and_values(tmp_path
     meta = json.loads((Path(c1["egemaps"].path) / META_FILE).read_text())
     assert meta["build"]["clips_from_memory"] == len(m1)  # every copy's eGeMAPS came from the samples in memory
     assert json.loads((Path(c0["egemaps"].path) / META_FILE).read_text())["build"]["clips_from_memory"] == 0
-    # A second run opens the copies and both caches from disk.
+    # A second run opens the copies and both caches from disk, starting no openSMILE worker at all.
+    def no_pool(*a, **k):
+        raise AssertionError("an openSMILE pool was started for copies that were already on disk")
+
+    monkeypatch.setattr("wav2emo.features.smile_waves.SmileWavePool", no_pool)
     again, caches = build(train, tmp_path / "overlapped", specs, True, monkeypatch)
     assert [c.sha1 for c in again] == [c.sha1 for c in m1] and caches["egemaps"].key == c1["egemaps"].key
 
