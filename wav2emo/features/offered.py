@@ -50,9 +50,10 @@ def offering(what: str, by_sha1: Mapping[str, Future]) -> Iterator[None]:
 
 
 def offers_for(what: str, sha1s: Sequence[str], indices: Sequence[int]) -> dict[int, Future]:
-    """``{index: future}`` for the clips ``indices`` (of ``sha1s``) whose values are offered for ``what``."""
+    """``{index: future}`` for the clips ``indices`` (of ``sha1s``) whose values are offered for ``what``, in
+    manifest order (the order a producer such as the copies makes and offers them)."""
     with _LOCK:
-        found = {i: _OFFERS.get((what, sha1s[i])) for i in indices}
+        found = {i: _OFFERS.get((what, sha1s[i])) for i in sorted(indices)}
     return {i: f for i, f in found.items() if f is not None}
 
 
