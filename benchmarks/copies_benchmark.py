@@ -152,6 +152,8 @@ def render(r: dict) -> str:
     lines.append("")
     for k, pair in enumerate(r["pairs"]):
         same = pair["same_values"]
+        if same is None:
+            continue
         lines.append(f"Pair {k + 1}, new vs previous, copy by copy: eGeMAPS max abs difference "
                      f"{same['egemaps']['max_abs_diff']:.3g} over {same['egemaps']['clips_compared']} copies; SSL "
                      f"hidden states {same['ssl']['max_abs_diff']:.3g} over {same['ssl']['clips_compared']} copies.")
@@ -193,22 +195,27 @@ def main() -> None:
               "copies_per_clip": args.copies, "features": str(cfg.features.ssl.name), "setup_s": round(setup_s, 1),
               "pairs": []}
     name = "copies_" + (result["machine"]["gpu"] or "cpu").replace(" ", "_").lower()
+    def save() -> None:  # after every row: a run cut short keeps what it measured
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{name}.md").write_text(render(result) + "\n")
+
     for k in range(args.pairs):
         if k and time.perf_counter() - start > args.budget_s:
             break
-        rows = [one_way(way, train, augmenter, int(cfg.seed), args.work / f"cache-{way}", specs, device)
-                for way in ("previous", "new")]
-        same = compare(rows[0], rows[1])
-        for row in rows:
-            print({key: v for key, v in row.items() if key not in ("manifest", "caches")}, flush=True)
-        print("same values:", same, flush=True)
-        result["pairs"].append({"rows": [{key: v for key, v in row.items() if key not in ("manifest", "caches")}
-                                         for row in rows], "same_values": same})
+        pair: dict = {"rows": [], "same_values": None}
+        result["pairs"].append(pair)
+        rows = []
+        for way in ("previous", "new"):
+            rows.append(one_way(way, train, augmenter, int(cfg.seed), args.work / f"cache-{way}", specs, device))
+            pair["rows"].append({key: v for key, v in rows[-1].items() if key not in ("manifest", "caches")})
+            print(pair["rows"][-1], flush=True)
+            save()
+        pair["same_values"] = compare(rows[0], rows[1])
+        print("same values:", pair["same_values"], flush=True)
         del rows
         for way in ("previous", "new"):
             shutil.rmtree(args.work / f"cache-{way}", ignore_errors=True)
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        (args.out / f"{name}.md").write_text(render(result) + "\n")
+        save()
     result["wall_s"] = round(time.perf_counter() - start, 1)
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))

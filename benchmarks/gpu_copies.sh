@@ -20,7 +20,7 @@ if [ "$MODE" = "--cpu-smoke" ]; then
 fi
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; echo "cpu cores: $(nproc)"; df -h "$W" | tail -1; } \
   | tee "$LOG"
-timeout ${COPIES_TIMEOUT:-230} python benchmarks/copies_benchmark.py "$OUT" --work "$W" --budget-s ${COPIES_BUDGET_S:-120} \
+timeout ${COPIES_TIMEOUT:-230} python benchmarks/copies_benchmark.py "$OUT" --work "$W" --budget-s ${COPIES_BUDGET_S:-100} \
   >>"$LOG" 2>&1
 rc=$?
 echo "copies benchmark: rc $rc" | tee -a "$LOG"
