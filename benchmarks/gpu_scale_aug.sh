@@ -2,8 +2,7 @@
 # Issue 25's scale, augmentation and memory measurements on one GPU in one go (< 8 min on an H100, 16 cores):
 #   1. benchmarks/scale_benchmark.py --device cuda: 7442- and 20 000-clip corpora, extraction throughput and
 #      cache size per feature kind, memory-mapped training throughput and host memory  -> scale_cuda.{md,json}
-#   2. benchmarks/finetune_benchmark.py: the online augmentation epoch and the cached copies (previous way: copies,
-#      then features; new way: eGeMAPS while the copies are made; benchmarks/gpu_copies.sh times only these), each the previous
+#   2. benchmarks/finetune_benchmark.py: the online augmentation epoch and the cached copies, each the previous
 #      way and the new way in the same process; full fine-tuning (fold resident) and its backbone + head memory
 #      apart from the fold, with and without gradient checkpointing, bf16-mixed and bf16-true
 #      -> finetune_<gpu>.{md,json}

@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -128,13 +127,8 @@ class _Now:
         return self.value
 
 
-# ``on_group(copy ids, waves)``: told each group's copies as they are written (the float32 samples of each file).
-GroupObserver = Callable[[list[str], list[np.ndarray]], None]
-
-
 def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
-                 device: torch.device, pool: ThreadPoolExecutor | None,
-                 on_group: GroupObserver | None = None) -> list[list]:
+                 device: torch.device, pool: ThreadPoolExecutor | None) -> list[list]:
     """Every copy j of every group of ``GROUP`` clips, in order; returns ``[copy id, sha1, frames]`` rows."""
     clips = list(train)
     groups = [(j, g, clips[start:start + GROUP]) for j in range(1, augmenter.copies + 1)
@@ -158,27 +152,20 @@ def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path,
         gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
         out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
         out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
-        ids, wavs = [], []
         for b, clip in enumerate(group):
             cid = copy_id(clip.clip_id, j)
             wav = np.ascontiguousarray(out[b, : max(1, int(out_len[b]))], dtype=np.float32)
             written.append((cid, submit(_write_and_hash, folder / "audio" / f"{cid}.wav", wav, sample_rate), len(wav)))
-            ids.append(cid)
-            wavs.append(wav)
-        if on_group is not None:
-            on_group(ids, wavs)
     return [[cid, job.result(), n] for cid, job, n in written]
 
 
 def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str | Path, *,
                 sample_rate: int = 16000, device: str | torch.device = "cpu",
-                lock_timeout: float | None = None, on_group: GroupObserver | None = None) -> Manifest:
+                lock_timeout: float | None = None) -> Manifest:
     """The augmented manifest of ``train`` (K copies per clip), building the copies once under a lock.
 
     ``train`` must hold the fold's training clips only: the caller passes nothing else, so dev and test
     clips are never augmented.  A copy folder written for another config is refused by its key.
-    ``on_group`` (if given) is called with each group's copy ids and samples when this call makes them (never
-    when the copies are opened from disk): :mod:`wav2emo.augment.copy_features` starts their eGeMAPS there.
     """
     check_cached(augmenter)
     if len(train) == 0:
@@ -195,7 +182,7 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
         device = torch.device(device)
         threads = ThreadPoolExecutor(THREADS, thread_name_prefix="wav2emo-copies") if THREADS > 0 else nullcontext()
         with threads as pool:
-            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool, on_group)
+            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool)
         meta = {"key": key, "key_fields": fields, "source": train.name, "clips": clips}
         tmp = folder / f".{META}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))

@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import closing
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +33,6 @@ from wav2emo.data.manifest import Manifest
 from wav2emo.errors import UserError
 from wav2emo.features.cache.writer import CacheBuilder
 from wav2emo.features.limits import check_durations
-from wav2emo.features.offered import finished_offers, offer_key, offers_for
 from wav2emo.features.overlap import check_stop, current_background
 
 log = logging.getLogger(__name__)
@@ -167,29 +165,6 @@ def check_finite(arrays: Sequence[np.ndarray], clip_ids: Sequence[str], names: S
         )
 
 
-def _offered_then_computed(offers: Mapping[int, Future], computed: Sequence[int], paths: Sequence[str], pool: Any,
-                           manifest: Manifest, feature_set: str, level: str,
-                           from_memory: list[int]) -> Iterator[tuple[int, np.ndarray]]:
-    """``(clip index, openSMILE output)``: offered values as they finish (counted in ``from_memory[0]``), then
-    the ``computed`` clips from their files; an offer that failed is computed from its file at the end (so its
-    errors name the file)."""
-    failed: list[int] = []
-    for i, arr in finished_offers(offers, failed, check_stop):
-        from_memory[0] += 1
-        yield i, arr
-    if failed:
-        log.info("%d offered eGeMAPS values failed; computing them from their files", len(failed))
-    for indices, source in ((computed, pool), (failed, None)):
-        if not indices:
-            continue
-        files = paths if indices is computed else [manifest[i].path for i in failed]
-        results = source.imap_unordered(files) if source is not None else iter_egemaps(
-            files, feature_set=feature_set, level=level)
-        with closing(results):
-            for j, arr in results:
-                yield indices[j], arr
-
-
 class _OpenSmileKind:
     level = "functionals"
     runs_in_processes = True  # builds in its own worker processes: overlaps with an SSL build (features.overlap)
@@ -248,28 +223,24 @@ class _OpenSmileKind:
         )
         # Longest clips first: the workers' last clips are short ones, so none of them finishes long after the rest.
         pending = sorted(builder.pending, key=lambda i: (-float(manifest[i].duration or 0.0), i))
-        # Values a producer computed from the samples it wrote to these files (wav2emo.features.offered).
-        offers = offers_for(offer_key(self.key_fields()), builder.sha1s, pending)
-        computed = [i for i in pending if i not in offers]
-        workers = self._workers(len(computed))
-        paths = [manifest[i].path for i in computed]
-        pool = start_pool(workers, feature_set, self.level) if workers > 1 and computed else None
+        workers = self._workers(len(pending))
+        paths = [manifest[i].path for i in pending]
+        pool = start_pool(workers, feature_set, self.level) if workers > 1 and pending else None
         problems: list[str] = []
-        from_memory = [0]
         try:  # closing the pool on any exit (Ctrl-C included) stops the worker processes at once
             names = pool.feature_names() if pool is not None else init_engine(feature_set, self.level)
             ready_s = time.perf_counter() - start  # checks, cache plan, workers started and ready
             if len(names) != n_features:
                 raise EgemapsError(f"{feature_set} {name}: {len(names)} features, expected {n_features}")
-            results = _offered_then_computed(offers, computed, paths, pool, manifest, feature_set, self.level,
-                                             from_memory)
+            results = pool.imap_unordered(paths) if pool is not None else iter_egemaps(paths, feature_set=feature_set,
+                                                                                       level=self.level)
             with closing(results), tqdm(total=len(pending), unit="clip", desc=f"eGeMAPS {self.level}",
                                         disable=not progress, leave=False) as bar:
-                for i, arr in results:
+                for j, arr in results:
                     bar.update(1)
-                    clip = manifest[i]
+                    clip = manifest[pending[j]]
                     values = np.asarray(arr, dtype=np.float32)
-                    expected = (int(builder.lengths[i]), n_features)
+                    expected = (int(builder.lengths[pending[j]]), n_features)
                     if values.shape != expected:
                         problems.append(f"{clip.clip_id}: openSMILE gave shape {values.shape}, expected {expected}")
                         continue
@@ -278,7 +249,7 @@ class _OpenSmileKind:
                         cols = sorted({names[k] for k in np.flatnonzero(bad.any(axis=0))})
                         problems.append(f"{clip.clip_id}: {cols[:6]}{' ...' if len(cols) > 6 else ''}")
                         continue
-                    builder.write(i, values)
+                    builder.write(pending[j], values)
         finally:
             if pool is not None:
                 pool.close()
@@ -299,7 +270,6 @@ class _OpenSmileKind:
             "build": {**base_meta.get("build", {}), "device": "cpu", "num_workers": workers,
                       "overlapped": current_background() is not None, "ready_s": round(ready_s, 3),
                       "seconds": round(time.perf_counter() - start, 3), "clips_computed": len(pending),
-                      "clips_from_memory": from_memory[0],
                       "shards_reused": builder.shards_reused},
         }
         return builder.finish(meta)

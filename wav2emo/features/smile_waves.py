@@ -33,11 +33,9 @@ def usable_cores() -> int:
 
 
 class SmileWavePool:
-    """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms (``nice``: their
-    lower priority, for work beside a process that feeds a GPU)."""
+    """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms."""
 
-    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals", *,
-                 nice: int = 0) -> None:
+    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals") -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, **_SINGLE_THREADED,
                "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -50,7 +48,7 @@ class SmileWavePool:
         try:
             for _ in range(self.num_workers):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, str(int(nice))],
+                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, "0"],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
         except BaseException:
             self.close()
@@ -79,7 +77,6 @@ class SmileWavePool:
         return list(self._names)
 
     def _run(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
-        self.feature_names()  # workers ready (a start-up failure is raised here, in the future)
         k = self._idle.get()  # as many threads as workers: one is always free for this thread
         p = self.procs[k]
         try:
@@ -98,10 +95,10 @@ class SmileWavePool:
             self._idle.put(k)
 
     def submit(self, wave: np.ndarray, sample_rate: int) -> Future:
-        """A future of openSMILE's ``(frames, n_features)`` float32 output for one mono waveform; returns at once,
-        also while the workers start (a start-up failure is the future's exception)."""
+        """A future of openSMILE's ``(frames, n_features)`` float32 output for one mono waveform."""
         if self._closed:
             raise SmileWorkerError("the openSMILE pool is closed")
+        self.feature_names()  # workers ready (a start-up failure is raised here, once)
         return self._executor.submit(self._run, wave, sample_rate)
 
     def map(self, waves: list[np.ndarray], sample_rate: int) -> list[np.ndarray]:

@@ -36,8 +36,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wav2emo.augment.config import build_augment
-from wav2emo.augment.copies import check_cached
-from wav2emo.augment.copy_features import copies_with_features
+from wav2emo.augment.copies import check_cached, make_copies
 from wav2emo.augment.training import check_inputs
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.data.corpora import load_corpus
@@ -47,6 +46,7 @@ from wav2emo.errors import ConfigError
 from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.combined_cache import corpus_features_many
 from wav2emo.features.normalize import check_mode, warn_narrow_speakers
+from wav2emo.features.overlap import get_features_many
 from wav2emo.feeding.batches import (
     ClassBalancedBatchSampler,
     CopyBatchSampler,
@@ -234,10 +234,10 @@ class EmotionDataModule(L.LightningDataModule):
         device = self.extraction_device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        copies, self.copy_caches = copies_with_features(
-            self.parts["train"], self.augmenter, self.seed, self.cache_dir,
-            {name: self.features_cfg[name] for name in self.caches}, sample_rate=self.sample_rate, device=device,
-            extraction_device=self.extraction_device)
+        copies = make_copies(self.parts["train"], self.augmenter, self.seed, self.cache_dir,
+                             sample_rate=self.sample_rate, device=device)
+        self.copy_caches = get_features_many(copies, {name: self.features_cfg[name] for name in self.caches},
+                                             self.cache_dir, device=self.extraction_device)
         self.copy_rows = {n: c.rows_for(copies) for n, c in self.copy_caches.items()}
         self.copies = copies
 
