@@ -28,7 +28,7 @@ from wav2emo.runs.build import (
     build_module,
 )
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
-from wav2emo.runs.plan import FoldPlan, fold_plan
+from wav2emo.runs.plan import FoldPlan, fold_dir_of, fold_plan
 from wav2emo.runs.run_info import git_info, save_run_info
 from wav2emo.runs.testing import test_checkpoint
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
@@ -170,16 +170,10 @@ def checkpoint_fold(path: Path) -> int | None:
     return None if info is None else int(info["fold"])
 
 
-def _fold_dir_of(ckpt: Path) -> Path | None:
-    """``<run>/fold_<k>`` for a checkpoint at ``<run>/fold_<k>/checkpoints/<name>.ckpt``, else None."""
-    parent = ckpt.resolve().parent
-    return parent.parent if parent.name == "checkpoints" and parent.parent.name.startswith("fold_") else None
-
-
 def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, RelocateCheckpointState | None]:
     """Check that ``ckpt`` continues ``fold``; when the fold continues in another directory, copy the
     old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
-    source = _fold_dir_of(ckpt)
+    source = fold_dir_of(ckpt)
     trained_for = checkpoint_fold(ckpt)
     if trained_for is not None and trained_for != fold:
         raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from wav2emo.data.folds import folds_to_run
 from wav2emo.data.manifest import EMOTIONS
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.datamodule import EmotionDataModule
@@ -21,7 +22,6 @@ from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
 from wav2emo.runs.common import (
     CKPT_KEY,
-    folds_to_run,
     num_folds_of,
     output_dir,
     quiet_batch_transfer_warning,
