@@ -35,7 +35,7 @@ def build_datamodule(plan: FoldPlan | DictConfig, fold: int, augmenter: Augmente
     """The data module of ``fold``: ``hydra.utils.instantiate`` of the plan's ``datamodule``
     (conf/datamodule/default.yaml, serving the feed's inputs).
 
-    ``augmenter`` (``build_augment(plan.augment)``): a fold's run builds it once and hands the same object to the
+    ``augmenter`` (``augmenter_from(plan.augment_spec)``): a fold's run builds it once and hands the same object to the
     data module and to :func:`build_module`; left out, the data module builds its own. A config is resolved
     into its plan first (:func:`~wav2emo.runs.plan.fold_plan`).
     """

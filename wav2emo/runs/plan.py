@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from wav2emo.augment.config import AugmentSpec, check_augment
 from wav2emo.data.corpora import num_folds
 from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError, MissingFileError
@@ -47,6 +48,7 @@ class FoldPlan:
     config: dict[str, Any]  # the whole config: the fold's config.yaml, every checkpoint's record, the loggers
     feed: Feed  # what the data module serves, the upstream stages the model runs, finetune and normalisation
     augment: dict[str, Any] | None  # conf/augment (None: no augment group)
+    augment_spec: AugmentSpec  # conf/augment checked, its transforms' classes found: each fold's augmenter is built from it
     model: dict[str, Any]  # conf/model: inputs, featurizer, frames, the LightningModule (model.module)
     trainer: dict[str, Any]
     callbacks: dict[str, Any]
@@ -126,6 +128,7 @@ def fold_plan(cfg: DictConfig | FoldPlan) -> FoldPlan:
     # checked now, before any data or model is built (not after a fold's training)
     cuda_graphs = parse_auto_bool(cfg.get("cuda_graphs", False), "cuda_graphs")
     bootstrap = BootstrapSettings.from_config(cfg.get("report"))
+    augment_spec = check_augment(cfg.get("augment"))
     config = to_container(cfg)
     if config.get("datamodule") is None or config["model"].get("inputs") is None:
         raise ConfigError(
@@ -138,6 +141,7 @@ def fold_plan(cfg: DictConfig | FoldPlan) -> FoldPlan:
         config=config,
         feed=feed,
         augment=config.get("augment"),
+        augment_spec=augment_spec,
         model=config["model"],
         trainer=config.get("trainer") or {},
         callbacks=config.get("callbacks") or {},
