@@ -1,9 +1,10 @@
-"""Training and evaluation of one speaker fold, and the loop over folds.
+"""Training and evaluation over folds: ``train(cfg)``, what ``python -m wav2emo.train`` runs.
 
-``train(cfg)`` is what ``python -m wav2emo.train`` runs: it resolves the config once into a fold's plan
-(:mod:`~wav2emo.runs.plan`); for each requested fold it builds the data module and model from the plan
-(:mod:`~wav2emo.runs.build`), trains with the checkpoint chosen on the dev actors and tests it
-(:mod:`~wav2emo.runs.fold_runner`); several folds end with the cross-validation report.  ``evaluate`` (:mod:`~wav2emo.runs.testing`) tests a saved checkpoint.
+It resolves the config once into the run's plan (:func:`~wav2emo.runs.plan.run_plan`: the run's folder, the
+search trial, the launch, every fold's plan, the folds); for each requested fold it trains with the checkpoint
+chosen on the dev actors and tests it (:mod:`~wav2emo.runs.fold_runner`); several folds end with the
+cross-validation report (or, without test actors, the dev summary). ``evaluate`` (:mod:`~wav2emo.runs.testing`)
+tests a saved checkpoint.
 """
 
 from __future__ import annotations

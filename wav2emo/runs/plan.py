@@ -3,11 +3,11 @@ run, the search trial, the launch) around ``FoldPlan``, what every step of a fol
 
 :func:`run_plan` resolves and checks every setting of ``train(cfg)``, highest floor first: the run's folder and a
 checkpoint to continue, the search trial, the launch, the fold plan, and last the folds asked for (their count
-may need the corpus's manifest). :func:`fold_plan` reads the config once: it checks the combinations of model inputs, fine-tuning,
-augmentation and feature normalisation (the feed rule, :mod:`wav2emo.feeding.feed`) before any data is built,
-and resolves every section a fold is built from into plain values. The data module, the LightningModule,
-the trainer, its callbacks and loggers, and the fold's record are built from the plan
-(:mod:`wav2emo.runs.build`, :mod:`wav2emo.runs.fold_runner`), never from the config again.
+may need the corpus's manifest). :func:`fold_plan` reads the config once: it checks the combinations of model
+inputs, fine-tuning, augmentation and feature normalisation (the feed rule, :mod:`wav2emo.feeding.feed`) and the
+augment config itself before any data is built, and resolves every section a fold is built from into plain
+values. The data module, the LightningModule, the trainer, its callbacks and loggers, and the fold's record are
+built from the plan (:mod:`wav2emo.runs.build`, :mod:`wav2emo.runs.fold_runner`), never from the config again.
 """
 
 from __future__ import annotations
