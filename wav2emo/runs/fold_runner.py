@@ -52,6 +52,9 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
     """
     started = time.time()
     plan = fold_plan(plan)
+    if plan.augment_spec is None:
+        raise ValueError("run_fold trains a fold: it needs a plan made for training (fold_plan(cfg)), not one made "
+                         "with for_training=False (its augment config was not checked)")
     fold_dir = Path(fold_dir)
     ckpt_path = plan.ckpt_path
     relocate: RelocateCheckpointState | None = None

@@ -48,7 +48,7 @@ class FoldPlan:
     config: dict[str, Any]  # the whole config: the fold's config.yaml, every checkpoint's record, the loggers
     feed: Feed  # what the data module serves, the upstream stages the model runs, finetune and normalisation
     augment: dict[str, Any] | None  # conf/augment (None: no augment group)
-    augment_spec: AugmentSpec  # conf/augment checked, its transforms' classes found: each fold's augmenter is built from it
+    augment_spec: AugmentSpec | None  # conf/augment checked, its transforms found: each fold's augmenter is built from it
     model: dict[str, Any]  # conf/model: inputs, featurizer, frames, the LightningModule (model.module)
     trainer: dict[str, Any]
     callbacks: dict[str, Any]
@@ -120,15 +120,19 @@ class FoldPlan:
         return [ft_tag, aug_tag, *([f"normalize={self.normalize}"] if self.normalize else [])]
 
 
-def fold_plan(cfg: DictConfig | FoldPlan) -> FoldPlan:
+def fold_plan(cfg: DictConfig | FoldPlan, *, for_training: bool = True) -> FoldPlan:
     """The plan of ``cfg`` (a plan is handed back as it is). Bad combinations are refused here, naming the
-    settings, before any corpus, cache or model is built."""
+    settings, before any corpus, cache or model is built.
+
+    ``for_training=False``: the plan of a checkpoint's config for testing or predicting with it (``wav2emo.eval``,
+    ``wav2emo.predict``, cross-corpus testing): nothing is trained, so its augment config is not checked here and
+    ``augment_spec`` is None (a checkpoint's augmentations need not be importable where it is used)."""
     if isinstance(cfg, FoldPlan):
         return cfg
     # checked now, before any data or model is built (not after a fold's training)
     cuda_graphs = parse_auto_bool(cfg.get("cuda_graphs", False), "cuda_graphs")
     bootstrap = BootstrapSettings.from_config(cfg.get("report"))
-    augment_spec = check_augment(cfg.get("augment"))
+    augment_spec = check_augment(cfg.get("augment")) if for_training else None
     config = to_container(cfg)
     if config.get("datamodule") is None or config["model"].get("inputs") is None:
         raise ConfigError(

@@ -93,7 +93,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             train_cfg.datamodule.cache_dir = cfg.paths.cache_dir
             train_cfg.datamodule.num_workers = cfg.get("num_workers", 0)
             train_cfg.datamodule.resident = False
-    plan = fold_plan(train_cfg)
+    plan = fold_plan(train_cfg, for_training=False)
     dm = build_datamodule(plan, fold)
     dm.setup("test")
     upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])
