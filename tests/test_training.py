@@ -306,7 +306,7 @@ def test_ckpt_path_of_another_fold_or_for_several_folds_is_refused(trained_fold,
     ],
 )
 def test_bad_fold_values_are_refused_with_a_clear_message(fold, message):
-    from wav2emo.runs.common import folds_to_run
+    from wav2emo.data.folds import folds_to_run
 
     with pytest.raises(ValueError, match=message):
         folds_to_run(fold, 5)
@@ -315,7 +315,7 @@ def test_bad_fold_values_are_refused_with_a_clear_message(fold, message):
 def test_good_fold_values():
     from omegaconf import OmegaConf
 
-    from wav2emo.runs.common import folds_to_run
+    from wav2emo.data.folds import folds_to_run
 
     assert folds_to_run("all", 5) == folds_to_run(None, 5) == [0, 1, 2, 3, 4]
     assert folds_to_run(3, 5) == folds_to_run("3", 5) == [3]
@@ -532,23 +532,26 @@ def test_ckpt_path_decides_where_a_fold_continues(tmp_path, shared_dirs):
     """An interrupted fold continues in its own directory; a finished one in the new run's; a run directory
     continues every requested fold there."""
     from wav2emo.reports.fold_results import FOLD_RESULT
-    from wav2emo.runs.experiment import plan_folds
+    from wav2emo.runs.plan import run_plan
 
     run = tmp_path / "old_run"
     (run / "fold_2" / "checkpoints").mkdir(parents=True)
     last = run / "fold_2" / "checkpoints" / "last.ckpt"
     last.write_bytes(b"")
     new = tmp_path / "new_run"
-    out, cfg = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={last}"), [2])
-    assert out == run.resolve() and cfg.ckpt_path == str(last)  # interrupted: continued in place
+    planned = run_plan(small_cfg(new, shared_dirs, f"ckpt_path={last}", "fold=2"))
+    assert planned.out == run.resolve() and planned.plan.ckpt_path == str(last)  # interrupted: continued in place
+    with pytest.raises(ValueError, match="continues one fold's training"):
+        run_plan(small_cfg(new, shared_dirs, f"ckpt_path={last}", "fold=[1,2]"))
     (run / "fold_2" / FOLD_RESULT).write_text("{}")
-    out, _ = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={last}"), [2])
-    assert out == new  # finished: its old directory is left alone
-    out, cfg = plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={run}"), [0, 1, 2])
-    assert out == run and cfg.ckpt_path is None  # run directory: skip / continue / train each fold there
+    planned = run_plan(small_cfg(new, shared_dirs, f"ckpt_path={last}", "fold=2"))
+    assert planned.out == new  # finished: its old directory is left alone
+    planned = run_plan(small_cfg(new, shared_dirs, f"ckpt_path={run}", "fold=[0,1,2]"))
+    assert planned.out == run and planned.plan.ckpt_path is None  # run directory: skip / continue / train each fold
+    assert planned.folds == [0, 1, 2] and planned.trial is None and not planned.several
     new.mkdir()
     with pytest.raises(ValueError, match="expected a checkpoint file or a run directory"):
-        plan_folds(small_cfg(new, shared_dirs, f"ckpt_path={new}"), [0])
+        run_plan(small_cfg(new, shared_dirs, f"ckpt_path={new}", "fold=0"))
 
 
 @pytest.mark.parametrize("model", ["fe_vgg_logmel", "egemaps_mlp"])

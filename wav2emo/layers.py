@@ -78,9 +78,10 @@ def _layer_weights(result: dict[str, Any]) -> list[float]:
 
 def analyse_layers(overrides: list[str], out: Path, head: str = "mean_linear", folds: list[int] | None = None) -> dict:
     """Run the analysis (module docstring) and write its report into ``out``; returns the report."""
+    from wav2emo.data.folds import folds_to_run
     from wav2emo.errors import ConfigError
     from wav2emo.reports.layers import layer_report, write_layer_report
-    from wav2emo.runs.common import folds_to_run, num_folds_of
+    from wav2emo.runs.common import num_folds_of
 
     for o in overrides:
         if o.split("=")[0].lstrip("+~") in ("model", "model.layers", "finetune", "fold"):

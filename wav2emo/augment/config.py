@@ -1,4 +1,5 @@
-"""``build_augment(cfg)``: a ``conf/augment/<name>.yaml`` mapping -> :class:`Augmenter`, every value checked.
+"""``build_augment(cfg)``: a ``conf/augment/<name>.yaml`` mapping -> :class:`Augmenter`, every value checked
+(``check_augment``: the checked spec, ``augmenter_from``: a new augmenter of a spec).
 
 Schema (all keys optional except where noted; unknown keys are refused so a typo never silently does nothing)::
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from wav2emo.augment.compose import Augmenter, Compose, FeatureCompose
@@ -51,7 +53,8 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
-def _build_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_rate: int):
+def _check_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_rate: int
+                ) -> tuple[str, type, dict[str, Any], float]:
     if kind not in kinds:
         raise ConfigError(f"augment {group}.{kind}: unknown transform; expected one of {kinds.names()} "
                           "(or one of yours, registered by a module passed as plugins=[...])")
@@ -69,14 +72,21 @@ def _build_step(group: str, kind: str, spec: Any, kinds: Registry[type], sample_
         raise ConfigError(f"augment {group}.{kind}: unknown settings {unknown}; expected some of {sorted(allowed | {'p'})}")
     if "sample_rate" in inspect.signature(cls).parameters:
         spec["sample_rate"] = sample_rate
-    return kind, cls(**spec), float(p)
+    return kind, cls, spec, float(p)
 
 
-def build_augment(cfg: Mapping[str, Any] | None) -> Augmenter:
-    """Check every value of an augment config and build its :class:`Augmenter` (``None`` = no augmentation);
-    an :class:`Augmenter` already built is handed back as it is."""
-    if isinstance(cfg, Augmenter):
-        return cfg
+@dataclass(frozen=True)
+class AugmentSpec:
+    """An augment config with every value checked and each transform's class found (:func:`check_augment`):
+    what :func:`augmenter_from` builds an :class:`Augmenter` from (a training run checks it once, in its plan,
+    and builds a new augmenter for each fold)."""
+
+    resolved: dict[str, Any]  # name, mode, copies, sample_rate, feature_keys
+    steps: dict[str, list[tuple[str, type, dict[str, Any], float]]]  # "wave"/"features": (kind, class, settings, p)
+
+
+def check_augment(cfg: Mapping[str, Any] | None) -> AugmentSpec:
+    """Check every value of an augment config (``None`` = no augmentation) and find each transform's class."""
     cfg = _plain(cfg) or {}
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"augment: expected a mapping (conf/augment/<name>.yaml), got {cfg!r}")
@@ -97,15 +107,32 @@ def build_augment(cfg: Mapping[str, Any] | None) -> Augmenter:
         feature_keys = [feature_keys]
     if not feature_keys or any(k not in FEATURE_KEYS for k in feature_keys):
         raise ConfigError(f"augment.feature_keys: {feature_keys!r}; expected a non-empty list from {list(FEATURE_KEYS)}")
-    groups = {}
+    steps = {}
     for group, kinds in (("wave", WAVE_AUGMENTATIONS), ("features", FEATURE_AUGMENTATIONS)):
         section = cfg.get(group) or {}
         if not isinstance(section, Mapping):
             raise ConfigError(f"augment.{group}: expected a mapping of transform name -> settings, got {section!r}")
-        groups[group] = [_build_step(group, k, v, kinds, sample_rate) for k, v in section.items()]
+        steps[group] = [_check_step(group, k, v, kinds, sample_rate) for k, v in section.items()]
     resolved = {"name": cfg.get("name"), "mode": mode, "copies": copies, "sample_rate": sample_rate,
                 "feature_keys": list(feature_keys)}
+    return AugmentSpec(resolved, steps)
+
+
+def augmenter_from(spec: AugmentSpec) -> Augmenter:
+    """A new :class:`Augmenter` (its transforms built now) from a checked spec."""
+    groups = {group: [(kind, cls(**settings), p) for kind, cls, settings, p in steps]
+              for group, steps in spec.steps.items()}
+    resolved = dict(spec.resolved)
     identity = {**resolved,
                 "wave": [{**t.identity(), "p": p} for _, t, p in groups["wave"]],
                 "features": [{**t.identity(), "p": p} for _, t, p in groups["features"]]}
-    return Augmenter(Compose(groups["wave"]), FeatureCompose(groups["features"]), feature_keys, resolved, identity)
+    return Augmenter(Compose(groups["wave"]), FeatureCompose(groups["features"]), list(resolved["feature_keys"]),
+                     resolved, identity)
+
+
+def build_augment(cfg: Mapping[str, Any] | None) -> Augmenter:
+    """Check every value of an augment config and build its :class:`Augmenter` (``None`` = no augmentation);
+    an :class:`Augmenter` already built is handed back as it is."""
+    if isinstance(cfg, Augmenter):
+        return cfg
+    return augmenter_from(check_augment(cfg))

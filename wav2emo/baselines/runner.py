@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from wav2emo.baselines.inner_cv import inner_cv_scores, selection_method
 from wav2emo.baselines.store import save_model
+from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError
 from wav2emo.features.normalize import (
     normalize_by_speaker,
@@ -44,7 +45,7 @@ from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
 from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
-from wav2emo.runs.common import folds_to_run, num_folds_of, output_dir
+from wav2emo.runs.common import num_folds_of, output_dir
 from wav2emo.runs.run_info import save_run_info
 
 if TYPE_CHECKING:

@@ -186,7 +186,7 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
         dm_cfg.num_workers = cfg.get("num_workers", 0)
         dm_cfg.resident = False
         dm_cfg.pop("augment", None)
-    plan = fold_plan(train_cfg)
+    plan = fold_plan(train_cfg, for_training=False)
     dm = build_datamodule(plan, 0)
     dm.setup("predict")
     upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])

@@ -1,5 +1,6 @@
 """Folds, the public entry: :func:`build_folds` (a folds config + a manifest -> folds), :func:`fold_count`
-(how many, from the configs alone) and :func:`assemble_fold` (one fold's train/dev/test manifests).
+(how many, from the configs alone), :func:`folds_to_run` (the folds a ``fold=`` value asks for) and
+:func:`assemble_fold` (one fold's train/dev/test manifests).
 
 The protocols themselves are registered in :mod:`wav2emo.data.registry` (built-in ones in
 :mod:`wav2emo.data.protocols`, :mod:`wav2emo.data.emobox`, :mod:`wav2emo.data.combined_folds`); importing
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from wav2emo.errors import ConfigError
 
 from . import catalog  # noqa: F401  (registers the built-in recipes and protocols)
 from .errors import FoldError
@@ -35,6 +41,43 @@ def fold_count(folds_cfg: Mapping, corpus_cfg: Mapping | None = None) -> int | N
     (loso over a corpus of your own, a subset of actors, EmoBox's lists) - then use
     ``len(build_folds(cfg, manifest))``."""
     return count_folds(folds_cfg, corpus_cfg)
+
+
+def folds_to_run(fold: Any, num_folds: int) -> list[int]:
+    """The fold indices a ``fold=`` value asks for: an index, a list of distinct indices, or ``all``.
+
+    Anything else is refused with a message naming the value: a typo must not train another fold,
+    and a fold listed twice would train twice into the same fold directory (the second run would
+    overwrite the first's checkpoints and count twice in the report), so duplicates are refused rather
+    than silently dropped.
+    """
+    expected = f"expected a fold index 0..{num_folds - 1}, a list of distinct indices (fold=[0,2]) or 'all'"
+    if fold is None or (isinstance(fold, str) and fold.strip() == "all"):
+        return list(range(num_folds))
+    is_list = isinstance(fold, (list, tuple)) or OmegaConf.is_list(fold)
+    shown = list(fold) if is_list else fold
+    folds = [_fold_index(item, shown, expected) for item in (fold if is_list else [fold])]
+    if not folds:
+        raise ConfigError(f"fold={shown}: the list is empty; {expected}")
+    bad = [f for f in folds if not 0 <= f < num_folds]
+    if bad:
+        raise ConfigError(f"fold={shown}: fold {bad[0]} does not exist ({num_folds} folds); {expected}")
+    dupes = sorted({f for f in folds if folds.count(f) > 1})
+    if dupes:
+        raise ConfigError(f"fold={shown}: fold {dupes[0]} is listed more than once (it would train twice into "
+                         f"the same fold directory); {expected}")
+    return folds
+
+
+def _fold_index(item: Any, shown: Any, expected: str) -> int:
+    if isinstance(item, bool) or not isinstance(item, (int, str)):
+        raise ConfigError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+    if isinstance(item, str):
+        text = item.strip()
+        if not text.lstrip("-").isdigit():
+            raise ConfigError(f"fold={shown!r}: {item!r} is not a fold index; {expected}")
+        return int(text)
+    return int(item)
 
 
 @dataclass(frozen=True)

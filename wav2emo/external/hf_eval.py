@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError
 from wav2emo.external.hf_classifier import HFClassifier, load_hf_classifier
 from wav2emo.external.hf_predict import predict_logits
@@ -30,7 +31,7 @@ from wav2emo.external.model_labels import LabelMapping, build_label_mapping
 from wav2emo.plain_config import to_container
 from wav2emo.reports.fold_results import jsonable, write_fold_result, write_predictions
 from wav2emo.reports.metrics import classification_metrics
-from wav2emo.runs.common import folds_to_run, num_folds_of, output_dir
+from wav2emo.runs.common import num_folds_of, output_dir
 from wav2emo.runs.run_info import save_run_info
 
 log = logging.getLogger(__name__)

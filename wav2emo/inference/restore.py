@@ -124,7 +124,7 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     ckpt = load_checkpoint(path)
     cfg = _train_config(ckpt, path)
     names = checkpoint_class_names(ckpt, path)
-    plan = fold_plan(cfg)
+    plan = fold_plan(cfg, for_training=False)
     served = plan.feed.inputs  # what the data module fed (``wave`` when the upstream reads audio)
     dm = cfg.datamodule
     extra = {"ssl_layer_index": dm.get("ssl_layer_index"), "sample_rate": int(dm.get("sample_rate") or 16000)}

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wav2emo.reports.fold_results import FOLD_RESULT
 
 
@@ -45,4 +47,16 @@ def fold_summary(result: Mapping[str, Any], fold_dir: Path) -> str:
         lines.append(f"  checkpoint chosen on dev actors {result['split']['dev_actors']}: "
                      f"{dev.get('monitor')} {dev['best_score']:.4f} ({result.get('best_checkpoint')})")
     lines.append(f"  results: {fold_dir / FOLD_RESULT}")
+    return "\n".join(lines)
+
+
+def dev_summary(results: Mapping[int, Mapping[str, Any]], metric: str, out: Path) -> str:
+    """Several folds trained with ``test=false`` (e.g. a search trial): each fold's dev value and their mean."""
+    values = {f: (r.get("best_dev") or {}).get(metric) for f, r in results.items()}
+    lines = [f"Dev actors only (test=false), {metric} per fold:"]
+    lines += [f"  fold {f}: {v:.4f}" if isinstance(v, (int, float)) else f"  fold {f}: n/a" for f, v in values.items()]
+    known = [v for v in values.values() if isinstance(v, (int, float))]
+    if known:
+        lines.append(f"  mean over {len(known)} folds: {float(np.mean(known)):.4f}")
+    lines.append(f"  results: {out}/fold_<k>/{FOLD_RESULT}")
     return "\n".join(lines)

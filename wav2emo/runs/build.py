@@ -35,7 +35,7 @@ def build_datamodule(plan: FoldPlan | DictConfig, fold: int, augmenter: Augmente
     """The data module of ``fold``: ``hydra.utils.instantiate`` of the plan's ``datamodule``
     (conf/datamodule/default.yaml, serving the feed's inputs).
 
-    ``augmenter`` (``build_augment(plan.augment)``): a fold's run builds it once and hands the same object to the
+    ``augmenter`` (``augmenter_from(plan.augment_spec)``): a fold's run builds it once and hands the same object to the
     data module and to :func:`build_module`; left out, the data module builds its own. A config is resolved
     into its plan first (:func:`~wav2emo.runs.plan.fold_plan`).
     """
@@ -63,13 +63,15 @@ def _ssl_shape(dm: EmotionDataModule, ssl_up) -> tuple[int, int]:
     return ssl_up.num_layers + 1, int(ssl_up.backbone.hidden_size)
 
 
-def build_featurizer(model: Mapping[str, Any], dm: EmotionDataModule, ssl_up=None) -> torch.nn.Module | None:
-    """The featurizer of ``model`` (the plan's conf/model: ``model.featurizer``), sized by the hidden-state count of
-    the SSL cache, or of the upstream's last SSL stage ``ssl_up`` when hidden states come from audio (no ``ssl``
-    cache in the inputs)."""
+def build_featurizer(model: Mapping[str, Any], dm: EmotionDataModule, ssl_up=None
+                     ) -> tuple[torch.nn.Module | None, tuple[int, int] | None]:
+    """The featurizer of ``model`` (the plan's conf/model: ``model.featurizer``; None without one) and the shape
+    (hidden states H, width D) of the ``ssl`` it reads, sized by the SSL cache, or by the upstream's last SSL stage
+    ``ssl_up`` when hidden states come from audio (no ``ssl`` cache in the inputs): read once, for the featurizer's
+    layer count and the net's width."""
     feat_cfg = model.get("featurizer")
     if feat_cfg is None:
-        return None
+        return None, None
     if "ssl" not in (model.get("inputs") or ()):
         raise ConfigError(f"model.featurizer is set but the model's inputs {list(model['inputs'])} have no 'ssl'")
     feat_cfg = OmegaConf.create(feat_cfg)
@@ -80,12 +82,13 @@ def build_featurizer(model: Mapping[str, Any], dm: EmotionDataModule, ssl_up=Non
             "statistics (features.ssl.time_pooled=true): use a pooling head (model=mean_linear or layer_weighted) or "
             "features.ssl.time_pooled=false"
         )
+    shape = _ssl_shape(dm, ssl_up)
     with open_dict(feat_cfg):
-        feat_cfg.num_hidden_states = _ssl_shape(dm, ssl_up)[0]
+        feat_cfg.num_hidden_states = shape[0]
         stored = meta.get("layer_indices")
         if stored is not None and list(stored) != list(range(len(stored))):  # a layer subset: map the indices
             feat_cfg.stored_layers = list(stored)
-    return instantiate(feat_cfg, _convert_="all")
+    return instantiate(feat_cfg, _convert_="all"), shape
 
 
 _BUILD = object()
@@ -107,7 +110,7 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
     ssl_up = last_ssl_stage(upstream)
     if ssl_up is not None and ssl_up.mode == "top_k" and "ssl" in dm.inputs:
         ssl_up.check_cache(dm.caches["ssl"].meta)  # top_k continues the cache's hidden states: same backbone
-    featurizer = build_featurizer(plan.model, dm, ssl_up)
+    featurizer, ssl_shape = build_featurizer(plan.model, dm, ssl_up)
     module_cfg = OmegaConf.create(plan.model["module"])
     names = list(dm.class_names)
     model_inputs = tuple(plan.model.get("inputs") or dm.inputs)
@@ -121,7 +124,7 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
             if "in_channels" in net.keys():
                 net.in_channels = featurizer.num_layers
             if "feature_dim" in net.keys():
-                net.feature_dim = _ssl_shape(dm, ssl_up)[1]
+                net.feature_dim = ssl_shape[1]
         elif frame_key == "logmel" and "feature_dim" in net.keys():
             # from the cache, or from the LogMelUpstream that computes it from (augmented) audio
             net.feature_dim = dm.input_shape("logmel")[0] if "logmel" in dm.inputs else int(upstream.n_mels)
@@ -133,17 +136,17 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
         module_cfg.class_names = names
         module_cfg.seed = plan.seed
     module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
+    if "egemaps" in module.standardized_inputs:
+        mean, std = dm.egemaps_stats()
+        module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))
+    if getattr(module, "class_weights_mode", None) == "balanced":  # from the training actors' labels only
+        module.set_class_weights(dm.class_counts("train"))
     # Augmentation (conf/augment, checked when the data module was built): training batches only.
     if augmenter is None:
         augmenter = getattr(dm, "augmenter", None)
     train_tf, feature_tf = training_transforms(augmenter, has_upstream=module.upstream is not None)
     module.train_transform = train_tf or module.train_transform
     module.feature_transform = feature_tf or module.feature_transform
-    if "egemaps" in module.standardized_inputs:
-        mean, std = dm.egemaps_stats()
-        module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))
-    if getattr(module, "class_weights_mode", None) == "balanced":  # from the training actors' labels only
-        module.set_class_weights(dm.class_counts("train"))
     return module
 
 

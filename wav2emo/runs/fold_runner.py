@@ -8,19 +8,18 @@ import logging
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from wav2emo.augment.config import build_augment
+from wav2emo.augment.config import augmenter_from
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
+from wav2emo.reports.loggers import close_loggers, log_test_to_wandb
 from wav2emo.runs.build import (
     build_callbacks,
     build_datamodule,
@@ -28,13 +27,13 @@ from wav2emo.runs.build import (
     build_module,
 )
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
-from wav2emo.runs.plan import FoldPlan, fold_plan
+from wav2emo.runs.plan import FoldPlan, fold_dir_of, fold_plan
 from wav2emo.runs.run_info import git_info, save_run_info
-from wav2emo.runs.testing import test_checkpoint
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
 from wav2emo.training.distributed import check_same_everywhere, ddp_strategy_for, is_rank_zero
-from wav2emo.training.fast_path import configure_trainer
+from wav2emo.training.fast_path import configure_trainer, speed_summary
+from wav2emo.training.test_pass import test_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,9 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
     """
     started = time.time()
     plan = fold_plan(plan)
+    if plan.augment_spec is None:
+        raise ValueError("run_fold trains a fold: it needs a plan made for training (fold_plan(cfg)), not one made "
+                         "with for_training=False (its augment config was not checked)")
     fold_dir = Path(fold_dir)
     ckpt_path = plan.ckpt_path
     relocate: RelocateCheckpointState | None = None
@@ -71,7 +73,7 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
     if is_rank_zero():
         save_run_info(plan.config, fold_dir)
 
-    augmenter = build_augment(plan.augment)  # once a fold: the data module's copies, the module's transforms
+    augmenter = augmenter_from(plan.augment_spec)  # once a fold: the data module's copies, the module's transforms
     dm = build_datamodule(plan, fold, augmenter=augmenter)
     dm.setup("fit")
     split = dm.describe()
@@ -122,30 +124,20 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
             "resumed_from": ckpt_path,
             "epoch_seconds": next((c.epoch_seconds for c in callbacks if isinstance(c, EpochTimer)), []),
             "train_seconds": round(time.time() - started, 2),
-            "speed": _speed_summary(step_mode, dm, model),
+            "speed": speed_summary(step_mode, dm, model),
         }
         if plan.test:
             with warnings.catch_warnings():
                 quiet_batch_transfer_warning()
                 result.update(test_checkpoint(trainer, model, dm, best or None, fold_dir, plan.bootstrap))
         if is_rank_zero():
-            _log_to_wandb(loggers, result)
+            log_test_to_wandb(loggers, result)
     finally:
-        _close_loggers(loggers)
+        close_loggers(loggers, finish_wandb=is_rank_zero())
     result["seconds"] = round(time.time() - started, 2)
     if is_rank_zero():
         write_fold_result(fold_dir, result)
     return result
-
-
-def _speed_summary(step_mode: Mapping[str, Any], dm, model) -> dict[str, Any]:
-    """How this fold was fed and stepped (the fast path's decisions), for the fold result and benchmarks."""
-    out: dict[str, Any] = dict(step_mode)
-    out.update(resident=bool(dm.resident), bucket_by_length=bool(dm.bucket_by_length), frames_multiple=dm.frames_multiple)
-    runner = getattr(model, "step_runner", None)
-    if runner is not None:
-        out.update(graphs=len(runner.graphs), graph_replays=runner.replays, eager_steps=runner.eager_steps)
-    return out
 
 
 def without_logger_callbacks(callbacks: list[L.Callback], loggers: list) -> list[L.Callback]:
@@ -170,16 +162,10 @@ def checkpoint_fold(path: Path) -> int | None:
     return None if info is None else int(info["fold"])
 
 
-def _fold_dir_of(ckpt: Path) -> Path | None:
-    """``<run>/fold_<k>`` for a checkpoint at ``<run>/fold_<k>/checkpoints/<name>.ckpt``, else None."""
-    parent = ckpt.resolve().parent
-    return parent.parent if parent.name == "checkpoints" and parent.parent.name.startswith("fold_") else None
-
-
 def _prepare_resume(ckpt: Path, fold: int, fold_dir: Path) -> tuple[str, RelocateCheckpointState | None]:
     """Check that ``ckpt`` continues ``fold``; when the fold continues in another directory, copy the
     old fold's checkpoints there (the old run is never written to) and return the path to resume from."""
-    source = _fold_dir_of(ckpt)
+    source = fold_dir_of(ckpt)
     trained_for = checkpoint_fold(ckpt)
     if trained_for is not None and trained_for != fold:
         raise ConfigError(f"ckpt_path={ckpt} was trained for fold {trained_for}, not fold {fold}: continuing it on "
@@ -215,36 +201,3 @@ def _dev_summary(trainer: L.Trainer, ckpt_cb) -> dict[str, Any]:
         out["monitor"] = ckpt_cb.monitor
         out["best_score"] = float(score) if score is not None else None
     return out
-
-
-def _log_to_wandb(loggers: list, result: Mapping[str, Any]) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        if isinstance(lg, WandbLogger) and "test_confusion" in result:
-            import pandas as pd
-            import wandb
-
-            names = result["class_names"]
-            cm = np.asarray(result["test_confusion"])
-            lg.experiment.log({
-                "test/confusion_matrix": wandb.Table(
-                    columns=["true", *names], data=[[names[i], *map(int, row)] for i, row in enumerate(cm)]
-                ),
-                "test/per_class": wandb.Table(dataframe=pd.DataFrame(result["test_per_class"])),
-            })
-            lg.experiment.summary.update({f"test/{k}": v for k, v in result["test"].items()})
-
-
-def _close_loggers(loggers: list) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        lg.finalize("success")
-        if isinstance(lg, WandbLogger) and is_rank_zero():
-            import wandb
-
-            wandb.finish()  # one W&B run per fold: close it before the next fold starts
-            # wandb 0.31's finish() can return before its service has written the run's last records
-            # (an offline run file was seen holding only its header); teardown waits for the flush.
-            wandb.teardown()

@@ -1,27 +1,23 @@
-"""Testing a checkpoint on a fold's test actors: after training (``test_checkpoint``) and from a saved
-checkpoint alone (``evaluate``, what ``python -m wav2emo.eval`` runs)."""
+"""Testing a saved checkpoint alone on a fold's test actors (``evaluate``, what ``python -m wav2emo.eval`` runs):
+its data module and model rebuilt from the config it carries, then the fold's test pass
+(:func:`wav2emo.training.test_pass.test_checkpoint`, the one a training run ends with)."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from wav2emo.data.manifest import EMOTIONS
+from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError
-from wav2emo.feeding.datamodule import EmotionDataModule
-from wav2emo.reports.fold_results import write_fold_result, write_predictions
+from wav2emo.reports.fold_results import write_fold_result
 from wav2emo.reports.formatting import fmt_interval, interval_lines
-from wav2emo.reports.intervals import BootstrapSettings, speaker_intervals
-from wav2emo.reports.metrics import classification_metrics
-from wav2emo.reports.per_corpus import CORPUS_COLUMN, per_corpus_metrics
+from wav2emo.reports.intervals import BootstrapSettings
 from wav2emo.runs.common import (
     CKPT_KEY,
-    folds_to_run,
     num_folds_of,
     output_dir,
     quiet_batch_transfer_warning,
@@ -29,58 +25,12 @@ from wav2emo.runs.common import (
 )
 from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.training.checkpoints import load_checkpoint
-from wav2emo.training.distributed import is_rank_zero
+from wav2emo.training.test_pass import test_checkpoint
 
 log = logging.getLogger(__name__)
 
 EVAL_RESULT = "eval_result.json"  # the schema of fold_result.json, written by python -m wav2emo.eval
 EVAL_REPORT = "eval_report.md"
-
-
-def test_checkpoint(
-    trainer: L.Trainer, model, dm: EmotionDataModule, ckpt_path: str | None, out_dir: Path,
-    bootstrap: BootstrapSettings | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``ckpt_path`` (or the model as it is) on the test actors and write the predictions.
-
-    The test metrics (WA, UA, F1, per class, confusion) are computed from the written predictions by
-    :func:`wav2emo.reports.metrics.classification_metrics`, the one definition every report uses; the
-    trainer's own test numbers (torchmetrics) agree with them, and only its loss is kept. ``test_intervals``:
-    the speaker-bootstrap intervals of these predictions (``bootstrap``: the config's ``report`` settings; None:
-    the defaults).
-    """
-    import pandas as pd  # here: a training run's start-up does not need pandas (issue 25)
-
-    metrics = trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]
-    preds = pd.DataFrame(model.test_predictions)  # every process's clips, under DDP too (the module gathers them)
-    paths = {c.clip_id: c.path for c in dm.manifest}
-    preds.insert(1, "file", [paths[c] for c in preds["clip_id"]])
-    actor_of = {c.clip_id: c.actor for c in dm.manifest}  # each clip's speaker, for the speaker bootstrap
-    preds["actor"] = [actor_of[c] for c in preds["clip_id"]]
-    class_names = list(getattr(model, "class_names", EMOTIONS))
-    preds["true"] = [class_names[i] for i in preds["label"]]
-    preds["predicted"] = [class_names[i] for i in preds["pred"]]
-    if getattr(dm.manifest, "parts", None):  # several corpora: each clip's corpus, for per-corpus metrics
-        corpus_of = {c.clip_id: c.corpus for c in dm.manifest}
-        preds[CORPUS_COLUMN] = [corpus_of[c] for c in preds["clip_id"]]
-    if is_rank_zero():  # several processes: one writes
-        write_predictions(out_dir, preds)
-    scored = classification_metrics(preds["label"].to_numpy(), preds["pred"].to_numpy(), class_names)
-    test = {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.count("/") == 1}
-    test.update({k: scored[k] for k in ("wa", "ua", "f1")})
-    out = {
-        "test": test,
-        "test_per_class": scored["per_class"],
-        "test_confusion": scored["confusion"],
-        "class_names": class_names,
-        "test_clips": int(len(preds)),
-        "evaluated_checkpoint": ckpt_path,
-    }
-    if len(preds):
-        out["test_intervals"] = speaker_intervals(preds["actor"], preds["label"], preds["pred"], class_names, bootstrap)
-    if CORPUS_COLUMN in preds:
-        out["test_per_corpus"] = per_corpus_metrics(preds[CORPUS_COLUMN], preds["label"], preds["pred"], class_names)
-    return out
 
 
 def rebuild_checkpoint_upstream(plan: FoldPlan | DictConfig, state_dict: dict[str, Any]):
@@ -143,7 +93,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             train_cfg.datamodule.cache_dir = cfg.paths.cache_dir
             train_cfg.datamodule.num_workers = cfg.get("num_workers", 0)
             train_cfg.datamodule.resident = False
-    plan = fold_plan(train_cfg)
+    plan = fold_plan(train_cfg, for_training=False)
     dm = build_datamodule(plan, fold)
     dm.setup("test")
     upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])

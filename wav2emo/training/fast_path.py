@@ -10,6 +10,7 @@ and on a CPU in float32 with Lightning's usual step.  Where data live is decided
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, open_dict
@@ -87,3 +88,14 @@ def _blocker(model: Any, trainer_cfg: DictConfig) -> str | None:
     if "ddp" in str(trainer_cfg.get("strategy", "auto")) or several_processes(trainer_cfg):
         return "several devices (DDP): gradients are all-reduced outside the captured step"
     return None
+
+
+def speed_summary(step_mode: Mapping[str, Any], dm: Any, model: Any) -> dict[str, Any]:
+    """How a fold was fed and stepped, after its fit: ``step_mode`` (what :func:`configure_trainer` decided), the
+    data module's placement and batching, and the graphed step's counts (for the fold result and benchmarks)."""
+    out: dict[str, Any] = dict(step_mode)
+    out.update(resident=bool(dm.resident), bucket_by_length=bool(dm.bucket_by_length), frames_multiple=dm.frames_multiple)
+    runner = getattr(model, "step_runner", None)
+    if runner is not None:
+        out.update(graphs=len(runner.graphs), graph_replays=runner.replays, eager_steps=runner.eager_steps)
+    return out
