@@ -12,7 +12,6 @@ from .errors import CorpusError
 from .manifest import Manifest
 
 CREATE_CHOICES = (True, False, "auto")
-MAX_ACTOR_COUNT = 24  # data.corpus.actors=N means actors 1..N (RAVDESS-shaped corpora)
 
 
 def corpus_section(cfg: Mapping) -> Mapping:
@@ -34,17 +33,20 @@ def corpus_root(c: Mapping, name: str) -> Path:
     return root
 
 
-def actor_list(value, key: str = "actors") -> list[int] | None:
+def actor_list(value, key: str = "actors") -> list[int] | int | None:
+    """``data.corpus.actors``: None (every speaker), a count N (the corpus's first N speakers in id order: actors
+    1..N of RAVDESS, the ten lowest EmoDB speaker numbers for N=10; resolved against the manifest by
+    :func:`only_actors`) or a list of speaker ids."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise CorpusError(
-            f"data.corpus.{key}={value!r}; expected null, a count N (actors 1..N) or a list of ids"
+            f"data.corpus.{key}={value!r}; expected null, a count N (the first N speakers) or a list of ids"
         )
     if isinstance(value, int):
-        if not 1 <= value <= MAX_ACTOR_COUNT:
-            raise CorpusError(f"data.corpus.{key}={value}; expected a count 1..{MAX_ACTOR_COUNT}")
-        return list(range(1, value + 1))
+        if value < 1:
+            raise CorpusError(f"data.corpus.{key}={value}; expected a count of at least 1 (or null: every speaker)")
+        return int(value)
     try:
         ids = sorted(int(a) for a in value)
     except (TypeError, ValueError) as e:
@@ -101,9 +103,16 @@ def may_create(root: Path, c: Mapping, key: str, default=False) -> bool:
 
 
 def only_actors(manifest: Manifest, actors, where: Path) -> Manifest:
-    """``data.corpus.actors``: the manifest cut to those actors (all when None); an unknown actor is an error."""
+    """``data.corpus.actors``: the manifest cut to those actors (all when None; a count N: its first N speakers in
+    id order); an unknown actor, or more speakers than the corpus has, is an error."""
     if actors is None:
         return manifest
+    if isinstance(actors, int):
+        present = sorted(manifest.actors)
+        if actors > len(present):
+            raise CorpusError(f"data.corpus.actors={actors}: {where} has {len(present)} speakers ({present}); "
+                              f"expected a count 1..{len(present)}, a list of those ids, or null for all")
+        return manifest.filter(present[:actors])
     unknown = sorted(set(actors) - set(manifest.actors))
     if unknown:
         raise CorpusError(f"data.corpus.actors: actors {unknown} are not in {where}")

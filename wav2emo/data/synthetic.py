@@ -249,6 +249,8 @@ def load_synthetic(c: Mapping, cache_dir: str | Path | None = None, **_) -> Mani
     root = corpus_root(c, "synthetic")
     actors = actor_list(c.get("actors"))
     options = check_options_of(c)
+    if isinstance(actors, int):  # a count: the generated corpus's actors are 1..N
+        actors = list(range(1, actors + 1))
     n_actors = actors if actors is not None else list(range(1, NUM_ACTORS + 1))
     per_actor = int(c.get("clips_per_actor") or 60)
     root = _synthetic_root(root, c, seed=int(c.get("seed") or 0), actors=n_actors, clips_per_actor=per_actor)
