@@ -209,8 +209,9 @@ def render(info: dict[str, Any]) -> str:
                      + (f"; {b['how']}" if b.get("how") else ""))
     if info["environment"]:
         lines += ["", "Environment:"] + [f"  {k}={v}" for k, v in info["environment"].items()]
-    hint = bytecode_hint(info["bytecode"])
-    lines += ["", "Python bytecode:", f"  {hint}" if hint else "  compiled bytecode found or written as modules load"]
+    if "bytecode" in info:
+        hint = bytecode_hint(info["bytecode"])
+        lines += ["", "Python bytecode:", f"  {hint}" if hint else "  compiled bytecode found or written as modules load"]
     lines += ["", "Problems:"] + ([f"  {p}" for p in info["problems"]] or ["  none found"])
     return "\n".join(lines)
 
