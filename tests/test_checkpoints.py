@@ -61,6 +61,19 @@ def test_empty_and_garbage_files_are_named(tmp_path, content, expected):
         load_checkpoint(tmp_path / "missing.ckpt")
 
 
+def test_a_folder_is_refused_naming_the_checkpoints_it_holds(tmp_path):
+    ckpts = tmp_path / "run" / "fold_0" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "last.ckpt").write_bytes(b"x")
+    (ckpts / "epoch003-val_ua0.5000.ckpt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"run: a folder, not a checkpoint file; .*it holds 1, e\.g\. .*"
+                                              r"fold_0/checkpoints/epoch003-val_ua0\.5000\.ckpt"):
+        load_checkpoint(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="a folder, not a checkpoint file; .*it holds none"):
+        load_checkpoint(tmp_path / "empty")
+
+
 def test_truncated_checkpoint_is_named(tmp_path):
     path = tmp_path / "t.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(10000)}}, path)

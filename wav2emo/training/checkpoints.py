@@ -45,6 +45,10 @@ def load_checkpoint(path: str | os.PathLike, *, extra_globals: Iterable[Any] = (
     foreign file, and for one holding Python objects outside the allow-list (a crafted pickle).
     """
     path = Path(path)
+    if path.is_dir():  # a run or fold folder where one checkpoint is asked for: name the checkpoints it holds
+        held = sorted(str(p.relative_to(path)) for p in path.rglob("*.ckpt") if p.name != "last.ckpt")
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file; {EXPECTED}"
+                              + (f"; it holds {len(held)}, e.g. {path / held[0]}" if held else "; it holds none"))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; {EXPECTED}")
     size = path.stat().st_size
