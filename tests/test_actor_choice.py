@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from wav2emo.data.corpus_options import actor_list, only_actors
-from wav2emo.data.manifest import Clip, Manifest
 from wav2emo.data.errors import CorpusError
+from wav2emo.data.manifest import Clip, Manifest
 
 EMODB = Path(os.environ.get("WAV2EMO_TEST_EMODB", Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb"))
 

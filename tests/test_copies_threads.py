@@ -40,16 +40,27 @@ def test_threaded_copies_equal_the_one_thread_way(tmp_path, monkeypatch):
         rows = json.loads((folder / copies.META).read_text())["clips"]
         assert all(sha1 == sha1_of_file(folder / "audio" / f"{cid}.wav") for cid, sha1, _ in rows)
         metas.append([[cid, frames] for cid, _, frames in rows])
-        files.append({p.name: without_peak_time(p.read_bytes()) for p in sorted((folder / "audio").iterdir())})
+        files.append({p.name: p.read_bytes() for p in sorted((folder / "audio").iterdir())})
         assert len(m) == 2 * len(train)
     assert metas[0] == metas[1] == metas[2]
     assert files[0] == files[1] == files[2]
     assert [row[0] for row in metas[0]][:2] == ["c00~aug1", "c01~aug1"]  # copy 1 of every clip, then copy 2
 
 
-def without_peak_time(data: bytes) -> bytes:
-    """A float WAV file's bytes without the write time libsndfile puts in its PEAK chunk (so files written in
-    different seconds compare equal; that time is also why a copy's sha1 differs between two builds)."""
-    at = data.find(b"PEAK")
-    assert at > 0, "expected libsndfile's PEAK chunk in a float WAV"
-    return data[: at + 12] + bytes(4) + data[at + 16:]
+def test_a_copy_file_is_its_samples_alone(tmp_path):
+    """The copies' float WAVs hold the samples exactly and nothing that changes between builds (libsndfile's
+    writer put the time of writing into a PEAK chunk, so a rebuilt copy's sha1, and its features' cache key,
+    changed), and every WAV reader takes them."""
+    wave = np.random.default_rng(1).standard_normal(1001).astype(np.float32)
+    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
+    copies._write_wav(a, wave, 16000)
+    copies._write_wav(b, wave.copy(), 16000)
+    assert a.read_bytes() == b.read_bytes() and b"PEAK" not in a.read_bytes()
+    info = sf.info(str(a))
+    assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == ("WAV", "FLOAT", 16000, 1, 1001)
+    back, sr = sf.read(str(a), dtype="float32")
+    assert sr == 16000 and np.array_equal(back, wave)
+    from scipy.io import wavfile
+
+    rate, data = wavfile.read(str(a))
+    assert rate == 16000 and data.dtype == np.float32 and np.array_equal(data, wave)

@@ -20,12 +20,12 @@ import dataclasses
 import json
 import logging
 import os
+import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from wav2emo.augment.compose import Augmenter
@@ -106,9 +106,20 @@ def _open(folder: Path, key: str, train: Manifest) -> Manifest:
     return _copy_manifest(train, folder, key, meta["clips"], meta["key_fields"]["sample_rate"])
 
 
+def float_wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
+    """A mono 32-bit float WAV (``WAVE_FORMAT_IEEE_FLOAT`` with its ``fact`` chunk) of ``wave``: the same samples
+    always give the same bytes.  libsndfile's float WAV writer adds a PEAK chunk holding the time of writing, so
+    two builds of the same copy hashed differently (and keyed their feature caches differently)."""
+    data = np.ascontiguousarray(wave, dtype="<f4").tobytes()  # 4 bytes a sample: never an odd pad byte
+    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, sample_rate * 4, 4, 32, 0)  # IEEE float, mono, cbSize 0
+    body = b"".join([b"WAVE", b"fmt ", struct.pack("<I", len(fmt)), fmt,
+                     b"fact", struct.pack("<II", 4, len(data) // 4), b"data", struct.pack("<I", len(data)), data])
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
 def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), wave, sample_rate, subtype="FLOAT", format="WAV")
+    tmp.write_bytes(float_wav_bytes(wave, sample_rate))
     os.replace(tmp, path)
 
 
