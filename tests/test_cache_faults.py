@@ -368,3 +368,38 @@ def test_cache_built_before_checksums_still_opens_with_one_warning(built, caplog
             cache = FeatureCache.open(path)
     assert np.array_equal(cache.read(1), arrays[1])
     assert sum("has no checksums" in r.message for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("array", [np.zeros((3, 12, 768), np.float16), np.zeros((5,), np.float32),
+                                   np.zeros((), np.int64), np.zeros((2, 3), np.float32, order="F"),
+                                   np.zeros((4,), ">f8"), np.zeros((2, 2), bool)])
+def test_shard_headers_are_read_without_building_an_ast(tmp_path, monkeypatch, array):
+    """A plain array's .npy header is parsed without ast.literal_eval, which numpy's reader calls and which can
+    fail with 'SystemError: AST constructor recursion depth mismatch' when threads build ASTs at once on
+    CPython 3.11 (python/cpython#106905; seen on a demo run while the shards of a cache were checked)."""
+    import ast
+
+    from wav2emo.features.cache.format import _read_npy_header
+
+    path = tmp_path / "a.npy"
+    np.save(path, array)
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0(f)
+        expected = (tuple(shape), np.dtype(dtype), bool(fortran), f.tell())
+
+    def no_ast(*_a, **_k):
+        raise AssertionError("ast.literal_eval called")
+
+    monkeypatch.setattr(ast, "literal_eval", no_ast)
+    assert _read_npy_header(path) == expected
+
+
+def test_other_npy_headers_still_go_to_numpy(tmp_path):
+    from wav2emo.features.cache.format import _read_npy_header
+
+    path = tmp_path / "s.npy"
+    np.save(path, np.zeros((4, 2), dtype=[("a", "<f4"), ("b", "<i2")]))
+    shape, dtype, fortran, offset = _read_npy_header(path)
+    assert shape == (4, 2) and dtype.names == ("a", "b") and not fortran and offset == path.stat().st_size - 4 * 2 * 6

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import threading
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -84,16 +85,40 @@ def cache_path(cache_dir: str | Path, manifest_name: str, spec_name: str, key: s
 # Small atomic-file helpers ------------------------------------------------------------------------------
 
 
+# The header numpy writes for a plain array: {'descr': '<f2', 'fortran_order': False, 'shape': (12, 768), }
+_NPY_HEADER = re.compile(r"\{'descr': '(?P<descr>[<>|=]?[a-zA-Z]\d*)', 'fortran_order': (?P<fortran>True|False), "
+                         r"'shape': \((?P<shape>(?:\d+, ?)*\d*)\), \}\s*")
+_AST_LOCK = threading.Lock()
+
+
 def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
-    """(shape, dtype, fortran_order, data offset) of an .npy file, reading only its header."""
+    """(shape, dtype, fortran_order, data offset) of an .npy file, reading only its header.
+
+    A plain array's header is parsed here, not by numpy's reader: that one calls ``ast.literal_eval``, and on
+    CPython 3.11 two threads building ASTs at once can fail with ``SystemError: AST constructor recursion depth
+    mismatch`` (python/cpython#106905; the cache's shards are checked by several threads). Any other header goes
+    to numpy's reader, one thread at a time.
+    """
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise ValueError(f"unsupported .npy version {version}")
+        size_bytes = 2 if version == (1, 0) else 4
+        start = f.tell()
+        raw = f.read(size_bytes)
+        if len(raw) != size_bytes:
+            raise ValueError("the header is cut short")
+        text = f.read(int.from_bytes(raw, "little")).decode("latin1")
+        found = _NPY_HEADER.fullmatch(text)
+        if found is not None:
+            shape = tuple(int(v) for v in found["shape"].replace(" ", "").split(",") if v)
+            return shape, np.dtype(found["descr"]), found["fortran"] == "True", f.tell()
+        f.seek(start)
+        with _AST_LOCK:
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         return tuple(int(s) for s in shape), np.dtype(dtype), bool(fortran), f.tell()
 
 
