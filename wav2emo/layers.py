@@ -48,9 +48,12 @@ def compose_run(overrides: list[str], out: Path) -> DictConfig:
 
 
 def _run_folds(cfg: DictConfig, folds: list[int], out: Path) -> list[dict[str, Any]]:
-    from wav2emo.runs.experiment import run_fold
+    """Every fold of one configuration, from its plan resolved once (as ``train`` does)."""
+    from wav2emo.runs.fold_runner import run_fold
+    from wav2emo.runs.plan import fold_plan
 
-    return [run_fold(cfg, fold, out / f"fold_{fold}") for fold in folds]
+    plan = fold_plan(cfg)
+    return [run_fold(plan, fold, out / f"fold_{fold}") for fold in folds]
 
 
 def _stored_layers(cfg: DictConfig, fold: int) -> tuple[list[int], list[str]]:
