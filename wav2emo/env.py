@@ -25,7 +25,8 @@ PACKAGES = (
 )
 DEFAULT_BACKBONES = ("facebook/wav2vec2-base",)
 ENV_VARS = (
-    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "WAV2EMO_DATA_DIR", "WAV2EMO_CACHE_DIR", "WAV2EMO_LOG_DIR", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX", "WAV2EMO_DATA_DIR", "WAV2EMO_CACHE_DIR", "WAV2EMO_LOG_DIR",
+    "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
     "WANDB_MODE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS",
 )
 
@@ -162,8 +163,9 @@ def bytecode_hint(cache: dict[str, Any]) -> str | None:
     if not cache["compiles_every_process"]:
         return None
     return (f"no compiled bytecode for {', '.join(cache['not_compiled'])} and PYTHONDONTWRITEBYTECODE is set: every "
-            f"process compiles them from source (7 s more start-up measured on an H100 image: 14.9 s against 7.8 s); compile once with "
-            f"`python -m compileall -q -j 0 {cache['site_packages'] or '<site-packages>'}`, or unset "
+            f"process compiles them from source (7 s more start-up measured on an H100 image: 14.9 s against "
+            f"7.8 s); compile once with `python -m compileall -q -j 0 "
+            f"{cache['site_packages'] or '<site-packages>'}`, or unset "
             f"PYTHONDONTWRITEBYTECODE (with PYTHONPYCACHEPREFIX=<a writable folder> where site-packages is read-only)")
 
 
@@ -211,7 +213,8 @@ def render(info: dict[str, Any]) -> str:
         lines += ["", "Environment:"] + [f"  {k}={v}" for k, v in info["environment"].items()]
     if "bytecode" in info:
         hint = bytecode_hint(info["bytecode"])
-        lines += ["", "Python bytecode:", f"  {hint}" if hint else "  compiled bytecode found or written as modules load"]
+        lines += ["", "Python bytecode:",
+                  f"  {hint}" if hint else "  compiled bytecode found or written as modules load"]
     lines += ["", "Problems:"] + ([f"  {p}" for p in info["problems"]] or ["  none found"])
     return "\n".join(lines)
 
