@@ -11,6 +11,7 @@ import torch
 
 from tests.helpers import SMALL, compose_cfg
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.feed import build_upstream_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -87,7 +88,7 @@ def test_upstream_from_audio_feeds_what_the_cache_holds(tmp_path, dirs, override
     from wav2emo.runs.plan import fold_plan
 
     cfg = cfg_of(tmp_path, dirs, *overrides)
-    up = fold_plan(cfg).build_upstream()
+    up = build_upstream_for(fold_plan(cfg).feed)
     wave_dm = build_datamodule(cfg, 0)
     cached_cfg = cfg.copy()
     with open_dict(cached_cfg):
@@ -142,7 +143,7 @@ def test_k_above_the_layer_count_is_refused_before_training(tmp_path, dirs):
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=4")  # tiny: 3 layers
     with pytest.raises(ConfigError, match=r"finetune.k=4.*1..N, N=3"):
-        fold_plan(cfg).build_upstream()
+        build_upstream_for(fold_plan(cfg).feed)
 
 
 def test_online_wave_augmentation_of_offline_only_inputs_is_refused(tmp_path, dirs):
@@ -259,7 +260,7 @@ def test_eval_refuses_a_checkpoint_whose_backbone_changed(tmp_path, dirs):
     from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=top_k", "finetune.k=1")
-    up = fold_plan(cfg).build_upstream()
+    up = build_upstream_for(fold_plan(cfg).feed)
     state = {f"upstream.{k}": v for k, v in up.state_dict().items()}
     state["upstream._extra_state"]["identity"]["backbone"] = {"weights_sha256": "0" * 64}
     with pytest.raises(BackboneError, match="not the one this upstream was trained on"):

@@ -135,6 +135,30 @@ def test_egemaps_scaler_is_fitted_on_training_actors_only(trained_fold):
     assert saved and np.allclose(saved[0].double().numpy(), mean, rtol=1e-5)
 
 
+def test_a_checkpoints_plan_takes_its_statistics_from_the_checkpoint(trained_fold):
+    """A module rebuilt from a checkpoint's plan (eval, predict, cross-corpus) gets no statistics from the data
+    module: it refuses to standardise until the checkpoint's state dict brings the training actors' own."""
+    from wav2emo.runs.build import build_datamodule, build_module
+    from wav2emo.runs.plan import fold_plan
+
+    cfg, result, _ = trained_fold
+    dm = build_datamodule(cfg, 0)
+    dm.setup("fit")
+    trained = build_module(cfg, dm)
+    assert trained.net.egemaps_norm.is_fitted
+    plan = fold_plan(cfg, for_training=False)
+    assert not plan.trains and fold_plan(cfg).trains
+    module = build_module(plan, dm)
+    assert not module.net.egemaps_norm.is_fitted
+    batch = next(iter(dm.val_dataloader()))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        module.eval()(batch)
+    ckpt = torch.load(result["best_checkpoint"], map_location="cpu", weights_only=False)
+    module.load_state_dict(ckpt["state_dict"])
+    assert module.net.egemaps_norm.is_fitted
+    np.testing.assert_allclose(module.net.egemaps_norm.mean.double().numpy(), dm.egemaps_stats()[0], rtol=1e-5)
+
+
 def test_checkpoint_is_chosen_by_dev_ua(trained_fold):
     _, result, fold_dir = trained_fold
     metrics = pd.read_csv(next(fold_dir.glob("csv/version_*/metrics.csv")))

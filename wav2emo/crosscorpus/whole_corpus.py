@@ -2,16 +2,14 @@
 
 The data module of a checkpoint's own config, fed the other corpus: the same inputs, features spec, frames
 and batching, but no folds (nothing of this corpus was trained on) and the *model's* class names, so the
-network is rebuilt with the outputs it was trained with.  Its statistics (eGeMAPS standardisation, class
-weights) are placeholders here: the checkpoint's state dict overwrites them with the training actors' own.
+network is rebuilt with the outputs it was trained with.  It has no training actors, so it gives no statistics:
+the model's eGeMAPS standardisation and class weights come from the checkpoint's state dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from wav2emo.data.folds import Split
 from wav2emo.data.manifest import Manifest
@@ -45,11 +43,3 @@ class WholeCorpusDataModule(EmotionDataModule):
         """The test corpus's own classes (its clips' labels index these)."""
         self._load()
         return tuple(self.manifest.class_names)
-
-    def egemaps_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        self._load()  # placeholders of the right shape; the checkpoint's training statistics replace them
-        shape = self.caches["egemaps"].feature_shape
-        return np.zeros(shape[-1]), np.ones(shape[-1])
-
-    def class_counts(self, part: str = "train") -> np.ndarray:
-        return np.ones(len(self.model_class_names), dtype=np.int64)  # placeholder, replaced by the checkpoint's

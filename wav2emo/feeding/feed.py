@@ -47,6 +47,8 @@ class Feed:
     bucket_by_length: bool | None  # None = the loader's setting
     finetune: dict[str, Any] = field(default_factory=lambda: {"name": "none", "mode": "none"}, compare=False)
     normalize: str | None = None  # features.normalize: "speaker" or None
+    features: dict[str, Any] = field(default_factory=dict, compare=False)  # the specs the upstream stages build from
+    frames: int | None = field(default=None, compare=False)  # model.frames: the fixed length an SSL upstream's hidden states are cut to
 
     @property
     def ssl_from_upstream(self) -> bool:
@@ -100,7 +102,9 @@ def resolve_inputs(config: Mapping[str, Any]) -> Feed:
             f"the model computes or continues its features itself (a backbone layer fed normalised hidden states is "
             f"not the backbone); use finetune=none with augment.mode=cached or none, or features.normalize=null"
         )
-    return replace(feed, finetune=ft, normalize=mode)
+    frames = config["model"].get("frames")
+    return replace(feed, finetune=ft, normalize=mode, features=dict(config.get("features") or {}),
+                   frames=None if frames is None else int(frames))
 
 
 def _resolve_inputs(model: Mapping[str, Any], features: Mapping[str, Any], ft: dict[str, Any],
@@ -182,17 +186,16 @@ def _logmel_stage(stage: str, features: Mapping[str, Any], finetune: Mapping[str
 STAGE_BUILDERS = {"frozen": _ssl_stage, "top_k": _ssl_stage, "full": _ssl_stage, "logmel": _logmel_stage}
 
 
-def build_upstream_for(feed: Feed, features: Mapping[str, Any], frames: int | None = None):
-    """The upstream module of ``feed`` (None without one), from the features' specs (``features``: the config's
-    ``features`` section as plain values), the feed's finetune settings and the model's fixed ``frames``
-    (``model.frames``; None: clips keep their length)."""
+def build_upstream_for(feed: Feed):
+    """The upstream module of ``feed`` (None without one), from the features' specs the feed carries (the config's
+    ``features`` section), its finetune settings and the model's fixed ``frames`` (None: clips keep their length)."""
     if not feed.upstream:
         return None
     from wav2emo.models.frontends import FixFrames, UpstreamChain
 
-    stages = [STAGE_BUILDERS[stage](stage, features, feed.finetune) for stage in feed.upstream]
-    if feed.ssl_from_upstream and frames is not None:
-        stages.append(FixFrames(int(frames)))  # the fixed length the cache path cuts to
+    stages = [STAGE_BUILDERS[stage](stage, feed.features, feed.finetune) for stage in feed.upstream]
+    if feed.ssl_from_upstream and feed.frames is not None:
+        stages.append(FixFrames(feed.frames))  # the fixed length the cache path cuts to
     if "full" in feed.upstream:
         log.info("finetune=full: length-bucketed training batches; batch invariance by the backbone family's own "
                  "rule (as extraction), so padding never changes a clip's hidden states")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -38,8 +37,8 @@ class _CacheMeta:
 class CheckpointShapes:
     """Stands in for the data module when :func:`build_module` rebuilds a checkpoint's model.
 
-    The eGeMAPS statistics and class counts it gives are placeholders: the trained ones are buffers in the
-    checkpoint's ``state_dict`` (Standardizer ``mean``/``std``, ``class_weight``) and overwrite them.
+    It gives no eGeMAPS statistics or class counts: a checkpoint's plan leaves them to the checkpoint's
+    ``state_dict`` (Standardizer ``mean``/``std``, ``class_weight``).
     """
 
     augmenter = None  # augmentation touches training batches only
@@ -50,13 +49,6 @@ class CheckpointShapes:
 
     def input_shape(self, name: str) -> tuple[int, ...]:
         return self._features.input_shape(name)
-
-    def egemaps_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        n = self._features.input_shape("egemaps")[0]
-        return np.zeros(n), np.ones(n)
-
-    def class_counts(self, part: str = "train") -> np.ndarray:
-        return np.ones(len(self.class_names), dtype=np.int64)
 
 
 def checkpoint_class_names(ckpt: dict[str, Any], path: Path) -> tuple[str, ...]:

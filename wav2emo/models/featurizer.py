@@ -110,3 +110,36 @@ class Featurizer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"layers={self.layers}, num_hidden_states={self.num_hidden_states}"
+
+
+def featurizer_for(model: Mapping[str, Any], ssl_shape: tuple[int, int] | None,
+                   cache_meta: Mapping[str, Any] | None = None) -> Featurizer | None:
+    """The featurizer of ``model`` (a run's conf/model as plain values: ``model.featurizer``; None without one),
+    sized by ``ssl_shape`` (hidden states H, width D of the ``ssl`` it reads: the cache's, or the SSL upstream's
+    when hidden states come from audio). ``cache_meta``: the SSL cache's record when ``ssl`` is read from a cache
+    (a time-pooled cache is refused for a frame model; a cache of a layer subset maps the layer indices)."""
+    feat_cfg = model.get("featurizer")
+    if feat_cfg is None:
+        return None
+    if "ssl" not in (model.get("inputs") or ()):
+        raise ConfigError(f"model.featurizer is set but the model's inputs {list(model['inputs'])} have no 'ssl'")
+    meta = cache_meta or {}
+    if meta.get("time_pooled") and not model.get("reads_time_pooled", False):
+        raise ConfigError(
+            f"model={model.get('name')} reads frames, but the feature cache {meta.get('name')!r} holds time-pooled "
+            "statistics (features.ssl.time_pooled=true): use a pooling head (model=mean_linear or layer_weighted) or "
+            "features.ssl.time_pooled=false"
+        )
+    if ssl_shape is None:
+        raise ConfigError(f"model={model.get('name')} reads 'ssl' but neither a feature cache nor an SSL upstream "
+                          "provides it")
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf, open_dict
+
+    feat_cfg = OmegaConf.create(feat_cfg)
+    with open_dict(feat_cfg):
+        feat_cfg.num_hidden_states = int(ssl_shape[0])
+        stored = meta.get("layer_indices")
+        if stored is not None and list(stored) != list(range(len(stored))):  # a layer subset: map the indices
+            feat_cfg.stored_layers = list(stored)
+    return instantiate(feat_cfg, _convert_="all")

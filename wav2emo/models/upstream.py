@@ -120,6 +120,11 @@ class SSLUpstream(nn.Module):
         self.train(self.training)
 
     # What trains --------------------------------------------------------------------------------------
+    @property
+    def hidden_states_shape(self) -> tuple[int, int]:
+        """(hidden states H, width D) of the ``ssl`` this stage hands on: every layer and the CNN's projection."""
+        return self.num_layers + 1, int(self.backbone.hidden_size)
+
     def is_trained(self, name: str) -> bool:
         """Whether backbone parameter ``name`` (relative to the HF model) is trained in this mode."""
         return name.startswith(self._prefixes) if self._prefixes else False

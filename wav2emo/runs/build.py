@@ -7,11 +7,12 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -21,6 +22,8 @@ from wav2emo.augment.compose import Augmenter
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.datamodule import EmotionDataModule
+from wav2emo.feeding.feed import build_upstream_for
+from wav2emo.models.featurizer import featurizer_for
 from wav2emo.models.upstream import last_ssl_stage
 from wav2emo.runs.common import CKPT_KEY
 from wav2emo.runs.plan import FoldPlan, fold_plan
@@ -51,46 +54,6 @@ def build_datamodule(plan: FoldPlan | DictConfig, fold: int, augmenter: Augmente
         raise
 
 
-def _ssl_shape(dm: EmotionDataModule, ssl_up) -> tuple[int, int]:
-    """(hidden states H, width D) of the ``ssl`` the net reads: from the cache, else from the upstream's last SSL
-    stage ``ssl_up``."""
-    if "ssl" in dm.inputs:
-        h, d = dm.input_shape("ssl")
-        return int(h), int(d)
-    if ssl_up is None:
-        raise ConfigError(f"the model reads 'ssl' but the data module serves {list(dm.inputs)} and no SSL upstream "
-                          "computes it")
-    return ssl_up.num_layers + 1, int(ssl_up.backbone.hidden_size)
-
-
-def build_featurizer(model: Mapping[str, Any], dm: EmotionDataModule, ssl_up=None
-                     ) -> tuple[torch.nn.Module | None, tuple[int, int] | None]:
-    """The featurizer of ``model`` (the plan's conf/model: ``model.featurizer``; None without one) and the shape
-    (hidden states H, width D) of the ``ssl`` it reads, sized by the SSL cache, or by the upstream's last SSL stage
-    ``ssl_up`` when hidden states come from audio (no ``ssl`` cache in the inputs): read once, for the featurizer's
-    layer count and the net's width."""
-    feat_cfg = model.get("featurizer")
-    if feat_cfg is None:
-        return None, None
-    if "ssl" not in (model.get("inputs") or ()):
-        raise ConfigError(f"model.featurizer is set but the model's inputs {list(model['inputs'])} have no 'ssl'")
-    feat_cfg = OmegaConf.create(feat_cfg)
-    meta = dm.caches["ssl"].meta if "ssl" in dm.inputs and "ssl" in getattr(dm, "caches", {}) else {}
-    if meta.get("time_pooled") and not model.get("reads_time_pooled", False):
-        raise ConfigError(
-            f"model={model.get('name')} reads frames, but the feature cache {meta.get('name')!r} holds time-pooled "
-            "statistics (features.ssl.time_pooled=true): use a pooling head (model=mean_linear or layer_weighted) or "
-            "features.ssl.time_pooled=false"
-        )
-    shape = _ssl_shape(dm, ssl_up)
-    with open_dict(feat_cfg):
-        feat_cfg.num_hidden_states = shape[0]
-        stored = meta.get("layer_indices")
-        if stored is not None and list(stored) != list(range(len(stored))):  # a layer subset: map the indices
-            feat_cfg.stored_layers = list(stored)
-    return instantiate(feat_cfg, _convert_="all"), shape
-
-
 _BUILD = object()
 
 
@@ -98,22 +61,30 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
                  augmenter: Augmenter | None = None) -> L.LightningModule:
     """Instantiate the LightningModule of the plan's ``model.module``, filling what only the data know: the
     featurizer's layer count (the net's ``in_channels``), the feature width (``feature_dim``), the class names,
-    and the eGeMAPS statistics of the training actors.
+    and, for a plan made for training, the training actors' eGeMAPS statistics and class counts.
 
     ``upstream``: by default built from the plan's feed; ``wav2emo.eval`` passes the one it rebuilt from a
     checkpoint. ``augmenter``: the one the data module was given (by default the data module's). A config is
-    resolved into its plan first (:func:`~wav2emo.runs.plan.fold_plan`).
+    resolved into its plan first (:func:`~wav2emo.runs.plan.fold_plan`). A checkpoint's plan
+    (``fold_plan(cfg, for_training=False)``) leaves the statistics unset: the checkpoint's state dict brings the
+    ones it was trained with (an unset one refuses to run rather than standardise with placeholders).
     """
     plan = fold_plan(plan)
-    if upstream is _BUILD:
-        upstream = plan.build_upstream()
-    ssl_up = last_ssl_stage(upstream)
-    if ssl_up is not None and ssl_up.mode == "top_k" and "ssl" in dm.inputs:
-        ssl_up.check_cache(dm.caches["ssl"].meta)  # top_k continues the cache's hidden states: same backbone
-    featurizer, ssl_shape = build_featurizer(plan.model, dm, ssl_up)
-    module_cfg = OmegaConf.create(plan.model["module"])
+    # What the data know, read before the model's parts are built.
+    cached = {key: tuple(int(n) for n in dm.input_shape(key)) for key in ("ssl", "logmel") if key in dm.inputs}
+    ssl_meta = dm.caches["ssl"].meta if "ssl" in cached and "ssl" in getattr(dm, "caches", {}) else None
     names = list(dm.class_names)
     model_inputs = tuple(plan.model.get("inputs") or dm.inputs)
+    statistics = TrainingStatistics.of(dm, model_inputs) if plan.trains else None
+    if upstream is _BUILD:
+        upstream = build_upstream_for(plan.feed)
+    ssl_up = last_ssl_stage(upstream)
+    if ssl_up is not None and ssl_up.mode == "top_k" and ssl_meta is not None:
+        ssl_up.check_cache(ssl_meta)  # top_k continues the cache's hidden states: same backbone
+    # the featurizer's layer count and the net's width: from the SSL cache, else from the upstream's last SSL stage
+    ssl_shape = cached.get("ssl") or (None if ssl_up is None else ssl_up.hidden_states_shape)
+    featurizer = featurizer_for(plan.model, ssl_shape, ssl_meta)
+    module_cfg = OmegaConf.create(plan.model["module"])
     with open_dict(module_cfg):
         net = module_cfg.net
         frame_key = net.get("input_key") or next((k for k in ("ssl", "logmel") if k in model_inputs), None)
@@ -127,7 +98,7 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
                 net.feature_dim = ssl_shape[1]
         elif frame_key == "logmel" and "feature_dim" in net.keys():
             # from the cache, or from the LogMelUpstream that computes it from (augmented) audio
-            net.feature_dim = dm.input_shape("logmel")[0] if "logmel" in dm.inputs else int(upstream.n_mels)
+            net.feature_dim = cached["logmel"][0] if "logmel" in cached else int(upstream.n_mels)
         if plan.optim is not None:
             module_cfg.optim = plan.optim
         if "num_classes" in net.keys():
@@ -136,11 +107,8 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
         module_cfg.class_names = names
         module_cfg.seed = plan.seed
     module = instantiate(module_cfg, _convert_="partial", featurizer=featurizer, upstream=upstream)
-    if "egemaps" in module.standardized_inputs:
-        mean, std = dm.egemaps_stats()
-        module.set_feature_stats("egemaps", torch.as_tensor(mean), torch.as_tensor(std))
-    if getattr(module, "class_weights_mode", None) == "balanced":  # from the training actors' labels only
-        module.set_class_weights(dm.class_counts("train"))
+    if statistics is not None:
+        statistics.set_on(module)
     # Augmentation (conf/augment, checked when the data module was built): training batches only.
     if augmenter is None:
         augmenter = getattr(dm, "augmenter", None)
@@ -148,6 +116,31 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
     module.train_transform = train_tf or module.train_transform
     module.feature_transform = feature_tf or module.feature_transform
     return module
+
+
+@dataclass(frozen=True)
+class TrainingStatistics:
+    """What a module learns from the training actors alone (never dev or test actors): the per-class clip counts
+    (balanced class weights) and the mean and std of each input it standardises."""
+
+    class_counts: np.ndarray
+    standardization: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def of(cls, dm: EmotionDataModule, model_inputs: tuple[str, ...]) -> TrainingStatistics:
+        """From ``dm``'s training split: eGeMAPS statistics when the model reads eGeMAPS (``model_inputs``)."""
+        wanted = "egemaps" in model_inputs and "egemaps" in dm.inputs
+        return cls(dm.class_counts("train"), {"egemaps": dm.egemaps_stats()} if wanted else {})
+
+    def set_on(self, module: L.LightningModule) -> None:
+        for name in module.standardized_inputs:
+            if name not in self.standardization:
+                raise ConfigError(f"the model standardises input {name!r}, but it has no training statistics: they are "
+                                  f"taken for eGeMAPS when model.inputs holds 'egemaps'")
+            mean, std = self.standardization[name]
+            module.set_feature_stats(name, torch.as_tensor(mean), torch.as_tensor(std))
+        if getattr(module, "class_weights_mode", None) == "balanced":  # from the training actors' labels only
+            module.set_class_weights(self.class_counts)
 
 
 class StoreRunInfo(L.Callback):

@@ -25,7 +25,7 @@ from wav2emo.data.corpora import num_folds
 from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.features.normalize import protocol_entry as normalize_protocol
-from wav2emo.feeding.feed import Feed, build_upstream_for, resolve_inputs
+from wav2emo.feeding.feed import Feed, resolve_inputs
 from wav2emo.feeding.placement import parse_auto_bool
 from wav2emo.hpsearch.trial import SearchTrial
 from wav2emo.plain_config import to_container
@@ -61,6 +61,12 @@ class FoldPlan:
     cuda_graphs_max: int
 
     @property
+    def trains(self) -> bool:
+        """Made for training (``fold_plan(cfg)``); False for a checkpoint's plan (``for_training=False``): testing or
+        predicting with it, whose statistics come from the checkpoint."""
+        return self.augment_spec is not None
+
+    @property
     def features(self) -> dict[str, Any]:
         return self.config["features"]
 
@@ -94,10 +100,6 @@ class FoldPlan:
     @property
     def model_name(self) -> str:
         return str(self.model.get("name", "?"))
-
-    def build_upstream(self):
-        """A new upstream module of the feed (None without one): the SSL stages, log-mel, fixed frames."""
-        return build_upstream_for(self.feed, self.features, self.model.get("frames"))
 
     def protocol(self) -> dict[str, Any]:
         """What a fold result says about fine-tuning, augmentation and feature normalisation (``fold_result.json``

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.data.folds import folds_to_run
 from wav2emo.errors import ConfigError
+from wav2emo.feeding.feed import build_upstream_for
 from wav2emo.reports.fold_results import write_fold_result
 from wav2emo.reports.formatting import fmt_interval, interval_lines
 from wav2emo.reports.intervals import BootstrapSettings
@@ -41,7 +42,7 @@ def rebuild_checkpoint_upstream(plan: FoldPlan | DictConfig, state_dict: dict[st
     from wav2emo.models.frontends import UpstreamChain
     from wav2emo.models.upstream import rebuild_upstream
 
-    built = fold_plan(plan).build_upstream()  # the layout (stages, log-mel, frames)
+    built = build_upstream_for(fold_plan(plan).feed)  # the layout (stages, log-mel, frames)
     if built is None:
         return None
     stages = list(built.stages) if isinstance(built, UpstreamChain) else [built]
