@@ -14,7 +14,6 @@ rebuilds its kernel on every call anyway, and a call can take tens of seconds on
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -28,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report_files import write_report  # noqa: E402
 from wav2emo.augment import AddNoise, Gain, PitchShift, SpecAugment, Speed, build_augment  # noqa: E402
 from wav2emo.features.logmel import LogMelFrontend  # noqa: E402
 
@@ -124,13 +124,12 @@ def main() -> None:
            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "load_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     if args.out:
-        write_report(args.out, device, rows, env)
+        _, md = write_report(args.out, f"augment_{device.type}", {"env": env, "rows": rows},
+                             render(device.type, rows, env))
+        print(f"wrote {md}")
 
 
-def write_report(out: Path, device: torch.device, rows: list[dict], env: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tag = device.type
-    (out / f"augment_{tag}.json").write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+def render(tag: str, rows: list[dict], env: dict) -> str:
     ta = [r for r in rows if r["transform"].startswith("torchaudio") and r["median_ms"] is not None]
     ours = next(r for r in rows if r["transform"].startswith("pitch: grid, random"))
     lines = [f"# Augmentation transforms: time per batch on {env['device']} ({tag})", "",
@@ -155,8 +154,7 @@ def write_report(out: Path, device: torch.device, rows: list[dict], env: dict) -
                   "Chosen: the grid (wav2emo.augment.PitchShift), same method as torchaudio (phase vocoder + "
                   "resampling), ratios as fractions with denominators <= 100 (<= 0.01 semitone off), so its cost "
                   "does not depend on the step and no step can fail to allocate."]
-    (out / f"augment_{tag}.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / f'augment_{tag}.md'}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ Items are skipped (and say so) once ``--budget-s`` is spent.  Writes ``backbones
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from wav2emo.backbones import wrap_model  # noqa: E402
 from wav2emo.backbones.family import frame_mask  # noqa: E402
 
@@ -307,7 +306,7 @@ def main() -> None:
                          "machine": {"gpu": gpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__,
                                      "cuda": torch.version.cuda, "transformers": transformers.__version__,
                                      "python": platform.python_version()}}
-    slug = re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_")
+    slug = machine_slug(gpu)
     lengths = corpus_lengths(args.clips)
 
     def keep(name: str) -> bool:
@@ -318,8 +317,7 @@ def main() -> None:
     r["audio_s"] = sum(lengths) / 16000
 
     def save() -> None:
-        (args.out / f"backbones_{slug}.json").write_text(json.dumps(r, indent=1))
-        (args.out / f"backbones_{slug}.md").write_text(markdown(r))
+        write_report(args.out, f"backbones_{slug}", r, markdown(r))
 
     def within(share: float) -> bool:
         return time.perf_counter() - start < share * args.budget_s

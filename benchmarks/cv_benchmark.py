@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 
 VARIANTS = {
     # the command: five processes one after the other (Hydra's basic launcher)
@@ -93,9 +94,7 @@ def main() -> None:
             "test_ua_mean": (summary.get("summary") or {}).get("ua", {}).get("mean"),
         }
         print(variant, json.dumps(results["variants"][variant]), flush=True)
-    name = "cv_" + torch.cuda.get_device_name(0).replace(" ", "_").lower()
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / f"{name}.md").write_text(render(results) + "\n")
+    write_report(args.out, "cv_" + machine_slug(torch.cuda.get_device_name(0)), results, render(results))
     print(render(results))
 
 

@@ -32,7 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from benchmarks.train_benchmark import (  # noqa: E402
     compose,
     machine_info,
@@ -196,7 +196,7 @@ def main() -> None:
     results["reference_way"] = time_reference_way(len(parts["train"]), len(parts["dev"]), egemaps=True,
                                                   strict_fp32=False)
     print("reference way", results["reference_way"], flush=True)
-    name = "finetune_" + torch.cuda.get_device_name(0).replace(" ", "_").lower()
+    name = "finetune_" + machine_slug(torch.cuda.get_device_name(0))
     for i, (config, (overrides, target)) in enumerate(CONFIGS.items()):
         if args.only and not any(s in config for s in args.only):
             continue
@@ -210,8 +210,7 @@ def main() -> None:
         r["target_seconds_per_epoch"] = target
         results["runs"][config] = r
         print(config, json.dumps(r), flush=True)
-        (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")  # after every row
-        (args.out / f"{name}.md").write_text(render(results) + "\n")
+        write_report(args.out, name, results, render(results))  # after every row
     set_way("")
     print(render(results))
 

@@ -24,6 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import write_report  # noqa: E402
 
 FRAMES, LAYERS, DIM = 185, 13, 768  # a mean RAVDESS clip at 50 frames/s, wav2vec2-base
 
@@ -110,8 +111,6 @@ def main() -> None:
         print(s, flush=True)
     report = {"machine": {"cpu_cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
               "data_path": rows, "fe_vgg_cpu_step": steps}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "memory_cpu.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Host memory when training on the CPU from the memory-mapped cache", "",
              f"Machine: {os.cpu_count()} CPU cores, {platform.platform()}, Python {platform.python_version()}. "
              "Regenerate: `python benchmarks/memory_benchmark.py`.", "",
@@ -124,7 +123,7 @@ def main() -> None:
               "| batch | peak RSS GB |", "| --- | --- |"]
     for s in steps:
         lines.append(f"| {s.get('batch')} | {s.get('peak_rss_gb', float('nan')):.2f} |")
-    (args.out / "memory_cpu.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, "memory_cpu", report, "\n".join(lines))
     print("\n".join(lines))
 
 

@@ -25,6 +25,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import write_report  # noqa: E402
+
 RAVDESS = Path(os.environ.get("WAV2EMO_TEST_RAVDESS", REPO.parent / "shared" / "data" / "ravdess16k"))
 MODELS = ("fe_vgg_egemaps", "layer_weighted")
 
@@ -136,8 +138,6 @@ def main() -> None:
                "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                "load_average_at_end": os.getloadavg(), "clips": len(files), "audio_s": audio_s,
                "clips_from": "RAVDESS" if RAVDESS.is_dir() else "synthetic", "repeats": args.repeats}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "onnx_predict_cpu.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
     lines = ["# Prediction on the CPU: PyTorch (`wav2emo.predict`) beside ONNX (`backend=onnx`)", "",
              f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads for both backends; torch "
              f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}. "
@@ -154,7 +154,7 @@ def main() -> None:
                      f"{r['real_time_factor']:.3f} | {r['max_abs_diff_vs_torch_batch_1']:.1e} |")
     lines += ["", "Export: " + ", ".join(f"{m} {next(r['export_s'] for r in rows if r['model'] == m):.0f} s, "
                                         f"{next(r['onnx_mb'] for r in rows if r['model'] == m):.0f} MB" for m in MODELS)]
-    (args.out / "onnx_predict_cpu.md").write_text("\n".join(lines) + "\n")
+    write_report(args.out, "onnx_predict_cpu", {"machine": machine, "rows": rows}, "\n".join(lines))
     print("\n".join(lines))
 
 

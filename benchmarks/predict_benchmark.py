@@ -24,9 +24,7 @@ Writes <out>/predict_<machine>_<backbone>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -36,6 +34,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
+
 RECORDING_S = 1800.0
 SR = 16_000
 TARGETS = {"gpu": 200.0, "cpu": 20.0}  # times real time, start-up included (issue 25)
@@ -194,11 +194,7 @@ def main() -> None:
         "csv_sha_prefix"]
     result["max_abs_prob_difference_to_serial"] = {
         k: max_abs_difference(Path(serial["csv"]), Path(v["csv"])) for k, v in runs.items() if k.startswith("fe_vgg_egemaps")}
-    slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")[:40]
-    a.out.mkdir(parents=True, exist_ok=True)
-    name = f"predict_{slug}_{a.backbone}"
-    (a.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (a.out / f"{name}.md").write_text(render(result))
+    write_report(a.out, f"predict_{machine_slug(result['machine'], limit=40)}_{a.backbone}", result, render(result))
     print(render(result))
 
 

@@ -45,6 +45,7 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.report_files import write_report  # noqa: E402
 
 SPEAKERS = 91
 CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
@@ -354,7 +355,7 @@ def main() -> None:
     log(f"synthesised in {synth_s:.1f} s")
     backbone = random_wav2vec2_base(args.work / "wav2vec2-base-random") if args.device == "cuda" else None
     workers = min(2, cores)  # loader.num_workers's default (memory-mapped reads in worker processes)
-    stem = args.out / f"scale_{args.device}"
+    stem = f"scale_{args.device}"
     work = args.work / f"run-{args.device}"
     cache_dir = work / "cache"
     for old in ("folder", "manifests"):  # every cache and corpus check from scratch (this folder is the benchmark's)
@@ -396,10 +397,8 @@ def main() -> None:
                 log(f"{size} {kind} training: {runs[kind]['training']}")
             result["ru_maxrss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             result["load"] = load + [round(os.getloadavg()[0], 1)]
-            args.out.mkdir(parents=True, exist_ok=True)
-            stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-            stem.with_suffix(".md").write_text(markdown(result))
-    log(f"written {stem}.md")
+            write_report(args.out, stem, result, markdown(result))
+    log(f"written {args.out / stem}.md")
 
 
 if __name__ == "__main__":

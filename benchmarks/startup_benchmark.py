@@ -18,7 +18,6 @@ adds a cProfile of one lean run (the functions that take the time before the fir
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -29,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
+
 STARTUP = re.compile(r"first training step ([0-9.]+) s after the process started")
 WAYS = {"lean": {}, "all_backends": {"WAV2EMO_TORCHMETRICS_ALL_BACKENDS": "1"}}
 TARGET_SECONDS = 5.0
@@ -112,10 +113,7 @@ def main() -> None:
                WAV2EMO_LOG_DIR=str(a.work / "outputs"))
     if a.imports_only:
         res = {"machine": machine_name(), "cpus": os.cpu_count(), "imports": import_cost(env, a.runs)}
-        slug = re.sub(r"[^a-z0-9]+", "_", res["machine"].lower()).strip("_")
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / f"startup_imports_{slug}.json").write_text(json.dumps(res, indent=2))
-        (a.out / f"startup_imports_{slug}.md").write_text(render_imports(res))
+        write_report(a.out, f"startup_imports_{machine_slug(res['machine'])}", res, render_imports(res))
         print(render_imports(res))
         return
     args = train_args(a.work, a.gpu)
@@ -145,10 +143,7 @@ def main() -> None:
         rows.sort(key=lambda x: -x[1])
         result["profile_lean_wav2emo_cumulative_s"] = [
             [f"{Path(f).name}:{line}({name})", round(sec, 3)] for (f, line, name), sec in rows[:25]]
-    slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"startup_{slug}.json").write_text(json.dumps(result, indent=2))
-    (a.out / f"startup_{slug}.md").write_text(render(result))
+    write_report(a.out, f"startup_{machine_slug(result['machine'])}", result, render(result))
     print(render(result))
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from benchmarks.startup_benchmark import machine_name  # noqa: E402
 from benchmarks.startup_benchmark import train_args as startup_train_args  # noqa: E402
 
@@ -169,10 +169,7 @@ def main() -> None:
             w[f"{key}_median"] = round(statistics.median(values), 3) if values else None
         w["phases"] = phase_table([{"phases": r["phases"]} for r in w["runs"]])
     result["load_average_1min_end"] = round(os.getloadavg()[0], 1)
-    slug = re.sub(r"[^a-z0-9]+", "_", result["machine"].lower()).strip("_")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"startup_phases_{slug}.json").write_text(json.dumps(result, indent=2))
-    (a.out / f"startup_phases_{slug}.md").write_text(render(result))
+    write_report(a.out, f"startup_phases_{machine_slug(result['machine'])}", result, render(result))
     print(render(result))
 
 

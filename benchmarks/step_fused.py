@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from wav2emo.models.blocks import ConvBlock  # noqa: E402
 from wav2emo.models.fe_vgg import FeVGGEgemaps  # noqa: E402
 
@@ -165,10 +165,7 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT=")), None)
         res["warm_process"] = json.loads(line[7:])["steps"] if line else {"error": proc.stderr[-1500:]}
-    slug = re.sub(r"[^a-z0-9]+", "_", res["gpu"].lower()).strip("_")
-    a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / f"step_fused_{slug}.json").write_text(json.dumps(res, indent=2))
-    (a.out / f"step_fused_{slug}.md").write_text(render(res))
+    write_report(a.out, f"step_fused_{machine_slug(res['gpu'])}", res, render(res))
     print(render(res))
 
 

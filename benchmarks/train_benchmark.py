@@ -31,6 +31,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 
 
 def random_base_backbone(folder: Path) -> Path:
@@ -304,9 +305,7 @@ def main() -> None:
     if args.cpu_ram:
         results["cpu_ram"] = cpu_ram_check(backbone, args.work, args.work / "cpu", args.cpu_batches)
         print("cpu ram", results["cpu_ram"], flush=True)
-    name = "train_" + torch.cuda.get_device_name(0).replace(" ", "_").lower()
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / f"{name}.md").write_text(render(results) + "\n")
+    write_report(args.out, "train_" + machine_slug(torch.cuda.get_device_name(0)), results, render(results))
     print(render(results))
 
 
