@@ -59,6 +59,28 @@ def _read_reply(f) -> tuple[dict[str, Any], np.ndarray | None]:
     return header, np.frombuffer(data, dtype="<f4").reshape(shape)
 
 
+def close_inputs(procs: Sequence[subprocess.Popen], *, terminate: bool) -> None:
+    """Close each worker's stdin (a worker waiting for its next request sees the end and exits); with
+    ``terminate``, send each one SIGTERM right after (if it is still running), worker by worker."""
+    for p in procs:
+        try:
+            if p.stdin is not None:
+                p.stdin.close()
+        except OSError:
+            pass
+        if terminate and p.poll() is None:
+            p.terminate()
+
+
+def wait_or_kill(proc: subprocess.Popen, timeout_s: float) -> None:
+    """Wait up to ``timeout_s`` for ``proc`` to exit; SIGKILL it if it has not, and reap it."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class SmilePool:
     """``num_workers`` openSMILE processes for one feature set and level, started at construction."""
 
@@ -183,21 +205,10 @@ class SmilePool:
     def close(self) -> None:
         """Stop every worker now (no waiting for queued clips); never leaves a process behind."""
         self._stop.set()
-        for p in self.procs:
-            try:
-                if p.stdin is not None:
-                    p.stdin.close()
-            except OSError:
-                pass
-            if p.poll() is None:
-                p.terminate()
+        close_inputs(self.procs, terminate=True)
         deadline = time.monotonic() + self.grace_s
         for p in self.procs:
-            try:
-                p.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            wait_or_kill(p, max(0.0, deadline - time.monotonic()))
         for t in self._threads:
             t.join(timeout=1.0)
         for p in self.procs:

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wav2emo.features.smile_pool import _SINGLE_THREADED, SmileWorkerError, _read_reply
+from wav2emo.features.smile_pool import (
+    _SINGLE_THREADED,
+    SmileWorkerError,
+    _read_reply,
+    close_inputs,
+    wait_or_kill,
+)
 
 
 def usable_cores() -> int:
@@ -108,18 +114,9 @@ class SmileWavePool:
         """Stop every worker (queued requests fail); never leaves a process behind."""
         self._closed = True
         executor = getattr(self, "_executor", None)
+        close_inputs(self.procs, terminate=False)
         for p in self.procs:
-            try:
-                if p.stdin is not None:
-                    p.stdin.close()
-            except OSError:
-                pass
-        for p in self.procs:
-            try:
-                p.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            wait_or_kill(p, 2.0)
             if p.stdout is not None:
                 p.stdout.close()
         if executor is not None:
