@@ -2,6 +2,9 @@
 
 Build with :func:`build_augment` from ``conf/augment/<name>.yaml``; call the resulting :class:`Augmenter` on
 training batches only.
+
+May import: data (audio files), features (the cache the cached copies' features go to), and the package
+root's errors and registry. Never imports models, feeding, training, runs or reports.
 """
 
 from wav2emo.augment.compose import Augmenter, Compose, FeatureCompose

@@ -8,6 +8,8 @@ regularisers), :mod:`.running` (device, precision, padding), :mod:`.invariance` 
 (wav2vec2-style masked group norm and layer ranges), :mod:`.family` (the contract), :mod:`.registry` (model_type -> family),
 :mod:`.families` (the built-in families), :mod:`.tiny` (tiny random models of every family),
 :mod:`.loading` (``load_backbone``: the family from config.json's model_type).
+
+May import only the package root's errors and registry: extraction and fine-tuning import it, never the reverse.
 """
 
 from wav2emo.backbones.encoder import (

@@ -2,5 +2,6 @@
 
 Entries for the rest of the package: :func:`wav2emo.data.corpora.load_corpus`, :func:`wav2emo.data.folds.build_folds`
 and :func:`wav2emo.data.folds.assemble_fold`; a corpus recipe or fold protocol of your own registers through
-:mod:`wav2emo.data.registry`.  This package may import only ``wav2emo.errors`` and third-party libraries.
+:mod:`wav2emo.data.registry`.  This package may import only ``wav2emo.errors``, ``wav2emo.registry`` and
+third-party libraries.
 """

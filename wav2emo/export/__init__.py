@@ -5,4 +5,7 @@
 - :mod:`~wav2emo.export.cli`: the command (Hydra, conf/export.yaml).
 
 The file format (inputs, outputs, metadata) is described in :mod:`wav2emo.inference.onnx_model`, which reads it.
+
+May import: backbones, models, inference (restoring checkpoints), and the package root's errors, cli and
+compat. Nothing imports it: it is its own command.
 """

@@ -7,6 +7,9 @@ registry by ``spec["kind"]``; a new kind (HuBERT through the same wav2vec2 code,
 ...) is a class with ``key_fields()`` and ``build(manifest, path, base_meta, progress=...)`` passed to
 ``FEATURE_KINDS.register`` (wav2emo/registry.py); an optional ``check_clips(manifest)`` refuses unusable clips (too short or too
 long for that kind, judged from the manifest's durations) before any extraction work starts.
+
+May import: data, backbones, and the package root's errors, files and registry. Never imports models,
+feeding, augment, training, runs or reports.
 """
 
 from __future__ import annotations

@@ -11,4 +11,7 @@ cross-validation report is the one test of the search.
 - :mod:`~wav2emo.hpsearch.trial`: what a trial does inside ``train()`` (checks, pruning after each fold);
 - :mod:`~wav2emo.hpsearch.study`: the storage, opening the study, counting and choosing trials, the final run's overrides;
 - :mod:`~wav2emo.hpsearch.summary`: ``hpsearch.{json,md}`` in the search directory.
+
+May import: reports and the package root's errors. Never imports training, runs or the entry points (runs
+imports it: a trial reports after each fold).
 """

@@ -1,4 +1,8 @@
-"""Networks over the batch dict: each takes ``batch`` and returns logits (B, num_classes)."""
+"""Networks over the batch dict: each takes ``batch`` and returns logits (B, num_classes).
+
+May import: backbones, features (the layout of cached hidden states) and the package root's errors. Never
+imports feeding, training, runs or reports.
+"""
 
 from wav2emo.models.attentive import Attentive, AttentiveStatsPool
 from wav2emo.models.blocks import ConvBlock
