@@ -1,0 +1,185 @@
+"""Where the fe_vgg_egemaps training step's batch-norm time goes on a GPU, and whether PyTorch's own channels-last
+batch-norm kernels beat cuDNN's there (issue 25: the first block's batch-norm statistics, backward and layout
+transforms were about 2.1 of the step's 10 ms).
+
+One training step (forward, backward, Adam) at batch 25 of 12 x 208 x 768 bf16 hidden states, bf16 autocast,
+channels-last, as a GPU fold trains; GPU time from CUDA events, median of repeats. Variants, measured one beside
+the other in one process from the same initial weights and the same batch:
+
+- ``cudnn``: the batch-norm layers as training runs them (cuDNN where PyTorch picks it);
+- ``native``: every BatchNorm2d run with cuDNN switched off around it (PyTorch's channels-last kernels), the
+  convolutions still on cuDNN;
+- ``native_first``: the same for the first block's batch-norm layers only.
+
+For each: the step's GPU milliseconds, the loss and gradients against ``cudnn`` (max relative difference), and
+the 15 most expensive CUDA kernels of 5 profiled steps.
+
+    python benchmarks/step_batchnorm.py OUT_DIR [--steps 60] [--frames 208]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.report_files import machine_slug, write_report  # noqa: E402
+from wav2emo.models.fe_vgg import FeVGGEgemaps  # noqa: E402
+
+VARIANTS = ("cudnn", "native", "native_first")
+
+
+class NativeBatchNorm(nn.Module):
+    """Runs the wrapped BatchNorm2d with cuDNN off: its backward follows the forward's choice of kernels."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        self.bn = bn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.backends.cudnn.flags(enabled=False):
+            return self.bn(x)
+
+
+def swap_batchnorms(module: nn.Module, first_block_only: bool) -> None:
+    blocks = module.encoder.blocks
+    for i, block in enumerate(blocks):
+        if first_block_only and i > 0:
+            break
+        for j, layer in enumerate(block):
+            if isinstance(layer, nn.BatchNorm2d):
+                block[j] = NativeBatchNorm(layer)
+
+
+def make_net(variant: str, state: dict | None) -> nn.Module:
+    net = FeVGGEgemaps(in_channels=12, feature_dim=768).cuda()
+    net.egemaps_norm.set_stats(torch.zeros(88), torch.ones(88))
+    if state is not None:
+        net.load_state_dict(state)
+    if variant != "cudnn":
+        swap_batchnorms(net, first_block_only=variant == "native_first")
+    return net.to(memory_format=torch.channels_last)
+
+
+def make_batch(frames: int, batch: int = 25) -> dict:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    return {"ssl": torch.randn(batch, 12, frames, 768, device="cuda", generator=g).to(torch.bfloat16),
+            "ssl_mask": torch.ones(batch, frames, dtype=torch.bool, device="cuda"),
+            "egemaps": torch.randn(batch, 88, device="cuda", generator=g),
+            "label": torch.randint(0, 8, (batch,), device="cuda", generator=g)}
+
+
+def loss_and_grads(net: nn.Module, batch: dict) -> tuple[float, list[torch.Tensor]]:
+    net.zero_grad(set_to_none=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        logits = net(batch)
+    loss = F.cross_entropy(logits.float(), batch["label"])
+    loss.backward()
+    return float(loss), [p.grad.detach().float().clone() for p in net.parameters() if p.grad is not None]
+
+
+def step_ms(net: nn.Module, batch: dict, steps: int):
+    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = net(batch)
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(10):
+        step()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(steps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step()
+        b.record()
+        b.synchronize()
+        out.append(a.elapsed_time(b))
+    return out, step
+
+
+def top_kernels(step, n: int = 15) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+    rows = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t:
+            rows.append({"kernel": e.key[:110], "calls": e.count // 5, "ms_per_step": t / 5 / 1000})
+    return sorted(rows, key=lambda r: -r["ms_per_step"])[:n]
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+def measure(steps: int, frames: int) -> dict:
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    state = {k: v.clone() for k, v in make_net("cudnn", None).state_dict().items()}
+    batch = make_batch(frames)
+    result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "cudnn": torch.backends.cudnn.version(), "frames": frames, "batch": 25, "variants": {}}
+    ref_loss, ref_grads = loss_and_grads(make_net("cudnn", state), batch)
+    for variant in VARIANTS:
+        net = make_net(variant, state)
+        loss, grads = loss_and_grads(net, batch)
+        times, step = step_ms(net, batch, steps)
+        result["variants"][variant] = {
+            "step_ms_median": statistics.median(times), "step_ms_min": min(times),
+            "loss": loss, "loss_rel_diff": abs(loss - ref_loss) / abs(ref_loss),
+            "grad_max_rel_diff": max(max_rel(g, r) for g, r in zip(grads, ref_grads, strict=True)),
+            "kernels": top_kernels(step),
+        }
+        print(variant, {k: v for k, v in result["variants"][variant].items() if k != "kernels"}, flush=True)
+    return result
+
+
+def render(r: dict) -> str:
+    lines = [f"# Training step: batch-norm kernels, {r['gpu']}", "",
+             f"torch {r['torch']}, cuDNN {r['cudnn']}; fe_vgg_egemaps, batch {r['batch']} x 12 x {r['frames']} x 768 "
+             "bf16, autocast bf16, channels-last; GPU time of one eager step (forward, backward, Adam), same weights and "
+             "batch for every variant.", "",
+             "| variant | step ms (median) | min | loss rel. diff | grad max rel. diff |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, v in r["variants"].items():
+        lines.append(f"| {name} | {v['step_ms_median']:.2f} | {v['step_ms_min']:.2f} | {v['loss_rel_diff']:.1e} | "
+                     f"{v['grad_max_rel_diff']:.1e} |")
+    for name, v in r["variants"].items():
+        lines += ["", f"## {name}: the 15 most expensive kernels (ms per step)", "", "| kernel | calls | ms |",
+                  "| --- | ---: | ---: |"]
+        lines += [f"| `{k['kernel']}` | {k['calls']} | {k['ms_per_step']:.3f} |" for k in v["kernels"]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--frames", type=int, default=208)
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("step_batchnorm.py measures a GPU step: no CUDA device here")
+    r = measure(a.steps, a.frames)
+    write_report(a.out, f"step_batchnorm_{machine_slug(r['gpu'])}", r, render(r))
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
