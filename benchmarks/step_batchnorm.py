@@ -1,18 +1,17 @@
-"""Where the fe_vgg_egemaps training step's batch-norm time goes on a GPU, and whether PyTorch's own channels-last
-batch-norm kernels beat cuDNN's there (issue 25: the first block's batch-norm statistics, backward and layout
+"""Where the fe_vgg_egemaps training step's batch-norm time goes on a GPU, and what the fused batch norm
+(wav2emo/models/fused_batchnorm.py) saves (issue 25: the first block's batch-norm statistics, backward and layout
 transforms were about 2.1 of the step's 10 ms).
 
 One training step (forward, backward, Adam) at batch 25 of 12 x 208 x 768 bf16 hidden states, bf16 autocast,
 channels-last, as a GPU fold trains; GPU time from CUDA events, median of repeats. Variants, measured one beside
 the other in one process from the same initial weights and the same batch:
 
-- ``cudnn``: the batch-norm layers as training runs them (cuDNN where PyTorch picks it);
-- ``native``: every BatchNorm2d run with cuDNN switched off around it (PyTorch's channels-last kernels), the
-  convolutions still on cuDNN;
-- ``native_first``: the same for the first block's batch-norm layers only.
+- ``pytorch``: ``fused_batchnorm=false``, PyTorch's batch norm (its channels-last kernels: cuDNN is not chosen
+  for these bf16 channels-last tensors, as the first measurement with cuDNN switched off showed);
+- ``fused``: the fused batch norm and ReLU (the default).
 
-For each: the step's GPU milliseconds, the loss and gradients against ``cudnn`` (max relative difference), and
-the 15 most expensive CUDA kernels of 5 profiled steps.
+For each: the step's GPU milliseconds, the loss and gradients against ``pytorch`` (max relative difference, dropout
+off so that both see the same network), and the 15 most expensive CUDA kernels of 5 profiled steps.
 
     python benchmarks/step_batchnorm.py OUT_DIR [--steps 60] [--frames 208]
 """
@@ -34,38 +33,17 @@ sys.path.insert(0, str(REPO))
 from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from wav2emo.models.fe_vgg import FeVGGEgemaps  # noqa: E402
 
-VARIANTS = ("cudnn", "native", "native_first")
-
-
-class NativeBatchNorm(nn.Module):
-    """Runs the wrapped BatchNorm2d with cuDNN off: its backward follows the forward's choice of kernels."""
-
-    def __init__(self, bn: nn.BatchNorm2d) -> None:
-        super().__init__()
-        self.bn = bn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.backends.cudnn.flags(enabled=False):
-            return self.bn(x)
-
-
-def swap_batchnorms(module: nn.Module, first_block_only: bool) -> None:
-    blocks = module.encoder.blocks
-    for i, block in enumerate(blocks):
-        if first_block_only and i > 0:
-            break
-        for j, layer in enumerate(block):
-            if isinstance(layer, nn.BatchNorm2d):
-                block[j] = NativeBatchNorm(layer)
+VARIANTS = ("pytorch", "fused")
 
 
 def make_net(variant: str, state: dict | None) -> nn.Module:
-    net = FeVGGEgemaps(in_channels=12, feature_dim=768).cuda()
+    net = FeVGGEgemaps(in_channels=12, feature_dim=768, fused_batchnorm=variant == "fused").cuda()
     net.egemaps_norm.set_stats(torch.zeros(88), torch.ones(88))
     if state is not None:
         net.load_state_dict(state)
-    if variant != "cudnn":
-        swap_batchnorms(net, first_block_only=variant == "native_first")
+    for m in net.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0  # the same network in both variants: the loss and gradients are compared
     return net.to(memory_format=torch.channels_last)
 
 
@@ -133,11 +111,11 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def measure(steps: int, frames: int) -> dict:
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    state = {k: v.clone() for k, v in make_net("cudnn", None).state_dict().items()}
+    state = {k: v.clone() for k, v in make_net("pytorch", None).state_dict().items()}
     batch = make_batch(frames)
     result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "cudnn": torch.backends.cudnn.version(), "frames": frames, "batch": 25, "variants": {}}
-    ref_loss, ref_grads = loss_and_grads(make_net("cudnn", state), batch)
+    ref_loss, ref_grads = loss_and_grads(make_net("pytorch", state), batch)
     for variant in VARIANTS:
         net = make_net(variant, state)
         loss, grads = loss_and_grads(net, batch)

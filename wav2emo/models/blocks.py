@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wav2emo.models.fused_batchnorm import FusedBatchNorm2d
+
 CHANNEL_MULTIPLE = 8  # cuDNN's tensor-core convolution kernels want channel counts in multiples of 8
 
 
@@ -33,17 +35,19 @@ class ConvBlock(nn.Sequential):
     """``n_convs`` x (conv3x3 pad 1 -> BatchNorm2d -> ReLU), then MaxPool2d(3).
 
     The convolutions have no bias: the BatchNorm right after subtracts the per-channel mean, which would
-    cancel any bias anyway (the usual DoubleConv layout).
+    cancel any bias anyway (the usual DoubleConv layout). Training on a GPU, each batch norm and the ReLU after it
+    run as one fused pass (:mod:`wav2emo.models.fused_batchnorm`; ``nn.BatchNorm2d``'s parameters and state_dict).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2, pool: int = 3) -> None:
+    def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2, pool: int = 3,
+                 fused_batchnorm: bool = True) -> None:
         if n_convs < 1:
             raise ValueError(f"ConvBlock needs at least one convolution, got n_convs={n_convs}")
         layers: list[nn.Module] = []
         for i in range(n_convs):
             layers += [
                 ChannelPaddedConv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1, bias=False),
-                nn.BatchNorm2d(out_channels),
+                FusedBatchNorm2d(out_channels, fused=fused_batchnorm),
                 nn.ReLU(inplace=True),
             ]
         layers.append(nn.MaxPool2d(pool))
@@ -59,8 +63,13 @@ class ConvBlock(nn.Sequential):
         are the step's main memory traffic; tests/test_models.py checks the equality).
         """
         *body, relu, pool = self
-        for layer in body:
-            x = layer(x)
+        i = 0
+        while i < len(body):
+            layer = body[i]
+            if isinstance(layer, FusedBatchNorm2d) and i + 1 < len(body) and isinstance(body[i + 1], nn.ReLU):
+                x, i = layer.forward_relu(x), i + 2  # batch norm and its ReLU in one pass
+            else:
+                x, i = layer(x), i + 1
         return relu(pool(x))
 
 

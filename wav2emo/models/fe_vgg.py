@@ -43,6 +43,7 @@ class FeVGGEncoder(nn.Module):
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
         input_key: str = "ssl",
+        fused_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if input_key not in FRAME_INPUTS:
@@ -59,7 +60,8 @@ class FeVGGEncoder(nn.Module):
         self.input_frames = int(input_frames)
         chans = (self.in_channels, *widths)
         self.blocks = nn.Sequential(
-            *(ConvBlock(chans[i], chans[i + 1], n) for i, n in enumerate(convs_per_block))
+            *(ConvBlock(chans[i], chans[i + 1], n, fused_batchnorm=fused_batchnorm)
+              for i, n in enumerate(convs_per_block))
         )
         # Four MaxPool(3) collapse any axis shorter than 3**4 = 81: the adaptive head zero-pads up to it.
         self.min_size = POOL ** len(widths)
@@ -128,10 +130,12 @@ class FeVGG(nn.Module):
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
         input_key: str = "ssl",
+        fused_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = FeVGGEncoder(
-            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size, input_key
+            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size, input_key,
+            fused_batchnorm,
         )
         self.inputs = (input_key,)
         self.dropout = nn.Dropout(dropout)
@@ -173,10 +177,12 @@ class FeVGGEgemaps(nn.Module):
         pooled_size: Sequence[int] = (3, 9),
         egemaps_hidden: int = 64,
         fusion_hidden: int = 64,
+        fused_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = FeVGGEncoder(
-            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size
+            in_channels, widths, convs_per_block, hidden, head, input_frames, feature_dim, pooled_size,
+            fused_batchnorm=fused_batchnorm,
         )
         self.egemaps_norm = Standardizer(egemaps_dim, input_name="egemaps")
         self.egemaps_fc = nn.Linear(egemaps_dim, egemaps_hidden)
