@@ -18,8 +18,6 @@ from torch import nn
 from wav2emo.models.blocks import ConvBlock
 from wav2emo.models.fused_batchnorm import FusedBatchNorm2d
 
-triton = pytest.importorskip("triton")
-
 CHILD = textwrap.dedent("""
     import json, sys
     import torch
@@ -53,6 +51,7 @@ CHILD = textwrap.dedent("""
 
 
 def test_the_kernels_give_batch_norms_values_and_gradients_in_tritons_interpreter():
+    pytest.importorskip("triton")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
