@@ -12,7 +12,6 @@ import textwrap
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from wav2emo.models.blocks import ConvBlock
