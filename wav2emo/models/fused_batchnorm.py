@@ -30,7 +30,7 @@ def _kernels():
     import triton
     import triton.language as tl
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
     def partial_sums(x_ptr, mean_ptr, out_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
                      TILES: tl.constexpr, CENTRED: tl.constexpr):
         # out[pid, c] = sum over this program's rows of x (CENTRED=False) or of (x - mean)^2 (CENTRED=True)
@@ -50,7 +50,7 @@ def _kernels():
                 acc += tl.sum(x, axis=0)
         tl.store(out_ptr + pid * BLOCK_C + cols, acc, mask=cmask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
     def normalize(x_ptr, y_ptr, scale_ptr, shift_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
                   RELU: tl.constexpr):
         # y = x * scale + shift (scale = weight / std, shift = bias - mean * scale), then ReLU when asked
@@ -68,7 +68,7 @@ def _kernels():
             y = tl.maximum(y, 0.0)
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
     def backward_sums(x_ptr, dy_ptr, mean_ptr, invstd_ptr, scale_ptr, shift_ptr, out_ptr, M, C,
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr, RELU: tl.constexpr):
         # out[pid, 0, c] = sum of g, out[pid, 1, c] = sum of g * xhat; g = dy (where the ReLU let it through)
@@ -95,7 +95,7 @@ def _kernels():
         tl.store(out_ptr + pid * 2 * BLOCK_C + cols, sum_g, mask=cmask)
         tl.store(out_ptr + pid * 2 * BLOCK_C + BLOCK_C + cols, sum_gx, mask=cmask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
     def backward_input(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, shift_ptr, mean_g_ptr,
                        mean_gx_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, RELU: tl.constexpr):
         # dx = scale * (g - mean(g) - xhat * mean(g * xhat))
@@ -213,7 +213,8 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
 
     def _takes_fused_path(self, x: torch.Tensor) -> bool:
         return (self.fused and self.training and x.is_cuda and self.affine and x.dim() == 4 and x.numel() > 0
-                and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1)
+                and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
+                and x.numel() < 2**31)  # the kernels' offsets are 32-bit
 
     def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU(batch norm(x)), in one pass where the fused path runs."""
