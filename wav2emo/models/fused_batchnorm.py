@@ -18,8 +18,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TILE_ELEMENTS = 8192  # elements of one (rows x channels) tile a Triton program holds
-TILES_PER_PROGRAM = 8  # tiles one program reduces before it writes its partial sums
+# Tile sizes (elements of one rows x channels tile a Triton program holds at once) and warps per program. The
+# reductions hold more values per element (the backward: input, gradient, normalised input) and take smaller tiles
+# so that they stay in registers; benchmarks/step_batchnorm.py measures the choices.
+TILE_ELEMENTS = 8192  # the elementwise passes (normalise, the input's gradient)
+REDUCE_TILE_ELEMENTS = 2048  # the reductions (statistics, the backward's sums)
+TILES_PER_PROGRAM = 16  # tiles one reducing program sums before it writes its partial sums
+NUM_WARPS = 4
 
 
 def _kernels():
@@ -133,21 +138,22 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(n * h * w, c)
 
 
-def _tiling(m: int, c: int) -> tuple[int, int, int, int]:
+def _tiling(m: int, c: int, tile_elements: int) -> tuple[int, int, int, int]:
+    """(rows a tile, channels a tile (a power of two >= c), tiles, programs of TILES_PER_PROGRAM tiles)."""
     k = _kernels()
     block_c = max(16, k["next_power_of_2"](c))
-    block_m = max(16, TILE_ELEMENTS // block_c)
+    block_m = max(16, tile_elements // block_c)
     tiles = k["cdiv"](m, block_m)
     return block_m, block_c, tiles, k["cdiv"](tiles, TILES_PER_PROGRAM)
 
 
 def _sums(x2: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
     m, c = x2.shape
-    block_m, block_c, _, programs = _tiling(m, c)
+    block_m, block_c, _, programs = _tiling(m, c, REDUCE_TILE_ELEMENTS)
     out = torch.empty(programs, block_c, dtype=torch.float32, device=x2.device)
     mean = centre if centre is not None else torch.zeros(c, dtype=torch.float32, device=x2.device)
     _kernels()["partial_sums"][(programs,)](x2, mean, out, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
-                                            TILES=TILES_PER_PROGRAM, CENTRED=centre is not None)
+                                            TILES=TILES_PER_PROGRAM, CENTRED=centre is not None, num_warps=NUM_WARPS)
     return out.sum(0)[:c]
 
 
@@ -164,9 +170,9 @@ class _BatchNormTrain(torch.autograd.Function):
         scale = weight.float() * invstd
         shift = bias.float() - mean * scale
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        block_m, block_c, tiles, _ = _tiling(m, c)
+        block_m, block_c, tiles, _ = _tiling(m, c, TILE_ELEMENTS)
         _kernels()["normalize"][(tiles,)](x2, _rows(y), scale, shift, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
-                                          RELU=relu)
+                                          RELU=relu, num_warps=NUM_WARPS)
         ctx.save_for_backward(x, mean, invstd, scale, shift)
         ctx.relu, ctx.param_dtype = relu, weight.dtype
         ctx.mark_non_differentiable(mean, var)
@@ -178,16 +184,17 @@ class _BatchNormTrain(torch.autograd.Function):
         dy = dy.contiguous(memory_format=torch.channels_last)
         x2, dy2 = _rows(x), _rows(dy)
         m, c = x2.shape
-        block_m, block_c, tiles, programs = _tiling(m, c)
+        block_m, block_c, _, programs = _tiling(m, c, REDUCE_TILE_ELEMENTS)
         k = _kernels()
         partial = torch.empty(programs, 2, block_c, dtype=torch.float32, device=x.device)
         k["backward_sums"][(programs,)](x2, dy2, mean, invstd, scale, shift, partial, m, c, BLOCK_M=block_m,
-                                        BLOCK_C=block_c, TILES=TILES_PER_PROGRAM, RELU=ctx.relu)
+                                        BLOCK_C=block_c, TILES=TILES_PER_PROGRAM, RELU=ctx.relu, num_warps=NUM_WARPS)
         sums = partial.sum(0)[:, :c]
         sum_g, sum_gx = sums[0], sums[1]
         dx = torch.empty_like(x, memory_format=torch.channels_last)
+        block_m, block_c, tiles, _ = _tiling(m, c, TILE_ELEMENTS)
         k["backward_input"][(tiles,)](x2, dy2, _rows(dx), mean, invstd, scale, shift, sum_g / m, sum_gx / m, m, c,
-                                      BLOCK_M=block_m, BLOCK_C=block_c, RELU=ctx.relu)
+                                      BLOCK_M=block_m, BLOCK_C=block_c, RELU=ctx.relu, num_warps=NUM_WARPS)
         return dx, sum_gx.to(ctx.param_dtype), sum_g.to(ctx.param_dtype), None, None
 
 
