@@ -35,12 +35,13 @@ class ConvBlock(nn.Sequential):
     """``n_convs`` x (conv3x3 pad 1 -> BatchNorm2d -> ReLU), then MaxPool2d(3).
 
     The convolutions have no bias: the BatchNorm right after subtracts the per-channel mean, which would
-    cancel any bias anyway (the usual DoubleConv layout). Training on a GPU, each batch norm and the ReLU after it
-    run as one fused pass (:mod:`wav2emo.models.fused_batchnorm`; ``nn.BatchNorm2d``'s parameters and state_dict).
+    cancel any bias anyway (the usual DoubleConv layout). With ``fused_batchnorm``, training on a GPU runs each batch
+    norm and the ReLU after it as fused passes (:mod:`wav2emo.models.fused_batchnorm`; ``nn.BatchNorm2d``'s
+    parameters and state_dict).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_convs: int = 2, pool: int = 3,
-                 fused_batchnorm: bool = True) -> None:
+                 fused_batchnorm: bool = False) -> None:
         if n_convs < 1:
             raise ValueError(f"ConvBlock needs at least one convolution, got n_convs={n_convs}")
         layers: list[nn.Module] = []

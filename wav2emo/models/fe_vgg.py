@@ -43,7 +43,7 @@ class FeVGGEncoder(nn.Module):
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
         input_key: str = "ssl",
-        fused_batchnorm: bool = True,
+        fused_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         if input_key not in FRAME_INPUTS:
@@ -130,7 +130,7 @@ class FeVGG(nn.Module):
         feature_dim: int = 768,
         pooled_size: Sequence[int] = (3, 9),
         input_key: str = "ssl",
-        fused_batchnorm: bool = True,
+        fused_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = FeVGGEncoder(
@@ -177,7 +177,7 @@ class FeVGGEgemaps(nn.Module):
         pooled_size: Sequence[int] = (3, 9),
         egemaps_hidden: int = 64,
         fusion_hidden: int = 64,
-        fused_batchnorm: bool = True,
+        fused_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = FeVGGEncoder(
