@@ -28,104 +28,16 @@ NUM_WARPS = 4
 
 
 def _kernels():
-    """The Triton kernels, compiled on first use (Triton is imported only where the fused path runs)."""
+    """The Triton kernels (:mod:`wav2emo.models.fused_batchnorm_kernels`), imported on first use."""
     global _KERNELS
-    if _KERNELS is not None:
-        return _KERNELS
-    import triton
-    import triton.language as tl
+    if _KERNELS is None:
+        import triton
 
-    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
-    def partial_sums(x_ptr, mean_ptr, out_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                     TILES: tl.constexpr, CENTRED: tl.constexpr):
-        # out[pid, c] = sum over this program's rows of x (CENTRED=False) or of (x - mean)^2 (CENTRED=True)
-        pid = tl.program_id(0)
-        cols = tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0)
-        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        for t in range(TILES):
-            rows = (pid * TILES + t) * BLOCK_M + tl.arange(0, BLOCK_M)
-            mask = (rows[:, None] < M) & cmask[None, :]
-            x = tl.load(x_ptr + rows[:, None] * C + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-            if CENTRED:
-                d = tl.where(mask, x - mean[None, :], 0.0)
-                acc += tl.sum(d * d, axis=0)
-            else:
-                acc += tl.sum(x, axis=0)
-        tl.store(out_ptr + pid * BLOCK_C + cols, acc, mask=cmask)
+        from wav2emo.models import fused_batchnorm_kernels as k
 
-    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
-    def normalize(x_ptr, y_ptr, scale_ptr, shift_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                  RELU: tl.constexpr):
-        # y = x * scale + shift (scale = weight / std, shift = bias - mean * scale), then ReLU when asked
-        pid = tl.program_id(0)
-        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        mask = (rows[:, None] < M) & cmask[None, :]
-        offs = rows[:, None] * C + cols[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        scale = tl.load(scale_ptr + cols, mask=cmask, other=0.0)
-        shift = tl.load(shift_ptr + cols, mask=cmask, other=0.0)
-        y = x * scale[None, :] + shift[None, :]
-        if RELU:
-            y = tl.maximum(y, 0.0)
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
-
-    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
-    def backward_sums(x_ptr, dy_ptr, mean_ptr, invstd_ptr, scale_ptr, shift_ptr, out_ptr, M, C,
-                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr, RELU: tl.constexpr):
-        # out[pid, 0, c] = sum of g, out[pid, 1, c] = sum of g * xhat; g = dy (where the ReLU let it through)
-        pid = tl.program_id(0)
-        cols = tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0)
-        invstd = tl.load(invstd_ptr + cols, mask=cmask, other=0.0)
-        scale = tl.load(scale_ptr + cols, mask=cmask, other=0.0)
-        shift = tl.load(shift_ptr + cols, mask=cmask, other=0.0)
-        sum_g = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        sum_gx = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        for t in range(TILES):
-            rows = (pid * TILES + t) * BLOCK_M + tl.arange(0, BLOCK_M)
-            mask = (rows[:, None] < M) & cmask[None, :]
-            offs = rows[:, None] * C + cols[None, :]
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            if RELU:
-                g = tl.where(x * scale[None, :] + shift[None, :] > 0.0, g, 0.0)
-            xhat = (x - mean[None, :]) * invstd[None, :]
-            sum_g += tl.sum(g, axis=0)
-            sum_gx += tl.sum(tl.where(mask, g * xhat, 0.0), axis=0)
-        tl.store(out_ptr + pid * 2 * BLOCK_C + cols, sum_g, mask=cmask)
-        tl.store(out_ptr + pid * 2 * BLOCK_C + BLOCK_C + cols, sum_gx, mask=cmask)
-
-    @triton.jit(do_not_specialize=["M"])  # one compilation for every batch shape
-    def backward_input(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, shift_ptr, mean_g_ptr,
-                       mean_gx_ptr, M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, RELU: tl.constexpr):
-        # dx = scale * (g - mean(g) - xhat * mean(g * xhat))
-        pid = tl.program_id(0)
-        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        mask = (rows[:, None] < M) & cmask[None, :]
-        offs = rows[:, None] * C + cols[None, :]
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0)
-        invstd = tl.load(invstd_ptr + cols, mask=cmask, other=0.0)
-        scale = tl.load(scale_ptr + cols, mask=cmask, other=0.0)
-        shift = tl.load(shift_ptr + cols, mask=cmask, other=0.0)
-        if RELU:
-            g = tl.where(x * scale[None, :] + shift[None, :] > 0.0, g, 0.0)
-        mean_g = tl.load(mean_g_ptr + cols, mask=cmask, other=0.0)
-        mean_gx = tl.load(mean_gx_ptr + cols, mask=cmask, other=0.0)
-        xhat = (x - mean[None, :]) * invstd[None, :]
-        dx = scale[None, :] * (g - mean_g[None, :] - xhat * mean_gx[None, :])
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-    _KERNELS = {"partial_sums": partial_sums, "normalize": normalize, "backward_sums": backward_sums,
-                "backward_input": backward_input, "next_power_of_2": triton.next_power_of_2, "cdiv": triton.cdiv}
+        _KERNELS = {"partial_sums": k.partial_sums, "normalize": k.normalize, "backward_sums": k.backward_sums,
+                    "backward_input": k.backward_input, "next_power_of_2": triton.next_power_of_2,
+                    "cdiv": triton.cdiv}
     return _KERNELS
 
 
