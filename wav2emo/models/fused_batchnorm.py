@@ -28,20 +28,10 @@ NUM_WARPS = 4
 
 
 def _kernels():
-    """The Triton kernels (:mod:`wav2emo.models.fused_batchnorm_kernels`), imported on first use."""
-    global _KERNELS
-    if _KERNELS is None:
-        import triton
+    """The Triton kernels (:mod:`wav2emo.models.fused_batchnorm_kernels`): imported where the fused path first runs."""
+    from wav2emo.models import fused_batchnorm_kernels
 
-        from wav2emo.models import fused_batchnorm_kernels as k
-
-        _KERNELS = {"partial_sums": k.partial_sums, "normalize": k.normalize, "backward_sums": k.backward_sums,
-                    "backward_input": k.backward_input, "next_power_of_2": triton.next_power_of_2,
-                    "cdiv": triton.cdiv}
-    return _KERNELS
-
-
-_KERNELS: dict | None = None
+    return fused_batchnorm_kernels
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -52,11 +42,10 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 def _tiling(m: int, c: int, tile_elements: int) -> tuple[int, int, int, int]:
     """(rows a tile, channels a tile (a power of two >= c), tiles, programs of TILES_PER_PROGRAM tiles)."""
-    k = _kernels()
-    block_c = max(16, k["next_power_of_2"](c))
+    block_c = max(16, 1 << (c - 1).bit_length())
     block_m = max(16, tile_elements // block_c)
-    tiles = k["cdiv"](m, block_m)
-    return block_m, block_c, tiles, k["cdiv"](tiles, TILES_PER_PROGRAM)
+    tiles = -(-m // block_m)
+    return block_m, block_c, tiles, -(-tiles // TILES_PER_PROGRAM)
 
 
 def _sums(x2: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
@@ -64,7 +53,7 @@ def _sums(x2: torch.Tensor, centre: torch.Tensor | None) -> torch.Tensor:
     block_m, block_c, _, programs = _tiling(m, c, REDUCE_TILE_ELEMENTS)
     out = torch.empty(programs, block_c, dtype=torch.float32, device=x2.device)
     mean = centre if centre is not None else torch.zeros(c, dtype=torch.float32, device=x2.device)
-    _kernels()["partial_sums"][(programs,)](x2, mean, out, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
+    _kernels().partial_sums[(programs,)](x2, mean, out, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
                                             TILES=TILES_PER_PROGRAM, CENTRED=centre is not None, num_warps=NUM_WARPS)
     return out.sum(0)[:c]
 
@@ -83,7 +72,7 @@ class _BatchNormTrain(torch.autograd.Function):
         shift = bias.float() - mean * scale
         y = torch.empty_like(x, memory_format=torch.channels_last)
         block_m, block_c, tiles, _ = _tiling(m, c, TILE_ELEMENTS)
-        _kernels()["normalize"][(tiles,)](x2, _rows(y), scale, shift, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
+        _kernels().normalize[(tiles,)](x2, _rows(y), scale, shift, m, c, BLOCK_M=block_m, BLOCK_C=block_c,
                                           RELU=relu, num_warps=NUM_WARPS)
         ctx.save_for_backward(x, mean, invstd, scale, shift)
         ctx.relu, ctx.param_dtype = relu, weight.dtype
@@ -99,13 +88,13 @@ class _BatchNormTrain(torch.autograd.Function):
         block_m, block_c, _, programs = _tiling(m, c, REDUCE_TILE_ELEMENTS)
         k = _kernels()
         partial = torch.empty(programs, 2, block_c, dtype=torch.float32, device=x.device)
-        k["backward_sums"][(programs,)](x2, dy2, mean, invstd, scale, shift, partial, m, c, BLOCK_M=block_m,
+        k.backward_sums[(programs,)](x2, dy2, mean, invstd, scale, shift, partial, m, c, BLOCK_M=block_m,
                                         BLOCK_C=block_c, TILES=TILES_PER_PROGRAM, RELU=ctx.relu, num_warps=NUM_WARPS)
         sums = partial.sum(0)[:, :c]
         sum_g, sum_gx = sums[0], sums[1]
         dx = torch.empty_like(x, memory_format=torch.channels_last)
         block_m, block_c, tiles, _ = _tiling(m, c, TILE_ELEMENTS)
-        k["backward_input"][(tiles,)](x2, dy2, _rows(dx), mean, invstd, scale, shift, sum_g / m, sum_gx / m, m, c,
+        k.backward_input[(tiles,)](x2, dy2, _rows(dx), mean, invstd, scale, shift, sum_g / m, sum_gx / m, m, c,
                                       BLOCK_M=block_m, BLOCK_C=block_c, RELU=ctx.relu, num_warps=NUM_WARPS)
         return dx, sum_gx.to(ctx.param_dtype), sum_g.to(ctx.param_dtype), None, None
 
@@ -138,7 +127,7 @@ class FusedBatchNorm2d(nn.BatchNorm2d):
     def forward_relu(self, x: torch.Tensor) -> torch.Tensor:
         """ReLU(batch norm(x)), in one pass where the fused path runs."""
         if not self._takes_fused_path(x):
-            return torch.relu(super().forward(x))
+            return torch.relu_(super().forward(x))  # as nn.ReLU(inplace=True) after nn.BatchNorm2d
         return self._fused(x, relu=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
     """
     started = time.time()
     plan = fold_plan(plan)
-    if plan.augment_spec is None:
+    if not plan.trains:
         raise ValueError("run_fold trains a fold: it needs a plan made for training (fold_plan(cfg)), not one made "
                          "with for_training=False (its augment config was not checked)")
     fold_dir = Path(fold_dir)
