@@ -55,15 +55,22 @@ def write_pair_report(out: Path, results: list[dict[str, Any]], labels, *, train
         "confusion_summed": confusion.tolist(),
         "intervals": _pooled_intervals(out, results, shared, bootstrap),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{PAIR_REPORT}.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
-    (out / f"{PAIR_REPORT}.md").write_text(render_pair(report) + "\n")
     from wav2emo.reports.plots import plot_confusion_matrix
 
+    out.mkdir(parents=True, exist_ok=True)
     plot_confusion_matrix(confusion, shared, out / "confusion_matrix.png",
                           title=f"{train_corpus} -> {test_corpus}, summed over {len(results)} fold model(s)")
-    print("\n" + render_pair(report) + f"\n\nReport files: {out}/{PAIR_REPORT}.{{json,md}}\n", flush=True)
+    write_report_files(out, report, render_pair(report))
     return report
+
+
+def write_report_files(out: Path, report: dict[str, Any], text: str) -> None:
+    """``out/cross_corpus.json`` (``report``) and ``out/cross_corpus.md`` (``text``, its rendering), and ``text``
+    shown on the terminal."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{PAIR_REPORT}.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
+    (out / f"{PAIR_REPORT}.md").write_text(text + "\n")
+    print("\n" + text + f"\n\nReport files: {out}/{PAIR_REPORT}.{{json,md}}\n", flush=True)
 
 
 def _pooled_intervals(out: Path, results: list[dict[str, Any]], shared: list[str],

@@ -9,13 +9,11 @@ corpus's speakers with every seed's predictions pooled. No statistic of its own:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wav2emo.crosscorpus.pair_report import PAIR_REPORT, label_lines
-from wav2emo.reports.fold_results import jsonable
+from wav2emo.crosscorpus.pair_report import PAIR_REPORT, label_lines, write_report_files
 from wav2emo.reports.intervals import METRICS, BootstrapSettings
 from wav2emo.reports.seeds import render_seeds, seeds_report
 from wav2emo.runs.testing import EVAL_RESULT
@@ -45,10 +43,7 @@ def write_seeds_pair_report(out: Path, per_seed: Mapping[str, Mapping[str, Any]]
                           write=False, result_file=EVAL_RESULT, per_seed_report=f"{PAIR_REPORT}.md")
     report.update({k: first.get(k) for k in PAIR_KEYS}, kind=KIND,
                   models=[{"seed": s, **m} for s, r in per_seed.items() for m in r["models"]])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{PAIR_REPORT}.json").write_text(json.dumps(jsonable(report), indent=2) + "\n")
-    (out / f"{PAIR_REPORT}.md").write_text(render_seed_pairs(report) + "\n")
-    print("\n" + render_seed_pairs(report) + f"\n\nReport files: {out}/{PAIR_REPORT}.{{json,md}}\n", flush=True)
+    write_report_files(out, report, render_seed_pairs(report))
     return report
 
 
