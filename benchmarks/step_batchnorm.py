@@ -2,8 +2,9 @@
 (wav2emo/models/fused_batchnorm.py) saves (issue 25: the first block's batch-norm statistics, backward and layout
 transforms were about 2.1 of the step's 10 ms).
 
-One training step (forward, backward, Adam) at batch 25 of 12 x 208 x 768 bf16 hidden states, bf16 autocast,
-channels-last, as a GPU fold trains; GPU time from CUDA events, median of repeats. Variants, measured one beside
+One training step (forward, backward, gradient clipping, Adam: ``step_variants.stepper``; the two reports of
+2026-12-06 were measured on a step without the clipping) at batch 25 of 12 x 208 x 768 bf16 hidden states, bf16
+autocast, channels-last, as a GPU fold trains; GPU time from CUDA events, median of repeats. Variants, measured one beside
 the other in one process from the same initial weights and the same batch:
 
 - ``pytorch``: ``fused_batchnorm=false``, PyTorch's batch norm (its channels-last kernels: cuDNN is not chosen
@@ -32,6 +33,7 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.report_files import machine_slug, write_report  # noqa: E402
+from benchmarks.step_variants import profiled, stepper  # noqa: E402
 from wav2emo.models.fe_vgg import FeVGGEgemaps  # noqa: E402
 
 # (reduction tile elements, elementwise tile elements, warps) of the fused kernels; the first is the module's default
@@ -74,16 +76,9 @@ def loss_and_grads(net: nn.Module, batch: dict) -> tuple[float, dict[str, torch.
 
 
 def step_ms(net: nn.Module, batch: dict, steps: int):
-    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            logits = net(batch)
-        loss = F.cross_entropy(logits.float(), batch["label"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    """GPU milliseconds of each of ``steps`` training steps (step_variants.stepper: forward, backward, clipping,
+    Adam) after 10 untimed ones; and the step itself."""
+    step = stepper(net, batch)
     for _ in range(10):
         step()
     torch.cuda.synchronize()
@@ -99,14 +94,8 @@ def step_ms(net: nn.Module, batch: dict, steps: int):
 
 
 def top_kernels(step, n: int = 15) -> list[dict]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(5):
-            step()
-        torch.cuda.synchronize()
     rows = []
-    for e in prof.key_averages():
+    for e in profiled(step, 5):
         t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
         if t:
             rows.append({"kernel": e.key[:110], "calls": e.count // 5, "ms_per_step": t / 5 / 1000})
@@ -147,8 +136,8 @@ def measure(steps: int, frames: int) -> dict:
 def render(r: dict) -> str:
     lines = [f"# Training step: batch-norm kernels, {r['gpu']}", "",
              f"torch {r['torch']}, cuDNN {r['cudnn']}; fe_vgg_egemaps, batch {r['batch']} x 12 x {r['frames']} x 768 "
-             "bf16, autocast bf16, channels-last; GPU time of one eager step (forward, backward, Adam), same weights and "
-             "batch for every variant.", "",
+             "bf16, autocast bf16, channels-last; GPU time of one eager step (forward, backward, gradient clipping, "
+             "Adam), same weights and batch for every variant.", "",
              "| variant | step ms (median) | min | loss rel. diff | gradient rel. L2 diff | most different parameter |",
              "| --- | ---: | ---: | ---: | ---: | --- |"]
     for name, v in r["variants"].items():
