@@ -39,11 +39,12 @@ from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 RECORDING_S = 1800.0
 SR = 16_000
 TARGETS = {"gpu": 200.0, "cpu": 20.0}  # times real time, start-up included (issue 25)
+PREVIOUS = "previous code: "  # the label of the ways timed with ``--previous``'s checkout
 
 
-def env_for(work: Path) -> dict:
+def env_for(work: Path, tree: Path = REPO) -> dict:
     return dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
-                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+                PYTHONPATH=os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p),
                 WAV2EMO_DATA_DIR=str(work / "data"), WAV2EMO_CACHE_DIR=str(work / "cache"),
                 WAV2EMO_LOG_DIR=str(work / "outputs"))
 
@@ -95,11 +96,12 @@ def recording(work: Path) -> Path:
 
 
 def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str,
-                 threads: str = "auto") -> dict:
-    out = work / f"pred_{ckpt.parent.name}_{workers}_{threads}.csv"
+                 threads: str = "auto", tree: Path = REPO) -> dict:
+    """One timed command, with the code of ``tree`` (this checkout, or ``--previous``'s)."""
+    out = work / f"pred_{ckpt.parent.name}_{workers}_{threads}{'' if tree == REPO else '_previous'}.csv"
     cmd = [sys.executable, "-m", "wav2emo.predict", f"ckpt_path={ckpt}", f"inputs=[{rec}]", f"output={out}",
            f"egemaps_workers={workers}", f"device={device}", "progress=false", f"torch_threads={threads}"]
-    env = env_for(work)
+    env = env_for(work, tree)
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -109,7 +111,7 @@ def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | No
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = round(os.getloadavg()[0], 1)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its worker processes, all waited for
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -163,6 +165,9 @@ def main() -> None:
     ap.add_argument("--cpus", default=None, help="e.g. 0,1: pin to these cores, no GPU")
     ap.add_argument("--warm-up", action="store_true",
                     help="one untimed fe_vgg_egemaps prediction first (writes Python's bytecode where it may)")
+    ap.add_argument("--previous", type=Path, default=None,
+                    help="a checkout of the code before a change (e.g. `git archive`): its pooled ways are timed "
+                         "beside this checkout's, on the same checkpoints and recording")
     a = ap.parse_args()
     import torch
 
@@ -176,7 +181,8 @@ def main() -> None:
         time_predict(a.work, ckpts["fe_vgg_egemaps"], rec, "auto", a.cpus, device)
     from wav2emo.env import bytecode_cache
 
-    result: dict = {"machine": machine_name(a.cpus), "cpus": a.cpus, "backbone": a.backbone, "device": device,
+    result: dict = {"machine": machine_name(a.cpus), "cpus": a.cpus, "cores": os.cpu_count(),
+                    "backbone": a.backbone, "device": device,
                     "recording_s": RECORDING_S, "setup_s": round(time.perf_counter() - t0, 1), "runs": {},
                     "warm_up": a.warm_up, "bytecode": bytecode_cache(),
                     "pythondontwritebytecode": os.environ.get("PYTHONDONTWRITEBYTECODE"),
@@ -188,12 +194,17 @@ def main() -> None:
     for model, workers, threads in ways:
         result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
             a.work, ckpts[model], rec, workers, a.cpus, device, threads)
+        if a.previous is not None and workers == "auto" and threads == "auto":
+            result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
+                a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
+    if a.previous is not None:
+        result["previous"] = str(a.previous)
     runs = result["runs"]
     serial = runs["fe_vgg_egemaps egemaps_workers=0 torch_threads=auto"]
     result["same_csv"] = serial["csv_sha_prefix"] == runs[f"fe_vgg_egemaps egemaps_workers=auto torch_threads={cores}"][
         "csv_sha_prefix"]
     result["max_abs_prob_difference_to_serial"] = {
-        k: max_abs_difference(Path(serial["csv"]), Path(v["csv"])) for k, v in runs.items() if k.startswith("fe_vgg_egemaps")}
+        k: max_abs_difference(Path(serial["csv"]), Path(v["csv"])) for k, v in runs.items() if "fe_vgg_egemaps" in k}
     write_report(a.out, f"predict_{machine_slug(result['machine'], limit=40)}_{a.backbone}", result, render(result))
     print(render(result))
 
@@ -221,7 +232,8 @@ def render(r: dict) -> str:
         f"one after another), 4 s windows every 2 s, device {r['device']}, checkpoints on {backbone}. "
         "Seconds are the whole command: process start, model restore, reading, features, network, CSV.",
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
-        + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "") + "`.",
+        + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "")
+        + (" --previous <checkout of the code before>" if r.get("previous") else "") + "`.",
         "", bytecode_line(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
         " time on idle cores at best (CPU s / cores) | load average before -> after |",
@@ -229,12 +241,13 @@ def render(r: dict) -> str:
     ]
     for way, v in r["runs"].items():
         note = " (eGeMAPS in the process, one window after another)" if "workers=0" in way else ""
+        note += f" (`{r.get('previous')}`)" if way.startswith(PREVIOUS) else ""
         lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
                      f"({v.get('user_s')} + {v.get('sys_s')}) | {v.get('x_real_time_idle_cores_bound')}x | "
                      f"{v.get('load_average_1min_before')} -> {v.get('load_average_1min')} |")
     best = r["runs"]["fe_vgg_egemaps egemaps_workers=auto torch_threads=auto"]["x_real_time"]
     loads = [v.get("load_average_1min") or 0 for v in r["runs"].values()]
-    cores = len(r.get("cpus", "").split(",")) if r.get("cpus") else os.cpu_count() or 1
+    cores = len(r["cpus"].split(",")) if r.get("cpus") else r.get("cores") or os.cpu_count() or 1
     if max(loads) > cores:
         cpu = {k: v.get("cpu_seconds") for k, v in r["runs"].items()}
         lines += ["", f"**The machine was shared** (1-minute load average up to {max(loads)} on {cores} cores): the wall "

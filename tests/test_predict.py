@@ -60,7 +60,7 @@ def finetuned(root, trained):
     return {**trained, "results": _train(root, plans, (trained["data_dir"], trained["cache_dir"]))}
 
 
-def _predict(ckpt, inputs, tmp_path, batch_size=4, window_rows=True, **window):
+def _predict(ckpt, inputs, tmp_path, batch_size=4, window_rows=True, device="cpu", **window):
     from omegaconf import OmegaConf
 
     from wav2emo.predict import run
@@ -68,7 +68,7 @@ def _predict(ckpt, inputs, tmp_path, batch_size=4, window_rows=True, **window):
     out = tmp_path / "out.csv"
     cfg = OmegaConf.create({
         "ckpt_path": str(ckpt), "inputs": [str(i) for i in inputs], "output": str(out),
-        "json": str(tmp_path / "out.json"), "window_rows": window_rows, "device": "cpu", "batch_size": batch_size,
+        "json": str(tmp_path / "out.json"), "window_rows": window_rows, "device": device, "batch_size": batch_size,
         "progress": False, "window": {"window_s": 4.0, "hop_s": 2.0, "vad": False, **window},
     })
     status = run(cfg)
@@ -98,6 +98,29 @@ def test_predict_gives_the_probabilities_eval_gives(request, tmp_path, fold):
     assert classes == _classes(got)
     np.testing.assert_allclose(files[classes].to_numpy(dtype=float), ev[classes].to_numpy(), atol=1e-4, rtol=0)
     assert (files["label"].to_numpy() == ev["predicted"].to_numpy()).all()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_hidden_states_stay_there_and_give_the_cpus_probabilities(trained, tmp_path):
+    """The backbone's hidden states are collated where they were made (no round trip through the host)."""
+    from wav2emo.inference.features import InMemoryFeatures
+    from wav2emo.inference.restore import restore
+
+    ckpt = trained["results"][0]["best_checkpoint"]
+    feats = restore(ckpt, device="cuda").features
+    assert isinstance(feats, InMemoryFeatures)
+    items = feats.items([_tone(16_000, 3.0), _tone(16_000, 2.0, seed=1)])
+    assert all(it["ssl"].device.type == "cuda" for it in items)
+    wav = _write(tmp_path / "long.wav", _tone(16_000, 9.0, seed=2), 16_000)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        (tmp_path / device).mkdir()
+        status, runs[device] = _predict(ckpt, [wav], tmp_path / device, device=device)
+        assert status == 0
+    classes = _classes(runs["cpu"])
+    assert len(runs["cuda"]) == len(runs["cpu"]) > 2
+    np.testing.assert_allclose(runs["cuda"][classes].to_numpy(dtype=float), runs["cpu"][classes].to_numpy(dtype=float),
+                               atol=2e-3, rtol=0)
 
 
 def _write(path, wave, sr, subtype=None):

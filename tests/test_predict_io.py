@@ -85,3 +85,43 @@ def test_inputs_from_files_folders_and_lists(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no audio file"):
         collect_inputs([tmp_path / "empty"])
+
+
+class _CountingPredictor:
+    """Stands in for :class:`~wav2emo.inference.runner.Predictor`: records when each window's eGeMAPS was queued
+    and what every batch held; a window's 'probability' is its first sample."""
+
+    def __init__(self, batch_size: int, read_ahead: int) -> None:
+        self.batch_size, self.read_ahead, self.min_samples = batch_size, read_ahead, 1
+        self.class_names = ("a",)
+        self.queued: list[float] = []
+        self.batches: list[tuple[int, list[float]]] = []  # (windows queued when the batch ran, its windows)
+
+    def prefetch(self, wave):
+        self.queued.append(float(wave[0]))
+        return {}
+
+    def probabilities(self, waves, prefetched=None):
+        self.batches.append((len(self.queued), [float(w[0]) for w in waves]))
+        return np.array([[w[0]] for w in waves])
+
+
+@pytest.mark.parametrize("read_ahead", [0, 3, 50])
+def test_windows_are_queued_ahead_of_their_batch_and_batched_in_reading_order(tmp_path, read_ahead):
+    from wav2emo.inference.runner import WindowSettings, predict_files
+
+    files = []
+    for f, seconds in enumerate((8, 4)):  # 4 + 2 windows of 2 s
+        x = np.repeat(np.arange(seconds, dtype=np.float32) + 100 * f, 16000)  # sample value = file, second
+        files.append(tmp_path / f"{f}.wav")
+        sf.write(files[-1], x / 1000, 16000, subtype="FLOAT")
+    predictor = _CountingPredictor(batch_size=4, read_ahead=read_ahead)
+    results = list(predict_files(files, predictor, WindowSettings(window_s=2.0, hop_s=2.0)))
+    starts = [0, 2, 4, 6, 100, 102]  # the windows in reading order
+    assert predictor.queued == pytest.approx([s / 1000 for s in starts], abs=1e-6)
+    assert [len(b) for _, b in predictor.batches] == [4, 2]
+    assert [v for _, b in predictor.batches for v in b] == pytest.approx([s / 1000 for s in starts], abs=1e-6)
+    # When a batch runs, the windows after it have been read and queued, up to read_ahead of them.
+    assert [n for n, _ in predictor.batches] == [min(6, 4 + read_ahead), 6]
+    assert [r.path for r in results] == files and all(r.error is None for r in results)
+    assert [len(r.probs) for r in results] == [4, 2]

@@ -8,7 +8,9 @@ as the cache's eGeMAPS) in this process, or with ``egemaps_workers`` >= 1 in wor
 (:class:`~wav2emo.features.smile_waves.SmileWavePool`, same values) that compute a window's functionals while the
 backbone runs (:meth:`InMemoryFeatures.submit_egemaps` queues them as soon as the window is read).
 ``wave`` is the audio itself, as ``Waveforms`` serves it.
-Each item is what :class:`~wav2emo.feeding.input_strategies.ClipDataset` would give for a clip of that audio.
+Each item is what :class:`~wav2emo.feeding.input_strategies.ClipDataset` would give for a clip of that audio,
+except that the hidden states stay where the backbone made them (views of its output, on the GPU when it runs
+there): collate them with ``padded_device`` set to that device and they never travel to the host and back.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ class InMemoryFeatures:
             self.smile_pool.close()
 
     def items(self, waves: Sequence[np.ndarray], egemaps: Sequence[Future | None] | None = None) -> list[dict[str, Any]]:
-        """One batch-dict item per waveform (mono float32 at 16 kHz): what ``ClipDataset`` would give.
+        """One batch-dict item per waveform (mono float32 at 16 kHz): what ``ClipDataset`` would give, the hidden
+        states left on the backbone's device (collate with ``padded_device``).
 
         ``egemaps``: the futures :meth:`submit_egemaps` gave for these waves (else they are queued here, before
         the backbone runs, and collected after it)."""
@@ -152,13 +155,12 @@ class InMemoryFeatures:
                 res, frames = pool_time(res, frames)
             if not torch.isfinite(res).all():
                 raise ValueError("the backbone gave NaN/inf hidden states")
-            res = res.cpu()
             for b, (it, f) in enumerate(zip(items, frames, strict=True)):
-                h = res[b, :f]  # (T, H, D), as the cache holds it
+                h = res[b, :f]  # (T, H, D), as the cache holds it; a view on the backbone's device
                 if "ssl" in self.inputs:
-                    it["ssl"] = h.transpose(0, 1).contiguous()  # (H, T, D): the featurizer picks layers
+                    it["ssl"] = h.transpose(0, 1)  # (H, T, D): the featurizer picks layers
                 if "ssl_layer" in self.inputs:
-                    it["ssl_layer"] = h[:, self.ssl_layers.index(int(self.ssl_layer_index))].contiguous()
+                    it["ssl_layer"] = h[:, self.ssl_layers.index(int(self.ssl_layer_index))]
             del res
         for it, w in zip(items, waves, strict=True):
             if self.logmel is not None:

@@ -3,8 +3,10 @@
 Each file is read in stretches (:class:`~wav2emo.inference.audio.AudioStream`: any format soundfile reads,
 mixed to mono, resampled to 16 kHz), cut into overlapping windows, and the windows of consecutive files are fed
 in batches of ``batch_size`` through every model (features computed in memory); the ensemble's probabilities
-are the mean of the models'.  Memory stays bounded whatever the length of a file: at most one batch of windows
-(their audio and features) is held, plus one row of probabilities per window.  A file gives one
+are the mean of the models'.  With eGeMAPS worker processes, windows are read ahead of the batch being run
+(:attr:`Predictor.read_ahead`) so that every worker stays busy.  Memory stays bounded whatever the length of a
+file: at most one batch of windows (their audio and features) plus the read-ahead's audio is held, and one row
+of probabilities per window.  A file gives one
 :class:`FileResult`: a row per window and the mean over its windows.  A file that cannot be used gets its
 reason and never stops the others.
 
@@ -71,6 +73,14 @@ class Predictor:
         limits = [m.features.max_samples for m in models if m.features.max_samples is not None]
         self.max_samples = min(limits) if limits else None
 
+    @property
+    def read_ahead(self) -> int:
+        """How many windows to read (and queue for eGeMAPS) ahead of the batch being run: enough to keep every
+        eGeMAPS worker busy while a batch waits for its own (0 without worker processes: nothing runs ahead)."""
+        workers = sum(m.features.egemaps_workers for m in self.models
+                      if getattr(m.features, "smile_pool", None) is not None)
+        return 2 * self.batch_size + 4 * workers if workers else 0
+
     def prefetch(self, wave: np.ndarray) -> dict[int, Any]:
         """Start what can run ahead for one window (its eGeMAPS on the worker pool), per distinct feature set."""
         started: dict[int, Any] = {}
@@ -98,8 +108,8 @@ class Predictor:
                 for i, it in enumerate(items):
                     it.update(label=-1, actor=-1, clip_id=str(i), index=i)
                 items_by_features[key] = items
-            batch = collate(items_by_features[key], m.frames, m.frames_multiple)
-            device = m.features.device
+            device = m.features.device  # the padded inputs are made there (the hidden states are already there)
+            batch = collate(items_by_features[key], m.frames, m.frames_multiple, padded_device=device)
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             probs = m.module(batch).float().softmax(dim=1).cpu().numpy().astype(np.float64)
             if not np.isfinite(probs).all():
@@ -163,18 +173,33 @@ def plan_file(stream: AudioStream, settings: WindowSettings, min_samples: int) -
 
 
 class _Batcher:
-    """Windows of consecutive files gathered into batches of ``predictor.batch_size``."""
+    """Windows of consecutive files gathered into batches of ``predictor.batch_size``, in the order they were
+    read; up to ``predictor.read_ahead`` windows wait ahead of the batch, their eGeMAPS already running."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
+        self.ahead: deque[tuple[FileResult, int, np.ndarray, dict[int, Any] | None]] = deque()
         self.items: list[tuple[FileResult, int, np.ndarray, dict[int, Any] | None]] = []
+        self._read_ahead = predictor.read_ahead
         self._warned: set[str] = set()
 
     def add(self, result: FileResult, index: int, wave: np.ndarray) -> bool:
         """Queue one window (its eGeMAPS starts on the worker pool now); True when the batch is full (call
         :meth:`run`)."""
-        self.items.append((result, index, wave, self.predictor.prefetch(wave)))
+        self.ahead.append((result, index, wave, self.predictor.prefetch(wave)))
+        if len(self.ahead) > self._read_ahead:
+            self.items.append(self.ahead.popleft())
         return len(self.items) >= self.predictor.batch_size
+
+    def finish(self) -> Iterator[None]:
+        """Run what is left once every file is read, a batch at a time (yields after each batch)."""
+        while self.ahead:
+            self.items.append(self.ahead.popleft())
+            if len(self.items) >= self.predictor.batch_size:
+                self.run()
+                yield
+        self.run()
+        yield
 
     def run(self) -> None:
         live = [it for it in self.items if it[0].error is None]
@@ -234,8 +259,8 @@ def predict_files(files: Sequence[Path], predictor: Predictor, settings: WindowS
                 batcher._fail(result, e)
             result.read = True
             yield from finished()
-        batcher.run()
-        yield from finished()
+        for _ in batcher.finish():
+            yield from finished()
     finally:
         bar.close()
     assert not pending, "every file has a result"
