@@ -94,8 +94,9 @@ def main() -> None:
 
     from wav2emo.export.cli import run as export
     from wav2emo.inference.onnx_model import OnnxPredictor, load_onnx
+    from wav2emo.inference.reader import WindowSettings
     from wav2emo.inference.restore import checkpoints_of, restore
-    from wav2emo.inference.runner import Predictor, WindowSettings
+    from wav2emo.inference.runner import Predictor
 
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)

@@ -92,36 +92,91 @@ class _CountingPredictor:
     and what every batch held; a window's 'probability' is its first sample."""
 
     def __init__(self, batch_size: int, read_ahead: int) -> None:
-        self.batch_size, self.read_ahead, self.min_samples = batch_size, read_ahead, 1
+        self.batch_size, self.ahead, self.min_samples = batch_size, read_ahead, 1
         self.class_names = ("a",)
         self.queued: list[float] = []
-        self.batches: list[tuple[int, list[float]]] = []  # (windows queued when the batch ran, its windows)
+        self.batches: list[list[float]] = []
 
     def prefetch(self, wave):
         self.queued.append(float(wave[0]))
         return {}
 
+    def reader(self, files, settings):
+        from wav2emo.inference.reader import WindowReader
+
+        return WindowReader(files, settings, self.prefetch, self.ahead)
+
     def probabilities(self, waves, prefetched=None):
-        self.batches.append((len(self.queued), [float(w[0]) for w in waves]))
+        self.batches.append([float(w[0]) for w in waves])
         return np.array([[w[0]] for w in waves])
 
 
-@pytest.mark.parametrize("read_ahead", [0, 3, 50])
-def test_windows_are_queued_ahead_of_their_batch_and_batched_in_reading_order(tmp_path, read_ahead):
-    from wav2emo.inference.runner import WindowSettings, predict_files
-
+def _stepped_files(tmp_path):
+    """Two files whose samples say where they are (file * 100 + second, / 1000): 8 s and 4 s."""
     files = []
-    for f, seconds in enumerate((8, 4)):  # 4 + 2 windows of 2 s
-        x = np.repeat(np.arange(seconds, dtype=np.float32) + 100 * f, 16000)  # sample value = file, second
+    for f, seconds in enumerate((8, 4)):
+        x = np.repeat(np.arange(seconds, dtype=np.float32) + 100 * f, 16000)
         files.append(tmp_path / f"{f}.wav")
         sf.write(files[-1], x / 1000, 16000, subtype="FLOAT")
+    return files
+
+
+STARTS = [0, 2, 4, 6, 100, 102]  # the 2 s windows (hop 2 s) of the two files, in reading order
+
+
+@pytest.mark.parametrize("read_ahead", [1, 3, 50])
+def test_windows_are_batched_in_reading_order_whatever_the_read_ahead(tmp_path, read_ahead):
+    from wav2emo.inference.reader import WindowSettings
+    from wav2emo.inference.runner import predict_files
+
+    files = _stepped_files(tmp_path)
     predictor = _CountingPredictor(batch_size=4, read_ahead=read_ahead)
     results = list(predict_files(files, predictor, WindowSettings(window_s=2.0, hop_s=2.0)))
-    starts = [0, 2, 4, 6, 100, 102]  # the windows in reading order
-    assert predictor.queued == pytest.approx([s / 1000 for s in starts], abs=1e-6)
-    assert [len(b) for _, b in predictor.batches] == [4, 2]
-    assert [v for _, b in predictor.batches for v in b] == pytest.approx([s / 1000 for s in starts], abs=1e-6)
-    # When a batch runs, the windows after it have been read and queued, up to read_ahead of them.
-    assert [n for n, _ in predictor.batches] == [min(6, 4 + read_ahead), 6]
+    assert predictor.queued == pytest.approx([s / 1000 for s in STARTS], abs=1e-6)
+    assert [len(b) for b in predictor.batches] == [4, 2]
+    assert [v for b in predictor.batches for v in b] == pytest.approx([s / 1000 for s in STARTS], abs=1e-6)
     assert [r.path for r in results] == files and all(r.error is None for r in results)
-    assert [len(r.probs) for r in results] == [4, 2]
+    assert [len(r.probs) for r in results] == [4, 2] and results[1].probs[1][0] == pytest.approx(0.102, abs=1e-6)
+
+
+def test_the_reader_queues_windows_ahead_before_anything_consumes_them_and_stops_when_closed(tmp_path):
+    """Started before the models exist, the reader reads and queues eGeMAPS for as many windows as it may hold
+    (its queue of 3 events plus the window in hand), then waits; closing it stops its thread."""
+    import threading
+    import time
+
+    from wav2emo.inference.reader import FileOpened, FileRead, WindowRead, WindowReader, WindowSettings
+
+    files = _stepped_files(tmp_path)
+    queued: list[float] = []
+    reader = WindowReader(files, WindowSettings(window_s=2.0, hop_s=2.0), lambda w: queued.append(float(w[0])), 3)
+    deadline = time.monotonic() + 10
+    while len(queued) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # it would go on here if nothing held it back
+    assert queued == pytest.approx([0.0, 0.002, 0.004], abs=1e-6)  # FileOpened + 2 windows queued, the 3rd in hand
+    events = list(reader)
+    assert [type(e) for e in events] == [FileOpened, *[WindowRead] * 4, FileRead, FileOpened, *[WindowRead] * 2, FileRead]
+    assert [e.index for e in events if isinstance(e, WindowRead)] == [0, 1, 2, 3, 0, 1]
+    assert queued == pytest.approx([s / 1000 for s in STARTS], abs=1e-6)
+    reader.close()
+
+    blocked = WindowReader(files, WindowSettings(window_s=2.0, hop_s=2.0), lambda w: None, 1)
+    time.sleep(0.2)
+    blocked.close()  # never consumed: its thread waits on a full queue until closed
+    assert not any(t.name == "wav2emo-window-reader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_file_that_cannot_be_read_is_handed_on_failed_between_good_ones(tmp_path):
+    from wav2emo.inference.reader import WindowSettings
+    from wav2emo.inference.runner import predict_files
+
+    good = _stepped_files(tmp_path)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF0000WAVEnot audio")
+    predictor = _CountingPredictor(batch_size=4, read_ahead=2)
+    results = list(predict_files([good[0], bad, good[1]], predictor, WindowSettings(window_s=2.0, hop_s=2.0)))
+    assert [r.path for r in results] == [good[0], bad, good[1]]
+    assert results[0].error is None and results[2].error is None and results[1].error
+    assert [len(r.probs) for r in results] == [4, 0, 2]
+    assert [v for b in predictor.batches for v in b] == pytest.approx([s / 1000 for s in STARTS], abs=1e-6)

@@ -41,7 +41,7 @@ def _as_list(value: Any) -> list[str]:
 
 
 def _window_settings(cfg: DictConfig):
-    from wav2emo.inference.runner import WindowSettings
+    from wav2emo.inference.reader import WindowSettings
     from wav2emo.inference.windows import check_window_settings
 
     given = OmegaConf.to_container(cfg.get("window") or {}, resolve=True)
@@ -114,8 +114,9 @@ def _torch_threads(value: Any, device: str, egemaps_workers: int) -> int | None:
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
     from wav2emo.inference.input_files import collect_inputs
-    from wav2emo.inference.restore import checkpoints_of, restore
-    from wav2emo.inference.runner import Predictor
+    from wav2emo.inference.reader import WindowReader
+    from wav2emo.inference.restore import build_restored, checkpoints_of, read_checkpoint
+    from wav2emo.inference.runner import Predictor, egemaps_prefetch, read_ahead
 
     if cfg.get("ckpt_path") in (None, "", "???"):
         raise ConfigError("ckpt_path=<checkpoint.ckpt | fold/run/sweep directory> is required")
@@ -127,6 +128,7 @@ def run(cfg: DictConfig) -> int:
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size={batch_size}: expected a positive number of windows or null")
     threads_before: int | None = None
+    reader = None
     backend = str(cfg.get("backend") or "torch")
     if backend not in ("torch", "onnx"):
         raise ConfigError(f"backend={backend}: expected torch (the checkpoints) or onnx (files of wav2emo.export)")
@@ -151,7 +153,16 @@ def run(cfg: DictConfig) -> int:
         ckpts = checkpoints_of(cfg.ckpt_path)
         shared: dict = {}
         workers = _egemaps_workers(cfg.get("egemaps_workers", "auto"))
-        models = [restore(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
+        try:
+            read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
+            # The windows are read, and their eGeMAPS queued on the workers, while the backbones and models load.
+            feature_sets = list(shared.values())
+            reader = WindowReader(files, settings, egemaps_prefetch(feature_sets),
+                                  read_ahead(batch_size or read[0].eval_batch_size, feature_sets, settings.window_s))
+            models = [build_restored(r) for r in read]
+        except BaseException:
+            _stop(reader, shared.values())
+            raise
         pooled = any(getattr(m.features, "smile_pool", None) is not None for m in models)
         threads = _torch_threads(cfg.get("torch_threads", "auto"), str(models[0].features.device),
                                  workers if pooled else 0)
@@ -164,16 +175,24 @@ def run(cfg: DictConfig) -> int:
         described = "{} model(s) ({}) on {}".format(
             len(models), ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device)
     try:
-        return _predict_all(cfg, files, ckpts, predictor, settings, described)
+        return _predict_all(cfg, files, ckpts, predictor, settings, described, reader)
     finally:
-        predictor.close()
+        _stop(reader, [predictor])
         if threads_before is not None:  # run() called in a process of one's own: its thread count as it was
             import torch
 
             torch.set_num_threads(threads_before)
 
 
-def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings, described: str) -> int:
+def _stop(reader, closeable) -> None:  # noqa: ANN001
+    """Stop the window reader (if started) first, then what holds worker processes."""
+    if reader is not None:
+        reader.close()
+    for c in closeable:
+        c.close()
+
+
+def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings, described: str, reader=None) -> int:  # noqa: ANN001
     from wav2emo.inference.output import CsvWriter, JsonWriter
     from wav2emo.inference.runner import predict_files
 
@@ -197,7 +216,7 @@ def _predict_all(cfg: DictConfig, files, ckpts, predictor, settings, described: 
             writers.append(json_writer)
             stack.callback(json_writer.close)
         progress = bool(cfg.get("progress", True)) and len(files) > 1
-        for result in predict_files(files, predictor, settings, progress=progress):
+        for result in predict_files(files, predictor, settings, progress=progress, reader=reader):
             for w in writers:
                 w.write(result)
             if result.error is not None:

@@ -53,27 +53,38 @@ class InMemoryFeatures:
 
     def __init__(self, features: Mapping[str, Any], inputs: Sequence[str], *, device: str | torch.device = "auto",
                  ssl_layer_index: int | None = None, sample_rate: int = TARGET_SAMPLE_RATE,
-                 egemaps_workers: int = 0) -> None:
+                 egemaps_workers: int = 0, load_backbone: bool = True) -> None:
+        """``load_backbone=False`` starts eGeMAPS (its worker processes take windows at once) and leaves the
+        backbone and log-mel front end to :meth:`load_backbone`, so that windows can be queued while they load."""
         self.inputs = tuple(inputs)
         self.device = resolve_device(device)
         self.ssl_layer_index = ssl_layer_index
         self.sample_rate = int(sample_rate)
-        features = {k: plain(v) for k, v in plain(features).items()}
+        self._specs = {k: plain(v) for k, v in plain(features).items()}
         for name in self.inputs:
             spec_name = "ssl" if name == "ssl_layer" else name
-            if spec_name in CACHED and not isinstance(features.get(spec_name), Mapping):
-                raise ConfigError(f"the model reads {name!r} but its config's features define only {sorted(features)}")
+            if spec_name in CACHED and not isinstance(self._specs.get(spec_name), Mapping):
+                raise ConfigError(f"the model reads {name!r} but its config's features define only {sorted(self._specs)}")
         self.extractor = self.logmel = self.smile = self.smile_pool = None
         self.egemaps_workers = int(egemaps_workers)
         self.ssl_meta: dict[str, Any] = {}
         self.max_samples: int | None = None
         self._smile_min = 1
-        if "ssl" in self.inputs or "ssl_layer" in self.inputs:
-            self._load_ssl(features["ssl"])
-        if "logmel" in self.inputs:
-            self.logmel = make_kind(features["logmel"])
+        self._loaded = False
         if "egemaps" in self.inputs:
-            self._load_smile(features["egemaps"])
+            self._load_smile(self._specs["egemaps"])
+        if load_backbone:
+            self.load_backbone()
+
+    def load_backbone(self) -> None:
+        """Load the SSL backbone and the log-mel front end the inputs need (once)."""
+        if self._loaded:
+            return
+        if "ssl" in self.inputs or "ssl_layer" in self.inputs:
+            self._load_ssl(self._specs["ssl"])
+        if "logmel" in self.inputs:
+            self.logmel = make_kind(self._specs["logmel"])
+        self._loaded = True
 
     def _load_ssl(self, spec: Mapping[str, Any]) -> None:
         kind = make_kind(spec, self.device)  # resolves the backbone (builds the tiny one; says how to get others)
@@ -143,6 +154,7 @@ class InMemoryFeatures:
 
         ``egemaps``: the futures :meth:`submit_egemaps` gave for these waves (else they are queued here, before
         the backbone runs, and collected after it)."""
+        self.load_backbone()
         items: list[dict[str, Any]] = [{} for _ in waves]
         if self.smile_pool is not None and (egemaps is None or any(f is None for f in egemaps)):
             egemaps = [self.submit_egemaps(w) for w in waves]

@@ -27,6 +27,7 @@ import numpy as np
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.inference.reader import WindowReader, WindowSettings
 from wav2emo.inference.runner import ensemble_classes
 
 FORMAT_KEY = "wav2emo.format"
@@ -133,9 +134,10 @@ class OnnxPredictor:
 
             self.smile = make_smile(sorted(sets)[0], "functionals")
 
-    def prefetch(self, wave: np.ndarray) -> None:
-        """The PyTorch Predictor's interface: nothing runs ahead here (a window's eGeMAPS is computed with it)."""
-        return None
+    def reader(self, files: Sequence[Path], settings: WindowSettings) -> WindowReader:
+        """The PyTorch Predictor's interface: windows read a batch ahead; nothing else runs ahead here (a window's
+        eGeMAPS is computed with it)."""
+        return WindowReader(files, settings, lambda wave: None, self.batch_size)
 
     def close(self) -> None:
         """The same interface as the PyTorch Predictor's: onnxruntime sessions hold no workers to stop."""
@@ -149,7 +151,7 @@ class OnnxPredictor:
 
     def probabilities(self, waves: Sequence[np.ndarray], prefetched: Sequence[None] | None = None) -> np.ndarray:
         """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves (``prefetched``: unused,
-        what :meth:`prefetch` gave)."""
+        what the reader's prefetch gave)."""
         out = np.zeros((len(waves), len(self.class_names)))
         for i, wave in enumerate(waves):
             feeds = {WAVE_INPUT: np.ascontiguousarray(wave, dtype=np.float32)[None, :]}

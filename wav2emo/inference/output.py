@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
-from wav2emo.inference.runner import FileResult
+from wav2emo.inference.results import FileResult
 
 SR = TARGET_SAMPLE_RATE
 

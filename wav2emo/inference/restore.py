@@ -99,18 +99,31 @@ def _upstream_min_samples(upstream: Any) -> int:
     return max(fields, default=1)
 
 
-def restore(path: str | Path, *, device: str | torch.device = "auto",
-            features_cache: dict[str, InMemoryFeatures] | None = None, egemaps_workers: int = 0) -> Restored:
-    """Rebuild the model of the checkpoint at ``path`` in eval mode on ``device``.
+@dataclass
+class CheckpointRead:
+    """A checkpoint read, its config resolved into a plan and its features started (eGeMAPS workers up, the
+    backbone not loaded yet): the first half of :func:`restore`, quick enough to run before windows are read."""
 
-    ``features_cache`` shares one :class:`InMemoryFeatures` (one frozen backbone) among checkpoints that need
-    the same features, e.g. the five folds of a run.  ``egemaps_workers`` >= 1 computes eGeMAPS in that many
-    worker processes (same values; :class:`~wav2emo.features.smile_waves.SmileWavePool`), 0 in this process.
-    """
-    from wav2emo.backbones import BackboneError
-    from wav2emo.runs.build import build_module
+    path: Path
+    ckpt: dict[str, Any]
+    config: DictConfig
+    class_names: tuple[str, ...]
+    plan: Any
+    served: tuple[str, ...]
+    features: InMemoryFeatures
+
+    @property
+    def eval_batch_size(self) -> int:
+        dm = self.config.datamodule
+        return int(dm.get("eval_batch_size") or dm.get("batch_size") or 16)
+
+
+def read_checkpoint(path: str | Path, *, device: str | torch.device = "auto",
+                    features_cache: dict[str, InMemoryFeatures] | None = None,
+                    egemaps_workers: int = 0) -> CheckpointRead:
+    """Read the checkpoint at ``path`` and start its features (see :func:`restore` for the arguments); the
+    backbone and the model are left to :func:`build_restored`."""
     from wav2emo.runs.plan import fold_plan
-    from wav2emo.runs.testing import rebuild_checkpoint_upstream
 
     path = Path(path)
     ckpt = load_checkpoint(path)
@@ -122,30 +135,54 @@ def restore(path: str | Path, *, device: str | torch.device = "auto",
     extra = {"ssl_layer_index": dm.get("ssl_layer_index"), "sample_rate": int(dm.get("sample_rate") or 16000)}
     key = feature_key(cfg.features, served, extra)
     cache = {} if features_cache is None else features_cache
+    if key not in cache:
+        cache[key] = InMemoryFeatures(cfg.features, served, device=device, egemaps_workers=egemaps_workers,
+                                      load_backbone=False, **extra)
+    return CheckpointRead(path, ckpt, cfg, names, plan, served, cache[key])
+
+
+def build_restored(read: CheckpointRead) -> Restored:
+    """The second half of :func:`restore`: the backbone loaded, the module rebuilt and its weights loaded."""
+    from wav2emo.backbones import BackboneError
+    from wav2emo.runs.build import build_module
+    from wav2emo.runs.testing import rebuild_checkpoint_upstream
+
+    path, feats = read.path, read.features
     try:
-        if key not in cache:
-            cache[key] = InMemoryFeatures(cfg.features, served, device=device, egemaps_workers=egemaps_workers, **extra)
-        feats = cache[key]
-        upstream = rebuild_checkpoint_upstream(plan, ckpt["state_dict"])
-        module = build_module(plan, CheckpointShapes(served, names, feats), upstream=upstream)
+        feats.load_backbone()
+        upstream = rebuild_checkpoint_upstream(read.plan, read.ckpt["state_dict"])
+        module = build_module(read.plan, CheckpointShapes(read.served, read.class_names, feats), upstream=upstream)
     except BackboneError as e:
         raise ConfigError(f"{path}: {e}") from e
     try:
-        module.load_state_dict(ckpt["state_dict"])
+        module.load_state_dict(read.ckpt["state_dict"])
     except (RuntimeError, BackboneError) as e:
         raise ConfigError(f"{path}: its weights do not fit the model its config describes ({str(e)[:300]})") from e
     module.to(feats.device).eval()
+    dm = read.config.datamodule
     frames = dm.get("frames")
     multiple = dm.get("frames_multiple")
     return Restored(
-        path=path, module=module, class_names=names, features=feats,
+        path=path, module=module, class_names=read.class_names, features=feats,
         frames=None if frames is None else int(frames),
         # "auto" (checkpoints record what it resolved to; "auto" left means it resolved to nothing): no rounding
         frames_multiple=None if multiple in (None, "auto") else int(multiple),
-        eval_batch_size=int(dm.get("eval_batch_size") or dm.get("batch_size") or 16),
+        eval_batch_size=read.eval_batch_size,
         min_samples=max(feats.min_length(), _upstream_min_samples(upstream)),
-        config=cfg, fold=ckpt[CKPT_KEY].get("fold"),
+        config=read.config, fold=read.ckpt[CKPT_KEY].get("fold"),
     )
+
+
+def restore(path: str | Path, *, device: str | torch.device = "auto",
+            features_cache: dict[str, InMemoryFeatures] | None = None, egemaps_workers: int = 0) -> Restored:
+    """Rebuild the model of the checkpoint at ``path`` in eval mode on ``device``.
+
+    ``features_cache`` shares one :class:`InMemoryFeatures` (one frozen backbone) among checkpoints that need
+    the same features, e.g. the five folds of a run.  ``egemaps_workers`` >= 1 computes eGeMAPS in that many
+    worker processes (same values; :class:`~wav2emo.features.smile_waves.SmileWavePool`), 0 in this process.
+    """
+    return build_restored(read_checkpoint(path, device=device, features_cache=features_cache,
+                                          egemaps_workers=egemaps_workers))
 
 
 def _fold_checkpoint(fold_dir: Path) -> Path:

@@ -1,14 +1,14 @@
 """Predicting emotions for audio files with one checkpoint or an ensemble of fold checkpoints.
 
-Each file is read in stretches (:class:`~wav2emo.inference.audio.AudioStream`: any format soundfile reads,
-mixed to mono, resampled to 16 kHz), cut into overlapping windows, and the windows of consecutive files are fed
-in batches of ``batch_size`` through every model (features computed in memory); the ensemble's probabilities
-are the mean of the models'.  With eGeMAPS worker processes, windows are read ahead of the batch being run
-(:attr:`Predictor.read_ahead`) so that every worker stays busy.  Memory stays bounded whatever the length of a
-file: at most one batch of windows (their audio and features) plus the read-ahead's audio is held, and one row
-of probabilities per window.  A file gives one
-:class:`FileResult`: a row per window and the mean over its windows.  A file that cannot be used gets its
-reason and never stops the others.
+Each file's windows come from a :class:`~wav2emo.inference.reader.WindowReader` (read in a thread of its own, in
+order, each window's eGeMAPS queued on the worker pool as soon as it is read) and the windows of consecutive
+files are fed in batches of ``batch_size`` through every model (features computed in memory); the ensemble's
+probabilities are the mean of the models'.  The reader runs up to :func:`read_ahead` windows ahead of the batch
+being run (up to 256 MiB of audio with eGeMAPS workers), enough to keep every worker busy from the start.
+Memory stays bounded whatever the length of a file: one batch of windows (their audio and features) plus the
+read-ahead's audio, and one row of probabilities per window.  A file gives one
+:class:`~wav2emo.inference.results.FileResult`: a row per window and the mean over its windows.  A file that
+cannot be used gets its reason and never stops the others.
 
 Batches follow the order of the inputs with the checkpoint's ``eval_batch_size`` by default, so the test clips
 of a fold listed in ``wav2emo.eval``'s order are batched exactly as eval batched them (heads whose output
@@ -17,10 +17,8 @@ depends on padding, like ``fe_vgg`` with ``frames: null``, then give eval's numb
 
 from __future__ import annotations
 
-import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,26 +26,45 @@ import numpy as np
 import torch
 
 from wav2emo.data.audio import TARGET_SAMPLE_RATE
-from wav2emo.errors import ConfigError, UserError
+from wav2emo.errors import ConfigError
 from wav2emo.feeding.input_strategies import collate
-from wav2emo.inference.audio import AudioStream
+from wav2emo.inference.reader import (
+    FileOpened,
+    FileRead,
+    WindowRead,
+    WindowReader,
+    WindowSettings,
+    check_length,
+)
 from wav2emo.inference.restore import Restored
-from wav2emo.inference.windows import Window, active_frames, frame_levels_db, plan_windows, speech_windows
+from wav2emo.inference.results import FileResult, fail_file
 
-log = logging.getLogger(__name__)
-
-SR = TARGET_SAMPLE_RATE
+READ_AHEAD_BYTES = 256 * 2**20  # float32 audio of the windows read ahead for the eGeMAPS workers, at most
 
 
-@dataclass
-class WindowSettings:
-    window_s: float = 4.0
-    hop_s: float = 2.0
-    vad: bool = False
-    vad_min_speech: float = 0.1  # fraction of a window's 25 ms frames that must pass the energy check
-    vad_floor_dbfs: float = -50.0
-    vad_range_db: float = 35.0
-    vad_frame_s: float = 0.025
+def read_ahead(batch_size: int, feature_sets: Iterable[Any], window_s: float) -> int:
+    """How many windows to read (and queue for eGeMAPS) ahead of the batch being run.
+
+    With eGeMAPS worker processes: as many as :data:`READ_AHEAD_BYTES` of audio hold (1024 windows of 4 s), and
+    at least two batches and four windows per worker.  The reader starts while the backbones and models load, so
+    the workers compute that many windows' eGeMAPS during the start-up, and none waits for a batch later.
+    Without workers: one batch (the reading overlaps the network, nothing else runs ahead)."""
+    workers = sum(f.egemaps_workers for f in feature_sets if getattr(f, "smile_pool", None) is not None)
+    if not workers:
+        return batch_size
+    by_memory = READ_AHEAD_BYTES // (4 * max(1, round(window_s * TARGET_SAMPLE_RATE)))
+    return max(2 * batch_size + 4 * workers, by_memory)
+
+
+def egemaps_prefetch(feature_sets: Iterable[Any]):
+    """``prefetch`` for a :class:`WindowReader`: one window's eGeMAPS queued on each distinct feature set's
+    worker pool (a dict keyed by the feature set's id; nothing without pools)."""
+    distinct = {id(f): f for f in feature_sets}
+
+    def prefetch(wave: np.ndarray) -> dict[int, Any]:
+        return {key: f.submit_egemaps(wave) for key, f in distinct.items()}
+
+    return prefetch
 
 
 def ensemble_classes(models: Sequence[Any]) -> Any:
@@ -74,20 +91,13 @@ class Predictor:
         self.max_samples = min(limits) if limits else None
 
     @property
-    def read_ahead(self) -> int:
-        """How many windows to read (and queue for eGeMAPS) ahead of the batch being run: enough to keep every
-        eGeMAPS worker busy while a batch waits for its own (0 without worker processes: nothing runs ahead)."""
-        workers = sum(m.features.egemaps_workers for m in self.models
-                      if getattr(m.features, "smile_pool", None) is not None)
-        return 2 * self.batch_size + 4 * workers if workers else 0
+    def feature_sets(self) -> list[Any]:
+        return list({id(m.features): m.features for m in self.models}.values())
 
-    def prefetch(self, wave: np.ndarray) -> dict[int, Any]:
-        """Start what can run ahead for one window (its eGeMAPS on the worker pool), per distinct feature set."""
-        started: dict[int, Any] = {}
-        for m in self.models:
-            if id(m.features) not in started:
-                started[id(m.features)] = m.features.submit_egemaps(wave)
-        return started
+    def reader(self, files: Sequence[Path], settings: WindowSettings) -> WindowReader:
+        """A reader of ``files`` feeding this ensemble (started now)."""
+        return WindowReader(files, settings, egemaps_prefetch(self.feature_sets),
+                            read_ahead(self.batch_size, self.feature_sets, settings.window_s))
 
     def close(self) -> None:
         """Stop the feature sets' worker processes, if any."""
@@ -97,7 +107,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, waves: Sequence[np.ndarray], prefetched: Sequence[dict[int, Any]] | None = None) -> np.ndarray:
         """(N, C) mean class probabilities of the ensemble for N mono 16 kHz waves, as one batch
-        (``prefetched``: what :meth:`prefetch` started for each wave)."""
+        (``prefetched``: what :func:`egemaps_prefetch` started for each wave)."""
         items_by_features: dict[int, list[dict[str, Any]]] = {}
         total = np.zeros((len(waves), len(self.class_names)))
         for m in self.models:
@@ -118,88 +128,18 @@ class Predictor:
         return total / len(self.models)
 
 
-@dataclass
-class FileResult:
-    """One file's windows (samples at 16 kHz), their probabilities, and the file's mean; or why it failed."""
-
-    path: Path
-    num_samples: int = 0
-    windows: list[Window] = field(default_factory=list)
-    probs: list[np.ndarray | None] = field(default_factory=list)
-    error: str | None = None
-    read: bool = False  # every window has been read (or the file failed)
-
-    @property
-    def done(self) -> bool:
-        return self.read and (self.error is not None or all(p is not None for p in self.probs))
-
-    @property
-    def mean(self) -> np.ndarray | None:
-        if self.error is not None or not self.probs:
-            return None
-        return np.mean(np.stack(self.probs), axis=0)
-
-    def fail(self, e: BaseException | str) -> None:
-        if self.error is None:
-            self.error = e if isinstance(e, str) else reason(e, self.path)
-
-
-def reason(e: BaseException, path: Path) -> str:
-    """One line for a failed file's row: the error's message without the file's name (the row names it)."""
-    msg = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
-    for prefix in (f"{path}: ", f"{path.name}: "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if not isinstance(e, UserError | ValueError):
-        msg = f"{type(e).__name__}: {msg}"
-    return msg
-
-
-def plan_file(stream: AudioStream, settings: WindowSettings, min_samples: int) -> list[Window]:
-    """The windows of one recording; only those where the energy check finds sound when ``settings.vad``."""
-    n = stream.num_samples
-    if n < min_samples:
-        raise ValueError(f"{n / SR:.4f} s of audio is shorter than the {min_samples} samples "
-                         f"({min_samples / SR:.3f} s at 16 kHz) the model's features need")
-    windows = plan_windows(n, SR, settings.window_s, settings.hop_s)
-    if settings.vad:
-        frame = max(1, round(settings.vad_frame_s * SR))
-        levels = frame_levels_db(stream.blocks(frame * 2400), frame)  # read once in 60 s blocks
-        active = active_frames(levels, floor_dbfs=settings.vad_floor_dbfs, range_db=settings.vad_range_db)
-        windows = speech_windows(active, frame, windows, min_speech=settings.vad_min_speech)
-        if not windows:
-            raise ValueError("no window with sound (energy check; window.vad=false predicts every window)")
-    return windows
-
-
 class _Batcher:
-    """Windows of consecutive files gathered into batches of ``predictor.batch_size``, in the order they were
-    read; up to ``predictor.read_ahead`` windows wait ahead of the batch, their eGeMAPS already running."""
+    """Windows of consecutive files gathered into batches of ``predictor.batch_size``, in reading order."""
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        self.ahead: deque[tuple[FileResult, int, np.ndarray, dict[int, Any] | None]] = deque()
         self.items: list[tuple[FileResult, int, np.ndarray, dict[int, Any] | None]] = []
-        self._read_ahead = predictor.read_ahead
         self._warned: set[str] = set()
 
-    def add(self, result: FileResult, index: int, wave: np.ndarray) -> bool:
-        """Queue one window (its eGeMAPS starts on the worker pool now); True when the batch is full (call
-        :meth:`run`)."""
-        self.ahead.append((result, index, wave, self.predictor.prefetch(wave)))
-        if len(self.ahead) > self._read_ahead:
-            self.items.append(self.ahead.popleft())
+    def add(self, window: WindowRead) -> bool:
+        """Queue one window; True when the batch is full (call :meth:`run`)."""
+        self.items.append((window.result, window.index, window.wave, window.prefetched))
         return len(self.items) >= self.predictor.batch_size
-
-    def finish(self) -> Iterator[None]:
-        """Run what is left once every file is read, a batch at a time (yields after each batch)."""
-        while self.ahead:
-            self.items.append(self.ahead.popleft())
-            if len(self.items) >= self.predictor.batch_size:
-                self.run()
-                yield
-        self.run()
-        yield
 
     def run(self) -> None:
         live = [it for it in self.items if it[0].error is None]
@@ -210,7 +150,7 @@ class _Batcher:
             probs = self.predictor.probabilities([it[2] for it in live], [it[3] for it in live])
         except Exception as e:  # noqa: BLE001 - find the window(s) at fault, one at a time
             if len(live) == 1:
-                self._fail(live[0][0], e)
+                fail_file(live[0][0], e, self._warned)
                 return
             for it in live:
                 self.items = [it[:3] + (None,)]  # computed again, alone
@@ -219,20 +159,18 @@ class _Batcher:
         for (result, index, _, _), p in zip(live, probs, strict=True):
             result.probs[index] = p
 
-    def _fail(self, result: FileResult, e: Exception) -> None:
-        if not isinstance(e, UserError | ValueError) and type(e).__name__ not in self._warned:
-            self._warned.add(type(e).__name__)  # unexpected: the traceback goes to the log, once per kind
-            log.warning("predicting %s failed", result.path, exc_info=e)
-        result.fail(e)
-
 
 def predict_files(files: Sequence[Path], predictor: Predictor, settings: WindowSettings, *,
-                  progress: bool = False) -> Iterator[FileResult]:
-    """A :class:`FileResult` for every file, in order; a file that fails carries its reason in ``error``."""
+                  progress: bool = False, reader: WindowReader | None = None) -> Iterator[FileResult]:
+    """A :class:`FileResult` for every file, in order; a file that fails carries its reason in ``error``.
+
+    ``reader``: one already started on ``files`` (e.g. while the models were restored); else one is started
+    here.  It is closed when this generator ends."""
     from tqdm.auto import tqdm
 
     pending: deque[FileResult] = deque()
     batcher = _Batcher(predictor)
+    reader = reader if reader is not None else predictor.reader(files, settings)
     bar = tqdm(total=len(files), unit="file", desc="predict", disable=not progress, leave=False)
 
     def finished() -> Iterator[FileResult]:
@@ -241,26 +179,25 @@ def predict_files(files: Sequence[Path], predictor: Predictor, settings: WindowS
             yield pending.popleft()
 
     try:
-        for path in files:
-            result = FileResult(Path(path))
-            pending.append(result)
-            try:
-                with AudioStream(result.path, SR) as stream:
-                    result.num_samples = stream.num_samples
-                    result.windows = plan_file(stream, settings, predictor.min_samples)
-                    result.probs = [None] * len(result.windows)
-                    for i, w in enumerate(result.windows):
-                        if result.error is not None:
-                            break
-                        if batcher.add(result, i, stream.read(w.start, w.end)):
-                            batcher.run()
-                            yield from finished()
-            except Exception as e:  # noqa: BLE001 - one bad file never stops the others; its row says why
-                batcher._fail(result, e)
-            result.read = True
-            yield from finished()
-        for _ in batcher.finish():
-            yield from finished()
+        for event in reader:
+            result = event.result
+            if isinstance(event, FileOpened):
+                pending.append(result)
+                if result.error is None:
+                    try:
+                        check_length(result.num_samples, predictor.min_samples)
+                    except ValueError as e:
+                        result.fail(e)
+            elif isinstance(event, WindowRead):
+                if result.error is None and batcher.add(event):
+                    batcher.run()
+                    yield from finished()
+            elif isinstance(event, FileRead):
+                result.read = True
+                yield from finished()
+        batcher.run()
+        yield from finished()
     finally:
+        reader.close()
         bar.close()
     assert not pending, "every file has a result"
