@@ -114,9 +114,8 @@ def _torch_threads(value: Any, device: str, egemaps_workers: int) -> int | None:
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
     from wav2emo.inference.input_files import collect_inputs
-    from wav2emo.inference.reader import WindowReader
     from wav2emo.inference.restore import build_restored, checkpoints_of, read_checkpoint
-    from wav2emo.inference.runner import Predictor, egemaps_prefetch, read_ahead
+    from wav2emo.inference.runner import Predictor, start_reader
 
     if cfg.get("ckpt_path") in (None, "", "???"):
         raise ConfigError("ckpt_path=<checkpoint.ckpt | fold/run/sweep directory> is required")
@@ -156,9 +155,7 @@ def run(cfg: DictConfig) -> int:
         try:
             read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
             # The windows are read, and their eGeMAPS queued on the workers, while the backbones and models load.
-            feature_sets = list(shared.values())
-            reader = WindowReader(files, settings, egemaps_prefetch(feature_sets),
-                                  read_ahead(batch_size or read[0].eval_batch_size, feature_sets, settings.window_s))
+            reader = start_reader(files, settings, shared.values(), batch_size or read[0].eval_batch_size)
             models = [build_restored(r) for r in read]
         except BaseException:
             _stop(reader, shared.values())

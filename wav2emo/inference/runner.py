@@ -67,6 +67,14 @@ def egemaps_prefetch(feature_sets: Iterable[Any]):
     return prefetch
 
 
+def start_reader(files: Sequence[Path], settings: WindowSettings, feature_sets: Iterable[Any],
+                 batch_size: int) -> WindowReader:
+    """A :class:`WindowReader` of ``files`` (started now) that queues each window's eGeMAPS on these feature sets'
+    worker pools, :func:`read_ahead` windows ahead of batches of ``batch_size``."""
+    sets = list(feature_sets)
+    return WindowReader(files, settings, egemaps_prefetch(sets), read_ahead(batch_size, sets, settings.window_s))
+
+
 def ensemble_classes(models: Sequence[Any]) -> Any:
     """The class names every model of an ensemble predicts (each has ``path`` and ``class_names``); models of
     other classes, or none at all, are refused in one line."""
@@ -96,8 +104,7 @@ class Predictor:
 
     def reader(self, files: Sequence[Path], settings: WindowSettings) -> WindowReader:
         """A reader of ``files`` feeding this ensemble (started now)."""
-        return WindowReader(files, settings, egemaps_prefetch(self.feature_sets),
-                            read_ahead(self.batch_size, self.feature_sets, settings.window_s))
+        return start_reader(files, settings, self.feature_sets, self.batch_size)
 
     def close(self) -> None:
         """Stop the feature sets' worker processes, if any."""
