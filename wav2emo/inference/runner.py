@@ -4,7 +4,7 @@ Each file's windows come from a :class:`~wav2emo.inference.reader.WindowReader` 
 order, each window's eGeMAPS queued on the worker pool as soon as it is read) and the windows of consecutive
 files are fed in batches of ``batch_size`` through every model (features computed in memory); the ensemble's
 probabilities are the mean of the models'.  The reader runs up to :func:`read_ahead` windows ahead of the batch
-being run (up to 256 MiB of audio with eGeMAPS workers), enough to keep every worker busy from the start.
+being run, enough to keep every eGeMAPS worker busy.
 Memory stays bounded whatever the length of a file: one batch of windows (their audio and features) plus the
 read-ahead's audio, and one row of probabilities per window.  A file gives one
 :class:`~wav2emo.inference.results.FileResult`: a row per window and the mean over its windows.  A file that
@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from wav2emo.data.audio import TARGET_SAMPLE_RATE
 from wav2emo.errors import ConfigError
 from wav2emo.feeding.input_strategies import collate
 from wav2emo.inference.reader import (
@@ -39,21 +38,17 @@ from wav2emo.inference.reader import (
 from wav2emo.inference.restore import Restored
 from wav2emo.inference.results import FileResult, fail_file
 
-READ_AHEAD_BYTES = 256 * 2**20  # float32 audio of the windows read ahead for the eGeMAPS workers, at most
 
+def read_ahead(batch_size: int, feature_sets: Iterable[Any]) -> int:
+    """How many windows to read (and queue for eGeMAPS) ahead of the batch being run: with eGeMAPS worker
+    processes two batches and four windows per worker, enough to keep every worker busy while a batch waits for
+    its own; one batch without workers (the reading overlaps the network, nothing else runs ahead).
 
-def read_ahead(batch_size: int, feature_sets: Iterable[Any], window_s: float) -> int:
-    """How many windows to read (and queue for eGeMAPS) ahead of the batch being run.
-
-    With eGeMAPS worker processes: as many as :data:`READ_AHEAD_BYTES` of audio hold (1024 windows of 4 s), and
-    at least two batches and four windows per worker.  The reader starts while the backbones and models load, so
-    the workers compute that many windows' eGeMAPS during the start-up, and none waits for a batch later.
-    Without workers: one batch (the reading overlaps the network, nothing else runs ahead)."""
+    Measured (H100, 16 cores, 30-minute recording): reading ahead up to 256 MiB of audio instead, so that the
+    workers compute a start-up's worth of windows while the models load, gave no gain; the workers then took the
+    cores the start-up needs (``benchmarks/reports/issue25.md``, fifth session)."""
     workers = sum(f.egemaps_workers for f in feature_sets if getattr(f, "smile_pool", None) is not None)
-    if not workers:
-        return batch_size
-    by_memory = READ_AHEAD_BYTES // (4 * max(1, round(window_s * TARGET_SAMPLE_RATE)))
-    return max(2 * batch_size + 4 * workers, by_memory)
+    return 2 * batch_size + 4 * workers if workers else batch_size
 
 
 def egemaps_prefetch(feature_sets: Iterable[Any]):
@@ -72,7 +67,7 @@ def start_reader(files: Sequence[Path], settings: WindowSettings, feature_sets: 
     """A :class:`WindowReader` of ``files`` (started now) that queues each window's eGeMAPS on these feature sets'
     worker pools, :func:`read_ahead` windows ahead of batches of ``batch_size``."""
     sets = list(feature_sets)
-    return WindowReader(files, settings, egemaps_prefetch(sets), read_ahead(batch_size, sets, settings.window_s))
+    return WindowReader(files, settings, egemaps_prefetch(sets), read_ahead(batch_size, sets))
 
 
 def ensemble_classes(models: Sequence[Any]) -> Any:
