@@ -221,6 +221,14 @@ def bytecode_line(r: dict) -> str:
             + ("; one untimed prediction ran first (`--warm-up`)." if r.get("warm_up") else "."))
 
 
+def code_lines(r: dict) -> list[str]:
+    """What code was timed: this checkout (``code``, when recorded) and ``--previous``'s checkout beside it."""
+    if not r.get("previous"):
+        return []
+    return ["", f"Code timed: {r.get('code') or 'this checkout'}; the `previous code:` ways ran {r['previous']} beside it, "
+            "on the same checkpoints and recording."]
+
+
 def render(r: dict) -> str:
     target = TARGETS["gpu" if r["device"] == "cuda" else "cpu"]
     backbone = ("a randomly initialised wav2vec2-base (real compute)" if r["backbone"] == "base"
@@ -234,14 +242,13 @@ def render(r: dict) -> str:
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
         + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "")
         + (" --previous <checkout of the code before>" if r.get("previous") else "") + "`.",
-        "", bytecode_line(r), "",
+        "", bytecode_line(r), *code_lines(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
         " time on idle cores at best (CPU s / cores) | load average before -> after |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for way, v in r["runs"].items():
         note = " (eGeMAPS in the process, one window after another)" if "workers=0" in way else ""
-        note += f" (`{r.get('previous')}`)" if way.startswith(PREVIOUS) else ""
         lines.append(f"| {way}{note} | {v['seconds']} | {v['x_real_time']}x | {v['windows']} | {v.get('cpu_seconds')} "
                      f"({v.get('user_s')} + {v.get('sys_s')}) | {v.get('x_real_time_idle_cores_bound')}x | "
                      f"{v.get('load_average_1min_before')} -> {v.get('load_average_1min')} |")
