@@ -255,6 +255,41 @@ def test_cli_user_errors_exit_2(tmp_path):
     assert "${" not in proc.stdout and len(proc.stdout.splitlines()) < 60
 
 
+def test_a_model_that_fails_to_load_stops_the_early_reader_and_the_egemaps_workers(trained, tmp_path, monkeypatch):
+    """The windows are read and their eGeMAPS queued while the models load; when a model then cannot be built,
+    the user gets the error in one line, and neither the reader's thread nor a worker process is left behind."""
+    import threading
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from wav2emo.errors import ConfigError
+    from wav2emo.features.smile_waves import SmileWavePool
+    from wav2emo.predict import run
+
+    ckpt = torch.load(trained["results"][1]["best_checkpoint"], map_location="cpu", weights_only=False)  # egemaps_mlp
+    ckpt["state_dict"].pop(sorted(ckpt["state_dict"])[-1])
+    broken = tmp_path / "broken.ckpt"
+    torch.save(ckpt, broken)
+    pools: list[SmileWavePool] = []
+    start = SmileWavePool.__init__
+
+    def recorded(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        pools.append(self)
+
+    monkeypatch.setattr(SmileWavePool, "__init__", recorded)
+    wav = _write(tmp_path / "a.wav", _tone(16000, 30.0), 16000)
+    cfg = OmegaConf.create({"ckpt_path": str(broken), "inputs": [str(wav)], "output": str(tmp_path / "o.csv"),
+                            "device": "cpu", "batch_size": 2, "progress": False, "egemaps_workers": 1,
+                            "window": {"window_s": 4.0, "hop_s": 2.0}})
+    with pytest.raises(ConfigError, match="broken.ckpt: its weights do not fit"):
+        run(cfg)
+    assert len(pools) == 1 and pools[0]._closed
+    assert all(p.poll() is not None for p in pools[0].procs)
+    assert not any(t.name == "wav2emo-window-reader" and t.is_alive() for t in threading.enumerate())
+
+
 def test_user_errors_before_any_model_is_loaded(trained, tmp_path):
     from omegaconf import OmegaConf
 
