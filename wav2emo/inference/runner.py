@@ -102,9 +102,9 @@ class Predictor:
         return start_reader(files, settings, self.feature_sets, self.batch_size)
 
     def close(self) -> None:
-        """Stop the feature sets' worker processes, if any."""
-        for m in self.models:
-            m.features.close()
+        """Stop the feature sets' worker processes, if any (each shared feature set once)."""
+        for features in self.feature_sets:
+            features.close()
 
     @torch.inference_mode()
     def probabilities(self, waves: Sequence[np.ndarray], prefetched: Sequence[dict[int, Any]] | None = None) -> np.ndarray:
