@@ -57,7 +57,6 @@ CONFIGS: dict[str, tuple[list[str], float | None]] = {
                                    "loader.bucket_by_length=true", "finetune=full", "test=false"], 3.0),
     "augment=standard online (frozen backbone), previous way": (ONLINE, 2.5),
     "augment=standard online (frozen backbone)": (ONLINE, 2.5),
-    "augment=standard cached, 4 copies, previous way": (CACHED, None),
     "augment=standard cached, 4 copies": (CACHED, None),
     "memory: finetune=full, fold on the host, bf16-mixed": (ON_HOST, None),
     "memory: finetune=full, fold on the host, bf16-mixed, gradient checkpointing":
@@ -68,14 +67,14 @@ CONFIGS: dict[str, tuple[list[str], float | None]] = {
 }
 # Rows run the previous way: the per-clip masked GroupNorm and each batch at its own length, cudnn.benchmark off
 # and small host lists copied to the GPU with a stream wait
-# (wav2emo.backbones.invariance.MaskedGroupNorm.fused, wav2emo.backbones.fixed_shapes.SETTINGS), the augmented
-# copies decoded, written and hashed in the calling thread (wav2emo.augment.copies.THREADS = 0).
+# (wav2emo.backbones.invariance.MaskedGroupNorm.fused, wav2emo.backbones.fixed_shapes.SETTINGS).
+# The cached copies' previous way (one group after another on the GPU) is timed beside the new one by
+# benchmarks/copies_benchmark.py.
 PREVIOUS = ", previous way"
 
 
 def set_way(name: str) -> str:
     """Switch the online SSL path to the previous or the new way for configuration ``name``; returns which."""
-    import wav2emo.augment.copies as copies
     from wav2emo.backbones.fixed_shapes import SETTINGS, FixedShapes
     from wav2emo.backbones.invariance import MaskedGroupNorm
 
@@ -84,7 +83,6 @@ def set_way(name: str) -> str:
     SETTINGS.autotune = not previous
     SETTINGS.async_copies = not previous
     MaskedGroupNorm.fused = not previous
-    copies.THREADS = 0 if previous else min(8, os.cpu_count() or 1)
     return "previous" if previous else "new"
 
 
@@ -255,10 +253,10 @@ def render(r: dict) -> str:
         f"({ref['seconds_per_train_step'] * 1000:.0f} ms per training batch).",
         "",
         "Rows marked *previous way* run the online SSL path as before (one GroupNorm per clip, each batch at its "
-        "own length, cudnn.benchmark off, lengths copied to the GPU with a stream wait; cached copies decoded, "
-        "written and hashed in one thread); the unmarked "
+        "own length, cudnn.benchmark off, lengths copied to the GPU with a stream wait); the unmarked "
         "rows run the new way (fused masked GroupNorm, waves padded to 0.5 s multiples, cudnn.benchmark on around "
-        "the backbone; copies through 8 threads beside the augmenting thread), in the same process.",
+        "the backbone), in the same process. The cached copies are made as the data module makes them (on the CPU, "
+        "whole groups spread over its cores); benchmarks/copies_benchmark.py times their previous way beside it.",
         "",
         "| configuration | s per epoch | target | verdict | vs reference | peak GPU memory | first epoch |",
         "| --- | --- | --- | --- | --- | --- | --- |",

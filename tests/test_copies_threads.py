@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
 
 import wav2emo.augment.copies as copies
 from wav2emo.augment import build_augment
@@ -27,24 +29,50 @@ def tiny_train(tmp_path, n: int = 11) -> Manifest:
     return Manifest(clips, name="tiny-train", class_names=("neutral",))
 
 
-def test_threaded_copies_equal_the_one_thread_way(tmp_path, monkeypatch):
+STANDARD = {"pitch": {"p": 1.0}, "speed": {"p": 1.0}, "noise": {"p": 1.0}, "gain": {"p": 1.0}}
+
+
+def _build(tmp_path, train, aug, name) -> tuple[list, dict]:
+    cache = tmp_path / name
+    m = copies.make_copies(train, aug, 7, cache)
+    folder = copies.copies_dir(cache, train, aug, 7)
+    rows = json.loads((folder / copies.META).read_text())["clips"]
+    assert all(sha1 == sha1_of_file(folder / "audio" / f"{cid}.wav") for cid, sha1, _ in rows)
+    assert len(m) == aug.copies * len(train)
+    return [[cid, frames] for cid, _, frames in rows], {p.name: p.read_bytes() for p in sorted((folder / "audio").iterdir())}
+
+
+@pytest.mark.parametrize("wave", [{"noise": {"p": 1.0}, "gain": {"p": 1.0}}, STANDARD], ids=["noise-gain", "standard"])
+def test_threaded_copies_equal_the_one_thread_way(tmp_path, monkeypatch, wave):
+    """On the CPU each worker thread makes whole groups (all K copies of a group): the files, their order and the
+    meta are those of the calling thread alone (THREADS = 0), whatever the number of threads."""
     train = tiny_train(tmp_path)
-    aug = build_augment({"name": "noisegain", "mode": "cached", "copies": 2,
-                         "wave": {"noise": {"p": 1.0}, "gain": {"p": 1.0}}})
-    metas, files = [], []
-    for threads in (0, 3, 1):
+    aug = build_augment({"name": "standard", "mode": "cached", "copies": 2, "wave": wave})
+    built = []
+    for threads in (0, 3, 1, None):
         monkeypatch.setattr(copies, "THREADS", threads)
-        cache = tmp_path / f"cache{threads}"
-        m = copies.make_copies(train, aug, 7, cache)
-        folder = copies.copies_dir(cache, train, aug, 7)
-        rows = json.loads((folder / copies.META).read_text())["clips"]
-        assert all(sha1 == sha1_of_file(folder / "audio" / f"{cid}.wav") for cid, sha1, _ in rows)
-        metas.append([[cid, frames] for cid, _, frames in rows])
-        files.append({p.name: p.read_bytes() for p in sorted((folder / "audio").iterdir())})
-        assert len(m) == 2 * len(train)
-    assert metas[0] == metas[1] == metas[2]
-    assert files[0] == files[1] == files[2]
-    assert [row[0] for row in metas[0]][:2] == ["c00~aug1", "c01~aug1"]  # copy 1 of every clip, then copy 2
+        built.append(_build(tmp_path, train, aug, f"cache{threads}"))
+    assert all(b == built[0] for b in built[1:])
+    assert [row[0] for row in built[0][0]][:2] == ["c00~aug1", "c01~aug1"]  # copy 1 of every clip, then copy 2
+
+
+def test_cpu_copies_do_not_depend_on_torchs_thread_count(tmp_path, monkeypatch):
+    """torch's pitch shift and resampling add in another order with more threads (their last bits change): the
+    copies run with one torch thread, so a machine with more cores makes the same files (and feature caches), and
+    the caller's thread count is given back."""
+    train = tiny_train(tmp_path, n=24)
+    aug = build_augment({"name": "standard", "mode": "cached", "copies": 2, "wave": STANDARD})
+    monkeypatch.setattr(copies, "THREADS", 0)
+    before = torch.get_num_threads()
+    built = []
+    try:
+        for n in (1, 2, 3, 4):
+            torch.set_num_threads(n)
+            built.append(_build(tmp_path, train, aug, f"torch{n}"))
+            assert torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)
+    assert all(b == built[0] for b in built[1:])
 
 
 def test_a_copy_file_is_its_samples_alone(tmp_path):

@@ -22,7 +22,7 @@ import logging
 import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,13 @@ log = logging.getLogger(__name__)
 
 COPY_SEP = "~aug"
 GROUP = 8
-# Threads that decode the next group's clips and write and hash the copies while the device augments (libsndfile
-# and hashlib release the GIL).  0: one after the other in the calling thread (the previous way).  The files,
-# their order and the meta are the same either way (tests/test_copies_threads.py).
-THREADS = min(8, os.cpu_count() or 1)
+# Worker threads (libsndfile, hashlib and torch's operators release the GIL).  On a GPU they decode the next group's
+# clips and write and hash the copies while the device augments one group after another; on the CPU each makes whole
+# groups (decodes them once, augments all K copies with one torch thread, writes and hashes them), so the groups
+# spread over the cores.  None: one per usable core on the CPU, up to 8 beside a GPU.  0: everything in the calling
+# thread (the previous way).  The files, their order and the meta are the same either way
+# (tests/test_copies_threads.py).
+THREADS: int | None = None
 META = "copies.json"
 FORMAT = 1
 
@@ -138,12 +141,37 @@ class _Now:
         return self.value
 
 
-def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
-                 device: torch.device, pool: ThreadPoolExecutor | None) -> list[list]:
-    """Every copy j of every group of ``GROUP`` clips, in order; returns ``[copy id, sha1, frames]`` rows."""
+def _threads(device: torch.device) -> int:
+    if THREADS is not None:
+        return max(0, int(THREADS))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if device.type == "cpu" else min(8, cores)
+
+
+def _augment(waves: list[np.ndarray], augmenter: Augmenter, seed: int, j: int, g: int,
+             device: torch.device) -> list[np.ndarray]:
+    """Copy ``j`` of group ``g``: its clips' waves augmented as one batch, with the group's own generator."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    batch = torch.zeros(len(waves), int(lengths.max()))
+    for b, w in enumerate(waves):
+        batch[b, : len(w)] = torch.from_numpy(w)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
+    out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
+    out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
+    return [np.ascontiguousarray(out[b, : max(1, int(n))], dtype=np.float32) for b, n in enumerate(out_len)]
+
+
+def _groups(train: Manifest) -> list[list]:
     clips = list(train)
-    groups = [(j, g, clips[start:start + GROUP]) for j in range(1, augmenter.copies + 1)
-              for g, start in enumerate(range(0, len(clips), GROUP))]
+    return [clips[start:start + GROUP] for start in range(0, len(clips), GROUP)]
+
+
+def _augment_on_device(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
+                       device: torch.device, pool: ThreadPoolExecutor | None) -> list[list]:
+    """Every copy j of every group, one after another on ``device`` (the pool decodes the next group and writes
+    the copies meanwhile); returns ``[copy id, sha1, frames]`` rows, copy 1 of every clip first."""
+    groups = [(j, g, group) for j in range(1, augmenter.copies + 1) for g, group in enumerate(_groups(train))]
 
     def load(group):
         return [load_audio(c.path, sample_rate) for c in group]  # in one thread of the pool: no nesting
@@ -154,20 +182,43 @@ def _augment_all(train: Manifest, augmenter: Augmenter, seed: int, folder: Path,
     for k, (j, g, group) in enumerate(groups):
         loaded = pending.result()
         pending = submit(load, groups[k + 1][2]) if k + 1 < len(groups) else None  # next group decodes meanwhile
-        waves = [torch.from_numpy(w) for w in loaded]
-        lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
-        batch = torch.zeros(len(waves), int(lengths.max()))
-        for b, w in enumerate(waves):
-            batch[b, : len(w)] = w
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(np.random.SeedSequence([int(seed), j, g]).generate_state(1)[0]))
-        out, out_len = augmenter.wave(batch.to(device), lengths.to(device), gen)
-        out, out_len = out.cpu().numpy(), out_len.cpu().tolist()
-        for b, clip in enumerate(group):
+        for clip, wav in zip(group, _augment(loaded, augmenter, seed, j, g, device), strict=True):
             cid = copy_id(clip.clip_id, j)
-            wav = np.ascontiguousarray(out[b, : max(1, int(out_len[b]))], dtype=np.float32)
             written.append((cid, submit(_write_and_hash, folder / "audio" / f"{cid}.wav", wav, sample_rate), len(wav)))
     return [[cid, job.result(), n] for cid, job, n in written]
+
+
+@contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _augment_in_threads(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
+                        pool: ThreadPoolExecutor) -> list[list]:
+    """The CPU's way: each task makes all K copies of one group (decoded once), with one torch thread (the
+    caller's ``_torch_threads(1)``), so the tasks spread over the cores.  The same rows as
+    :func:`_augment_on_device`, in its order."""
+    cpu = torch.device("cpu")
+
+    def group_copies(g: int, group: list) -> list[list[list]]:
+        waves = [load_audio(c.path, sample_rate) for c in group]
+        by_copy = []
+        for j in range(1, augmenter.copies + 1):
+            rows = []
+            for clip, wav in zip(group, _augment(waves, augmenter, seed, j, g, cpu), strict=True):
+                cid = copy_id(clip.clip_id, j)
+                rows.append([cid, _write_and_hash(folder / "audio" / f"{cid}.wav", wav, sample_rate), len(wav)])
+            by_copy.append(rows)
+        return by_copy
+
+    groups = _groups(train)
+    per_group = list(pool.map(group_copies, range(len(groups)), groups))
+    return [row for j in range(augmenter.copies) for rows in per_group for row in rows[j]]
 
 
 def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str | Path, *,
@@ -191,9 +242,16 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
             return _open(folder, key, train)
         (folder / "audio").mkdir(exist_ok=True)
         device = torch.device(device)
-        threads = ThreadPoolExecutor(THREADS, thread_name_prefix="wav2emo-copies") if THREADS > 0 else nullcontext()
-        with threads as pool:
-            clips = _augment_all(train, augmenter, seed, folder, sample_rate, device, pool)
+        threads = _threads(device)
+        # On the CPU torch runs one thread: its operators' sums then add in one order, so the copies (their bytes,
+        # sha1s and feature caches) depend neither on THREADS nor on how many cores the machine has.
+        one_thread = _torch_threads(1) if device.type == "cpu" else nullcontext()
+        pool_or_none = ThreadPoolExecutor(threads, thread_name_prefix="wav2emo-copies") if threads else nullcontext()
+        with one_thread, pool_or_none as pool:
+            if device.type == "cpu" and pool is not None:
+                clips = _augment_in_threads(train, augmenter, seed, folder, sample_rate, pool)
+            else:
+                clips = _augment_on_device(train, augmenter, seed, folder, sample_rate, device, pool)
         meta = {"key": key, "key_fields": fields, "source": train.name, "clips": clips}
         tmp = folder / f".{META}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
