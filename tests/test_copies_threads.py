@@ -92,3 +92,12 @@ def test_a_copy_file_is_its_samples_alone(tmp_path):
 
     rate, data = wavfile.read(str(a))
     assert rate == 16000 and data.dtype == np.float32 and np.array_equal(data, wave)
+
+
+def test_copies_made_on_another_device_are_keyed_apart(tmp_path):
+    """A GPU draws other random numbers than the CPU for the same seed: its copies never open the CPU's folder."""
+    train = tiny_train(tmp_path, n=3)
+    aug = build_augment({"name": "standard", "mode": "cached", "copies": 1, "wave": STANDARD})
+    cpu, cuda = (copies.copies_key(train, aug, 7, 16000, device)[0] for device in ("cpu", "cuda"))
+    assert cpu != cuda and copies.copies_key(train, aug, 7, 16000)[0] == cpu
+    assert copies.copies_dir(tmp_path, train, aug, 7) != copies.copies_dir(tmp_path, train, aug, 7, device="cuda:0")

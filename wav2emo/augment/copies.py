@@ -47,7 +47,9 @@ GROUP = 8
 # (tests/test_copies_threads.py).
 THREADS: int | None = None
 META = "copies.json"
-FORMAT = 1
+# 2: copies on the CPU made with one torch thread (format 1 was made on the GPU when there was one, else with all of
+# torch's threads, so its bytes depended on the machine); the device a copy is made on is part of the key.
+FORMAT = 2
 
 
 def copy_id(clip_id: str, j: int) -> str:
@@ -70,15 +72,18 @@ def check_cached(augmenter: Augmenter) -> None:
         )
 
 
-def copies_key(train: Manifest, augmenter: Augmenter, seed: int, sample_rate: int) -> tuple[str, dict]:
+def copies_key(train: Manifest, augmenter: Augmenter, seed: int, sample_rate: int,
+               device: str | torch.device = "cpu") -> tuple[str, dict]:
     fields = {"format": FORMAT, "source": train.content_hash(), "augment": augmenter.identity(),
               "seed": int(seed), "sample_rate": int(sample_rate), "group": GROUP}
+    if torch.device(device).type != "cpu":  # another device draws other random numbers: other copies
+        fields["device"] = torch.device(device).type
     return cache_key(fields), fields
 
 
 def copies_dir(cache_dir: str | Path, train: Manifest, augmenter: Augmenter, seed: int,
-               sample_rate: int = 16000) -> Path:
-    key, _ = copies_key(train, augmenter, seed, sample_rate)
+               sample_rate: int = 16000, device: str | torch.device = "cpu") -> Path:
+    key, _ = copies_key(train, augmenter, seed, sample_rate, device)
     name = augmenter.config.get("name") or "augment"
     return Path(cache_dir) / train.name / f"augment-{name}-{key[:16]}"
 
@@ -227,13 +232,15 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
     """The augmented manifest of ``train`` (K copies per clip), building the copies once under a lock.
 
     ``train`` must hold the fold's training clips only: the caller passes nothing else, so dev and test
-    clips are never augmented.  A copy folder written for another config is refused by its key.
+    clips are never augmented.  A copy folder written for another config is refused by its key.  ``device``: the
+    CPU (what the data module uses: whole groups spread over the cores, the same copies on any number of them) or
+    a GPU (one group after another; its random numbers differ, so its copies are keyed apart).
     """
     check_cached(augmenter)
     if len(train) == 0:
         raise ValueError("no training clips to augment")
-    key, fields = copies_key(train, augmenter, seed, sample_rate)
-    folder = copies_dir(cache_dir, train, augmenter, seed, sample_rate)
+    key, fields = copies_key(train, augmenter, seed, sample_rate, device)
+    folder = copies_dir(cache_dir, train, augmenter, seed, sample_rate, device)
     if (folder / META).is_file():
         return _open(folder, key, train)
     folder.mkdir(parents=True, exist_ok=True)
