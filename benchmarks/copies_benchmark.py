@@ -40,6 +40,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.finetune_benchmark import fresh_copies  # noqa: E402
 from benchmarks.report_files import machine_slug, write_report  # noqa: E402
 from benchmarks.train_benchmark import compose, machine_info, random_base_backbone  # noqa: E402
 
@@ -50,11 +51,6 @@ def cpu_seconds() -> float:
     """User + sys seconds of this process and of its children that have finished."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def fresh_copies(cache_dir: Path) -> None:
-    for path in [*Path(cache_dir).glob("*/augment-*"), *Path(cache_dir).glob("*-aug-*")]:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def datamodule(work: Path, out: Path, smoke: bool):

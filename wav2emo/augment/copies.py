@@ -34,6 +34,7 @@ from wav2emo.data.manifest import Manifest, sha1_of_file
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache.format import CacheError, cache_key
 from wav2emo.features.lock import build_lock
+from wav2emo.features.smile_waves import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class _Now:
 def _threads(device: torch.device) -> int:
     if THREADS is not None:
         return max(0, int(THREADS))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return cores if device.type == "cpu" else min(8, cores)
 
 
