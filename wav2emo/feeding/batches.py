@@ -21,6 +21,7 @@ import torch
 
 from wav2emo.feeding.input_strategies import PADDED_KEYS, SSL_FRAME_KEYS, ClipDataset, collate, padded_frames
 from wav2emo.feeding.placement import read_items
+from wav2emo.feeding.streamed_upload import stream_to_device
 
 
 def check_rank(rank: int, world_size: int) -> tuple[int, int]:
@@ -154,6 +155,7 @@ class LengthBucketBatchSampler(EpochSeeded):
 
 
 COLLATE_ON_DEVICE = True  # False: pad on the host and copy the whole (the way before; benchmarks/startup_phases.py)
+STREAMED_UPLOAD = True  # False: read every clip, then collate on the device (the way before the streamed upload)
 
 
 class ResidentSplit(EpochSeeded):
@@ -184,11 +186,14 @@ class ResidentSplit(EpochSeeded):
                              f"the resident split for rank {self.rank} of {world_size}")
         self.frames_multiple = frames_multiple
         self.batch_sampler = batch_sampler
-        items = read_items(dataset)  # threads: the fold's upload is most of a GPU run's start-up
-        # The same collate as the loader, over the whole split: padded to its longest clip (or to
-        # ``frames``), rounded up so every batch crop fits; the padded tensors made on the device and
-        # filled clip by clip (the same values as padding on the host and copying the whole, one host copy less).
-        full = collate(items, dataset.frames, frames_multiple, padded_device=device if COLLATE_ON_DEVICE else None)
+        # The same collate as the loader, over the whole split: padded to its longest clip (or to ``frames``),
+        # rounded up so every batch crop fits.  Cached features stream: read by threads into pinned chunks,
+        # each sent to the device while the next are read (feeding/streamed_upload.py).
+        full = stream_to_device(dataset, device, frames_multiple) if STREAMED_UPLOAD and COLLATE_ON_DEVICE else None
+        if full is None:  # inputs of inexact lengths (audio): every clip read (threads), then padded on the device
+            items = read_items(dataset)
+            full = collate(items, dataset.frames, frames_multiple, padded_device=device if COLLATE_ON_DEVICE else None)
+        self.n = len(full["clip_id"])
         # Per padded key: the real length of every clip (a host copy, to crop batches without a device read).
         self.lengths = {
             key: (full[lk] if lk.endswith("_lengths") else full[lk].sum(1)).clone()
@@ -197,7 +202,6 @@ class ResidentSplit(EpochSeeded):
         self.tensors = {k: v.to(device) for k, v in full.items() if isinstance(v, torch.Tensor)}
         self.clip_ids = full["clip_id"]
         self.fixed = dataset.frames is not None
-        self.n = len(items)
 
     def __len__(self) -> int:
         if self.batch_sampler is not None:  # e.g. one copy per clip: fewer batches than rows

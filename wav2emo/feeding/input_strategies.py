@@ -44,6 +44,7 @@ class InputStrategy(Protocol):
     """One input of a split: ``load(i)`` gives the batch-dict entries of the split's row ``i``."""
 
     key: str
+    exact_lengths: bool  # True: lengths() is every row's length, known before reading (a resident split streams)
 
     def load(self, i: int) -> dict[str, torch.Tensor]: ...
 
@@ -54,6 +55,8 @@ class InputStrategy(Protocol):
 
 class CachedFeatures:
     """Row ``i`` of one feature cache, whole: ``ssl`` (H, T, D), ``logmel`` (T, M) or ``egemaps`` (F,)."""
+
+    exact_lengths = True  # the cache's index holds every row's frame count
 
     def __init__(self, key: str, cache: FeatureCache, rows: np.ndarray, frames: int | None = None) -> None:
         if key not in ("ssl", "egemaps", "logmel"):
@@ -69,8 +72,9 @@ class CachedFeatures:
         x = self.cache.read_copy(row)
         if self.frames is not None:
             x = x[: self.frames]
-        if self.key == "ssl":  # (T, H, D) -> (H, T, D): the featurizer in the model picks layers
-            return {"ssl": torch.from_numpy(np.ascontiguousarray(x.transpose(1, 0, 2)))}
+        if self.key == "ssl":  # (T, H, D) -> (H, T, D): the featurizer in the model picks layers.  A transposed
+            # view of the read: collate (or the streamed upload) copies it into its padded row, one pass, not two.
+            return {"ssl": torch.from_numpy(x.transpose(1, 0, 2))}
         return {"logmel": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))}
 
     def lengths(self) -> np.ndarray | None:
@@ -85,6 +89,7 @@ class CachedLayer:
     slice of the clip (e.g. the input of top-k fine-tuning, which needs hidden state N-k alone)."""
 
     key = "ssl_layer"
+    exact_lengths = True
 
     def __init__(self, cache: FeatureCache, rows: np.ndarray, layer: int, frames: int | None = None) -> None:
         h = int(cache.feature_shape[0])
@@ -107,6 +112,7 @@ class Waveforms:
     """The clip's audio as ``wave`` (S,) float32 mono at ``sample_rate``; lengths known from the manifest."""
 
     key = "wave"
+    exact_lengths = False  # lengths() after resampling are right to within one sample
 
     def __init__(self, manifest: Manifest, sample_rate: int = TARGET_SAMPLE_RATE) -> None:
         self.manifest, self.sample_rate = manifest, int(sample_rate)
@@ -169,6 +175,36 @@ def _pad(tensors: list[torch.Tensor], axis: int, length: int, device: torch.devi
     return out
 
 
+def clip_fields(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The entries of a batch that need no padding: label, actor, clip_id, index and eGeMAPS, stacked."""
+    batch: dict[str, Any] = {
+        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
+        "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
+        "clip_id": [it["clip_id"] for it in items],
+    }
+    if "index" in items[0]:
+        batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    if "egemaps" in items[0]:
+        batch["egemaps"] = torch.stack([it["egemaps"] for it in items])
+    return batch
+
+
+def masks_and_lengths(batch: dict[str, Any], key: str, lengths: torch.Tensor, t_max: int) -> None:
+    """Set padded ``key``'s mask (B, t_max) or its lengths in ``batch``, from each row's real length."""
+    lengths = lengths.clamp(max=t_max)
+    mask_key = PADDED_KEYS[key][1]
+    if mask_key.endswith("_lengths"):
+        batch[mask_key] = lengths
+    else:
+        batch[mask_key] = torch.arange(t_max)[None, :] < lengths[:, None]
+
+
+def padded_length(key: str, longest: int, frames: int | None, frames_multiple: int | None) -> int:
+    """The padded length of ``key`` in a batch whose longest row has ``longest`` frames."""
+    fixed = frames if key in SSL_FRAME_KEYS else None
+    return fixed if fixed is not None else padded_frames(longest, frames_multiple)
+
+
 def collate(
     items: list[dict[str, Any]], frames: int | None = None, frames_multiple: int | None = None,
     padded_device: torch.device | str | None = None,
@@ -178,28 +214,15 @@ def collate(
 
     ``padded_device``: the padded tensors are made there and each item is copied straight into its row (a
     resident fold: no padded copy of the whole split in host memory first); the rest stays on the host."""
-    batch: dict[str, Any] = {
-        "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
-        "actor": torch.tensor([it["actor"] for it in items], dtype=torch.long),
-        "clip_id": [it["clip_id"] for it in items],
-    }
-    if "index" in items[0]:
-        batch["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
-    for key, (axis, mask_key) in PADDED_KEYS.items():
+    batch = clip_fields(items)
+    for key, (axis, _) in PADDED_KEYS.items():
         if key not in items[0]:
             continue
         tensors = [it[key] for it in items]
         lengths = torch.tensor([t.shape[axis] for t in tensors], dtype=torch.long)
-        fixed = frames if key in SSL_FRAME_KEYS else None
-        t_max = fixed if fixed is not None else padded_frames(int(lengths.max()), frames_multiple)
+        t_max = padded_length(key, int(lengths.max()), frames, frames_multiple)
         batch[key] = _pad(tensors, axis, t_max, padded_device)
-        lengths = lengths.clamp(max=t_max)
-        if mask_key.endswith("_lengths"):
-            batch[mask_key] = lengths
-        else:
-            batch[mask_key] = torch.arange(t_max)[None, :] < lengths[:, None]
-    if "egemaps" in items[0]:
-        batch["egemaps"] = torch.stack([it["egemaps"] for it in items])
+        masks_and_lengths(batch, key, lengths, t_max)
     return batch
 
 
@@ -225,6 +248,7 @@ class Concat:
         self.parts = list(parts)
         self.sizes = [len(p.rows) if hasattr(p, "rows") else len(p.manifest) for p in parts]
         self.offsets = np.cumsum([0, *self.sizes])
+        self.exact_lengths = all(getattr(p, "exact_lengths", False) for p in self.parts)
 
     def load(self, i: int) -> dict[str, torch.Tensor]:
         p = int(np.searchsorted(self.offsets, i, side="right")) - 1

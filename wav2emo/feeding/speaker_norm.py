@@ -58,6 +58,7 @@ class SpeakerNormalized:
 
     def __init__(self, inner, stats: SpeakerStats, speakers: Sequence[Hashable], layer: int | None = None) -> None:
         self.inner, self.key = inner, inner.key
+        self.exact_lengths = getattr(inner, "exact_lengths", False)
         self.rows = getattr(inner, "rows", None)  # Concat sizes its parts by ``rows``
         if self.rows is not None and len(self.rows) != len(speakers):
             raise ValueError(f"{len(self.rows)} rows but {len(speakers)} speakers for input {self.key!r}")
