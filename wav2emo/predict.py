@@ -113,6 +113,7 @@ def _torch_threads(value: Any, device: str, egemaps_workers: int) -> int | None:
 
 def run(cfg: DictConfig) -> int:
     """Predict every input; returns the exit status (0 all predicted, 1 some failed)."""
+    from wav2emo.features import digests_remembered
     from wav2emo.inference.input_files import collect_inputs
     from wav2emo.inference.restore import build_restored, checkpoints_of, read_checkpoint
     from wav2emo.inference.runner import Predictor, start_reader
@@ -156,7 +157,9 @@ def run(cfg: DictConfig) -> int:
             read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
             # The windows are read, and their eGeMAPS queued on the workers, while the backbones and models load.
             reader = start_reader(files, settings, shared.values(), batch_size or read[0].eval_batch_size)
-            models = [build_restored(r) for r in read]
+            cache_dir = (cfg.get("paths") or {}).get("cache_dir")  # a local backbone's weights hashed once a version
+            with digests_remembered(cache_dir) if cache_dir else contextlib.nullcontext():
+                models = [build_restored(r) for r in read]
         except BaseException:
             _stop(reader, shared.values())
             raise

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wav2emo.errors import UserError
+from wav2emo.files import remembered_digest
 
 DEFAULT_BACKBONE = "facebook/wav2vec2-base"
 _WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json")
@@ -81,20 +82,9 @@ def offline_help(source: BackboneSource, error: Exception) -> BackboneError:
 
 
 # Identity -----------------------------------------------------------------------------------------------
-_HASH_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so repeated get_features calls hash once."""
-    st = path.stat()
-    memo_key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo_key not in _HASH_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-        _HASH_MEMO[memo_key] = h.hexdigest()
-    return _HASH_MEMO[memo_key]
+    """sha256 of a file, hashed once per version of it (:func:`wav2emo.files.remembered_digest`)."""
+    return remembered_digest(path, "sha256")
 
 
 def _weight_files(folder: Path) -> list[Path]:

@@ -37,6 +37,7 @@ from wav2emo.features.cache.format import (
 from wav2emo.features.cache.maintenance import clean_stale_partials, prepare_rebuild
 from wav2emo.features.cache.reader import FeatureCache
 from wav2emo.features.lock import build_lock
+from wav2emo.files import digests_remembered_in
 from wav2emo.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,15 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+DIGEST_MEMO_FILE = "file_digests.json"  # in the cache folder: the sha256 of local backbones' files, per file version
+
+
+def digests_remembered(cache_dir: str | Path):  # noqa: ANN201 (a context manager)
+    """Inside it, a local backbone's weights are hashed once per version of the files, not once per process
+    (~0.4 s for wav2vec2-base on every run's start-up): the digests live in ``cache_dir/file_digests.json``."""
+    return digests_remembered_in(Path(cache_dir) / DIGEST_MEMO_FILE)
+
+
 def _key(manifest: Manifest, spec: dict[str, Any], kind: FeatureKind) -> tuple[str, dict[str, Any]]:
     fields = {
         "format_version": FORMAT_VERSION,
@@ -118,7 +128,8 @@ def _key(manifest: Manifest, spec: dict[str, Any], kind: FeatureKind) -> tuple[s
 def feature_cache_path(manifest: Manifest, spec: Mapping[str, Any], cache_dir: str | Path, *, device: Any = "auto") -> Path:
     """Where the cache of this manifest and spec lives (whether or not it exists yet)."""
     plain = _plain(spec)
-    key, _ = _key(manifest, plain, make_kind(plain, device))
+    with digests_remembered(cache_dir):
+        key, _ = _key(manifest, plain, make_kind(plain, device))
     return cache_path(cache_dir, manifest.name, plain["name"], key)
 
 
@@ -150,7 +161,8 @@ def get_features(
     """
     plain = _plain(spec)
     kind = make_kind(plain, device)
-    key, fields = _key(manifest, plain, kind)
+    with digests_remembered(cache_dir):
+        key, fields = _key(manifest, plain, kind)
     path = cache_path(cache_dir, manifest.name, plain["name"], key)
     if rebuild and (path / META_FILE).is_file():
         with build_lock(path / LOCK_FILE, timeout=lock_timeout):

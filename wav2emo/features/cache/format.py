@@ -146,12 +146,6 @@ def _crc_name(s: int) -> str:
     return f"shard-{s:05d}{CRC_SUFFIX}"
 
 
-def file_stamp(path: Path) -> list[int]:
-    """What changes when a file's bytes change: size, mtime, ctime (which no utime call can restore), inode."""
-    st = os.stat(path)
-    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
-
-
 def range_crc32(fd: int, start: int, nbytes: int) -> int:
     """crc32 of ``nbytes`` bytes of ``fd`` from ``start``, read in chunks (bounded memory for long clips)."""
     crc, done = 0, 0

@@ -25,10 +25,9 @@ from wav2emo.features.cache.format import (
     CacheError,
     _check_shard_file,
     _damaged,
-    file_stamp,
     shard_mismatches,
 )
-from wav2emo.files import atomic_write_text
+from wav2emo.files import atomic_write_text, file_stamp
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,9 @@ from wav2emo.features.cache.format import (
     _check_shard_file,
     _crc_name,
     _shard_name,
-    file_stamp,
     shard_mismatches,
 )
-from wav2emo.files import atomic_write_text, fsync_dir
+from wav2emo.files import atomic_write_text, file_stamp, fsync_dir
 
 log = logging.getLogger(__name__)
 
