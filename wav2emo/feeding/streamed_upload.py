@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -45,6 +46,45 @@ def _exact_lengths(dataset: ClipDataset, key: str) -> np.ndarray | None:
     return None
 
 
+def _padded_row(row: torch.Tensor, x: torch.Tensor, axis: int, want: int, where: str) -> None:
+    """``x`` copied into the start of ``row`` along ``axis``, the rest zeroed; ``x`` must be ``want`` long."""
+    if x.shape[axis] != want:
+        raise ValueError(f"{where} has {x.shape[axis]} frames, its cache announced {want}: the feature cache's "
+                         "index does not match its rows (rebuild the cache)")
+    m = min(want, row.shape[axis])
+    row.narrow(axis, 0, m).copy_(x.narrow(axis, 0, m))
+    row.narrow(axis, m, row.shape[axis] - m).zero_()
+
+
+def _in_chunks(n: int, rows_per_chunk: int, slots: int, threads: int, fill: Callable[[int, int], None],
+               send: Callable[[int, int, int], Any]) -> None:
+    """Rows ``0..n-1`` in chunks, each filled into one of ``slots`` buffers by ``threads`` threads
+    (``fill(row, slot)``), then ``send(slot, first_row, count)`` in order, which returns what says its copy is
+    done (an event with ``synchronize()``, or None): a slot takes its next chunk once its last one has left."""
+    pending: deque[tuple[int, int, list[Future]]] = deque()  # (slot, first row, its rows' fills), in order
+    free: deque[tuple[int, Any]] = deque((s, None) for s in range(slots))  # (slot, its last copy)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wav2emo-upload") as pool:
+        start = 0
+        try:
+            while start < n or pending:
+                while start < n and free:  # hand the threads every chunk a free slot can take
+                    slot, copied = free.popleft()
+                    if copied is not None:
+                        copied.synchronize()
+                    stop = min(n, start + rows_per_chunk)
+                    pending.append((slot, start, [pool.submit(fill, i, slot) for i in range(start, stop)]))
+                    start = stop
+                slot, begin, futures = pending.popleft()
+                for f in futures:
+                    f.result()
+                free.append((slot, send(slot, begin, len(futures))))
+        except BaseException:
+            for _, _, futures in pending:
+                for f in futures:
+                    f.cancel()
+            raise
+
+
 def stream_to_device(dataset: ClipDataset, device: torch.device, frames_multiple: int | None = None,
                      threads: int | None = None) -> dict[str, Any] | None:
     """``collate(every item of dataset, dataset.frames, frames_multiple)`` with its padded keys on ``device``,
@@ -62,73 +102,45 @@ def stream_to_device(dataset: ClipDataset, device: torch.device, frames_multiple
     lengths = {k: _exact_lengths(dataset, k) for k in keys}
     if not keys or any(v is None or len(v) != n for v in lengths.values()):
         return None
+    axes = {k: PADDED_KEYS[k][0] for k in keys}
     shapes: dict[str, tuple[int, ...]] = {}
     for key in keys:
         shape = list(first[key].shape)
-        shape[PADDED_KEYS[key][0]] = padded_length(key, int(lengths[key].max()), dataset.frames, frames_multiple)
+        shape[axes[key]] = padded_length(key, int(lengths[key].max()), dataset.frames, frames_multiple)
         shapes[key] = tuple(shape)
     dtypes = {k: first[k].dtype for k in keys}
     row_bytes = sum(int(np.prod(shapes[k])) * dtypes[k].itemsize for k in keys)
     rows_per_chunk = max(1, CHUNK_BYTES // max(1, row_bytes))
     out = {k: torch.empty((n, *shapes[k]), dtype=dtypes[k], device=device) for k in keys}
-    pinned = [{k: torch.empty((rows_per_chunk, *shapes[k]), dtype=dtypes[k], pin_memory=cuda) for k in keys}
-              for _ in range(min(CHUNKS_IN_FLIGHT, -(-n // rows_per_chunk)))]
+    buffers = [{k: torch.empty((rows_per_chunk, *shapes[k]), dtype=dtypes[k], pin_memory=cuda) for k in keys}
+               for _ in range(min(CHUNKS_IN_FLIGHT, -(-n // rows_per_chunk)))]
     small: list[dict[str, Any]] = [first] * n  # each item without its padded keys (labels, eGeMAPS, ...)
-
     inference = torch.is_inference_mode_enabled()  # thread-local: the readers write the buffers in the caller's mode
 
-    def fill(i: int, buffers: dict[str, torch.Tensor]) -> None:
+    def fill(i: int, slot: int) -> None:
         with torch.inference_mode(inference):
-            _fill(i, buffers)
-
-    def _fill(i: int, buffers: dict[str, torch.Tensor]) -> None:
-        item = first if i == 0 else dataset[i]
-        for key in keys:
-            axis = PADDED_KEYS[key][0]
-            x, row = item.pop(key), buffers[key][i % rows_per_chunk]
-            want = int(lengths[key][i])
-            if x.shape[axis] != want:
-                raise ValueError(f"row {i} ({item.get('clip_id')}): {key} has {x.shape[axis]} frames, its cache "
-                                 f"announced {want}: the feature cache's index does not match its rows (rebuild the cache)")
-            m = min(want, row.shape[axis])
-            row.narrow(axis, 0, m).copy_(x.narrow(axis, 0, m))
-            row.narrow(axis, m, row.shape[axis] - m).zero_()
-        small[i] = item
+            item = first if i == 0 else dataset[i]
+            for key in keys:
+                _padded_row(buffers[slot][key][i % rows_per_chunk], item.pop(key), axes[key], int(lengths[key][i]),
+                            f"row {i} ({item.get('clip_id')}): {key}")
+            small[i] = item
 
     stream = torch.cuda.current_stream(device) if cuda else None
-    threads = threads or min(8, os.cpu_count() or 1)
-    slots: deque[tuple[int, int, list[Future]]] = deque()  # (pinned slot, first row, its rows' reads), in order
-    free = deque((s, None) for s in range(len(pinned)))  # (slot, event of the copy that last read it)
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wav2emo-upload") as pool:
-        start = 0
-        try:
-            while start < n or slots:
-                while start < n and free:  # hand the threads every chunk a free pinned slot can take
-                    slot, copied = free.popleft()
-                    if copied is not None:
-                        copied.synchronize()  # its previous chunk has left for the device
-                    stop = min(n, start + rows_per_chunk)
-                    slots.append((slot, start, [pool.submit(fill, i, pinned[slot]) for i in range(start, stop)]))
-                    start = stop
-                slot, begin, futures = slots.popleft()
-                for f in futures:
-                    f.result()
-                count = len(futures)
-                for key in keys:
-                    out[key][begin:begin + count].copy_(pinned[slot][key][:count], non_blocking=True)
-                event = torch.cuda.Event() if cuda else None
-                if event is not None:
-                    event.record(stream)
-                free.append((slot, event))
-        except BaseException:
-            for _, _, futures in slots:
-                for f in futures:
-                    f.cancel()
-            raise
+
+    def send(slot: int, begin: int, count: int) -> torch.cuda.Event | None:
+        for key in keys:
+            out[key][begin:begin + count].copy_(buffers[slot][key][:count], non_blocking=True)
+        if stream is None:
+            return None
+        event = torch.cuda.Event()
+        event.record(stream)
+        return event
+
+    _in_chunks(n, rows_per_chunk, len(buffers), threads or min(8, os.cpu_count() or 1), fill, send)
     if stream is not None:
-        stream.synchronize()  # the pinned chunks are freed when this returns
+        stream.synchronize()  # the pinned buffers are freed when this returns
     batch = clip_fields(small)
     for key in keys:
         batch[key] = out[key]
-        masks_and_lengths(batch, key, torch.as_tensor(lengths[key], dtype=torch.long), shapes[key][PADDED_KEYS[key][0]])
+        masks_and_lengths(batch, key, torch.as_tensor(lengths[key], dtype=torch.long), shapes[key][axes[key]])
     return batch
