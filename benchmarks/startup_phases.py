@@ -4,7 +4,7 @@ Runs ``python -m wav2emo.train`` for fold 0 with ``WAV2EMO_STARTUP_TRACE=<json>`
 after one untimed run that builds the corpus and the feature caches, and reports per phase (imports, install
 check, Hydra's compose, fold count, manifest, caches opened, data module set-up, fold upload, model, Trainer,
 CUDA initialisation, first step) the median start, end and duration in seconds since the process started.
-Two ways, interleaved, in the same run on the same machine:
+Five ways, interleaved, in the same run on the same machine:
 
   * ``lean``: wav2emo as it is;
   * ``reference``: the way before the start-up branch, as far as it can be switched back: what main imported
@@ -13,7 +13,16 @@ Two ways, interleaved, in the same run on the same machine:
     scipy.stats at the top), and a resident split is padded on the host and copied whole to the GPU
     (``feeding.batches.COLLATE_ON_DEVICE = False``; the new way pads on the device, clip by clip).  main's other
     difference, the ``StartupTimer``'s clock (``btime`` in whole seconds: up to 1 s too many), is not
-    reproduced; both ways are timed by the trace's clock (``/proc/uptime``, 10 ms).
+    reproduced; every way is timed by the trace's clock (``/proc/uptime``, 10 ms);
+  * ``unstreamed``: the way before feeding/streamed_upload.py: a resident split read whole, each clip made
+    contiguous by the reading threads, then padded on the device clip by clip
+    (``feeding.batches.STREAMED_UPLOAD = False``);
+  * ``hashed``: wav2emo as it is, but without the digest memo (``features.digests_remembered`` a no-op): a local
+    backbone's weight files hashed again by every process, the way before;
+  * ``cold CUDA``: wav2emo as it is, but CUDA started by its first call on the main thread
+    (``WAV2EMO_CUDA_WARMUP=0``; wav2emo/cuda_warmup.py starts it beside Lightning's import).
+
+``--profile``: then one more ``lean`` run under cProfile, its slowest calls in ``startup_profile_<machine>.txt``.
 
 ``--gpu``: the train benchmark's set-up (1440-clip synthetic corpus, random wav2vec2-base, fe_vgg_egemaps,
 trainer=gpu), ~2 minutes on one H100 with ``--runs 2``; otherwise (``--cpu-smoke``) the offline demo's fold 0
@@ -48,7 +57,24 @@ from benchmarks.startup_benchmark import train_args as startup_train_args  # noq
 
 TARGET_SECONDS = 5.0
 REFERENCE_IMPORTS = ("pandas", "sklearn.model_selection", "scipy.stats")
-WAYS = ("lean", "reference")
+WAYS = ("lean", "reference", "unstreamed", "hashed", "cold CUDA")
+PRELOADS = {  # what each way runs before wav2emo.train
+    "lean": "",
+    # main's imports, and a resident split padded on the host and copied whole
+    "reference": (f"import {', '.join(REFERENCE_IMPORTS)}\n"
+                  "import wav2emo.feeding.batches as batches\nbatches.COLLATE_ON_DEVICE = False\n"),
+    # the way before the streamed upload: every clip read whole (made contiguous in the reading threads), then
+    # padded on the device clip by clip
+    "unstreamed": ("import wav2emo.feeding.batches as batches\nbatches.STREAMED_UPLOAD = False\n"
+                   "import wav2emo.feeding.input_strategies as strategies\n"
+                   "_load = strategies.CachedFeatures.load\n"
+                   "strategies.CachedFeatures.load = lambda self, i: {k: v.contiguous() for k, v in _load(self, i).items()}\n"),
+    # the way before the digest memo: a local backbone's weights hashed again by every process
+    "hashed": ("import contextlib, wav2emo.features as features\n"
+               "features.digests_remembered = lambda cache_dir: contextlib.nullcontext()\n"),
+    # the way before the warm-up: CUDA started on the main thread by its first call (inside Trainer(...))
+    "cold CUDA": "import os\nos.environ['WAV2EMO_CUDA_WARMUP'] = '0'\n",
+}
 FIRST_STEP = "first training step starts"
 STEP_DONE = "first training step (forward"
 
@@ -62,14 +88,13 @@ def train_args(work: Path, gpu: bool) -> list[str]:
             "loader.resident=true"]
 
 
-def command(way: str, args: list[str]) -> list[str]:
-    preload = ""
-    if way == "reference":  # main's imports, and a resident split padded on the host and copied whole
-        preload = (f"import {', '.join(REFERENCE_IMPORTS)}\n"
-                   "import wav2emo.feeding.batches as batches\nbatches.COLLATE_ON_DEVICE = False\n")
-    code = (f"{preload}import runpy, sys\nsys.argv = ['wav2emo.train', *{args!r}]\n"
-            "runpy.run_module('wav2emo.train', run_name='__main__', alter_sys=True)\n")
-    return [sys.executable, "-c", code]
+def command(way: str, args: list[str], profile: Path | None = None) -> list[str]:
+    run = ("import runpy, sys\n"
+           f"sys.argv = ['wav2emo.train', *{args!r}]\n"
+           "runpy.run_module('wav2emo.train', run_name='__main__', alter_sys=True)\n")
+    if profile is not None:  # the whole process under cProfile, written when the run ends
+        run = (f"import cProfile\ncProfile.run({run!r}, {str(profile)!r})\n")
+    return [sys.executable, "-c", PRELOADS[way] + run]
 
 
 def bytecode_env(env: dict, bytecode: str, work: Path) -> dict:
@@ -85,10 +110,10 @@ def way_name(way: str, bytecode: str) -> str:
     return way if bytecode == "found" else f"{way}, compiled bytecode"
 
 
-def run_once(way: str, args: list[str], env: dict, trace: Path | None) -> dict:
+def run_once(way: str, args: list[str], env: dict, trace: Path | None, profile: Path | None = None) -> dict:
     run_env = dict(env, **({"WAV2EMO_STARTUP_TRACE": str(trace)} if trace else {}))
     t0 = time.perf_counter()
-    proc = subprocess.run(command(way, args), capture_output=True, text=True, cwd=REPO, env=run_env)
+    proc = subprocess.run(command(way, args, profile), capture_output=True, text=True, cwd=REPO, env=run_env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"training run failed ({proc.returncode}): {proc.stderr[-3000:]}")
@@ -133,7 +158,11 @@ def main() -> None:
     mode.add_argument("--cpu-smoke", action="store_true", help="the demo's fold 0, small, on the CPU (default)")
     ap.add_argument("--bytecode", choices=["found", "compiled", "both"], default="found",
                     help="Python's bytecode as the environment has it, compiled once, or both side by side")
+    ap.add_argument("--ways", default=",".join(WAYS), help=f"which of {', '.join(WAYS)} (lean always)")
+    ap.add_argument("--profile", action="store_true",
+                    help="then one more lean run under cProfile: startup_profile_<machine>.txt, its slowest calls")
     a = ap.parse_args()
+    ways = ["lean", *[w for w in WAYS[1:] if w in a.ways.split(",")]]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled",
                PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
                WAV2EMO_DATA_DIR=str(a.work / "data"), WAV2EMO_CACHE_DIR=str(a.work / "cache"),
@@ -145,7 +174,7 @@ def main() -> None:
     conditions = ["found", "compiled"] if a.bytecode == "both" else [a.bytecode]
     envs = {b: bytecode_env(env, b, a.work) for b in conditions}
     if "compiled" in envs:
-        for way in WAYS:  # writes the bytecode of everything each way imports
+        for way in ways:  # writes the bytecode of everything each way imports
             run_once(way, args, envs["compiled"], None)
     from wav2emo.env import bytecode_cache
 
@@ -155,7 +184,7 @@ def main() -> None:
                     "bytecode_found": bytecode_cache(), "pythondontwritebytecode": env.get("PYTHONDONTWRITEBYTECODE")}
     for i in range(a.runs):  # interleaved: drift in the machine's load hits every way alike
         for bytecode in conditions:
-            for way in WAYS:
+            for way in ways:
                 name = way_name(way, bytecode)
                 r = run_once(way, args, envs[bytecode], a.work / f"trace_{way}_{bytecode}_{i}.json")
                 w = result["ways"].setdefault(name, {"runs": [], "bytecode": bytecode})
@@ -170,7 +199,25 @@ def main() -> None:
         w["phases"] = phase_table([{"phases": r["phases"]} for r in w["runs"]])
     result["load_average_1min_end"] = round(os.getloadavg()[0], 1)
     write_report(a.out, f"startup_phases_{machine_slug(result['machine'])}", result, render(result))
+    if a.profile:
+        stats = a.work / "startup.prof"
+        run_once("lean", args, envs[conditions[-1]], None, profile=stats)
+        (a.out / f"startup_profile_{machine_slug(result['machine'])}.txt").write_text(
+            profile_text(stats, f"{result['machine']}, {way_name('lean', conditions[-1])}, {result['command']}"))
     print(render(result))
+
+
+def profile_text(stats: Path, title: str) -> str:
+    """The profiled run's calls by cumulative and by own time (cProfile inflates Python-heavy calls)."""
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    buf.write(f"cProfile of one cached training run, process start to end (one epoch): {title}\n")
+    p = pstats.Stats(str(stats), stream=buf)
+    p.sort_stats("cumulative").print_stats(120)
+    p.sort_stats("tottime").print_stats(60)
+    return buf.getvalue()
 
 
 def render(r: dict) -> str:
@@ -189,7 +236,11 @@ def render(r: dict) -> str:
         "Times are seconds since the process started (`/proc/uptime`, 10 ms), from `WAV2EMO_STARTUP_TRACE`"
         " (wav2emo/startup_trace.py). `lean`: wav2emo as it is; `reference`: the same with what main imported"
         f" before the cuts imported first ({', '.join(REFERENCE_IMPORTS)}) and a resident fold padded on the host"
-        " and copied whole (`COLLATE_ON_DEVICE = False`).", "",
+        " and copied whole (`COLLATE_ON_DEVICE = False`); `unstreamed`: the way before the streamed upload, a"
+        " resident split read whole (each clip made contiguous by the reading threads), then padded on the device"
+        " clip by clip (`STREAMED_UPLOAD = False`); `hashed`: wav2emo as it is, but a local backbone's weights"
+        " hashed again in every process (no digest memo, the way before); `cold CUDA`: wav2emo as it is, but CUDA"
+        " started by its first call on the main thread (`WAV2EMO_CUDA_WARMUP=0`).", "",
         "| way | to the first step (s, median) | first step done (s) | process (s) | each run to the first step |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -198,11 +249,13 @@ def render(r: dict) -> str:
                      f"{w['process_s_median']} | {', '.join(str(x['first_step_s']) for x in w['runs'])} |")
     lines.append("")
     for bytecode in conditions:
-        new, ref = r["ways"][way_name("lean", bytecode)], r["ways"][way_name("reference", bytecode)]
+        new = r["ways"][way_name("lean", bytecode)]
         label = "" if len(conditions) == 1 else f" ({way_name('', bytecode).lstrip(', ') or 'bytecode as found'})"
-        if new["first_step_s_median"] is not None and ref["first_step_s_median"] is not None:
-            lines.append(f"Saved, lean vs reference{label}: "
-                         f"{ref['first_step_s_median'] - new['first_step_s_median']:.2f} s.")
+        for other in WAYS[1:]:
+            ref = r["ways"].get(way_name(other, bytecode))
+            if ref and new["first_step_s_median"] is not None and ref["first_step_s_median"] is not None:
+                lines.append(f"Saved, lean vs {other}{label}: "
+                             f"{ref['first_step_s_median'] - new['first_step_s_median']:.2f} s.")
         met = new["first_step_s_median"] is not None and new["first_step_s_median"] <= TARGET_SECONDS
         lines.append(f"Target (issue 25) <= {TARGET_SECONDS:.0f} s to the first step{label}: "
                      f"{'**met**' if met else '**missed**'} ({new['first_step_s_median']} s) on this machine.")
