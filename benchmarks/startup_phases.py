@@ -4,7 +4,7 @@ Runs ``python -m wav2emo.train`` for fold 0 with ``WAV2EMO_STARTUP_TRACE=<json>`
 after one untimed run that builds the corpus and the feature caches, and reports per phase (imports, install
 check, Hydra's compose, fold count, manifest, caches opened, data module set-up, fold upload, model, Trainer,
 CUDA initialisation, first step) the median start, end and duration in seconds since the process started.
-Five ways, interleaved, in the same run on the same machine:
+Four ways, interleaved, in the same run on the same machine:
 
   * ``lean``: wav2emo as it is;
   * ``reference``: the way before the start-up branch, as far as it can be switched back: what main imported
@@ -18,9 +18,7 @@ Five ways, interleaved, in the same run on the same machine:
     contiguous by the reading threads, then padded on the device clip by clip
     (``feeding.batches.STREAMED_UPLOAD = False``);
   * ``hashed``: wav2emo as it is, but without the digest memo (``features.digests_remembered`` a no-op): a local
-    backbone's weight files hashed again by every process, the way before;
-  * ``cold CUDA``: wav2emo as it is, but CUDA started by its first call on the main thread
-    (``WAV2EMO_CUDA_WARMUP=0``; wav2emo/cuda_warmup.py starts it beside Lightning's import).
+    backbone's weight files hashed again by every process, the way before.
 
 ``--profile``: then one more ``lean`` run under cProfile, its slowest calls in ``startup_profile_<machine>.txt``.
 
@@ -57,7 +55,7 @@ from benchmarks.startup_benchmark import train_args as startup_train_args  # noq
 
 TARGET_SECONDS = 5.0
 REFERENCE_IMPORTS = ("pandas", "sklearn.model_selection", "scipy.stats")
-WAYS = ("lean", "reference", "unstreamed", "hashed", "cold CUDA")
+WAYS = ("lean", "reference", "unstreamed", "hashed")
 PRELOADS = {  # what each way runs before wav2emo.train
     "lean": "",
     # main's imports, and a resident split padded on the host and copied whole
@@ -72,8 +70,6 @@ PRELOADS = {  # what each way runs before wav2emo.train
     # the way before the digest memo: a local backbone's weights hashed again by every process
     "hashed": ("import contextlib, wav2emo.features as features\n"
                "features.digests_remembered = lambda cache_dir: contextlib.nullcontext()\n"),
-    # the way before the warm-up: CUDA started on the main thread by its first call (inside Trainer(...))
-    "cold CUDA": "import os\nos.environ['WAV2EMO_CUDA_WARMUP'] = '0'\n",
 }
 FIRST_STEP = "first training step starts"
 STEP_DONE = "first training step (forward"
@@ -239,8 +235,7 @@ def render(r: dict) -> str:
         " and copied whole (`COLLATE_ON_DEVICE = False`); `unstreamed`: the way before the streamed upload, a"
         " resident split read whole (each clip made contiguous by the reading threads), then padded on the device"
         " clip by clip (`STREAMED_UPLOAD = False`); `hashed`: wav2emo as it is, but a local backbone's weights"
-        " hashed again in every process (no digest memo, the way before); `cold CUDA`: wav2emo as it is, but CUDA"
-        " started by its first call on the main thread (`WAV2EMO_CUDA_WARMUP=0`).", "",
+        " hashed again in every process (no digest memo, the way before).", "",
         "| way | to the first step (s, median) | first step done (s) | process (s) | each run to the first step |",
         "| --- | --- | --- | --- | --- |",
     ]
