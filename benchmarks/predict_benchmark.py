@@ -168,8 +168,6 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None,
                     help="a checkout of the code before a change (e.g. `git archive`): its pooled ways are timed "
                          "beside this checkout's, on the same checkpoints and recording")
-    ap.add_argument("--threads", default="",
-                    help="e.g. 1,2,4: the pooled fe_vgg_egemaps way again with these torch_threads, beside auto")
     a = ap.parse_args()
     import torch
 
@@ -193,7 +191,6 @@ def main() -> None:
     # (model, egemaps_workers, torch_threads): torch_threads=<cores> is the way before torch_threads existed
     ways = [("fe_vgg_egemaps", "0", "auto"), ("fe_vgg_egemaps", "auto", cores), ("fe_vgg_egemaps", "auto", "auto"),
             ("fe_vgg", "auto", "auto")]
-    ways[3:3] = [("fe_vgg_egemaps", "auto", t.strip()) for t in a.threads.split(",") if t.strip()]
     for model, workers, threads in ways:
         result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
             a.work, ckpts[model], rec, workers, a.cpus, device, threads)
