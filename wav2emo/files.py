@@ -4,7 +4,7 @@
   the old one (written beside the target, then renamed over it; ``durable`` also fsyncs file and folder).
 * :func:`file_digest`: a file's SHA-1 / SHA-256, read in blocks (corpus clips, stored models, checkpoints).
 * :func:`remembered_digest`: the same, computed once per file version (its :func:`file_stamp`) in a process, and
-  across processes inside :func:`digests_remembered_in` (a local backbone's weights: ~0.4 s of hashing a run).
+  across processes inside :func:`digests_remembered_in` (a local backbone's weights: 0.2 s of hashing for wav2vec2-base).
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ DIGEST_MEMO_FILE = "file_digests.json"  # in the cache folder: the sha256 of loc
 
 def digests_remembered(cache_dir: str | Path):  # noqa: ANN201 (a context manager)
     """Inside it, a local backbone's weights are hashed once per version of the files, not once per process
-    (~0.4 s for wav2vec2-base on every run's start-up): the digests live in ``cache_dir/file_digests.json``."""
+    (0.2 s of sha256 for wav2vec2-base's 377 MB on a 2-core machine, every run): the digests live in ``cache_dir/file_digests.json``."""
     return digests_remembered_in(Path(cache_dir) / DIGEST_MEMO_FILE)
 
 

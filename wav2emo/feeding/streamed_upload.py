@@ -1,4 +1,4 @@
-"""A resident split streamed to a CUDA device: read, padded into pinned buffers and copied, all overlapped.
+"""A resident split streamed to its device: read, padded into (pinned) chunks and copied, all overlapped.
 
 The way before (:func:`~wav2emo.feeding.placement.read_items`, then :func:`~wav2emo.feeding.input_strategies.
 collate` on the device) read the whole split into host memory first (about 5 GB for a fold of wav2vec2-base's
