@@ -89,11 +89,16 @@ def decide(setting: str | bool, device: torch.device, datasets: Iterable, headro
                            f"({free / GiB:.1f} GiB free; loader.resident=false reads the memory-mapped cache)")
 
 
+def reading_threads() -> int:
+    """How many threads read a resident split (``pread``, numpy's and torch's copies release the GIL)."""
+    return min(8, os.cpu_count() or 1)
+
+
 def read_items(dataset, threads: int | None = None) -> list:
-    """Every item of ``dataset``, read by a few threads: uploading a fold to the GPU reads ~5 GB of cache rows,
-    and ``pread`` and numpy's copies release the GIL, so threads cut the time before the first step."""
+    """Every item of ``dataset``, read by :func:`reading_threads` threads: a resident split of inputs that cannot
+    stream (feeding/streamed_upload.py; audio) is read whole before it is padded on the device."""
     n = len(dataset)
-    threads = threads or min(8, os.cpu_count() or 1)
+    threads = threads or reading_threads()
     if threads <= 1 or n < 64:
         return [dataset[i] for i in range(n)]
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="wav2emo-resident") as pool:

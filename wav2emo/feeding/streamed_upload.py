@@ -18,7 +18,6 @@ silently cut clip.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +33,7 @@ from wav2emo.feeding.input_strategies import (
     masks_and_lengths,
     padded_length,
 )
+from wav2emo.feeding.placement import reading_threads
 
 CHUNK_BYTES = 64 << 20  # one pinned chunk (all padded keys of its rows); a few are in flight at once
 CHUNKS_IN_FLIGHT = 4
@@ -136,7 +136,7 @@ def stream_to_device(dataset: ClipDataset, device: torch.device, frames_multiple
         event.record(stream)
         return event
 
-    _in_chunks(n, rows_per_chunk, len(buffers), threads or min(8, os.cpu_count() or 1), fill, send)
+    _in_chunks(n, rows_per_chunk, len(buffers), threads or reading_threads(), fill, send)
     if stream is not None:
         stream.synchronize()  # the pinned buffers are freed when this returns
     batch = clip_fields(small)
