@@ -115,21 +115,22 @@ def digests_remembered(cache_dir: str | Path):  # noqa: ANN201 (a context manage
     return digests_remembered_in(Path(cache_dir) / DIGEST_MEMO_FILE)
 
 
-def _key(manifest: Manifest, spec: dict[str, Any], kind: FeatureKind) -> tuple[str, dict[str, Any]]:
-    fields = {
-        "format_version": FORMAT_VERSION,
-        "corpus": manifest.content_hash(),
-        "kind": spec["kind"],
-        **kind.key_fields(),
-    }
+def _key(manifest: Manifest, spec: dict[str, Any], kind: FeatureKind,
+         cache_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    with digests_remembered(cache_dir):  # a local backbone's files in the key: hashed once per version
+        fields = {
+            "format_version": FORMAT_VERSION,
+            "corpus": manifest.content_hash(),
+            "kind": spec["kind"],
+            **kind.key_fields(),
+        }
     return cache_key(fields), fields
 
 
 def feature_cache_path(manifest: Manifest, spec: Mapping[str, Any], cache_dir: str | Path, *, device: Any = "auto") -> Path:
     """Where the cache of this manifest and spec lives (whether or not it exists yet)."""
     plain = _plain(spec)
-    with digests_remembered(cache_dir):
-        key, _ = _key(manifest, plain, make_kind(plain, device))
+    key, _ = _key(manifest, plain, make_kind(plain, device), cache_dir)
     return cache_path(cache_dir, manifest.name, plain["name"], key)
 
 
@@ -161,8 +162,7 @@ def get_features(
     """
     plain = _plain(spec)
     kind = make_kind(plain, device)
-    with digests_remembered(cache_dir):
-        key, fields = _key(manifest, plain, kind)
+    key, fields = _key(manifest, plain, kind, cache_dir)
     path = cache_path(cache_dir, manifest.name, plain["name"], key)
     if rebuild and (path / META_FILE).is_file():
         with build_lock(path / LOCK_FILE, timeout=lock_timeout):
