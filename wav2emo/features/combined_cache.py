@@ -4,7 +4,7 @@ A combined manifest (:class:`wav2emo.data.multi.MultiManifest`) keeps the manife
 features are extracted (or found) per corpus, keyed by that corpus's content, so combining corpora never
 rebuilds a cache another run already made, and adding a corpus extracts only the new one.
 :class:`MultiCache` puts the per-corpus caches end to end behind the reading interface the data module and
-the baselines use (``rows_for``, ``read``, ``read_copy``, ``lengths``, ``feature_shape``).
+the baselines use (``rows_for``, ``read``, ``read_copy``, ``locate``, ``lengths``, ``feature_shape``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
-from wav2emo.features.cache.reader import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache, Spans
 from wav2emo.features.overlap import get_features_many
 
 
@@ -71,6 +71,19 @@ class MultiCache:
     def read_copy(self, i: int) -> np.ndarray:
         cache, j = self._locate(i)
         return cache.read_copy(j)
+
+    def locate(self, rows: Iterable[int]) -> Spans:
+        """Where rows ``rows`` lie in their corpora's cache files (:meth:`FeatureCache.locate`)."""
+        rows = np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
+        if len(rows) and not (0 <= rows.min() and rows.max() < self.num_clips):
+            raise IndexError(f"rows {rows.min()}..{rows.max()} out of range for {self.num_clips} clips of the "
+                             "combined corpora")
+        cache, shard, offset = (np.zeros(len(rows), dtype=np.int64) for _ in range(3))
+        for k, (start, part) in enumerate(self._parts):
+            mine = (rows >= start) & (rows < start + part.num_clips)
+            spans = part.locate(rows[mine] - start)
+            cache[mine], shard[mine], offset[mine] = k, spans.shard, spans.offset
+        return Spans(tuple(c for _, c in self._parts), cache, shard, offset, self.feature_shape, self.dtype)
 
 
 def corpus_features(manifest: Manifest, spec: Mapping[str, Any], cache_dir: str | Path, **kwargs: Any):

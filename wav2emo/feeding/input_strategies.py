@@ -15,7 +15,8 @@ is written once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset
 from wav2emo.data.audio import TARGET_SAMPLE_RATE, load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
-from wav2emo.features.cache.reader import FeatureCache
+from wav2emo.features.cache.reader import FeatureCache, Spans
 
 # Frame-level keys: (time axis in the item, name of the entry that says which frames are real).
 # Masks are (B, T) bool; ``wave`` carries its lengths instead (a sample mask would be as big as the audio).
@@ -51,6 +52,17 @@ class InputStrategy(Protocol):
     def lengths(self) -> np.ndarray | None:
         """Per-row lengths along the padded axis (for length bucketing), or None for fixed-size inputs."""
         ...
+
+
+@dataclass(frozen=True)
+class StoredRows:
+    """A padded input's rows as its cache stores them, for a reader that copies bytes (the streamed upload): row
+    ``i`` is the first ``lengths[i]`` frames of ``spans``' clip ``i``; served with its time axis where
+    ``PADDED_KEYS`` puts it, as ``served_dtype``."""
+
+    spans: Spans
+    lengths: np.ndarray
+    served_dtype: torch.dtype
 
 
 class CachedFeatures:
@@ -82,6 +94,13 @@ class CachedFeatures:
             return None
         lengths = self.cache.lengths[self.rows]
         return np.minimum(lengths, self.frames) if self.frames is not None else lengths
+
+    def stored(self) -> StoredRows | None:
+        """Where this input's rows lie in the cache's files (None for eGeMAPS, which is not padded)."""
+        if self.key == "egemaps":
+            return None
+        served = torch.float32 if self.key == "logmel" else torch.from_numpy(np.empty(0, self.cache.dtype)).dtype
+        return StoredRows(self.cache.locate(self.rows), self.lengths(), served)
 
 
 class CachedLayer:
@@ -140,10 +159,15 @@ class ClipDataset(Dataset):
         return len(self.manifest)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.item(i)
+
+    def item(self, i: int, skip: Collection[str] = ()) -> dict[str, Any]:
+        """Item ``i`` without the inputs of the strategies whose keys are in ``skip``."""
         clip = self.manifest[i]
         item: dict[str, Any] = {"label": clip.label, "clip_id": clip.clip_id, "actor": clip.actor, "index": int(i)}
         for strategy in self.strategies:
-            item.update(strategy.load(i))
+            if strategy.key not in skip:
+                item.update(strategy.load(i))
         return item
 
     def lengths(self) -> np.ndarray | None:
@@ -258,6 +282,13 @@ class Concat:
         parts = [p.lengths() for p in self.parts]
         return None if any(x is None for x in parts) else np.concatenate(parts)
 
+    def stored(self) -> StoredRows | None:
+        parts = [p.stored() if hasattr(p, "stored") else None for p in self.parts]
+        if any(p is None for p in parts) or len({p.served_dtype for p in parts}) != 1:
+            return None
+        return StoredRows(Spans.concat([p.spans for p in parts]), np.concatenate([p.lengths for p in parts]),
+                          parts[0].served_dtype)
+
 
 class CopiesDataset(ClipDataset):
     """The training clips and their augmented copies (``copies + 1`` rows per clip, the original first):
@@ -271,7 +302,7 @@ class CopiesDataset(ClipDataset):
             raise ValueError(f"{len(manifest)} rows are not a whole number of copies of {n_clips} clips")
         self.n_clips = int(n_clips)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = super().__getitem__(i)
+    def item(self, i: int, skip: Collection[str] = ()) -> dict[str, Any]:
+        item = super().item(i, skip)
         item["index"] = int(i) % self.n_clips
         return item

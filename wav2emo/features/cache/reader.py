@@ -8,6 +8,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,38 @@ _UNCHECKED: set[str] = set()  # caches without checksums already warned about, i
 
 
 # Reading ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Spans:
+    """Where clips lie in cache files, for a reader that copies their bytes as stored: clip ``k`` starts at byte
+    ``offset[k]`` of shard ``shard[k]`` of ``caches[cache[k]]`` (:meth:`FeatureCache.read_span`), its frames of
+    ``frame_shape`` ``dtype`` one after another, time first."""
+
+    caches: tuple[FeatureCache, ...]
+    cache: np.ndarray
+    shard: np.ndarray
+    offset: np.ndarray
+    frame_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def frame_bytes(self) -> int:
+        return math.prod(self.frame_shape) * self.dtype.itemsize
+
+    @staticmethod
+    def concat(parts: Sequence[Spans]) -> Spans:
+        """The clips of ``parts`` end to end (one frame shape and dtype)."""
+        first = parts[0]
+        if any((p.frame_shape, p.dtype) != (first.frame_shape, first.dtype) for p in parts):
+            raise ValueError(f"spans of different frames: {[(p.frame_shape, str(p.dtype)) for p in parts]}")
+        caches: list[FeatureCache] = []
+        index = []
+        for p in parts:
+            index.append(np.asarray(p.cache) + len(caches))
+            caches.extend(p.caches)
+        return Spans(tuple(caches), np.concatenate(index), np.concatenate([p.shard for p in parts]),
+                     np.concatenate([p.offset for p in parts]), first.frame_shape, first.dtype)
+
+
 class FeatureCache:
     """A finished, validated cache: per-clip arrays ``(T_i, *feature_shape)`` read as memmap views.
 
@@ -302,15 +335,36 @@ class FeatureCache:
         if not -self.num_clips <= i < self.num_clips:
             raise IndexError(f"clip index {i} out of range for a cache of {self.num_clips} clips ({self.path})")
         i %= self.num_clips
-        shard = self._shards[int(self._shard[i])]
-        row_bytes = int(np.prod(self.feature_shape, dtype=np.int64)) * self.dtype.itemsize
         out = np.empty((int(self._lengths[i]), *self.feature_shape), dtype=self.dtype)
-        fd = self._fd(int(self._shard[i]), shard.filename)
-        want = out.nbytes
-        got = os.preadv(fd, [memoryview(out).cast("B")], int(shard.offset) + int(self._offset[i]) * row_bytes)
-        if got != want:
-            raise _damaged(self.path, f"{shard.filename}: short read ({got} of {want} bytes) for clip {i}")
+        spans = self.locate([i])
+        self.read_span(int(spans.shard[0]), int(spans.offset[0]), memoryview(out).cast("B"), f"clip {i}")
         return out
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one stored frame (``feature_shape`` of ``dtype``)."""
+        return math.prod(self.feature_shape) * self.dtype.itemsize
+
+    def locate(self, rows: Iterable[int]) -> Spans:
+        """Where clips ``rows`` lie on disk (:class:`Spans`): each one's shard, and the byte offset of its first
+        frame in that shard's file; its :attr:`lengths` frames follow, time first."""
+        rows = np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
+        shard = self._shard[rows]
+        starts = np.asarray([int(s.offset) for s in self._shards], dtype=np.int64)
+        return Spans((self,), np.zeros(len(rows), dtype=np.int64), shard, starts[shard] + self._offset[rows] * self.frame_bytes,
+                     self.feature_shape, self.dtype)
+
+    def read_span(self, shard: int, offset: int, out: memoryview, what: str = "a span") -> None:
+        """Bytes ``offset .. offset + len(out)`` of shard ``shard``'s file (offsets from :meth:`locate`) into the
+        writable byte buffer ``out``, with one ``pread``; a short read is an error naming the file and ``what``."""
+        memmap = self._shards[int(shard)]
+        end = int(memmap.offset) + memmap.nbytes
+        if not int(memmap.offset) <= offset <= offset + out.nbytes <= end:
+            raise IndexError(f"{what}: bytes {offset}..{offset + out.nbytes} are outside the rows of "
+                             f"{memmap.filename} (bytes {int(memmap.offset)}..{end})")
+        got = os.preadv(self._fd(int(shard), memmap.filename), [out], offset)
+        if got != out.nbytes:
+            raise _damaged(self.path, f"{memmap.filename}: short read ({got} of {out.nbytes} bytes) for {what}")
 
     def _fd(self, shard: int, filename: str) -> int:
         # One descriptor per shard and process; pread needs no shared file position, so forked
