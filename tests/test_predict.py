@@ -315,15 +315,15 @@ def test_user_errors_before_any_model_is_loaded(trained, tmp_path):
 
 
 def test_torch_threads_auto_halves_the_cores_only_beside_egemaps_workers_on_the_cpu(monkeypatch):
+    from wav2emo import predict
     from wav2emo.errors import ConfigError
-    from wav2emo.features import smile_waves
     from wav2emo.predict import _torch_threads
 
-    monkeypatch.setattr(smile_waves, "usable_cores", lambda: 2)
+    monkeypatch.setattr(predict, "usable_cores", lambda: 2)
     assert _torch_threads("auto", "cpu", 2) == 1
     assert _torch_threads("auto", "cpu", 0) is None  # eGeMAPS in this process, or no eGeMAPS: torch's default
     assert _torch_threads("auto", "cuda:0", 2) is None
-    monkeypatch.setattr(smile_waves, "usable_cores", lambda: 16)
+    monkeypatch.setattr(predict, "usable_cores", lambda: 16)
     assert _torch_threads(None, "cpu", 16) == 8
     assert _torch_threads(3, "cpu", 16) == 3
     for bad in (0, -1, True, "two"):

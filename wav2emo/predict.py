@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wav2emo.cli import user_errors
 from wav2emo.compat import require_compatible
+from wav2emo.cores import torch_threads, usable_cores
 from wav2emo.errors import ConfigError
 from wav2emo.registry import import_plugins
 from wav2emo.startup import leave_out_unused_backends
@@ -86,8 +87,6 @@ def _device(value: Any) -> str:
 def _egemaps_workers(value: Any) -> int:
     """``egemaps_workers``: auto = one openSMILE worker process per usable core; 0 = in this process."""
     if value in (None, "auto"):
-        from wav2emo.features.smile_waves import usable_cores
-
         return usable_cores()
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"egemaps_workers={value}: expected auto, 0 (in this process) or a number of worker processes")
@@ -103,8 +102,6 @@ def _torch_threads(value: Any, device: str, egemaps_workers: int) -> int | None:
     if value in (None, "auto"):
         if device != "cpu" or egemaps_workers < 1:
             return None
-        from wav2emo.features.smile_waves import usable_cores
-
         return max(1, usable_cores() // 2)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"torch_threads={value}: expected auto or a positive number of threads")
@@ -127,7 +124,7 @@ def run(cfg: DictConfig) -> int:
     batch_size = cfg.get("batch_size")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ConfigError(f"batch_size={batch_size}: expected a positive number of windows or null")
-    threads_before: int | None = None
+    threads: int | None = None  # torch's threads for the network (None: its default)
     reader = None
     backend = str(cfg.get("backend") or "torch")
     if backend not in ("torch", "onnx"):
@@ -170,22 +167,14 @@ def run(cfg: DictConfig) -> int:
         pooled = any(getattr(m.features, "smile_pool", None) is not None for m in models)
         threads = _torch_threads(cfg.get("torch_threads", "auto"), str(models[0].features.device),
                                  workers if pooled else 0)
-        if threads is not None:
-            import torch
-
-            threads_before = torch.get_num_threads()
-            torch.set_num_threads(threads)
         predictor = Predictor(models, batch_size=batch_size)
         described = "{} model(s) ({}) on {}".format(
             len(models), ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device)
-    try:
-        return _predict_all(cfg, files, ckpts, predictor, settings, described, reader)
-    finally:
-        _stop(reader, [predictor])
-        if threads_before is not None:  # run() called in a process of one's own: its thread count as it was
-            import torch
-
-            torch.set_num_threads(threads_before)
+    with torch_threads(threads):  # run() called in a process of one's own: its thread count as it was after
+        try:
+            return _predict_all(cfg, files, ckpts, predictor, settings, described, reader)
+        finally:
+            _stop(reader, [predictor])
 
 
 def _stop(reader, closeable) -> None:  # noqa: ANN001

@@ -22,19 +22,19 @@ import logging
 import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from wav2emo.augment.compose import Augmenter
+from wav2emo.cores import torch_threads, usable_cores
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest, sha1_of_file
 from wav2emo.errors import ConfigError
 from wav2emo.features.cache.format import CacheError, cache_key
 from wav2emo.features.lock import build_lock
-from wav2emo.features.smile_waves import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -194,20 +194,10 @@ def _augment_on_device(train: Manifest, augmenter: Augmenter, seed: int, folder:
     return [[cid, job.result(), n] for cid, job, n in written]
 
 
-@contextmanager
-def _torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _augment_in_threads(train: Manifest, augmenter: Augmenter, seed: int, folder: Path, sample_rate: int,
                         pool: ThreadPoolExecutor) -> list[list]:
     """The CPU's way: each task makes all K copies of one group (decoded once), with one torch thread (the
-    caller's ``_torch_threads(1)``), so the tasks spread over the cores.  The same rows as
+    caller's ``torch_threads(1)``), so the tasks spread over the cores.  The same rows as
     :func:`_augment_on_device`, in its order."""
     cpu = torch.device("cpu")
 
@@ -253,7 +243,7 @@ def make_copies(train: Manifest, augmenter: Augmenter, seed: int, cache_dir: str
         threads = _threads(device)
         # On the CPU torch runs one thread: its operators' sums then add in one order, so the copies (their bytes,
         # sha1s and feature caches) depend neither on THREADS nor on how many cores the machine has.
-        one_thread = _torch_threads(1) if device.type == "cpu" else nullcontext()
+        one_thread = torch_threads(1) if device.type == "cpu" else nullcontext()
         pool_or_none = ThreadPoolExecutor(threads, thread_name_prefix="wav2emo-copies") if threads else nullcontext()
         with one_thread, pool_or_none as pool:
             if device.type == "cpu" and pool is not None:

@@ -18,7 +18,6 @@ runs while the backbone extracts.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from wav2emo.cores import usable_cores
 from wav2emo.data.audio import load_audio
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import UserError
@@ -92,10 +92,7 @@ def _process_path(path: str) -> np.ndarray:
 def default_workers(n_clips: int) -> int:
     """One worker process per usable core, at least ~8 clips each; none (this process) under
     :data:`POOL_MIN_CLIPS` clips or on one core."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if n_clips < POOL_MIN_CLIPS or cores <= 1:
         return 1
     return max(1, min(cores, -(-n_clips // 8)))

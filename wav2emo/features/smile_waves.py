@@ -31,13 +31,6 @@ from wav2emo.features.smile_pool import (
 )
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 class SmileWavePool:
     """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms."""
 

@@ -9,7 +9,6 @@ worker processes, batches gathered by index on the device (``benchmarks/reports/
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wav2emo.cores import usable_cores
 from wav2emo.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def decide(setting: str | bool, device: torch.device, datasets: Iterable, headro
 
 def reading_threads() -> int:
     """How many threads read a resident split (``pread``, numpy's and torch's copies release the GIL)."""
-    return min(8, os.cpu_count() or 1)
+    return min(8, usable_cores())
 
 
 def read_items(dataset, threads: int | None = None) -> list:
