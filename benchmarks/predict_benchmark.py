@@ -168,6 +168,11 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None,
                     help="a checkout of the code before a change (e.g. `git archive`): its pooled ways are timed "
                          "beside this checkout's, on the same checkpoints and recording")
+    ap.add_argument("--workers", default="",
+                    help="more egemaps_workers counts to time for fe_vgg_egemaps (torch_threads=auto), e.g. 8,12")
+    ap.add_argument("--no-serial", action="store_true",
+                    help="leave out the serial way (about a minute); the CSVs are compared with the first pooled way's")
+    ap.add_argument("--repeats", type=int, default=1, help="time every way this many times, interleaved")
     a = ap.parse_args()
     import torch
 
@@ -189,22 +194,26 @@ def main() -> None:
                     "pycache_prefix": os.environ.get("PYTHONPYCACHEPREFIX")}
     cores = str(len(a.cpus.split(",")) if a.cpus else os.cpu_count() or 1)
     # (model, egemaps_workers, torch_threads): torch_threads=<cores> is the way before torch_threads existed
-    ways = [("fe_vgg_egemaps", "0", "auto"), ("fe_vgg_egemaps", "auto", cores), ("fe_vgg_egemaps", "auto", "auto"),
+    ways = [*([] if a.no_serial else [("fe_vgg_egemaps", "0", "auto")]), ("fe_vgg_egemaps", "auto", cores),
+            ("fe_vgg_egemaps", "auto", "auto"), *[("fe_vgg_egemaps", w, "auto") for w in a.workers.split(",") if w],
             ("fe_vgg", "auto", "auto")]
-    for model, workers, threads in ways:
-        result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
-            a.work, ckpts[model], rec, workers, a.cpus, device, threads)
-        if a.previous is not None and workers == "auto" and threads == "auto":
-            result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}"] = time_predict(
-                a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
+    for i in range(a.repeats):  # interleaved: drift in the machine's load hits every way alike
+        again = f" #{i + 1}" if i else ""
+        for model, workers, threads in ways:
+            result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}{again}"] = time_predict(
+                a.work, ckpts[model], rec, workers, a.cpus, device, threads)
+            if a.previous is not None and workers == "auto" and threads == "auto":
+                result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}{again}"] = \
+                    time_predict(a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
     if a.previous is not None:
         result["previous"] = str(a.previous)
     runs = result["runs"]
-    serial = runs["fe_vgg_egemaps egemaps_workers=0 torch_threads=auto"]
-    result["same_csv"] = serial["csv_sha_prefix"] == runs[f"fe_vgg_egemaps egemaps_workers=auto torch_threads={cores}"][
-        "csv_sha_prefix"]
+    first = "fe_vgg_egemaps egemaps_workers=" + ("auto torch_threads=" + cores if a.no_serial else "0 torch_threads=auto")
+    result["compared_with"] = first
+    result["same_csv"] = runs[first]["csv_sha_prefix"] == runs[f"fe_vgg_egemaps egemaps_workers=auto torch_threads={cores}"][
+        "csv_sha_prefix"] if not a.no_serial else None
     result["max_abs_prob_difference_to_serial"] = {
-        k: max_abs_difference(Path(serial["csv"]), Path(v["csv"])) for k, v in runs.items() if "fe_vgg_egemaps" in k}
+        k: max_abs_difference(Path(runs[first]["csv"]), Path(v["csv"])) for k, v in runs.items() if "fe_vgg_egemaps" in k}
     write_report(a.out, f"predict_{machine_slug(result['machine'], limit=40)}_{a.backbone}", result, render(result))
     print(render(result))
 
@@ -241,7 +250,8 @@ def render(r: dict) -> str:
         "Seconds are the whole command: process start, model restore, reading, features, network, CSV.",
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
         + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "")
-        + (" --previous <checkout of the code before>" if r.get("previous") else "") + "`.",
+        + (" --previous <checkout of the code before>" if r.get("previous") else "")
+        + (" --no-serial" if r.get("compared_with", "").endswith(f"auto torch_threads={r.get('cores')}") else "") + "`.",
         "", bytecode_line(r), *code_lines(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
         " time on idle cores at best (CPU s / cores) | load average before -> after |",
@@ -261,8 +271,9 @@ def render(r: dict) -> str:
                   "seconds measure the other processes as much as wav2emo. The CPU seconds (all processes of a "
                   f"command) measure the work: {cpu}. On {cores} otherwise idle cores the wall time is at least the "
                   f"CPU seconds / {cores}."]
+    compared = r.get("compared_with", "the serial way")
     lines += ["", f"Same CSV from the serial and the pooled eGeMAPS way (same threads): {r['same_csv']}; largest"
-              f" probability difference to the serial way: {r.get('max_abs_prob_difference_to_serial')}.",
+              f" probability difference to `{compared}`: {r.get('max_abs_prob_difference_to_serial')}.",
               "`torch_threads=auto` gives the network half the usable cores beside the eGeMAPS workers on the CPU"
               " (the way before it used every core for both); on a GPU it leaves torch's default.",
               f"Target (issue 25) for fe_vgg_egemaps on this machine: >= {target:.0f}x real time, start-up included: "
