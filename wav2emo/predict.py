@@ -146,10 +146,6 @@ def run(cfg: DictConfig) -> int:
         described = f"{len(ckpts)} ONNX file(s) on the CPU (onnxruntime)"
     else:
         device = _device(cfg.get("device"))
-        if device in ("auto", "cuda", "cuda:0"):  # CUDA starts beside the imports and the checkpoints' reading
-            from wav2emo.cuda_warmup import warm_cuda
-
-            warm_cuda({"accelerator": "auto", "devices": 1})
         files = collect_inputs(inputs)
         ckpts = checkpoints_of(cfg.ckpt_path)
         shared: dict = {}

@@ -40,11 +40,6 @@ def main(cfg: DictConfig) -> float | None:
                 cfg.pop("datamodule", None)
             metrics = run_baselines(cfg)
         else:  # features.normalize=speaker is applied by the data module (wav2emo/feeding/speaker_norm.py)
-            from omegaconf import OmegaConf
-
-            from wav2emo.cuda_warmup import warm_cuda
-
-            warm_cuda(OmegaConf.to_container(cfg.trainer))  # CUDA starts beside Lightning's import (a GPU run)
             from wav2emo.runs.experiment import train
 
             metrics = train(cfg)
