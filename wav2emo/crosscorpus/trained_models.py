@@ -22,6 +22,7 @@ from wav2emo.errors import ConfigError, MissingFileError
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result
 from wav2emo.runs.common import CKPT_KEY, quiet_batch_transfer_warning
 from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.distributed import cluster_plugins
 
 log = logging.getLogger(__name__)
 Repeats = Mapping[str, Mapping[int, Path]]  # seed ("" when not swept) -> fold -> fold directory
@@ -193,7 +194,7 @@ def neural_scores(model: TrainedModel, corpus_cfg: dict[str, Any], cfg: DictConf
     module = build_module(plan, dm, upstream=upstream)
     module.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False,
-                        enable_progress_bar=False, precision=cfg.get("precision", "32-true"))
+                        enable_progress_bar=False, precision=cfg.get("precision", "32-true"), **cluster_plugins({}))
     with warnings.catch_warnings():
         quiet_batch_transfer_warning()
         out = trainer.predict(module, datamodule=dm)

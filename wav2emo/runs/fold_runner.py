@@ -31,7 +31,12 @@ from wav2emo.runs.plan import FoldPlan, fold_dir_of, fold_plan
 from wav2emo.runs.run_info import git_info, save_run_info
 from wav2emo.training.callbacks import EpochTimer, RelocateCheckpointState
 from wav2emo.training.checkpoints import load_checkpoint
-from wav2emo.training.distributed import check_same_everywhere, ddp_strategy_for, is_rank_zero
+from wav2emo.training.distributed import (
+    check_same_everywhere,
+    cluster_plugins,
+    ddp_strategy_for,
+    is_rank_zero,
+)
 from wav2emo.training.fast_path import configure_trainer, speed_summary
 from wav2emo.training.test_pass import test_checkpoint
 
@@ -104,7 +109,8 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
             trainer_cfg.strategy = strategy
     # precision and cuda_graphs: auto -> this machine
     step_mode = configure_trainer(model, trainer_cfg, plan.cuda_graphs, plan.cuda_graphs_max)
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
+                                     **cluster_plugins(trainer_cfg))
 
     try:
         with warnings.catch_warnings():

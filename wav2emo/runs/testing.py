@@ -26,6 +26,7 @@ from wav2emo.runs.common import (
 )
 from wav2emo.runs.plan import FoldPlan, fold_plan
 from wav2emo.training.checkpoints import load_checkpoint
+from wav2emo.training.distributed import cluster_plugins
 from wav2emo.training.test_pass import test_checkpoint
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model.load_state_dict(ckpt["state_dict"])
     trainer = L.Trainer(
         accelerator=cfg.get("accelerator", "auto"), devices=1, logger=False, enable_progress_bar=False,
-        precision=cfg.get("precision", "32-true"),
+        precision=cfg.get("precision", "32-true"), **cluster_plugins({}),
     )
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ start, fold after fold in step with the others; so:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ from wav2emo.errors import ConfigError
 from wav2emo.precision import accelerator_on_cuda
 
 log = logging.getLogger(__name__)
+# What an MPI launcher (mpirun/mpiexec of Open MPI, MPICH, Intel MPI, MVAPICH; PMIx) sets in the processes it starts.
+MPI_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 
 
 def is_distributed() -> bool:
@@ -137,3 +140,26 @@ def check_launch(trainer_cfg: Mapping[str, Any]) -> bool:
             "after the other, each on every GPU)"
         )
     return True
+
+
+def cluster_plugins(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"plugins": [LightningEnvironment()]}`` where Lightning would choose that cluster environment anyway, chosen
+    without asking MPI; else ``{}`` (Lightning chooses).
+
+    Lightning's own choice asks ``mpi4py``, where it is installed, for MPI's world size, and that initialises MPI in
+    the process: 0.35 s of every ``Trainer(...)`` on an H100 host whose image has mpi4py (issue 25's start-up
+    profile), and MPI then lives in a process that forks DataLoader workers.  Lightning chooses as before when the
+    config names plugins, when an MPI launcher started this process (:data:`MPI_LAUNCHER_VARIABLES`), or when
+    torchelastic, SLURM or LSF is detected (cheap checks of the environment)."""
+    if trainer_cfg.get("plugins") or any(v in os.environ for v in MPI_LAUNCHER_VARIABLES):
+        return {}
+    from lightning.fabric.plugins.environments import (
+        LightningEnvironment,
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    if any(env.detect() for env in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment)):
+        return {}
+    return {"plugins": [LightningEnvironment()]}
