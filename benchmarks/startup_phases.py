@@ -4,7 +4,7 @@ Runs ``python -m wav2emo.train`` for fold 0 with ``WAV2EMO_STARTUP_TRACE=<json>`
 after one untimed run that builds the corpus and the feature caches, and reports per phase (imports, install
 check, Hydra's compose, fold count, manifest, caches opened, data module set-up, fold upload, model, Trainer,
 CUDA initialisation, first step) the median start, end and duration in seconds since the process started.
-Five ways, interleaved, in the same run on the same machine:
+Six ways, interleaved, in the same run on the same machine:
 
   * ``lean``: wav2emo as it is;
   * ``reference``: the way before the start-up branch, as far as it can be switched back: what main imported
@@ -20,7 +20,9 @@ Five ways, interleaved, in the same run on the same machine:
   * ``hashed``: wav2emo as it is, but without the digest memo (``features.digests_remembered`` a no-op): a local
     backbone's weight files hashed again by every process, the way before;
   * ``rowwise``: wav2emo as it is, but a resident split streamed row by row through its strategies
-    (``streamed_upload.STORED_BYTES = False``), the way before the stored bytes.
+    (``streamed_upload.STORED_BYTES = False``), the way before the stored bytes;
+  * ``MPI asked``: wav2emo as it is, but Lightning chooses the cluster environment itself, asking mpi4py (where
+    installed) for MPI's world size (``distributed.cluster_plugins`` gives nothing), the way before.
 
 ``--profile``: then one more ``lean`` run under cProfile, its slowest calls in ``startup_profile_<machine>.txt``.
 
@@ -57,7 +59,7 @@ from benchmarks.startup_benchmark import train_args as startup_train_args  # noq
 
 TARGET_SECONDS = 5.0
 REFERENCE_IMPORTS = ("pandas", "sklearn.model_selection", "scipy.stats")
-WAYS = ("lean", "reference", "unstreamed", "hashed", "rowwise")
+WAYS = ("lean", "reference", "unstreamed", "hashed", "rowwise", "MPI asked")
 PRELOADS = {  # what each way runs before wav2emo.train
     "lean": "",
     # main's imports, and a resident split padded on the host and copied whole
@@ -74,6 +76,8 @@ PRELOADS = {  # what each way runs before wav2emo.train
                "features.digests_remembered = lambda cache_dir: contextlib.nullcontext()\n"),
     # the way before the stored bytes: every row of a resident split read through its strategy
     "rowwise": "import wav2emo.feeding.streamed_upload as streamed\nstreamed.STORED_BYTES = False\n",
+    # the way before cluster_plugins: Lightning asks MPI (mpi4py, where installed) inside Trainer(...)
+    "MPI asked": "import wav2emo.training.distributed as distributed\ndistributed.cluster_plugins = lambda trainer_cfg: {}\n",
 }
 FIRST_STEP = "first training step starts"
 STEP_DONE = "first training step (forward"
@@ -244,7 +248,9 @@ def render(r: dict) -> str:
         " resident split read whole (each clip made contiguous by the reading threads), then padded on the device"
         " clip by clip (`STREAMED_UPLOAD = False`); `hashed`: wav2emo as it is, but a local backbone's weights"
         " hashed again in every process (no digest memo, the way before); `rowwise`: wav2emo as it is, but a resident"
-        " split streamed row by row through its strategies (`STORED_BYTES = False`, the way before the stored bytes).",
+        " split streamed row by row through its strategies (`STORED_BYTES = False`, the way before the stored bytes);"
+        " `MPI asked`: Lightning chooses the cluster environment itself, asking mpi4py where it is installed"
+        " (`cluster_plugins` gives nothing, the way before).",
         "",
         "| way | to the first step (s, median) | first step done (s) | process (s) | each run to the first step |",
         "| --- | --- | --- | --- | --- |",
