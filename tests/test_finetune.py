@@ -308,25 +308,3 @@ def test_wandb_group_and_tags_name_finetune_and_augment(tmp_path, dirs):
     _prepare_wandb(lg, fold_plan(cfg), 0)
     assert list(lg.tags) == ["mine", "finetune=top_k(k=2)", "augment=standard(online)"]
     assert "finetune_top_k(k_2)" in lg.group and "augment_standard(online)" in lg.group
-
-
-def test_a_local_backbone_being_fine_tuned_is_hashed_once_per_version_of_its_files(tmp_path, dirs, monkeypatch):
-    """Full fine-tuning reads audio (no feature cache key), but the model build records the backbone's weights'
-    sha256: the digest memo in the cache folder saves the next process the hashing."""
-    from wav2emo import files
-    from wav2emo.runs.build import build_datamodule, build_module
-
-    cfg = cfg_of(tmp_path, dirs, "model=layer_weighted", "finetune=full")
-    dm = build_datamodule(cfg, 0)
-    dm.setup("fit")
-    read: list[str] = []
-    real = files.file_digest
-    monkeypatch.setattr(files, "file_digest", lambda path, *a, **k: read.append(Path(path).name) or real(path, *a, **k))
-    monkeypatch.setattr(files, "_DIGESTS", {})  # a new process
-    build_module(cfg, dm)  # builds the tiny backbone's folder on first use
-    weights = {p.name for p in Path(cfg.features.ssl.backbone).iterdir() if p.suffix in (".safetensors", ".bin")}
-    assert weights and weights <= set(read)  # hashed by this process ...
-    read.clear()
-    monkeypatch.setattr(files, "_DIGESTS", {})  # ... and not again by the next one
-    assert build_module(cfg, dm).upstream.model is not None
-    assert not weights & set(read)

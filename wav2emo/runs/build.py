@@ -3,7 +3,6 @@ loggers."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -22,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from wav2emo.augment.compose import Augmenter
 from wav2emo.augment.training import training_transforms
 from wav2emo.errors import ConfigError
-from wav2emo.features import digests_remembered
 from wav2emo.feeding.datamodule import EmotionDataModule
 from wav2emo.feeding.feed import build_upstream_for
 from wav2emo.models.featurizer import featurizer_for
@@ -79,10 +77,7 @@ def build_module(plan: FoldPlan | DictConfig, dm: EmotionDataModule, upstream: A
     model_inputs = tuple(plan.model.get("inputs") or dm.inputs)
     statistics = TrainingStatistics.of(dm, model_inputs) if plan.trains else None
     if upstream is _BUILD:
-        cache_dir = (plan.config.get("paths") or {}).get("cache_dir")
-        # a backbone read from a local folder records its weights' sha256: hashed once per version of the files
-        with digests_remembered(cache_dir) if cache_dir else contextlib.nullcontext():
-            upstream = build_upstream_for(plan.feed)
+        upstream = build_upstream_for(plan.feed)
     ssl_up = last_ssl_stage(upstream)
     if ssl_up is not None and ssl_up.mode == "top_k" and ssl_meta is not None:
         ssl_up.check_cache(ssl_meta)  # top_k continues the cache's hidden states: same backbone
