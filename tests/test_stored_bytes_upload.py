@@ -131,3 +131,26 @@ def test_stored_bytes_to_the_gpu_through_pinned_chunks(tmp_path, only_stored_byt
     assert streamed["ssl"].device.type == "cuda"
     host = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in streamed.items()}
     assert_same_batch(host, collate([ds[i] for i in range(len(ds))], None, 8))
+
+
+def test_reader_threads_opening_a_shard_at_once_keep_one_descriptor(tmp_path):
+    import threading
+
+    cache = make_cache(tmp_path / "c", 30, (3, 8), "float16", 0)
+    start = threading.Barrier(8)
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+    def read():
+        start.wait()
+        for i in range(30):
+            cache.read_copy(i)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    shards = len({int(s) for s in cache.locate(range(30)).shard})
+    assert len(cache._fds) == shards
+    if before is not None:  # every other descriptor a racing thread opened was closed again
+        assert len(os.listdir("/proc/self/fd")) - before == shards

@@ -369,10 +369,15 @@ class FeatureCache:
     def _fd(self, shard: int, filename: str) -> int:
         # One descriptor per shard and process; pread needs no shared file position, so forked
         # DataLoader workers may use inherited descriptors safely.
+        # Reader threads may open a shard at once: the first descriptor stored is kept, the others closed.
         fds = self.__dict__.setdefault("_fds", {})
-        if shard not in fds:
-            fds[shard] = os.open(filename, os.O_RDONLY)
-        return fds[shard]
+        fd = fds.get(shard)
+        if fd is None:
+            opened = os.open(filename, os.O_RDONLY)
+            fd = fds.setdefault(shard, opened)
+            if fd != opened:
+                os.close(opened)
+        return fd
 
 
 # Writing ----------------------------------------------------------------------------------------------
