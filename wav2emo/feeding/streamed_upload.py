@@ -13,7 +13,8 @@ copy runs under the reading, and the host never holds more than the chunks.  Two
   one ``pread``, whole runs of clips at a time, exactly as stored (time first, unpadded); on the device one
   indexed copy per chunk puts every frame into its clip's padded row, transposed and converted as the strategy
   serves it.  The threads hold the GIL for a few microseconds per piece, not per clip, and the host copies
-  only the clips' own bytes;
+  only the clips' own bytes: fold 0's train split (1020 clips, 5.4 GB on the GPU) in 0.15-0.18 s against 0.58 s
+  row by row, on one H100 host (``benchmarks/reports/upload_nvidia_h100_80gb_hbm3.md``);
 * **rows** (any other input of exact lengths, e.g. speaker-normalised features): each thread reads a clip
   through its strategy and pads it into its row of the chunk.
 
