@@ -116,7 +116,7 @@ def test_a_shard_cut_short_after_opening_is_an_error_naming_its_file(tmp_path, o
 def test_a_span_outside_the_shard_rows_is_refused(tmp_path):
     cache = make_cache(tmp_path / "c", 5, (3, 8), "float16", 0)
     spans = cache.locate([4])
-    last = int(cache.lengths[4]) * cache.frame_bytes
+    last = int(cache.lengths[4]) * spans.frame_bytes
     with pytest.raises(IndexError, match="outside the rows of"):
         cache.read_span(int(spans.shard[0]), int(spans.offset[0]), memoryview(bytearray(last + 2)), "clip 4")
     out = np.empty((int(cache.lengths[4]), 3, 8), np.float16)

@@ -87,6 +87,10 @@ class FeatureCache:
         self._lengths.setflags(write=False)
         self._shards = shards
         self._pos = {c: i for i, c in enumerate(self._clip_ids)}
+        # Each clip's first byte in its shard's file (what read_copy and locate read from).
+        shard_starts = np.asarray([int(m.offset) for m in shards], dtype=np.int64)
+        frame_bytes = math.prod(int(d) for d in meta["feature_shape"]) * np.dtype(meta["dtype"]).itemsize
+        self._byte_offset = shard_starts[self._shard] + self._offset * frame_bytes
 
     @classmethod
     def open(cls, path: str | Path, *, verify: str = "stamp") -> FeatureCache:
@@ -336,22 +340,14 @@ class FeatureCache:
             raise IndexError(f"clip index {i} out of range for a cache of {self.num_clips} clips ({self.path})")
         i %= self.num_clips
         out = np.empty((int(self._lengths[i]), *self.feature_shape), dtype=self.dtype)
-        spans = self.locate([i])
-        self.read_span(int(spans.shard[0]), int(spans.offset[0]), memoryview(out).cast("B"), f"clip {i}")
+        self.read_span(int(self._shard[i]), int(self._byte_offset[i]), memoryview(out).cast("B"), f"clip {i}")
         return out
-
-    @property
-    def frame_bytes(self) -> int:
-        """Bytes of one stored frame (``feature_shape`` of ``dtype``)."""
-        return math.prod(self.feature_shape) * self.dtype.itemsize
 
     def locate(self, rows: Iterable[int]) -> Spans:
         """Where clips ``rows`` lie on disk (:class:`Spans`): each one's shard, and the byte offset of its first
         frame in that shard's file; its :attr:`lengths` frames follow, time first."""
         rows = np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
-        shard = self._shard[rows]
-        starts = np.asarray([int(s.offset) for s in self._shards], dtype=np.int64)
-        return Spans((self,), np.zeros(len(rows), dtype=np.int64), shard, starts[shard] + self._offset[rows] * self.frame_bytes,
+        return Spans((self,), np.zeros(len(rows), dtype=np.int64), self._shard[rows], self._byte_offset[rows],
                      self.feature_shape, self.dtype)
 
     def read_span(self, shard: int, offset: int, out: memoryview, what: str = "a span") -> None:
