@@ -166,7 +166,7 @@ def run(cfg: DictConfig) -> int:
         predictor = Predictor(models, batch_size=batch_size)
         described = "{} model(s) ({}) on {}".format(
             len(models), ", ".join(f"{m.config.model.name} fold {m.fold}" for m in models), models[0].features.device)
-    with torch_threads(threads):  # run() called in a process of one's own: its thread count as it was after
+    with torch_threads(threads):  # put back afterwards, for a caller that runs run() in its own process
         try:
             return _predict_all(cfg, files, ckpts, predictor, settings, described, reader)
         finally:

@@ -147,8 +147,9 @@ def cluster_plugins(trainer_cfg: Mapping[str, Any]) -> dict[str, Any]:
     without asking MPI; else ``{}`` (Lightning chooses).
 
     Lightning's own choice asks ``mpi4py``, where it is installed, for MPI's world size, and that initialises MPI in
-    the process: 0.35 s of every ``Trainer(...)`` on an H100 host whose image has mpi4py (issue 25's start-up
-    profile), and MPI then lives in a process that forks DataLoader workers.  Lightning chooses as before when the
+    the process: 0.59-0.97 s of a ``Trainer(...)`` in a fresh process on an H100 host whose image has mpi4py
+    (``benchmarks/reports/cluster_env_nvidia_h100_80gb_hbm3.md``; 0.36 s in a training run's start-up profile), and
+    MPI then lives in a process that forks DataLoader workers.  Lightning chooses as before when the
     config names plugins, when an MPI launcher started this process (:data:`MPI_LAUNCHER_VARIABLES`), or when
     torchelastic, SLURM or LSF is detected (cheap checks of the environment)."""
     if trainer_cfg.get("plugins") or any(v in os.environ for v in MPI_LAUNCHER_VARIABLES):
