@@ -18,7 +18,7 @@ import numpy as np
 from wav2emo.data.manifest import Manifest
 from wav2emo.errors import ConfigError
 from wav2emo.features import get_features
-from wav2emo.features.cache.reader import FeatureCache, Spans
+from wav2emo.features.cache.reader import FeatureCache, Spans, row_indices
 from wav2emo.features.overlap import get_features_many
 
 
@@ -74,7 +74,7 @@ class MultiCache:
 
     def locate(self, rows: Iterable[int]) -> Spans:
         """Where rows ``rows`` lie in their corpora's cache files (:meth:`FeatureCache.locate`)."""
-        rows = np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
+        rows = row_indices(rows)
         if len(rows) and not (0 <= rows.min() and rows.max() < self.num_clips):
             raise IndexError(f"rows {rows.min()}..{rows.max()} out of range for {self.num_clips} clips of the "
                              "combined corpora")

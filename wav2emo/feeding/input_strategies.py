@@ -54,6 +54,11 @@ class InputStrategy(Protocol):
         ...
 
 
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    """The torch dtype of numpy's ``dtype`` (as ``torch.from_numpy`` would give it)."""
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
 @dataclass(frozen=True)
 class StoredRows:
     """A padded input's rows as its cache stores them, for a reader that copies bytes (the streamed upload): row
@@ -99,7 +104,7 @@ class CachedFeatures:
         """Where this input's rows lie in the cache's files (None for eGeMAPS, which is not padded)."""
         if self.key == "egemaps":
             return None
-        served = torch.float32 if self.key == "logmel" else torch.from_numpy(np.empty(0, self.cache.dtype)).dtype
+        served = torch.float32 if self.key == "logmel" else torch_dtype(self.cache.dtype)
         return StoredRows(self.cache.locate(self.rows), self.lengths(), served)
 
 

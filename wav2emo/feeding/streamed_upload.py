@@ -42,6 +42,7 @@ from wav2emo.feeding.input_strategies import (
     clip_fields,
     masks_and_lengths,
     padded_length,
+    torch_dtype,
 )
 from wav2emo.feeding.placement import reading_threads
 
@@ -217,7 +218,7 @@ def _bytes_to_device(stored: StoredRows, key: str, shape: tuple[int, ...], devic
                                                                                                len(chunks)))]
     views = [memoryview(b.numpy()) for b in buffers]
     stage = torch.empty(chunk_bytes, dtype=torch.uint8, device=device)
-    stored_dtype = torch.from_numpy(np.empty(0, spans.dtype)).dtype
+    stored_dtype = torch_dtype(spans.dtype)
 
     def fill(piece: tuple[int, int, int, int, int], slot: int) -> None:
         cache, shard, offset, at, size = piece

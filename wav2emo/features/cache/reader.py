@@ -37,6 +37,11 @@ _UNCHECKED: set[str] = set()  # caches without checksums already warned about, i
 
 
 # Reading ----------------------------------------------------------------------------------------------
+def row_indices(rows: Iterable[int]) -> np.ndarray:
+    """``rows`` (any iterable of clip indices) as an int64 array, for indexing a cache's per-clip tables."""
+    return np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Spans:
     """Where clips lie in cache files, for a reader that copies their bytes as stored: clip ``k`` starts at byte
@@ -346,7 +351,7 @@ class FeatureCache:
     def locate(self, rows: Iterable[int]) -> Spans:
         """Where clips ``rows`` lie on disk (:class:`Spans`): each one's shard, and the byte offset of its first
         frame in that shard's file; its :attr:`lengths` frames follow, time first."""
-        rows = np.asarray(rows if isinstance(rows, np.ndarray) else list(rows), dtype=np.int64)
+        rows = row_indices(rows)
         return Spans((self,), np.zeros(len(rows), dtype=np.int64), self._shard[rows], self._byte_offset[rows],
                      self.feature_shape, self.dtype)
 
