@@ -96,11 +96,14 @@ def recording(work: Path) -> Path:
 
 
 def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str,
-                 threads: str = "auto", tree: Path = REPO) -> dict:
-    """One timed command, with the code of ``tree`` (this checkout, or ``--previous``'s)."""
-    out = work / f"pred_{ckpt.parent.name}_{workers}_{threads}{'' if tree == REPO else '_previous'}.csv"
+                 threads: str = "auto", tree: Path = REPO, nice: str | None = None) -> dict:
+    """One timed command, with the code of ``tree`` (this checkout, or ``--previous``'s); ``nice``: its
+    ``egemaps_nice`` (None: the config's)."""
+    tag = f"{workers}_{threads}{'' if nice is None else '_nice' + nice}{'' if tree == REPO else '_previous'}"
+    out = work / f"pred_{ckpt.parent.name}_{tag}.csv"
     cmd = [sys.executable, "-m", "wav2emo.predict", f"ckpt_path={ckpt}", f"inputs=[{rec}]", f"output={out}",
-           f"egemaps_workers={workers}", f"device={device}", "progress=false", f"torch_threads={threads}"]
+           f"egemaps_workers={workers}", f"device={device}", "progress=false", f"torch_threads={threads}",
+           *([] if nice is None else [f"egemaps_nice={nice}"])]
     env = env_for(work, tree)
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
@@ -170,6 +173,8 @@ def main() -> None:
                          "beside this checkout's, on the same checkpoints and recording")
     ap.add_argument("--workers", default="",
                     help="more egemaps_workers counts to time for fe_vgg_egemaps (torch_threads=auto), e.g. 8,12")
+    ap.add_argument("--nice", default="",
+                    help="egemaps_nice values to time for fe_vgg_egemaps (egemaps_workers=auto), e.g. 0,10")
     ap.add_argument("--no-serial", action="store_true",
                     help="leave out the serial way (about a minute); the CSVs are compared with the first pooled way's")
     ap.add_argument("--repeats", type=int, default=1, help="time every way this many times, interleaved")
@@ -194,15 +199,18 @@ def main() -> None:
                     "pycache_prefix": os.environ.get("PYTHONPYCACHEPREFIX")}
     cores = str(len(a.cpus.split(",")) if a.cpus else os.cpu_count() or 1)
     # (model, egemaps_workers, torch_threads): torch_threads=<cores> is the way before torch_threads existed
-    ways = [*([] if a.no_serial else [("fe_vgg_egemaps", "0", "auto")]), ("fe_vgg_egemaps", "auto", cores),
-            ("fe_vgg_egemaps", "auto", "auto"), *[("fe_vgg_egemaps", w, "auto") for w in a.workers.split(",") if w],
-            ("fe_vgg", "auto", "auto")]
+    ways = [*([] if a.no_serial else [("fe_vgg_egemaps", "0", "auto", None)]), ("fe_vgg_egemaps", "auto", cores, None),
+            ("fe_vgg_egemaps", "auto", "auto", None),
+            *[("fe_vgg_egemaps", w, "auto", None) for w in a.workers.split(",") if w],
+            *[("fe_vgg_egemaps", "auto", "auto", n) for n in a.nice.split(",") if n],
+            ("fe_vgg", "auto", "auto", None)]
     for i in range(a.repeats):  # interleaved: drift in the machine's load hits every way alike
         again = f" #{i + 1}" if i else ""
-        for model, workers, threads in ways:
-            result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}{again}"] = time_predict(
-                a.work, ckpts[model], rec, workers, a.cpus, device, threads)
-            if a.previous is not None and workers == "auto" and threads == "auto":
+        for model, workers, threads, nice in ways:
+            niced = "" if nice is None else f" egemaps_nice={nice}"
+            result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}{niced}{again}"] = time_predict(
+                a.work, ckpts[model], rec, workers, a.cpus, device, threads, nice=nice)
+            if a.previous is not None and workers == "auto" and threads == "auto" and nice is None:
                 result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}{again}"] = \
                     time_predict(a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
     if a.previous is not None:

@@ -331,6 +331,16 @@ def test_torch_threads_auto_halves_the_cores_only_beside_egemaps_workers_on_the_
             _torch_threads(bad, "cpu", 2)
 
 
+def test_egemaps_nice_takes_a_nice_value_and_refuses_anything_else():
+    from wav2emo.errors import ConfigError
+    from wav2emo.predict import _egemaps_nice
+
+    assert [_egemaps_nice(v) for v in (0, 10, 19)] == [0, 10, 19]
+    for bad in (-1, 20, True, "high", 2.5):
+        with pytest.raises(ConfigError, match="egemaps_nice="):
+            _egemaps_nice(bad)
+
+
 def test_torch_threads_change_no_prediction_and_are_restored_after_the_run(trained, tmp_path):
     """The eGeMAPS model with its workers (auto): one network thread or torch's default give the same
     probabilities within float tolerance, and run() leaves the process's thread count as it found it."""

@@ -56,6 +56,26 @@ def test_in_memory_features_with_workers_equal_the_serial_way():
     assert all(p.poll() is not None for p in pooled.smile_pool.procs)  # closed: no process left behind
 
 
+def test_egemaps_nice_lowers_the_workers_priority_and_keeps_their_values():
+    import os
+
+    from wav2emo.inference.features import InMemoryFeatures
+
+    spec = {"egemaps": {"kind": "egemaps_functionals", "feature_set": "eGeMAPSv02", "min_clip_s": 0.06}}
+    same = InMemoryFeatures(spec, ["egemaps"], device="cpu", egemaps_workers=1)
+    niced = InMemoryFeatures(spec, ["egemaps"], device="cpu", egemaps_workers=1, egemaps_nice=7)
+    try:
+        waves = _waves()
+        assert [np.asarray(x["egemaps"]).tolist() for x in niced.items(waves)] == \
+            [np.asarray(x["egemaps"]).tolist() for x in same.items(waves)]
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, same.smile_pool.procs[0].pid) == own
+        assert os.getpriority(os.PRIO_PROCESS, niced.smile_pool.procs[0].pid) == min(19, own + 7)
+    finally:
+        same.close()
+        niced.close()
+
+
 def test_a_window_openSMILE_cannot_use_is_an_error_not_a_number():
     from wav2emo.inference.features import InMemoryFeatures
 

@@ -93,6 +93,13 @@ def _egemaps_workers(value: Any) -> int:
     return value
 
 
+def _egemaps_nice(value: Any) -> int:
+    """``egemaps_nice``: how far below this process the openSMILE workers run (``nice``, 0-19)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 19:
+        raise ConfigError(f"egemaps_nice={value}: expected a whole number from 0 (the same priority) to 19 (the lowest)")
+    return value
+
+
 def _torch_threads(value: Any, device: str, egemaps_workers: int) -> int | None:
     """``torch_threads``: how many CPU threads the network gets (None: torch's default, left alone).
 
@@ -150,8 +157,10 @@ def run(cfg: DictConfig) -> int:
         ckpts = checkpoints_of(cfg.ckpt_path)
         shared: dict = {}
         workers = _egemaps_workers(cfg.get("egemaps_workers", "auto"))
+        nice = _egemaps_nice(cfg.get("egemaps_nice", 0))
         try:
-            read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers) for p in ckpts]
+            read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers, egemaps_nice=nice)
+                    for p in ckpts]
             # The windows are read, and their eGeMAPS queued on the workers, while the backbones and models load.
             reader = start_reader(files, settings, shared.values(), batch_size or read[0].eval_batch_size)
             cache_dir = (cfg.get("paths") or {}).get("cache_dir")  # a local backbone's weights hashed once a version

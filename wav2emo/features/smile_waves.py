@@ -34,7 +34,9 @@ from wav2emo.features.smile_pool import (
 class SmileWavePool:
     """``num_workers`` openSMILE worker processes for one feature set and level, fed waveforms."""
 
-    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals") -> None:
+    def __init__(self, num_workers: int, feature_set: str = "eGeMAPSv02", level: str = "functionals", *,
+                 nice: int = 0) -> None:
+        """``nice`` > 0 lowers the workers' priority: the process they serve keeps the cores it needs."""
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, **_SINGLE_THREADED,
                "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
@@ -47,7 +49,7 @@ class SmileWavePool:
         try:
             for _ in range(self.num_workers):
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, "0"],
+                    [sys.executable, "-m", "wav2emo.features.smile_worker", feature_set, level, str(int(nice))],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env))
         except BaseException:
             self.close()

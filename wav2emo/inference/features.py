@@ -53,9 +53,10 @@ class InMemoryFeatures:
 
     def __init__(self, features: Mapping[str, Any], inputs: Sequence[str], *, device: str | torch.device = "auto",
                  ssl_layer_index: int | None = None, sample_rate: int = TARGET_SAMPLE_RATE,
-                 egemaps_workers: int = 0, load_backbone: bool = True) -> None:
+                 egemaps_workers: int = 0, egemaps_nice: int = 0, load_backbone: bool = True) -> None:
         """``load_backbone=False`` starts eGeMAPS (its worker processes take windows at once) and leaves the
-        backbone and log-mel front end to :meth:`load_backbone`, so that windows can be queued while they load."""
+        backbone and log-mel front end to :meth:`load_backbone`, so that windows can be queued while they load.
+        ``egemaps_nice``: the worker processes' priority below this one (``nice``; 0 = the same)."""
         self.inputs = tuple(inputs)
         self.device = resolve_device(device)
         self.ssl_layer_index = ssl_layer_index
@@ -66,7 +67,7 @@ class InMemoryFeatures:
             if spec_name in CACHED and not isinstance(self._specs.get(spec_name), Mapping):
                 raise ConfigError(f"the model reads {name!r} but its config's features define only {sorted(self._specs)}")
         self.extractor = self.logmel = self.smile = self.smile_pool = None
-        self.egemaps_workers = int(egemaps_workers)
+        self.egemaps_workers, self.egemaps_nice = int(egemaps_workers), int(egemaps_nice)
         self.ssl_meta: dict[str, Any] = {}
         self.max_samples: int | None = None
         self._smile_min = 1
@@ -108,7 +109,8 @@ class InMemoryFeatures:
         if self.egemaps_workers >= 1:  # started now: the workers load openSMILE while the backbone loads
             from wav2emo.features.smile_waves import SmileWavePool
 
-            self.smile_pool = SmileWavePool(self.egemaps_workers, spec.get("feature_set", "eGeMAPSv02"), "functionals")
+            self.smile_pool = SmileWavePool(self.egemaps_workers, spec.get("feature_set", "eGeMAPSv02"), "functionals",
+                                            nice=self.egemaps_nice)
         else:
             try:
                 self.smile = SmileEngine(spec.get("feature_set", "eGeMAPSv02"), "functionals")

@@ -120,7 +120,7 @@ class CheckpointRead:
 
 def read_checkpoint(path: str | Path, *, device: str | torch.device = "auto",
                     features_cache: dict[str, InMemoryFeatures] | None = None,
-                    egemaps_workers: int = 0) -> CheckpointRead:
+                    egemaps_workers: int = 0, egemaps_nice: int = 0) -> CheckpointRead:
     """Read the checkpoint at ``path`` and start its features (see :func:`restore` for the arguments); the
     backbone and the model are left to :func:`build_restored`."""
     from wav2emo.runs.plan import fold_plan
@@ -137,7 +137,7 @@ def read_checkpoint(path: str | Path, *, device: str | torch.device = "auto",
     cache = {} if features_cache is None else features_cache
     if key not in cache:
         cache[key] = InMemoryFeatures(cfg.features, served, device=device, egemaps_workers=egemaps_workers,
-                                      load_backbone=False, **extra)
+                                      egemaps_nice=egemaps_nice, load_backbone=False, **extra)
     return CheckpointRead(path, ckpt, cfg, names, plan, served, cache[key])
 
 
