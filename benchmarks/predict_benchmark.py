@@ -40,11 +40,29 @@ RECORDING_S = 1800.0
 SR = 16_000
 TARGETS = {"gpu": 200.0, "cpu": 20.0}  # times real time, start-up included (issue 25)
 PREVIOUS = "previous code: "  # the label of the ways timed with ``--previous``'s checkout
+PACKAGES = "other packages: "  # the label of the ways timed with ``--packages`` in front of the environment
 
 
-def env_for(work: Path, tree: Path = REPO) -> dict:
-    return dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled",
-                PYTHONPATH=os.pathsep.join(p for p in (str(tree), os.environ.get("PYTHONPATH")) if p),
+def _installed(name: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def package_versions(folder: Path) -> dict[str, str]:
+    """The distributions installed in ``folder`` (``pip install --target``) and their versions."""
+    return {d.name.split("-")[0]: d.name[:-len(".dist-info")].split("-", 1)[1] for d in sorted(folder.glob("*.dist-info"))}
+
+
+def env_for(work: Path, tree: Path = REPO, packages: Path | None = None) -> dict:
+    """The commands' environment: ``tree``'s code first, then ``packages`` (other versions of installed packages,
+    e.g. ``pip install --target``), then the caller's PYTHONPATH."""
+    path = (str(tree), *([] if packages is None else [str(packages)]), os.environ.get("PYTHONPATH"))
+    return dict(os.environ, HF_HUB_OFFLINE="1", WANDB_MODE="disabled", PYTHONPATH=os.pathsep.join(p for p in path if p),
                 WAV2EMO_DATA_DIR=str(work / "data"), WAV2EMO_CACHE_DIR=str(work / "cache"),
                 WAV2EMO_LOG_DIR=str(work / "outputs"))
 
@@ -96,15 +114,17 @@ def recording(work: Path) -> Path:
 
 
 def time_predict(work: Path, ckpt: Path, rec: Path, workers: str, cpus: str | None, device: str,
-                 threads: str = "auto", tree: Path = REPO, nice: str | None = None) -> dict:
-    """One timed command, with the code of ``tree`` (this checkout, or ``--previous``'s); ``nice``: its
-    ``egemaps_nice`` (None: the config's)."""
-    tag = f"{workers}_{threads}{'' if nice is None else '_nice' + nice}{'' if tree == REPO else '_previous'}"
+                 threads: str = "auto", tree: Path = REPO, nice: str | None = None, packages: Path | None = None
+                 ) -> dict:
+    """One timed command, with the code of ``tree`` (this checkout, or ``--previous``'s) and ``packages`` in front
+    of the environment's (``--packages``); ``nice``: its ``egemaps_nice`` (None: the config's)."""
+    tag = (f"{workers}_{threads}{'' if nice is None else '_nice' + nice}{'' if tree == REPO else '_previous'}"
+           f"{'' if packages is None else '_packages'}")
     out = work / f"pred_{ckpt.parent.name}_{tag}.csv"
     cmd = [sys.executable, "-m", "wav2emo.predict", f"ckpt_path={ckpt}", f"inputs=[{rec}]", f"output={out}",
            f"egemaps_workers={workers}", f"device={device}", "progress=false", f"torch_threads={threads}",
            *([] if nice is None else [f"egemaps_nice={nice}"])]
-    env = env_for(work, tree)
+    env = env_for(work, tree, packages)
     if cpus:
         cmd = ["taskset", "-c", cpus, *cmd]
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -171,6 +191,9 @@ def main() -> None:
     ap.add_argument("--previous", type=Path, default=None,
                     help="a checkout of the code before a change (e.g. `git archive`): its pooled ways are timed "
                          "beside this checkout's, on the same checkpoints and recording")
+    ap.add_argument("--packages", type=Path, default=None,
+                    help="a folder of other versions of installed packages (pip install --target DIR, e.g. the "
+                         "lock's): every way of this checkout is timed again with DIR in front of the environment")
     ap.add_argument("--workers", default="",
                     help="more egemaps_workers counts to time for fe_vgg_egemaps (torch_threads=auto), e.g. 8,12")
     ap.add_argument("--nice", default="",
@@ -210,11 +233,23 @@ def main() -> None:
             niced = "" if nice is None else f" egemaps_nice={nice}"
             result["runs"][f"{model} egemaps_workers={workers} torch_threads={threads}{niced}{again}"] = time_predict(
                 a.work, ckpts[model], rec, workers, a.cpus, device, threads, nice=nice)
+            if a.packages is not None:
+                result["runs"][f"{PACKAGES}{model} egemaps_workers={workers} torch_threads={threads}{niced}{again}"] = \
+                    time_predict(a.work, ckpts[model], rec, workers, a.cpus, device, threads, nice=nice,
+                                 packages=a.packages.resolve())
             if a.previous is not None and workers == "auto" and threads == "auto" and nice is None:
                 result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}{again}"] = \
                     time_predict(a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
+    if a.nice:
+        result["nice"] = a.nice
     if a.previous is not None:
         result["previous"] = str(a.previous)
+    if a.packages is not None:
+        from importlib.metadata import version
+
+        mine = package_versions(a.packages)
+        result["packages"] = {"folder": str(a.packages), "versions": mine,
+                              "environment_versions": {k: version(k) for k in mine if _installed(k)}}
     runs = result["runs"]
     first = "fe_vgg_egemaps egemaps_workers=" + ("auto torch_threads=" + cores if a.no_serial else "0 torch_threads=auto")
     result["compared_with"] = first
@@ -239,11 +274,19 @@ def bytecode_line(r: dict) -> str:
 
 
 def code_lines(r: dict) -> list[str]:
-    """What code was timed: this checkout (``code``, when recorded) and ``--previous``'s checkout beside it."""
-    if not r.get("previous"):
-        return []
-    return ["", f"Code timed: {r.get('code') or 'this checkout'}; the `previous code:` ways ran {r['previous']} beside it, "
-            "on the same checkpoints and recording."]
+    """What code was timed: this checkout (``code``, when recorded), ``--previous``'s checkout beside it, and the
+    packages ``--packages`` put in front of the environment."""
+    lines = []
+    if r.get("previous"):
+        lines += ["", f"Code timed: {r.get('code') or 'this checkout'}; the `previous code:` ways ran {r['previous']} "
+                      "beside it, on the same checkpoints and recording."]
+    if r.get("packages"):
+        versions = ", ".join(f"{k} {v}" for k, v in r["packages"]["versions"].items())
+        before = ", ".join(f"{k} {v}" for k, v in r["packages"].get("environment_versions", {}).items())
+        lines += ["", f"The `{PACKAGES.strip()}` ways ran the same code with these packages in front of the "
+                      f"environment's ({r['packages']['folder']}): {versions}. The other ways ran the environment's: "
+                      f"{before}."]
+    return lines
 
 
 def render(r: dict) -> str:
@@ -259,6 +302,8 @@ def render(r: dict) -> str:
         "Regenerate: `python benchmarks/predict_benchmark.py --backbone " + r["backbone"]
         + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "")
         + (" --previous <checkout of the code before>" if r.get("previous") else "")
+        + (" --packages <folder>" if r.get("packages") else "")
+        + (f" --nice {r['nice']}" if r.get("nice") else "")
         + (" --no-serial" if r.get("compared_with", "").endswith(f"auto torch_threads={r.get('cores')}") else "") + "`.",
         "", bytecode_line(r), *code_lines(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"

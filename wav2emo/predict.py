@@ -157,7 +157,7 @@ def run(cfg: DictConfig) -> int:
         ckpts = checkpoints_of(cfg.ckpt_path)
         shared: dict = {}
         workers = _egemaps_workers(cfg.get("egemaps_workers", "auto"))
-        nice = _egemaps_nice(cfg.get("egemaps_nice", 0))
+        nice = _egemaps_nice(cfg.get("egemaps_nice", 10))
         try:
             read = [read_checkpoint(p, device=device, features_cache=shared, egemaps_workers=workers, egemaps_nice=nice)
                     for p in ckpts]
