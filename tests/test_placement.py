@@ -60,6 +60,48 @@ def test_auto_on_a_gpu_checks_the_free_memory(monkeypatch):
     assert "only 10.0 GiB of 80.0 GiB are free" in placed.reason and "memory-mapped" in placed.reason
 
 
+def test_auto_counts_the_allocators_unused_memory_as_free(monkeypatch):
+    """Memory torch's caching allocator holds but no tensor uses (an earlier fold's, freed) is the fold's to take."""
+    ds = _Clips([5, 9])
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * GiB, 80 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 20 * GiB)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 16 * GiB)
+    placed = decide("auto", torch.device("cuda", 0), [ds], headroom_gib=8)
+    assert placed.resident and "10.0 GiB free" in placed.reason
+    assert not decide("auto", torch.device("cuda", 0), [ds], headroom_gib=9.9999999).resident
+
+
+def test_an_earlier_folds_garbage_is_collected_before_the_free_memory_is_measured(monkeypatch):
+    """Objects of an earlier fold kept alive only by reference cycles (a trainer and its callbacks, a data module
+    and its resident split) are gone before the decision, even with the garbage collector's own timing off."""
+    import gc
+    import weakref
+
+    class Fold:
+        pass
+
+    fold = Fold()
+    fold.me = fold  # a reference cycle, as a Trainer's with its callbacks and module
+    gone = weakref.ref(fold)
+    del fold
+    measured = []
+
+    def mem_get_info(device=None):
+        measured.append(gone() is None)
+        return 80 * GiB, 80 * GiB
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1)  # CUDA already used here
+    gc.disable()
+    try:
+        assert gone() is not None  # only the cycle holds it, and nothing collected it yet
+        assert decide("auto", torch.device("cuda", 0), [_Clips([5])]).resident
+    finally:
+        gc.enable()
+    assert measured == [True]
+
+
 def test_read_items_keeps_the_order_with_threads():
     ds = _Clips(list(range(3, 103)))
     items = read_items(ds, threads=4)
