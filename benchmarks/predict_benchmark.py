@@ -201,6 +201,8 @@ def main() -> None:
     ap.add_argument("--no-serial", action="store_true",
                     help="leave out the serial way (about a minute); the CSVs are compared with the first pooled way's")
     ap.add_argument("--repeats", type=int, default=1, help="time every way this many times, interleaved")
+    ap.add_argument("--models", default="fe_vgg_egemaps,fe_vgg",
+                    help="which models' ways to time (fe_vgg_egemaps always: its checkpoint is the comparison's)")
     a = ap.parse_args()
     import torch
 
@@ -208,7 +210,8 @@ def main() -> None:
     device = "cuda" if gpu else "cpu"
     a.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ckpts = {m: train_checkpoint(a.work, m, a.backbone, torch.cuda.is_available()) for m in ("fe_vgg_egemaps", "fe_vgg")}
+    models = ["fe_vgg_egemaps", *[m for m in a.models.split(",") if m and m != "fe_vgg_egemaps"]]
+    ckpts = {m: train_checkpoint(a.work, m, a.backbone, torch.cuda.is_available()) for m in models}
     rec = recording(a.work)
     if a.warm_up:
         time_predict(a.work, ckpts["fe_vgg_egemaps"], rec, "auto", a.cpus, device)
@@ -226,7 +229,7 @@ def main() -> None:
             ("fe_vgg_egemaps", "auto", "auto", None),
             *[("fe_vgg_egemaps", w, "auto", None) for w in a.workers.split(",") if w],
             *[("fe_vgg_egemaps", "auto", "auto", n) for n in a.nice.split(",") if n],
-            ("fe_vgg", "auto", "auto", None)]
+            *[(m, "auto", "auto", None) for m in models[1:]]]
     for i in range(a.repeats):  # interleaved: drift in the machine's load hits every way alike
         again = f" #{i + 1}" if i else ""
         for model, workers, threads, nice in ways:
