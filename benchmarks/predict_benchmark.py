@@ -243,8 +243,9 @@ def main() -> None:
             if a.previous is not None and workers == "auto" and threads == "auto" and nice is None:
                 result["runs"][f"{PREVIOUS}{model} egemaps_workers={workers} torch_threads={threads}{again}"] = \
                     time_predict(a.work, ckpts[model], rec, workers, a.cpus, device, threads, tree=a.previous.resolve())
-    if a.nice:
-        result["nice"] = a.nice
+    for flag in ("nice", "workers", "models", "repeats"):  # what the report's Regenerate line names
+        if getattr(a, flag) != ap.get_default(flag):
+            result[flag] = getattr(a, flag)
     if a.previous is not None:
         result["previous"] = str(a.previous)
     if a.packages is not None:
@@ -306,7 +307,7 @@ def render(r: dict) -> str:
         + (f" --cpus {r['cpus']}" if r.get("cpus") else "") + (" --warm-up" if r.get("warm_up") else "")
         + (" --previous <checkout of the code before>" if r.get("previous") else "")
         + (" --packages <folder>" if r.get("packages") else "")
-        + (f" --nice {r['nice']}" if r.get("nice") else "")
+        + "".join(f" --{flag} {r[flag]}" for flag in ("nice", "workers", "models", "repeats") if r.get(flag))
         + (" --no-serial" if r.get("compared_with", "").endswith(f"auto torch_threads={r.get('cores')}") else "") + "`.",
         "", bytecode_line(r), *code_lines(r), "",
         "| model, way | seconds | times real time | windows | CPU seconds, all processes (user + sys) | times real"
