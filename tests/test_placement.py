@@ -71,35 +71,59 @@ def test_auto_counts_the_allocators_unused_memory_as_free(monkeypatch):
     assert not decide("auto", torch.device("cuda", 0), [ds], headroom_gib=9.9999999).resident
 
 
-def test_an_earlier_folds_garbage_is_collected_before_the_free_memory_is_measured(monkeypatch):
-    """Objects of an earlier fold kept alive only by reference cycles (a trainer and its callbacks, a data module
-    and its resident split) are gone before the decision, even with the garbage collector's own timing off."""
-    import gc
+def _garbage_in_a_cycle():
+    """An object kept alive only by a reference cycle (as a Trainer with its callbacks and module), and a weak
+    reference that says whether it is gone."""
     import weakref
 
     class Fold:
         pass
 
     fold = Fold()
-    fold.me = fold  # a reference cycle, as a Trainer's with its callbacks and module
-    gone = weakref.ref(fold)
-    del fold
-    measured = []
+    fold.me = fold
+    return weakref.ref(fold)
 
-    def mem_get_info(device=None):
-        measured.append(gone() is None)
-        return 80 * GiB, 80 * GiB
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
-    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
-    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1)  # CUDA already used here
+def test_an_earlier_folds_garbage_is_collected_at_a_folds_start_once_cuda_has_run(monkeypatch):
+    """Objects of an earlier fold kept alive only by reference cycles (a trainer and its callbacks, a data module
+    and its resident split) are gone when the next fold starts, even with the garbage collector's own timing off;
+    a process that has not started CUDA (a fresh one, whose start-up this would slow) skips the collection."""
+    import gc
+
+    from wav2emo.feeding.placement import collect_earlier_folds
+
     gc.disable()
     try:
-        assert gone() is not None  # only the cycle holds it, and nothing collected it yet
-        assert decide("auto", torch.device("cuda", 0), [_Clips([5])]).resident
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+        gone = _garbage_in_a_cycle()
+        collect_earlier_folds()
+        assert gone() is not None  # nothing collected: no earlier fold used the GPU here
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        collect_earlier_folds()
+        assert gone() is None
     finally:
         gc.enable()
-    assert measured == [True]
+
+
+def test_a_fold_collects_earlier_folds_before_it_builds_its_data(monkeypatch, tmp_path):
+    from tests.helpers import compose_cfg
+    from wav2emo.runs import fold_runner
+
+    order = []
+
+    class Stop(Exception):
+        pass
+
+    def build_datamodule(*args, **kwargs):
+        order.append("data module")
+        raise Stop
+
+    monkeypatch.setattr(fold_runner, "collect_earlier_folds", lambda: order.append("collect"))
+    monkeypatch.setattr(fold_runner, "build_datamodule", build_datamodule)
+    cfg = compose_cfg(["data=synthetic", "features=tiny", "trainer=cpu"], tmp_path, tmp_path / "data", tmp_path / "cache")
+    with pytest.raises(Stop):
+        fold_runner.run_fold(cfg, 0, tmp_path / "fold_0")
+    assert order == ["collect", "data module"]
 
 
 def test_read_items_keeps_the_order_with_threads():

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from wav2emo.augment.config import augmenter_from
 from wav2emo.errors import ConfigError, MissingFileError
+from wav2emo.feeding.placement import collect_earlier_folds
 from wav2emo.reports.fold_results import FOLD_RESULT, read_fold_result, write_fold_result
 from wav2emo.reports.loggers import close_loggers, log_test_to_wandb
 from wav2emo.runs.build import (
@@ -78,6 +79,7 @@ def run_fold(plan: FoldPlan | DictConfig, fold: int, fold_dir: Path) -> dict[str
     if is_rank_zero():
         save_run_info(plan.config, fold_dir)
 
+    collect_earlier_folds()  # an earlier fold's GPU memory freed before this fold decides where its data go
     augmenter = augmenter_from(plan.augment_spec)  # once a fold: the data module's copies, the module's transforms
     dm = build_datamodule(plan, fold, augmenter=augmenter)
     dm.setup("fit")
